@@ -1,0 +1,3 @@
+module github.com/secretheap/secretheap
+
+go 1.26
