@@ -41,6 +41,8 @@ INSTALL_TARGETS :=
 
 -include cshim/cshim.mk
 -include examples/openssl/openssl.mk
+-include fuzz/fuzz.mk
+-include verify/verify.mk
 
 .PHONY: all go-build test go-test go-lint bench demo verify install generate fuzz clean
 
