@@ -1,0 +1,98 @@
+package secretmem
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrUnsupported reports that memfd_secret(2) is unavailable: the kernel
+// returned ENOSYS (too old, CONFIG_SECRETMEM=n, or secretmem.enable=0) or
+// EPERM (a seccomp filter). Errors that match it also match the errno with
+// errors.Is.
+var ErrUnsupported = errors.New("secretmem: memfd_secret unavailable")
+
+// ErrMemlock reports that the kernel refused memory past RLIMIT_MEMLOCK:
+// EAGAIN from mmap of a memfd_secret region, ENOMEM from mlock2, or EFAULT
+// while committing OS pages. Errors that match it are *MemlockError values
+// that also match the errno.
+var ErrMemlock = errors.New("secretmem: RLIMIT_MEMLOCK exceeded")
+
+// memlockFix is the advice every memlock error carries.
+const memlockFix = "raise RLIMIT_MEMLOCK: `ulimit -l <KiB>` in the shell, LimitMEMLOCK= in a systemd unit, " +
+	"or `docker run --ulimit memlock=<bytes>:<bytes>`; or set SECRETHEAP_LIMIT below it"
+
+// ProbeError says why memfd_secret does not work here and what to do. It
+// matches ErrUnsupported (ENOSYS, EPERM and other failures of the call) or
+// ErrMemlock (EAGAIN or ENOMEM at mmap, EFAULT at first touch), and its Errno,
+// with errors.Is.
+type ProbeError struct {
+	Errno  unix.Errno // the errno the kernel returned
+	Op     string     // the call that failed: memfd_secret, ftruncate, mmap or commit
+	Reason string     // what is wrong, in words
+	Fix    string     // what to do about it
+	kind   error      // ErrUnsupported or ErrMemlock
+}
+
+// Error returns one line: the failed call, the errno name, the reason and the fix.
+func (e *ProbeError) Error() string {
+	return fmt.Sprintf("secretmem: memfd_secret unavailable: %s failed with %s: %s; %s",
+		e.Op, unix.ErrnoName(e.Errno), e.Reason, e.Fix)
+}
+
+// Unwrap returns the sentinel (ErrUnsupported or ErrMemlock) and the errno,
+// so errors.Is matches both.
+func (e *ProbeError) Unwrap() []error { return []error{e.kind, e.Errno} }
+
+// newProbeError classifies a failure of op with errno en.
+func newProbeError(op string, en unix.Errno, asked uint64) *ProbeError {
+	e := &ProbeError{Errno: en, Op: op, kind: ErrUnsupported}
+	switch {
+	case op == "memfd_secret" && en == unix.ENOSYS:
+		e.Reason = "the kernel has no memfd_secret: older than 5.14, built with CONFIG_SECRETMEM=n, " +
+			"or booted with secretmem.enable=0 (the default before 6.5)"
+		e.Fix = "boot with secretmem.enable=1 on a kernel ≥ 5.14 built with CONFIG_SECRETMEM=y, " +
+			"or use SECRETHEAP_BACKEND=locked"
+	case op == "memfd_secret" && en == unix.EPERM:
+		e.Reason = "a seccomp filter forbids the memfd_secret syscall (447), e.g. Docker's default profile"
+		e.Fix = "run with a seccomp profile that allows memfd_secret (docker run --security-opt seccomp=<profile>), " +
+			"or use SECRETHEAP_BACKEND=locked"
+	case en == unix.EAGAIN || (en == unix.ENOMEM && op == "mmap") || (en == unix.EFAULT && op == "commit"):
+		e.kind = ErrMemlock
+		m, _ := ReadMemlock()
+		e.Reason = fmt.Sprintf("RLIMIT_MEMLOCK refuses the memory (%s; asked %d B)", m, asked)
+		e.Fix = memlockFix
+	case en == unix.EMFILE || en == unix.ENFILE:
+		e.Reason = "no file descriptor left for the memfd_secret file"
+		e.Fix = "raise the open-files limit (`ulimit -n`) or close descriptors"
+	default:
+		e.Reason = "unexpected error"
+		e.Fix = "report this with the kernel version (uname -r); SECRETHEAP_BACKEND=locked works around it"
+	}
+	return e
+}
+
+// MemlockError is a refusal past RLIMIT_MEMLOCK, with the numbers that explain
+// it. It matches ErrMemlock and Errno with errors.Is.
+type MemlockError struct {
+	Op      string     // mmap, mlock2 or commit
+	Backend Backend    // the backend that was refused
+	Asked   uint64     // bytes asked for in the refused call
+	Memlock Memlock    // the limit and what was locked when it was refused
+	Errno   unix.Errno // EAGAIN (mmap), ENOMEM (mlock2) or EFAULT (commit)
+}
+
+// Error says what was asked, the limit, what was locked and how to raise it.
+func (e *MemlockError) Error() string {
+	return fmt.Sprintf("secretmem: %s of %d B (%s backend) refused by RLIMIT_MEMLOCK (%s): %s, asked %d B; %s",
+		e.Op, e.Asked, e.Backend, unix.ErrnoName(e.Errno), e.Memlock, e.Asked, memlockFix)
+}
+
+// Unwrap returns ErrMemlock and the errno, so errors.Is matches both.
+func (e *MemlockError) Unwrap() []error { return []error{ErrMemlock, e.Errno} }
+
+func newMemlockError(op string, b Backend, asked uintptr, en unix.Errno) *MemlockError {
+	m, _ := ReadMemlock() // best effort: the error is about the refusal, not the read
+	return &MemlockError{Op: op, Backend: b, Asked: uint64(asked), Memlock: m, Errno: en}
+}

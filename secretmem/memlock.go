@@ -1,0 +1,84 @@
+package secretmem
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Memlock is the process's RLIMIT_MEMLOCK budget: both memfd_secret regions
+// and mlock'ed memory are charged to it, for the whole mapping at map time.
+type Memlock struct {
+	Limit     uint64 // soft RLIMIT_MEMLOCK in bytes (meaningless when Unlimited)
+	Locked    uint64 // bytes charged to the process now (VmLck in /proc/self/status)
+	Unlimited bool   // RLIM_INFINITY, or CAP_IPC_LOCK in the effective set (root), which bypasses the limit
+}
+
+// capIPCLock is CAP_IPC_LOCK's bit in the capability sets.
+const capIPCLock = 14
+
+// ReadMemlock reads the limit with getrlimit(2) and the locked bytes and the
+// effective capabilities from /proc/self/status.
+func ReadMemlock() (Memlock, error) {
+	var m Memlock
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil {
+		return m, fmt.Errorf("secretmem: getrlimit(RLIMIT_MEMLOCK): %w", err)
+	}
+	m.Limit = rl.Cur
+	m.Unlimited = rl.Cur == unix.RLIM_INFINITY
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return m, fmt.Errorf("secretmem: reading locked memory: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case bytes.HasPrefix(line, []byte("VmLck:")):
+			// "VmLck:	    2048 kB"
+			f := bytes.Fields(line[len("VmLck:"):])
+			if len(f) >= 1 {
+				kb, err := strconv.ParseUint(string(f[0]), 10, 64)
+				if err != nil {
+					return m, fmt.Errorf("secretmem: parsing %q: %w", line, err)
+				}
+				m.Locked = kb << 10
+			}
+		case bytes.HasPrefix(line, []byte("CapEff:")):
+			caps, err := strconv.ParseUint(string(bytes.TrimSpace(line[len("CapEff:"):])), 16, 64)
+			if err != nil {
+				return m, fmt.Errorf("secretmem: parsing %q: %w", line, err)
+			}
+			if caps&(1<<capIPCLock) != 0 {
+				m.Unlimited = true
+			}
+		}
+	}
+	return m, nil
+}
+
+// Headroom returns how many more bytes the limit allows: Limit - Locked, 0 when
+// Locked is at or past the limit, math.MaxUint64 when Unlimited.
+func (m Memlock) Headroom() uint64 {
+	if m.Unlimited {
+		return math.MaxUint64
+	}
+	if m.Locked >= m.Limit {
+		return 0
+	}
+	return m.Limit - m.Locked
+}
+
+// String gives "limit 65536 B, locked 4096 B" or "unlimited, locked 4096 B".
+func (m Memlock) String() string {
+	if m.Unlimited {
+		return fmt.Sprintf("limit unlimited (RLIM_INFINITY or CAP_IPC_LOCK), locked %d B", m.Locked)
+	}
+	return fmt.Sprintf("limit %d B, locked %d B", m.Limit, m.Locked)
+}

@@ -1,0 +1,141 @@
+package secretmem
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// pageSize is the OS page size (4 KiB on x86_64).
+var pageSize = uintptr(os.Getpagesize())
+
+// PageSize returns the OS page size: the unit of Commit and of region sizes.
+func PageSize() uintptr { return pageSize }
+
+// Reservation is a range of address space mapped PROT_NONE with MAP_NORESERVE:
+// it costs no memory and no RLIMIT_MEMLOCK. Regions are mapped inside it with
+// MapAt, and whatever is not mapped stays an inaccessible guard.
+type Reservation struct {
+	base, size uintptr
+	mu         sync.Mutex // guards released
+	released   bool
+}
+
+// reservations lists the live reservations so MapAt can refuse a MAP_FIXED
+// mapping that would clobber memory it does not own.
+var reservations struct {
+	mu   sync.Mutex
+	list []*Reservation // guarded by mu
+}
+
+// Reserve moves [addr, addr+size) from None to Reserved: it maps size bytes
+// (rounded up to OS pages) PROT_NONE, aligned to align (a power of two; 0 or
+// less than an OS page means OS-page aligned).
+func Reserve(size, align uintptr) (*Reservation, error) {
+	if size == 0 {
+		return nil, fmt.Errorf("secretmem: Reserve of 0 bytes: %w", unix.EINVAL)
+	}
+	if align < pageSize {
+		align = pageSize
+	}
+	if align&(align-1) != 0 {
+		return nil, fmt.Errorf("secretmem: Reserve alignment %d is not a power of two: %w", align, unix.EINVAL)
+	}
+	size = roundUp(size, pageSize)
+	// Over-map by align and trim both ends: mmap only promises OS-page alignment.
+	total := size + align - pageSize
+	if total < size {
+		return nil, fmt.Errorf("secretmem: Reserve of %d bytes aligned to %d overflows: %w", size, align, unix.EINVAL)
+	}
+	p, err := unix.MmapPtr(-1, 0, nil, total, unix.PROT_NONE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("secretmem: reserving %d bytes of address space: %w", total, err)
+	}
+	start := uintptr(p)
+	base := roundUp(start, align)
+	if head := base - start; head > 0 {
+		if err := unix.MunmapPtr(p, head); err != nil {
+			return nil, fmt.Errorf("secretmem: trimming reservation: %w", err)
+		}
+	}
+	if tail := start + total - (base + size); tail > 0 {
+		if err := unix.MunmapPtr(ptr(base+size), tail); err != nil {
+			return nil, fmt.Errorf("secretmem: trimming reservation: %w", err)
+		}
+	}
+	r := &Reservation{base: base, size: size}
+	reservations.mu.Lock()
+	reservations.list = append(reservations.list, r)
+	reservations.mu.Unlock()
+	return r, nil
+}
+
+// Base returns the first address of the reservation (aligned as asked).
+func (r *Reservation) Base() unsafe.Pointer { return ptr(r.base) }
+
+// Size returns the reservation's length in bytes.
+func (r *Reservation) Size() uintptr { return r.size }
+
+// Contains reports whether [addr, addr+size) lies inside the reservation.
+func (r *Reservation) Contains(addr unsafe.Pointer, size uintptr) bool {
+	a := uintptr(addr)
+	return a >= r.base && size <= r.size && a-r.base <= r.size-size
+}
+
+// Release moves the whole range back to None: it unmaps the reservation and
+// every region still mapped inside it (close those first: Release does not
+// wipe them). A second Release is a no-op.
+func (r *Reservation) Release() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.released {
+		return nil
+	}
+	reservations.mu.Lock()
+	for i, x := range reservations.list {
+		if x == r {
+			reservations.list = append(reservations.list[:i], reservations.list[i+1:]...)
+			break
+		}
+	}
+	reservations.mu.Unlock()
+	r.released = true
+	if err := unix.MunmapPtr(ptr(r.base), r.size); err != nil {
+		return fmt.Errorf("secretmem: releasing reservation: %w", err)
+	}
+	return nil
+}
+
+// inReservation reports whether [addr, addr+size) lies in a live reservation.
+func inReservation(addr unsafe.Pointer, size uintptr) bool {
+	reservations.mu.Lock()
+	defer reservations.mu.Unlock()
+	for _, r := range reservations.list {
+		if r.Contains(addr, size) {
+			return true
+		}
+	}
+	return false
+}
+
+// guard moves [addr, addr+size) back to Reserved: a fresh PROT_NONE,
+// MAP_NORESERVE anonymous mapping replaces whatever was there (and with it the
+// memlock charge), so no other mmap can land in the hole.
+func guard(addr unsafe.Pointer, size uintptr) error {
+	_, err := unix.MmapPtr(-1, 0, addr, size, unix.PROT_NONE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE|unix.MAP_FIXED)
+	if err != nil {
+		return fmt.Errorf("secretmem: restoring guard at %p: %w", addr, err)
+	}
+	return nil
+}
+
+func roundUp(n, to uintptr) uintptr { return (n + to - 1) &^ (to - 1) }
+
+// ptr converts an address of memory we mapped ourselves (never Go heap) back
+// into a pointer.
+func ptr(a uintptr) unsafe.Pointer { return unsafe.Add(nil, a) }
