@@ -1,0 +1,224 @@
+package alloc
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+)
+
+// checkInvariants verifies the whole heap, as mimalloc's _mi_page_is_valid
+// does for a page: for every slab used + free == capacity, every free block
+// lies inside its slab and is wiped; the OS-page table agrees with the chunk's
+// free-page bitmap; every used OS page is committed; the partial lists hold
+// exactly the slabs with a free block; the counters behind Stats agree with
+// the slabs. It stops the world of this heap (takes every lock) and is meant
+// for tests: it reads every free block.
+func (h *Heap) checkInvariants() error {
+	for i := range h.shards {
+		h.shards[i].mu.Lock()
+	}
+	h.mu.Lock()
+	defer func() {
+		h.mu.Unlock()
+		for i := range h.shards {
+			h.shards[i].mu.Unlock()
+		}
+	}()
+	if h.closed.Load() {
+		return nil
+	}
+	var errs []error
+	bad := func(format string, args ...any) {
+		if len(errs) < 20 {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	shardIndex := make(map[*shard]int, len(h.shards))
+	for i := range h.shards {
+		shardIndex[&h.shards[i]] = i
+	}
+	type key struct{ shard, class int }
+	live := map[key]uint64{}
+	req := map[key]uint64{}
+	slabs := map[key]uint64{}
+	inPartial := map[*span]bool{}
+	var runs, runReq, runRes uint64
+
+	for _, cm := range h.chunks {
+		if cm.ch.Owner != cm {
+			bad("chunk %p: Owner is not its metadata", cm.base)
+		}
+		committed := cm.committedPages()
+		free := 0
+		for w, x := range cm.freeBits {
+			free += bits.OnesCount64(x)
+			if hi := (w + 1) * 64; hi > cm.npages && x>>(cm.npages-w*64) != 0 {
+				bad("chunk %p: free bits beyond its %d OS pages", cm.base, cm.npages)
+			}
+		}
+		if free != cm.nfree {
+			bad("chunk %p: nfree %d, bitmap says %d", cm.base, cm.nfree, free)
+		}
+		if free == cm.npages {
+			bad("chunk %p: wholly free but not returned to the cache", cm.base)
+		}
+		for p := 0; p < cm.npages; {
+			sp := cm.pages[p].Load()
+			isFree := cm.freeBits[p>>6]&(1<<(p&63)) != 0
+			if sp == nil {
+				if !isFree {
+					bad("chunk %p OS page %d: used in the bitmap but no span", cm.base, p)
+				}
+				p++
+				continue
+			}
+			if int(sp.firstPage) != p || sp.cm != cm {
+				bad("chunk %p OS page %d: span starts at page %d", cm.base, p, sp.firstPage)
+				p++
+				continue
+			}
+			for q := p; q < p+int(sp.npages); q++ {
+				if q >= cm.npages || cm.pages[q].Load() != sp || cm.freeBits[q>>6]&(1<<(q&63)) != 0 {
+					bad("chunk %p OS page %d: not covered by the span at page %d", cm.base, q, p)
+				}
+			}
+			if p+int(sp.npages) > committed {
+				bad("chunk %p: span at OS pages [%d,%d) beyond the committed %d", cm.base, p, p+int(sp.npages), committed)
+			}
+			switch sp.kind {
+			case kindSlab:
+				h.checkSlab(sp, bad)
+				si, ok := shardIndex[sp.shard]
+				if !ok {
+					bad("slab %p: shard not of this heap", sp.base)
+				}
+				k := key{si, int(sp.class)}
+				live[k] += uint64(sp.used)
+				slabs[k]++
+				for i := uint32(0); i < sp.nblocks; i++ {
+					if !sp.isFree(i) {
+						req[k] += uint64(sp.req[i])
+					}
+				}
+				inPartial[sp] = sp.inPartial
+			case kindRun:
+				if sp.used != 1 || sp.nblocks != 1 || sp.size != sp.npages<<osPageShift {
+					bad("run %p: used %d nblocks %d size %d", sp.base, sp.used, sp.nblocks, sp.size)
+				}
+				runs++
+				runReq += uint64(sp.req[0])
+				runRes += uint64(sp.size)
+			default:
+				bad("span %p: kind %d inside a shared chunk", sp.base, sp.kind)
+			}
+			p += int(sp.npages)
+		}
+	}
+
+	for si := range h.shards {
+		sh := &h.shards[si]
+		for c := range sh.partial {
+			var prev *span
+			for sp := sh.partial[c]; sp != nil; sp = sp.next {
+				if sp.prev != prev {
+					bad("shard %d class %d: broken back link at %p", si, c, sp.base)
+				}
+				if int(sp.class) != c || sp.shard != sh {
+					bad("shard %d class %d: slab %p of class %d shard %d in the list", si, c, sp.base, sp.class, shardIndex[sp.shard])
+				}
+				if sp.used >= sp.nblocks {
+					bad("shard %d class %d: full slab %p in the partial list", si, c, sp.base)
+				}
+				v, ok := inPartial[sp]
+				if !ok {
+					bad("shard %d class %d: slab %p in the list is not in any chunk", si, c, sp.base)
+				} else if !v {
+					bad("shard %d class %d: slab %p in the list not marked", si, c, sp.base)
+				}
+				delete(inPartial, sp)
+				prev = sp
+			}
+			st := sh.stats[c]
+			k := key{si, c}
+			if st.live != live[k] || st.requested != req[k] || st.slabs != slabs[k] {
+				bad("shard %d class %d: counters live %d requested %d slabs %d, slabs say %d %d %d",
+					si, c, st.live, st.requested, st.slabs, live[k], req[k], slabs[k])
+			}
+		}
+	}
+	for sp, v := range inPartial {
+		if v {
+			bad("slab %p marked partial but not in its list", sp.base)
+		}
+		if sp.used < sp.nblocks {
+			bad("slab %p has a free block but is not in its partial list", sp.base)
+		}
+	}
+	if h.runs.runs != runs || h.runs.runRequested != runReq || h.runs.runReserved != runRes {
+		bad("run counters %d %d %d, runs say %d %d %d", h.runs.runs, h.runs.runRequested, h.runs.runReserved, runs, runReq, runRes)
+	}
+	var larges, largeReq, largeRes uint64
+	for cm := range h.larges {
+		sp := cm.largeSpan
+		if !cm.large || sp == nil || sp.used != 1 || cm.ch.Owner != cm {
+			bad("large region %p: inconsistent", cm.base)
+			continue
+		}
+		size := uint64(sp.npages) << osPageShift
+		if uint64(cm.ch.Committed()) < size {
+			bad("large region %p: %d bytes committed of %d", cm.base, cm.ch.Committed(), size)
+		}
+		larges++
+		largeReq += cm.largeReq
+		largeRes += size
+	}
+	if h.runs.larges != larges || h.runs.largeRequested != largeReq || h.runs.largeReserved != largeRes {
+		bad("large counters %d %d %d, regions say %d %d %d", h.runs.larges, h.runs.largeRequested, h.runs.largeReserved, larges, largeReq, largeRes)
+	}
+	return errors.Join(errs...)
+}
+
+// checkSlab checks one slab: used + free == capacity, no free bit past the
+// last block, every free block wiped and its requested length zero.
+func (h *Heap) checkSlab(sp *span, bad func(string, ...any)) {
+	c := int(sp.class)
+	if sp.size != classSize[c] || sp.nblocks != classSlabBlocks[c] || sp.npages != classSlabPages[c] {
+		bad("slab %p: geometry %d B × %d in %d OS pages, class %d says %d × %d in %d",
+			sp.base, sp.size, sp.nblocks, sp.npages, c, classSize[c], classSlabBlocks[c], classSlabPages[c])
+		return
+	}
+	if uint64(sp.nblocks)*uint64(sp.size) > uint64(sp.npages)<<osPageShift {
+		bad("slab %p: blocks overflow the slab", sp.base)
+	}
+	nfree := 0
+	for w, x := range sp.free {
+		nfree += bits.OnesCount64(x)
+		lo := uint32(w * 64)
+		if lo+64 > sp.nblocks {
+			var valid uint64
+			if sp.nblocks > lo {
+				valid = 1<<(sp.nblocks-lo) - 1
+			}
+			if x&^valid != 0 {
+				bad("slab %p: free bit past its %d blocks", sp.base, sp.nblocks)
+			}
+		}
+	}
+	if uint32(nfree)+sp.used != sp.nblocks {
+		bad("slab %p class %d B: used %d + free %d != capacity %d", sp.base, sp.size, sp.used, nfree, sp.nblocks)
+	}
+	for i := uint32(0); i < sp.nblocks; i++ {
+		if !sp.isFree(i) {
+			if sp.req[i] == 0 || sp.req[i] > sp.size {
+				bad("slab %p block %d: requested length %d for class %d B", sp.base, i, sp.req[i], sp.size)
+			}
+			continue
+		}
+		if sp.req[i] != 0 {
+			bad("slab %p block %d: free with requested length %d", sp.base, i, sp.req[i])
+		}
+		if !isZero(sp.blockPtr(i), uintptr(sp.size)) {
+			bad("slab %p block %d (%#x, class %d B): free but not wiped", sp.base, i, uintptr(sp.blockPtr(i)), sp.size)
+		}
+	}
+}

@@ -1,0 +1,664 @@
+package alloc
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/secretheap/secretheap/pmdcache"
+	"github.com/secretheap/secretheap/secretmem"
+)
+
+// See doc.go for the design of the heap.
+
+var (
+	// ErrTooLarge: the size is ≤ 0 or larger than any allocation could be
+	// (past the Limit, or past the address space the chunk cache reserves).
+	ErrTooLarge = errors.New("secretheap: allocation size out of range")
+	// ErrExhausted: secret memory ran out (Config.Limit or RLIMIT_MEMLOCK).
+	// The returned error also wraps the cause from the layer below.
+	ErrExhausted = errors.New("secretheap: secret memory exhausted")
+	// ErrForeign: Free or Backend got a slice that lies in no chunk of this
+	// heap (Go memory, another heap, memory of a closed heap).
+	ErrForeign = errors.New("secretheap: slice not allocated by this heap")
+	// ErrClosed: the heap was closed.
+	ErrClosed = errors.New("secretheap: heap is closed")
+
+	// errNoFit: a span does not fit in a chunk of the size the cache hands
+	// out (chunks shrink under memlock pressure); the caller falls back to a
+	// page run or a region of its own.
+	errNoFit = errors.New("span larger than a chunk")
+)
+
+const (
+	// maxAlloc bounds one allocation. The chunk cache reserves 64 GiB of
+	// address space; half of it for one block is already absurd for keys.
+	maxAlloc = 32 << 30
+	// largeMin: a request of more than half a chunk (2 MiB) gets a region
+	// of its own — sharing a chunk would strand the rest of it.
+	largeMin = 1 << 20
+	// maxShards bounds the shards of a heap (each costs ~1 KiB of Go memory
+	// and keeps up to one empty slab per class).
+	maxShards = 64
+)
+
+// MisuseError is the panic value for a misuse the heap caught: a double free,
+// a pointer inside a chunk that is not the start of a live block, or (with
+// CheckZero) a write after free. These are fatal by design, as in mimalloc's
+// secure mode: the heap state is fine, but the caller's is not.
+type MisuseError struct {
+	Kind  string  // "double free", "interior pointer", "not a block", "write after free"
+	Addr  uintptr // the address passed in
+	Class int     // block size of the class in bytes, 0 for page runs and regions
+	Msg   string  // the full message
+}
+
+func (e *MisuseError) Error() string { return e.Msg }
+
+// Heap is a secret-memory allocator. It is safe for concurrent use.
+type Heap struct {
+	cache     *pmdcache.Cache
+	cfg       Config
+	checkZero bool
+	closed    atomic.Bool
+	shards    []shard
+	mask      uint32 // len(shards)-1
+
+	misuse atomic.Uint64 // misuse caught (counted before the panic)
+
+	// mu is the slow-path lock: carving spans out of chunks, getting and
+	// returning chunks, page runs and large regions. Lock order: a shard's
+	// mu before mu, never the other way round.
+	mu     sync.Mutex
+	chunks []*chunkMeta            // guarded by mu: chunks holding slabs and runs
+	larges map[*chunkMeta]struct{} // guarded by mu: live regions of their own
+	runs   runCounters             // guarded by mu
+}
+
+// runCounters are the statistics of page runs and large regions.
+type runCounters struct {
+	runs, runRequested, runReserved       uint64
+	larges, largeRequested, largeReserved uint64
+}
+
+// shard owns the slabs it created: its lock guards their bitmaps and its
+// partial lists. Allocations spread over shards; a Free goes to the shard
+// owning the slab.
+type shard struct {
+	mu      sync.Mutex
+	partial [numClasses]*span // slabs with a free block, most recently freed into first
+	stats   [numClasses]classCounters
+	_       [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+type classCounters struct {
+	requested, live, slabs uint64
+}
+
+// New builds a heap. It maps nothing until the first allocation.
+func New(cfg Config) (*Heap, error) {
+	idle := cfg.MaxIdleChunks
+	if idle < 0 {
+		idle = 0
+	} else if idle == 0 {
+		idle = 2
+	}
+	c, err := pmdcache.New(pmdcache.Config{Policy: cfg.Policy, Limit: cfg.Limit, MaxIdleChunks: idle})
+	if err != nil {
+		return nil, err
+	}
+	n := 2
+	for n < 2*runtime.GOMAXPROCS(0) && n < maxShards {
+		n *= 2
+	}
+	h := &Heap{
+		cache:     c,
+		cfg:       cfg,
+		checkZero: cfg.CheckZero,
+		shards:    make([]shard, n),
+		mask:      uint32(n - 1),
+		larges:    make(map[*chunkMeta]struct{}),
+	}
+	return h, nil
+}
+
+var (
+	defaultOnce sync.Once
+	defaultHeap *Heap
+	defaultErr  error
+)
+
+// Default returns the process-wide heap, built on first use from the
+// SECRETHEAP_* environment variables (see ConfigFromEnv).
+func Default() (*Heap, error) {
+	defaultOnce.Do(func() {
+		cfg, err := ConfigFromEnv()
+		if err != nil {
+			defaultErr = err
+			return
+		}
+		defaultHeap, defaultErr = New(cfg)
+	})
+	return defaultHeap, defaultErr
+}
+
+// Alloc allocates n bytes from the default heap (see Heap.Alloc).
+func Alloc(n int) ([]byte, error) {
+	h, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return h.Alloc(n)
+}
+
+// Free frees b on the default heap (see Heap.Free).
+func Free(b []byte) error {
+	h, err := Default()
+	if err != nil {
+		return err
+	}
+	return h.Free(b)
+}
+
+// sizeToClass returns the class of a request 0 < n ≤ maxSmallSize.
+func sizeToClass(n int) int {
+	if n <= smallLookupMax {
+		return int(sizeToClass16[(n+15)>>4])
+	}
+	return int(sizeToClass128[(n+127)>>7])
+}
+
+// lockShard locks a shard and returns it: a random one first (a per-M
+// random number, no shared state), the next ones if it is contended, and a
+// blocking lock only when all are.
+func (h *Heap) lockShard() *shard {
+	r := rand.Uint32()
+	for j := uint32(0); j <= h.mask; j++ {
+		s := &h.shards[(r+j)&h.mask]
+		if s.mu.TryLock() {
+			return s
+		}
+	}
+	s := &h.shards[r&h.mask]
+	s.mu.Lock()
+	return s
+}
+
+// Alloc returns n bytes of secret memory: len n, cap n, all zero, 16-byte
+// aligned. n ≤ 0 or too large gives ErrTooLarge; running out of secret memory
+// gives an error wrapping ErrExhausted (or a panic with OnExhausted abort).
+func (h *Heap) Alloc(n int) ([]byte, error) {
+	if n <= 0 || n > maxSmallSize {
+		return h.allocRun(n)
+	}
+	c := sizeToClass(n)
+	sh := h.lockShard()
+	sp := sh.partial[c]
+	if sp == nil || h.closed.Load() {
+		var err error
+		if sp, err = h.refill(sh, c); err != nil {
+			sh.mu.Unlock()
+			if err == errNoFit {
+				return h.allocRun(n)
+			}
+			return nil, h.onExhausted(n, err)
+		}
+	}
+	i := sp.takeBlock()
+	if sp.used == sp.nblocks {
+		sh.unlink(sp)
+	}
+	sp.req[i] = uint32(n)
+	st := &sh.stats[c]
+	st.requested += uint64(n)
+	st.live++
+	sh.mu.Unlock()
+	p := sp.blockPtr(uint32(i))
+	if h.checkZero {
+		h.verifyZero(p, uintptr(sp.size), int(sp.size))
+	}
+	return unsafe.Slice((*byte)(p), n), nil
+}
+
+// refill gives shard sh (locked) a new slab of class c: OS pages carved from
+// a chunk under the slow-path lock.
+func (h *Heap) refill(sh *shard, c int) (*span, error) {
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sp, err := h.carveLocked(int(classSlabPages[c]))
+	if err != nil {
+		return nil, err
+	}
+	sp.shard = sh
+	sp.initSlab(c)
+	h.publishLocked(sp)
+	sh.push(sp)
+	sh.stats[c].slabs++
+	return sp, nil
+}
+
+// push puts s at the head of its class's partial list.
+func (sh *shard) push(s *span) {
+	head := sh.partial[s.class]
+	s.prev, s.next = nil, head
+	if head != nil {
+		head.prev = s
+	}
+	sh.partial[s.class] = s
+	s.inPartial = true
+}
+
+// unlink removes s from its class's partial list.
+func (sh *shard) unlink(s *span) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		sh.partial[s.class] = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	}
+	s.next, s.prev = nil, nil
+	s.inPartial = false
+}
+
+// carveLocked takes npages consecutive OS pages from a chunk, committed, and
+// returns an unpublished span over them. It prefers pages already committed
+// (first pass), then the lowest free pages of the first chunk that has them,
+// then a new chunk from the cache. h.mu is held.
+func (h *Heap) carveLocked(npages int) (*span, error) {
+	for _, cm := range h.chunks {
+		if cm.nfree >= npages {
+			if i := findRun(cm.freeBits, min(cm.committedPages(), cm.npages), npages); i >= 0 {
+				return h.takeLocked(cm, i, npages)
+			}
+		}
+	}
+	for _, cm := range h.chunks {
+		if cm.nfree >= npages {
+			if i := findRun(cm.freeBits, cm.npages, npages); i >= 0 {
+				return h.takeLocked(cm, i, npages)
+			}
+		}
+	}
+	ch, err := h.cache.Get()
+	if err != nil {
+		return nil, err
+	}
+	cm := newChunkMeta(ch)
+	ch.Owner = cm
+	h.chunks = append(h.chunks, cm)
+	if npages > cm.npages {
+		return nil, errNoFit
+	}
+	return h.takeLocked(cm, 0, npages)
+}
+
+// takeLocked commits OS pages [i, i+npages) of cm if needed and marks them used.
+func (h *Heap) takeLocked(cm *chunkMeta, i, npages int) (*span, error) {
+	end := uintptr(i+npages) << osPageShift
+	if end > cm.ch.Committed() {
+		if err := cm.ch.Commit(end); err != nil {
+			return nil, err
+		}
+	}
+	clearBits(cm.freeBits, i, npages)
+	cm.nfree -= npages
+	return &span{
+		base:      unsafe.Add(cm.base, uintptr(i)<<osPageShift),
+		cm:        cm,
+		firstPage: uint32(i),
+		npages:    uint32(npages),
+	}, nil
+}
+
+// publishLocked makes sp findable from its OS pages (for Free and Backend).
+// sp must be fully initialised first: readers load it without a lock.
+func (h *Heap) publishLocked(sp *span) {
+	for p := sp.firstPage; p < sp.firstPage+sp.npages; p++ {
+		sp.cm.pages[p].Store(sp)
+	}
+}
+
+// releaseLocked returns sp's OS pages to its chunk (they are wiped already)
+// and a wholly free chunk to the cache. h.mu is held.
+func (h *Heap) releaseLocked(sp *span) {
+	cm := sp.cm
+	for p := sp.firstPage; p < sp.firstPage+sp.npages; p++ {
+		cm.pages[p].Store(nil)
+	}
+	setBits(cm.freeBits, int(sp.firstPage), int(sp.npages))
+	cm.nfree += int(sp.npages)
+	if cm.nfree == cm.npages {
+		for i, c := range h.chunks {
+			if c == cm {
+				h.chunks = append(h.chunks[:i], h.chunks[i+1:]...)
+				break
+			}
+		}
+		cm.ch.Owner = nil
+		h.cache.Put(cm.ch)
+	}
+}
+
+// allocRun serves n > maxSmallSize (and classes whose slab does not fit the
+// chunks the cache hands out) with whole OS pages: a run inside a chunk, or
+// a region of its own for more than half a chunk.
+func (h *Heap) allocRun(n int) ([]byte, error) {
+	if n <= 0 || n > maxAlloc || (h.cfg.Limit > 0 && uint64(n) > h.cfg.Limit) {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
+	}
+	npages := (n + osPageSize - 1) >> osPageShift
+	if n > largeMin {
+		return h.allocLarge(n)
+	}
+	h.mu.Lock()
+	if h.closed.Load() {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	sp, err := h.carveLocked(npages)
+	if err != nil {
+		h.mu.Unlock()
+		if err == errNoFit {
+			return h.allocLarge(n)
+		}
+		return nil, h.onExhausted(n, err)
+	}
+	sp.kind = kindRun
+	sp.size = uint32(npages) << osPageShift
+	sp.nblocks = 1
+	sp.used = 1
+	sp.req = []uint32{uint32(n)}
+	h.publishLocked(sp)
+	h.runs.runs++
+	h.runs.runRequested += uint64(n)
+	h.runs.runReserved += uint64(sp.size)
+	h.mu.Unlock()
+	if h.checkZero {
+		h.verifyZero(sp.base, uintptr(sp.size), 0)
+	}
+	return unsafe.Slice((*byte)(sp.base), n), nil
+}
+
+// allocLarge gives n bytes a region of their own.
+func (h *Heap) allocLarge(n int) ([]byte, error) {
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	size := (uintptr(n) + osPageSize - 1) &^ (osPageSize - 1)
+	ch, err := h.cache.GetLarge(size)
+	if err != nil {
+		return nil, h.onExhausted(n, err)
+	}
+	if ch.Committed() < size {
+		if err := ch.Commit(size); err != nil {
+			h.cache.Put(ch)
+			return nil, h.onExhausted(n, err)
+		}
+	}
+	cm := &chunkMeta{ch: ch, base: ch.Base(), large: true}
+	sp := &span{
+		base:    cm.base,
+		cm:      cm,
+		npages:  uint32(size >> osPageShift),
+		nblocks: 1,
+		used:    1,
+		kind:    kindLarge,
+		req:     []uint32{0},
+	}
+	cm.largeSpan = sp
+	cm.largeReq = uint64(n)
+	ch.Owner = cm
+	h.mu.Lock()
+	h.larges[cm] = struct{}{}
+	h.runs.larges++
+	h.runs.largeRequested += uint64(n)
+	h.runs.largeReserved += uint64(size)
+	h.mu.Unlock()
+	if h.checkZero {
+		h.verifyZero(sp.base, size, 0)
+	}
+	return unsafe.Slice((*byte)(sp.base), n), nil
+}
+
+// onExhausted wraps a refusal from the layer below and applies
+// Config.OnExhausted. No lock is held.
+func (h *Heap) onExhausted(n int, err error) error {
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrTooLarge) {
+		return err
+	}
+	e := fmt.Errorf("%w: allocating %d bytes: %w", ErrExhausted, n, err)
+	if h.cfg.OnExhausted == ExhaustedAbort {
+		panic(e)
+	}
+	return e
+}
+
+// verifyZero panics if a block handed out again is not all zero: someone
+// wrote to it while it was free.
+func (h *Heap) verifyZero(p unsafe.Pointer, n uintptr, class int) {
+	if !isZero(p, n) {
+		h.fail("write after free", uintptr(p), class,
+			fmt.Sprintf("secretheap: write after free: block %#x (%s) was modified while free", uintptr(p), className(class)))
+	}
+}
+
+func className(class int) string {
+	if class == 0 {
+		return "page run"
+	}
+	return fmt.Sprintf("class %d B", class)
+}
+
+// fail counts and panics with a named misuse. No lock is held.
+func (h *Heap) fail(kind string, addr uintptr, class int, msg string) {
+	h.misuse.Add(1)
+	panic(&MisuseError{Kind: kind, Addr: addr, Class: class, Msg: msg})
+}
+
+// Free wipes the block b starts at and returns it to the heap. b must start
+// at the start of a block from Alloc; its len and cap may be anything up to
+// the allocated length. A nil slice is ignored. A slice outside every chunk
+// of the heap gives ErrForeign, a closed heap ErrClosed. A double free, or a
+// slice starting inside a chunk but not at a live block's start, panics with
+// a *MisuseError naming it.
+func (h *Heap) Free(b []byte) error {
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	if p == nil {
+		return nil
+	}
+	if h.closed.Load() {
+		return ErrClosed
+	}
+	addr := uintptr(p)
+	ch := h.cache.Lookup(addr)
+	if ch == nil {
+		return ErrForeign
+	}
+	cm, _ := ch.Owner.(*chunkMeta)
+	if cm == nil {
+		h.fail("not a block", addr, 0, fmt.Sprintf("secretheap: free of %#x, which is in an idle chunk, not a live block (double free?)", addr))
+	}
+	if cm.large {
+		return h.freeLarge(cm, addr)
+	}
+	off := addr - uintptr(cm.base)
+	sp := cm.pages[off>>osPageShift].Load()
+	if sp == nil {
+		h.fail("not a block", addr, 0, fmt.Sprintf("secretheap: free of %#x, which is on a free OS page, not a live block (double free?)", addr))
+	}
+	if sp.kind == kindRun {
+		return h.freeRun(sp, addr)
+	}
+	i, exact := sp.blockIndex(addr - uintptr(sp.base))
+	if !exact || i >= sp.nblocks {
+		h.fail("interior pointer", addr, int(sp.size), fmt.Sprintf("secretheap: free of %#x, inside a block but not at its start (class %d B)", addr, sp.size))
+	}
+	sh := sp.shard
+	sh.mu.Lock()
+	if h.closed.Load() {
+		sh.mu.Unlock()
+		return ErrClosed
+	}
+	if sp.isFree(i) {
+		sh.mu.Unlock()
+		h.fail("double free", addr, int(sp.size), fmt.Sprintf("secretheap: double free of %#x (class %d B)", addr, sp.size))
+	}
+	wipe(p, uintptr(sp.size))
+	sp.free[i>>6] |= 1 << (i & 63)
+	wasFull := sp.used == sp.nblocks
+	sp.used--
+	st := &sh.stats[sp.class]
+	st.requested -= uint64(sp.req[i])
+	st.live--
+	sp.req[i] = 0
+	if wasFull {
+		sh.push(sp)
+	} else if sp.used == 0 && (sh.partial[sp.class] != sp || sp.next != nil) {
+		// Empty, and the shard has another slab of the class to allocate
+		// from: give the OS pages back. The last slab of a class stays, so
+		// an Alloc/Free pair does not carve and release every time.
+		sh.unlink(sp)
+		st.slabs--
+		h.mu.Lock()
+		h.releaseLocked(sp)
+		h.mu.Unlock()
+	}
+	sh.mu.Unlock()
+	return nil
+}
+
+// freeRun frees a page run.
+func (h *Heap) freeRun(sp *span, addr uintptr) error {
+	if addr != uintptr(sp.base) {
+		h.fail("interior pointer", addr, 0, fmt.Sprintf("secretheap: free of %#x, inside a page run at %#x but not at its start", addr, uintptr(sp.base)))
+	}
+	h.mu.Lock()
+	if h.closed.Load() {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	if sp.used == 0 {
+		h.mu.Unlock()
+		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (page run)", addr))
+	}
+	wipe(sp.base, uintptr(sp.size))
+	sp.used = 0
+	h.runs.runs--
+	h.runs.runRequested -= uint64(sp.req[0])
+	h.runs.runReserved -= uint64(sp.size)
+	h.releaseLocked(sp)
+	h.mu.Unlock()
+	return nil
+}
+
+// freeLarge frees a region of its own.
+func (h *Heap) freeLarge(cm *chunkMeta, addr uintptr) error {
+	sp := cm.largeSpan
+	if addr != uintptr(sp.base) {
+		h.fail("interior pointer", addr, 0, fmt.Sprintf("secretheap: free of %#x, inside a region at %#x but not at its start", addr, uintptr(sp.base)))
+	}
+	h.mu.Lock()
+	if h.closed.Load() {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	if sp.used == 0 {
+		h.mu.Unlock()
+		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (region)", addr))
+	}
+	sp.used = 0
+	delete(h.larges, cm)
+	size := uintptr(sp.npages) << osPageShift
+	h.runs.larges--
+	h.runs.largeRequested -= cm.largeReq
+	h.runs.largeReserved -= uint64(size)
+	// Wipe before the region leaves our hands: the cache may keep it.
+	wipe(sp.base, size)
+	cm.ch.Owner = nil
+	h.cache.Put(cm.ch)
+	h.mu.Unlock()
+	return nil
+}
+
+// Backend reports whether b lies inside a live block of this heap and which
+// backend holds it. An empty slice is in no block.
+func (h *Heap) Backend(b []byte) (secretmem.Backend, bool) {
+	if len(b) == 0 || h.closed.Load() {
+		return 0, false
+	}
+	addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	ch := h.cache.Lookup(addr)
+	if ch == nil {
+		return 0, false
+	}
+	cm, _ := ch.Owner.(*chunkMeta)
+	if cm == nil {
+		return 0, false
+	}
+	end := addr + uintptr(len(b))
+	if cm.large {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		sp := cm.largeSpan
+		if sp.used == 0 || end > uintptr(sp.base)+uintptr(cm.largeReq) {
+			return 0, false
+		}
+		return ch.Backend(), true
+	}
+	sp := cm.pages[(addr-uintptr(cm.base))>>osPageShift].Load()
+	if sp == nil {
+		return 0, false
+	}
+	mu := &h.mu
+	if sp.kind == kindSlab {
+		mu = &sp.shard.mu
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	i := uint32(0)
+	if sp.kind == kindSlab {
+		i, _ = sp.blockIndex(addr - uintptr(sp.base))
+		if i >= sp.nblocks || sp.isFree(i) {
+			return 0, false
+		}
+	} else if sp.used == 0 {
+		return 0, false
+	}
+	start := uintptr(sp.blockPtr(i))
+	if end > start+uintptr(sp.req[i]) {
+		return 0, false
+	}
+	return ch.Backend(), true
+}
+
+// Close wipes and unmaps all the heap's memory. Every block still held by a
+// caller becomes invalid: its OS pages are PROT_NONE afterwards, and touching
+// them is a fatal fault. Later calls return ErrClosed.
+func (h *Heap) Close() error {
+	if h.closed.Swap(true) {
+		return ErrClosed
+	}
+	// Wait for Allocs and Frees in flight: they hold a shard lock or mu
+	// while they touch the memory, and re-check closed once they hold it.
+	for i := range h.shards {
+		h.shards[i].mu.Lock()
+	}
+	h.mu.Lock()
+	err := h.cache.Close()
+	h.chunks = nil
+	h.larges = nil
+	h.mu.Unlock()
+	for i := range h.shards {
+		h.shards[i].mu.Unlock()
+	}
+	return err
+}

@@ -1,0 +1,230 @@
+package alloc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Secret holds key material in secret memory. Its bytes are never printed:
+// String, GoString and every fmt verb give "secretheap.Secret(32 bytes)".
+//
+// A Secret is not freed by the garbage collector: call Destroy (which wipes
+// it) when done. A finalizer cannot do that safely — Bytes may still be in
+// use through a slice the Secret does not know about. Use a Secret from one
+// goroutine at a time, or synchronise: Destroy while another goroutine still
+// reads Bytes is a use-after-free.
+type Secret struct {
+	h *Heap
+	b []byte // nil after Destroy, or for a zero-length Secret
+}
+
+// NewSecret allocates a zeroed Secret of n bytes on the default heap.
+// n == 0 gives an empty Secret that holds no memory.
+func NewSecret(n int) (*Secret, error) {
+	h, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return h.NewSecret(n)
+}
+
+// NewSecret allocates a zeroed Secret of n bytes on h.
+func (h *Heap) NewSecret(n int) (*Secret, error) {
+	if n == 0 {
+		return &Secret{h: h}, nil
+	}
+	b, err := h.Alloc(n)
+	if err != nil {
+		return nil, err
+	}
+	return &Secret{h: h, b: b}, nil
+}
+
+// Wrap copies b into a new Secret on the default heap and wipes b, also
+// when it fails.
+func Wrap(b []byte) (*Secret, error) {
+	h, err := Default()
+	if err != nil {
+		clear(b)
+		return nil, err
+	}
+	return h.Wrap(b)
+}
+
+// Wrap copies b into a new Secret on h and wipes b, also when it fails.
+func (h *Heap) Wrap(b []byte) (*Secret, error) {
+	defer clear(b)
+	s, err := h.NewSecret(len(b))
+	if err != nil {
+		return nil, err
+	}
+	copy(s.b, b)
+	return s, nil
+}
+
+// Read reads exactly n bytes from r straight into a new Secret on the
+// default heap (see Heap.Read).
+func Read(r io.Reader, n int) (*Secret, error) {
+	h, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return h.Read(r, n)
+}
+
+// Read reads exactly n bytes from r into a new Secret on h. The bytes go
+// from r.Read straight into secret memory, so no copy is made on the Go heap
+// here — but r itself may buffer (bufio.Reader does): read from an *os.File
+// or a net.Conn to keep the secret out of Go memory. On error (including a
+// short read, io.ErrUnexpectedEOF) the partial secret is wiped and freed.
+func (h *Heap) Read(r io.Reader, n int) (*Secret, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
+	}
+	s, err := h.NewSecret(n)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(r, s.b); err != nil {
+		s.Destroy()
+		return nil, err
+	}
+	return s, nil
+}
+
+// ReadFile reads a whole file into a new Secret on the default heap (see
+// Heap.ReadFile).
+func ReadFile(path string) (*Secret, error) {
+	h, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return h.ReadFile(path)
+}
+
+// errFileChanged: the file grew or shrank while it was read.
+var errFileChanged = errors.New("secretheap: file changed size while being read")
+
+// ReadFile reads the file at path into a new Secret on h: the size comes
+// from fstat, the bytes go from read(2) straight into secret memory (no
+// copy on the Go heap). A file that changes size while it is read is
+// rejected. Files that report no size (/proc, pipes) are read into secret
+// memory that grows by doubling; each outgrown block is wiped and freed.
+// On any error everything read is wiped.
+func (h *Heap) ReadFile(path string) (*Secret, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if !fi.Mode().IsRegular() || size == 0 {
+		return h.readAll(f, path)
+	}
+	if int64(int(size)) != size {
+		return nil, fmt.Errorf("%w: %s is %d bytes", ErrTooLarge, path, size)
+	}
+	s, err := h.NewSecret(int(size))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(f, s.b); err != nil {
+		s.Destroy()
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s shrank below %d bytes", errFileChanged, path, size)
+		}
+		return nil, err
+	}
+	// One more byte means it grew. The probe byte lands in a Go-heap
+	// variable only if the file grew, and is wiped.
+	var probe [1]byte
+	if n, _ := f.Read(probe[:]); n != 0 {
+		probe[0] = 0
+		s.Destroy()
+		return nil, fmt.Errorf("%w: %s grew past %d bytes", errFileChanged, path, size)
+	}
+	return s, nil
+}
+
+// readAll reads r to EOF into secret memory that grows by doubling.
+func (h *Heap) readAll(r io.Reader, name string) (*Secret, error) {
+	buf, err := h.Alloc(512)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for {
+		if n == len(buf) {
+			nb, err := h.Alloc(2 * len(buf))
+			if err != nil {
+				_ = h.Free(buf)
+				return nil, err
+			}
+			copy(nb, buf)
+			_ = h.Free(buf) // wipes the outgrown block
+			buf = nb
+		}
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			_ = h.Free(buf)
+			return nil, fmt.Errorf("reading %s: %w", name, err)
+		}
+	}
+	if n == 0 {
+		_ = h.Free(buf)
+		return &Secret{h: h}, nil
+	}
+	// Keep the block; Bytes shows only what was read. Free takes the
+	// block start, so a shorter slice frees the whole block.
+	return &Secret{h: h, b: buf[:n:n]}, nil
+}
+
+// Bytes returns the secret's memory (nil after Destroy). Writes through it
+// change the secret. Do not keep it past Destroy.
+func (s *Secret) Bytes() []byte { return s.b }
+
+// Len is the secret's length in bytes (0 after Destroy).
+func (s *Secret) Len() int { return len(s.b) }
+
+// Destroy wipes the secret and frees its memory. It is idempotent. After the
+// heap was closed it only forgets the memory (Close wiped it already).
+func (s *Secret) Destroy() {
+	if s == nil || s.b == nil {
+		return
+	}
+	b := s.b
+	s.b = nil
+	if err := s.h.Free(b); err != nil && !errors.Is(err, ErrClosed) {
+		// Not reachable for a Secret built by this package: its block
+		// came from s.h. Wipe anyway and say so.
+		clear(b)
+		panic(fmt.Sprintf("secretheap: Secret.Destroy: %v", err))
+	}
+}
+
+// String describes the secret without its bytes.
+func (s *Secret) String() string {
+	if s == nil {
+		return "secretheap.Secret(nil)"
+	}
+	return fmt.Sprintf("secretheap.Secret(%d bytes)", len(s.b))
+}
+
+// GoString describes the secret without its bytes (for %#v).
+func (s *Secret) GoString() string { return s.String() }
+
+// Format prints String for every verb and flag, so that no fmt verb (%x,
+// %s, %v, %+v, %q …) can print the bytes.
+func (s *Secret) Format(f fmt.State, _ rune) {
+	_, _ = io.WriteString(f, s.String())
+}

@@ -1,0 +1,220 @@
+package alloc
+
+import (
+	"math/bits"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/secretheap/secretheap/pmdcache"
+)
+
+// See doc.go for the overview of the data structures in this file.
+
+const (
+	osPageShift = 12
+	// osPageSize is the kernel's unit of commit: the allocator never hands
+	// out less than a slab of whole OS pages from a chunk.
+	osPageSize = 1 << osPageShift
+)
+
+// spanKind says what a span carves its OS pages into.
+type spanKind uint8
+
+const (
+	// kindSlab: blocks of one size class, tracked in the free bitmap.
+	kindSlab spanKind = iota
+	// kindRun: one block of whole OS pages inside a shared chunk.
+	kindRun
+	// kindLarge: one block that is a whole chunk of its own (GetLarge).
+	kindLarge
+)
+
+// span is the out-of-band metadata of a slab or of a page run. It lives in
+// Go memory, never in secret memory: an overflow of a block cannot reach
+// the allocator's state, and a double free is seen in the bitmap before
+// anything is written.
+type span struct {
+	// Set when the span is created (under Heap.mu), read-only afterwards.
+	base      unsafe.Pointer // first byte of the span in its chunk
+	cm        *chunkMeta
+	shard     *shard // owning shard (slabs only); runs are guarded by Heap.mu
+	firstPage uint32 // OS-page index of the span inside its chunk
+	npages    uint32
+	size      uint32 // block size (slab) or npages*osPageSize (run, large)
+	divMul    uint32 // ⌈2^32/size⌉: offset*divMul>>32 == offset/size inside a slab
+	nblocks   uint32
+	class     uint8
+	kind      spanKind
+
+	// Guarded by shard.mu (slabs) or Heap.mu (runs and large regions).
+	used       uint32
+	free       [maxSlabBlocks / 64]uint64 // bit set = block free
+	req        []uint32                   // requested length of each live block
+	next, prev *span                      // shard's partial list for the class
+	inPartial  bool
+}
+
+// initSlab makes s a slab of class c with every block free.
+func (s *span) initSlab(c int) {
+	s.kind = kindSlab
+	s.class = uint8(c)
+	s.size = classSize[c]
+	s.divMul = ^uint32(0)/s.size + 1
+	s.nblocks = classSlabBlocks[c]
+	s.used = 0
+	s.free = [len(s.free)]uint64{}
+	for i := uint32(0); i < s.nblocks; i++ {
+		s.free[i>>6] |= 1 << (i & 63)
+	}
+	s.req = make([]uint32, s.nblocks)
+}
+
+// takeBlock clears the lowest free bit and returns its index, or -1 when
+// the slab is full.
+func (s *span) takeBlock() int {
+	for w := range s.free {
+		if x := s.free[w]; x != 0 {
+			s.free[w] = x & (x - 1)
+			s.used++
+			return w<<6 | bits.TrailingZeros64(x)
+		}
+	}
+	return -1
+}
+
+// isFree reports whether block i is free.
+func (s *span) isFree(i uint32) bool { return s.free[i>>6]&(1<<(i&63)) != 0 }
+
+// blockPtr returns the address of block i.
+func (s *span) blockPtr(i uint32) unsafe.Pointer {
+	return unsafe.Add(s.base, uintptr(i)*uintptr(s.size))
+}
+
+// blockIndex maps an offset from the span base to (block index, exact):
+// exact is false for an address inside a block but not at its start.
+func (s *span) blockIndex(off uintptr) (uint32, bool) {
+	if s.kind != kindSlab {
+		return 0, off == 0
+	}
+	i := uint32((uint64(off) * uint64(s.divMul)) >> 32)
+	return i, uintptr(i)*uintptr(s.size) == off
+}
+
+// chunkMeta is the allocator's per-chunk metadata (pmdcache.Chunk.Owner).
+type chunkMeta struct {
+	ch     *pmdcache.Chunk
+	base   unsafe.Pointer
+	npages int
+
+	// pages maps each OS page of the chunk to the span covering it, nil
+	// when the page is free. Written under Heap.mu, read without it by Free
+	// and Backend (a live block's span was stored before the block was
+	// handed out, so a correct caller always sees it).
+	pages []atomic.Pointer[span]
+
+	// Guarded by Heap.mu.
+	freeBits []uint64 // bit set = OS page free
+	nfree    int
+	large    bool // a region of its own holding one kindLarge span
+
+	// Set for a region of its own (large), read-only afterwards.
+	largeSpan *span
+	largeReq  uint64 // requested length
+}
+
+func newChunkMeta(ch *pmdcache.Chunk) *chunkMeta {
+	n := int(ch.Size() >> osPageShift)
+	cm := &chunkMeta{
+		ch:       ch,
+		base:     ch.Base(),
+		npages:   n,
+		pages:    make([]atomic.Pointer[span], n),
+		freeBits: make([]uint64, (n+63)/64),
+		nfree:    n,
+	}
+	setBits(cm.freeBits, 0, n)
+	return cm
+}
+
+// committedPages is how many OS pages at the start of the chunk are committed.
+func (cm *chunkMeta) committedPages() int {
+	return int(cm.ch.Committed() >> osPageShift)
+}
+
+// findRun returns the lowest index of k consecutive set bits among the
+// first n bits of b, or -1. Lowest first keeps the used part of a chunk at
+// its start, so its committed frontier (which never shrinks: secret OS pages
+// can only be released with the whole chunk) stays compact.
+func findRun(b []uint64, n, k int) int {
+	run, start := 0, 0
+	for i := 0; i < n; {
+		w := b[i>>6] >> (i & 63)
+		if w == 0 {
+			run = 0
+			i = (i | 63) + 1
+			continue
+		}
+		if w&1 == 0 {
+			run = 0
+			i += bits.TrailingZeros64(w)
+			continue
+		}
+		if run == 0 {
+			start = i
+		}
+		// Bits above the shifted word are zero in w, so the run of ones
+		// cannot spill past the word.
+		o := bits.TrailingZeros64(^w)
+		run += o
+		i += o
+		if run >= k {
+			if start+k > n {
+				return -1
+			}
+			return start
+		}
+	}
+	return -1
+}
+
+// setBits sets bits [start, start+k).
+func setBits(b []uint64, start, k int) {
+	for i := start; i < start+k; i++ {
+		b[i>>6] |= 1 << (i & 63)
+	}
+}
+
+// clearBits clears bits [start, start+k).
+func clearBits(b []uint64, start, k int) {
+	for i := start; i < start+k; i++ {
+		b[i>>6] &^= 1 << (i & 63)
+	}
+}
+
+// wipe zeroes n bytes at p. The compiler cannot drop these stores: p points
+// into a chunk that stays mapped and reachable after the call (through the
+// heap's chunk table, and the block is handed out again by a later Alloc),
+// so the writes are observable and not dead stores to a dying object. A Go
+// compiler may only elide stores it can prove are never read, which is
+// impossible for memory reached through an unsafe.Pointer into a mapping.
+func wipe(p unsafe.Pointer, n uintptr) {
+	clear(unsafe.Slice((*byte)(p), n))
+}
+
+// isZero reports whether n bytes at p are all zero.
+func isZero(p unsafe.Pointer, n uintptr) bool {
+	b := unsafe.Slice((*byte)(p), n)
+	// Word at a time: blocks are 16-byte aligned and sized.
+	w := unsafe.Slice((*uint64)(p), n/8)
+	for _, x := range w {
+		if x != 0 {
+			return false
+		}
+	}
+	for _, x := range b[n/8*8:] {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}

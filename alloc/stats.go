@@ -1,0 +1,94 @@
+package alloc
+
+// ClassStats are the statistics of one size class.
+type ClassStats struct {
+	Size           uint32 // block size of the class in bytes
+	RequestedBytes uint64 // sum of the lengths asked for by live blocks
+	ReservedBytes  uint64 // live blocks × block size
+	LiveBlocks     uint64
+	Slabs          uint64 // slabs of the class, full, partial or kept empty
+}
+
+// Stats is a snapshot of a heap's statistics. The field names match the C
+// library's struct secretheap_stats.
+type Stats struct {
+	// Classes holds one entry per size class, smallest first.
+	Classes []ClassStats
+
+	// Page runs: requests above the largest class, OS pages inside a chunk.
+	RunBlocks, RunRequestedBytes, RunReservedBytes uint64
+	// Large regions: requests above half a chunk, a region of their own.
+	LargeRegions, LargeRequestedBytes, LargeReservedBytes uint64
+
+	// Totals over classes, page runs and large regions.
+	RequestedBytes, ReservedBytes, LiveBlocks uint64
+
+	// From the chunk cache.
+	ChunksMapped       uint64 // chunks mapped (in use or idle), large regions included
+	ChunksSecret       uint64 // chunks (not large regions) served by memfd_secret
+	ChunksLocked       uint64 // chunks (not large regions) served by the locked fallback
+	LargeRegionsMapped uint64 // large regions mapped
+	BytesMapped        uint64 // bytes of secret memory mapped
+	CommittedBytes     uint64 // bytes of OS pages committed (faulted in)
+	IdleChunks         uint64 // wholly free chunks kept for reuse
+	Fallbacks          uint64 // always 0 in Go: Go never hands out unprotected memory
+	ForkReprivatised   uint64 // always 0 in Go: the C library's fork handling
+	MisuseCaught       uint64 // double frees, interior pointers, writes after free
+	ShardCount         uint64 // lock shards of the heap
+	HeapClosed         bool
+}
+
+// Stats returns a snapshot of the heap's statistics. It takes every lock
+// briefly, one at a time: the snapshot is not atomic across shards.
+func (h *Heap) Stats() Stats {
+	var s Stats
+	s.Classes = make([]ClassStats, numClasses)
+	for c := range s.Classes {
+		s.Classes[c].Size = classSize[c]
+	}
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for c := range sh.stats {
+			st := &sh.stats[c]
+			cs := &s.Classes[c]
+			cs.RequestedBytes += st.requested
+			cs.LiveBlocks += st.live
+			cs.ReservedBytes += st.live * uint64(classSize[c])
+			cs.Slabs += st.slabs
+		}
+		sh.mu.Unlock()
+	}
+	for _, cs := range s.Classes {
+		s.RequestedBytes += cs.RequestedBytes
+		s.ReservedBytes += cs.ReservedBytes
+		s.LiveBlocks += cs.LiveBlocks
+	}
+	h.mu.Lock()
+	r := h.runs
+	h.mu.Unlock()
+	s.RunBlocks, s.RunRequestedBytes, s.RunReservedBytes = r.runs, r.runRequested, r.runReserved
+	s.LargeRegions, s.LargeRequestedBytes, s.LargeReservedBytes = r.larges, r.largeRequested, r.largeReserved
+	s.RequestedBytes += r.runRequested + r.largeRequested
+	s.ReservedBytes += r.runReserved + r.largeReserved
+	s.LiveBlocks += r.runs + r.larges
+	s.MisuseCaught = h.misuse.Load()
+	s.ShardCount = uint64(len(h.shards))
+	s.HeapClosed = h.closed.Load()
+	if !s.HeapClosed {
+		h.cacheStats(&s)
+	}
+	return s
+}
+
+// cacheStats fills the chunk-cache totals.
+func (h *Heap) cacheStats(s *Stats) {
+	cs := h.cache.Stats()
+	s.ChunksSecret = uint64(cs.ChunksSecret)
+	s.ChunksLocked = uint64(cs.ChunksLocked)
+	s.LargeRegionsMapped = uint64(cs.LargeRegions)
+	s.ChunksMapped = s.ChunksSecret + s.ChunksLocked + s.LargeRegionsMapped
+	s.BytesMapped = cs.BytesMapped
+	s.CommittedBytes = cs.BytesCommitted
+	s.IdleChunks = uint64(cs.IdleChunks)
+}
