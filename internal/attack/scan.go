@@ -1,0 +1,175 @@
+package attack
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Mapping is one line of /proc/PID/maps.
+type Mapping struct {
+	Start, End uintptr
+	Perms      string // "rw-s"
+	Offset     uint64
+	Inode      uint64
+	Name       string // path, "[heap]", "/secretmem (deleted)", or "" for anonymous
+}
+
+// Readable reports whether the mapping's permissions include read.
+func (m Mapping) Readable() bool { return strings.HasPrefix(m.Perms, "r") }
+
+// Size returns End - Start.
+func (m Mapping) Size() uintptr { return m.End - m.Start }
+
+// Secret reports whether the mapping is a memfd_secret file.
+func (m Mapping) Secret() bool { return strings.HasPrefix(m.Name, "/secretmem") }
+
+// String formats the mapping like /proc/PID/maps does (address range, perms, name).
+func (m Mapping) String() string {
+	return fmt.Sprintf("%x-%x %s %s", m.Start, m.End, m.Perms, m.Name)
+}
+
+// Maps parses /proc/PID/maps.
+func Maps(pid int) ([]Mapping, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, fmt.Errorf("attack: %w", err)
+	}
+	return parseMaps(b)
+}
+
+func parseMaps(b []byte) ([]Mapping, error) {
+	var out []Mapping
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		// start-end perms offset dev inode [name]; the name may hold spaces.
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			return nil, fmt.Errorf("attack: bad maps line %q", line)
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			return nil, fmt.Errorf("attack: bad maps range %q", f[0])
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		off, err3 := strconv.ParseUint(f[2], 16, 64)
+		ino, err4 := strconv.ParseUint(f[4], 10, 64)
+		for _, err := range []error{err1, err2, err3, err4} {
+			if err != nil {
+				return nil, fmt.Errorf("attack: bad maps line %q: %w", line, err)
+			}
+		}
+		m := Mapping{Start: uintptr(start), End: uintptr(end), Perms: f[1], Offset: off, Inode: ino}
+		if len(f) > 5 {
+			// Everything after the inode column, as the kernel wrote it.
+			idx := strings.Index(line, f[4]+" ") + len(f[4])
+			m.Name = strings.TrimSpace(line[idx:])
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+// Hit is an occurrence of the needle.
+type Hit struct {
+	Addr    uintptr
+	Mapping Mapping
+}
+
+// MappingError is the first error met reading a mapping; the rest of the
+// mapping was skipped.
+type MappingError struct {
+	Mapping Mapping
+	Err     error // a *ReadError with the errno
+}
+
+// ScanResult is what a scan found and met.
+type ScanResult struct {
+	Method    Method
+	Hits      []Hit
+	Errors    []MappingError // mappings (or their tails) the method could not read
+	Skipped   []Mapping      // readable mappings left out by ScanOptions
+	BytesRead uint64
+}
+
+// ScanOptions bounds a scan.
+type ScanOptions struct {
+	// MaxMapping skips readable mappings larger than this (0: 1 GiB), such as
+	// the race detector's shadow memory, which would take hours to read.
+	MaxMapping uintptr
+	// Filter, when non-nil, scans only the mappings it accepts.
+	Filter func(Mapping) bool
+}
+
+// skipNames are kernel-provided mappings that are not the target's data.
+var skipNames = map[string]bool{"[vvar]": true, "[vvar_vclock]": true, "[vsyscall]": true, "[vdso]": true}
+
+// Scan reads every readable mapping of process pid with method m and reports
+// each occurrence of needle, with default ScanOptions.
+func Scan(pid int, needle []byte, m Method) (*ScanResult, error) {
+	return ScanWith(pid, needle, m, ScanOptions{})
+}
+
+// blockSize is how much a scan reads at once.
+const blockSize = 1 << 20
+
+// ScanWith is Scan with options.
+func ScanWith(pid int, needle []byte, m Method, opt ScanOptions) (*ScanResult, error) {
+	if len(needle) == 0 {
+		return nil, fmt.Errorf("attack: empty needle")
+	}
+	if opt.MaxMapping == 0 {
+		opt.MaxMapping = 1 << 30
+	}
+	maps, err := Maps(pid)
+	if err != nil {
+		return nil, err
+	}
+	r, err := open(pid, m)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	res := &ScanResult{Method: m}
+	buf := make([]byte, blockSize+len(needle)-1)
+	for _, mp := range maps {
+		if !mp.Readable() || skipNames[mp.Name] {
+			continue
+		}
+		if mp.Size() > opt.MaxMapping || (opt.Filter != nil && !opt.Filter(mp)) {
+			res.Skipped = append(res.Skipped, mp)
+			continue
+		}
+		// Read block by block; carry the last len(needle)-1 bytes over so a
+		// needle straddling two blocks is still found.
+		carry := 0
+		for addr := mp.Start; addr < mp.End; {
+			n := min(uintptr(blockSize), mp.End-addr)
+			k, err := r.readAt(buf[carry:carry+int(n)], addr)
+			res.BytesRead += uint64(k)
+			window := buf[:carry+k]
+			base := addr - uintptr(carry)
+			for off := 0; ; {
+				i := bytes.Index(window[off:], needle)
+				if i < 0 {
+					break
+				}
+				res.Hits = append(res.Hits, Hit{Addr: base + uintptr(off+i), Mapping: mp})
+				off += i + 1
+			}
+			if err != nil {
+				res.Errors = append(res.Errors, MappingError{Mapping: mp, Err: err})
+				break
+			}
+			carry = min(len(needle)-1, len(window))
+			copy(buf, window[len(window)-carry:])
+			addr += uintptr(k)
+		}
+	}
+	return res, nil
+}
