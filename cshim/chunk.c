@@ -1,0 +1,573 @@
+/*
+ * chunk.c — the chunk cache: one arena of 4 MiB slots, chunks mapped
+ * MAP_FIXED at slot starts, OS-page spans carved out of chunks, commits in
+ * growing runs, wholly free chunks kept idle for reuse, O(1) owner lookup.
+ *
+ * States of a chunk: free slot (PROT_NONE) → mapped (sh_source_map; memlock
+ * charged, nothing faulted) → partly committed (OS pages [0, committed)
+ * faulted in, grown geometrically by span allocation) → idle (no live span,
+ * still committed, counted in n_idle) → unmapped (sh_source_unmap, beyond
+ * SECRETHEAP_IDLE_CHUNKS, never while the process exits).
+ *
+ * Everything here is guarded by chunk_mu except the lock-free lookup
+ * (sh_slots, chunk->pagemap), whose entries are published with release /
+ * relaxed atomic stores. Chunk descriptors are never unmapped: a stale
+ * pointer freed after its chunk went away must still find readable
+ * metadata, so that it gets a named message instead of a segfault.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+_Atomic uintptr_t sh_arena_base;
+_Atomic size_t sh_arena_size;
+_Atomic(struct sh_chunk *) sh_slots[SH_ARENA_SLOTS];
+
+static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t slot_used[(SH_ARENA_SLOTS + 63) / 64]; /* guarded by chunk_mu */
+static size_t nslots_total;                           /* slots in the arena we got */
+static struct sh_chunk *chunks;      /* live normal chunks, guarded by chunk_mu */
+static struct sh_chunk *larges;      /* live large regions, guarded by chunk_mu */
+static struct sh_chunk *spare_meta;  /* descriptors of unmapped normal chunks */
+static struct sh_chunk *spare_large; /* descriptors of unmapped large regions */
+static unsigned n_idle;              /* normal chunks without a live span */
+static uint64_t bytes_mapped, bytes_committed, n_secret, n_locked, n_large;
+static bool exiting;
+static bool reserve_on; /* OpenSSL mode all: keep secure_reserve for secure allocations */
+
+void sh_chunk_lock(void) { pthread_mutex_lock(&chunk_mu); }
+void sh_chunk_unlock(void) { pthread_mutex_unlock(&chunk_mu); }
+
+int sh_chunk_init(void) {
+    uintptr_t base;
+    size_t size = SH_ARENA_SIZE;
+    /* Fall back to a smaller arena under RLIMIT_AS or a small address space. */
+    while (sh_source_reserve(size, SH_SLOT_SIZE, &base) != 0) {
+        size >>= 1;
+        if (size < ((size_t)64 << 20))
+            return ENOMEM;
+    }
+    nslots_total = size >> SH_SLOT_SHIFT;
+    atomic_store_explicit(&sh_arena_base, base, memory_order_relaxed);
+    atomic_store_explicit(&sh_arena_size, size, memory_order_release);
+    return 0;
+}
+
+void sh_chunk_set_exiting(void) {
+    pthread_mutex_lock(&chunk_mu);
+    exiting = true;
+    pthread_mutex_unlock(&chunk_mu);
+}
+
+void sh_secure_reserve_set(bool on) {
+    pthread_mutex_lock(&chunk_mu);
+    reserve_on = on;
+    pthread_mutex_unlock(&chunk_mu);
+}
+
+/* First run of n free slots; -1 if none. */
+static long slots_find(size_t n) {
+    size_t run = 0;
+    for (size_t i = 0; i < nslots_total; i++) {
+        if ((i & 63) == 0 && slot_used[i >> 6] == UINT64_MAX) {
+            run = 0;
+            i += 63;
+            continue;
+        }
+        if (slot_used[i >> 6] & (1ULL << (i & 63))) {
+            run = 0;
+            continue;
+        }
+        if (++run == n)
+            return (long)(i + 1 - n);
+    }
+    return -1;
+}
+
+static void slots_mark(size_t first, size_t n, bool used) {
+    for (size_t i = first; i < first + n; i++) {
+        if (used)
+            slot_used[i >> 6] |= 1ULL << (i & 63);
+        else
+            slot_used[i >> 6] &= ~(1ULL << (i & 63));
+    }
+}
+
+/* Bytes a new mapping may take: the smaller of SECRETHEAP_LIMIT and the
+ * RLIMIT_MEMLOCK headroom, less the secure reserve for ordinary requests. */
+static uint64_t room_for(bool secure) {
+    bool unlimited;
+    uint64_t room = sh_source_headroom(&unlimited);
+    if (sh_opt.limit) {
+        uint64_t l = sh_opt.limit > bytes_mapped ? sh_opt.limit - bytes_mapped : 0;
+        if (l < room)
+            room = l;
+    }
+    if (reserve_on && !secure && room != UINT64_MAX)
+        room = room > sh_opt.secure_reserve ? room - sh_opt.secure_reserve : 0;
+    return room;
+}
+
+static struct sh_chunk *meta_new(bool large, size_t npages) {
+    struct sh_chunk **spare = large ? &spare_large : &spare_meta;
+    struct sh_chunk *c = *spare;
+    if (c) {
+        *spare = c->next;
+        size_t ms = c->meta_size;
+        _Atomic(struct sh_span *) *pm = c->pagemap;
+        struct sh_span *sp = c->spans;
+        memset(c, 0, sizeof *c);
+        c->meta_size = ms;
+        c->pagemap = pm;
+        c->spans = sp;
+        return c;
+    }
+    /* Normal chunks: descriptor, pagemap and span array for the largest
+     * chunk (2 MiB), so a descriptor can be reused for any chunk size.
+     * MAP_NORESERVE: only the parts touched become resident. */
+    (void)npages;
+    size_t np = large ? 0 : SH_CHUNK_MAX_PAGES;
+    size_t sz = sizeof(struct sh_chunk) + np * sizeof(_Atomic(struct sh_span *)) +
+                (large ? 1 : np) * sizeof(struct sh_span) + 64;
+    sz = (sz + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
+    void *m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    c = m;
+    c->meta_size = sz;
+    uintptr_t p = (uintptr_t)(c + 1);
+    if (!large) {
+        c->pagemap = (_Atomic(struct sh_span *) *)p;
+        p += np * sizeof(_Atomic(struct sh_span *));
+    }
+    p = (p + 63) & ~(uintptr_t)63;
+    c->spans = (struct sh_span *)p;
+    return c;
+}
+
+static void meta_park(struct sh_chunk *c) {
+    struct sh_chunk **spare = c->large ? &spare_large : &spare_meta;
+    c->next = *spare;
+    *spare = c;
+}
+
+/* Maps a chunk of size bytes (normal) or a large region; chunk lock held. */
+static struct sh_chunk *chunk_new(size_t size, bool large) {
+    size_t nslots = (size + SH_SLOT_SIZE - 1) >> SH_SLOT_SHIFT;
+    if (large && (size & (SH_SLOT_SIZE - 1)) == 0)
+        nslots++; /* keep a guard after a region that fills its slots */
+    long slot = slots_find(nslots);
+    if (slot < 0) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct sh_chunk *c = meta_new(large, size / SH_OS_PAGE);
+    if (!c) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    uintptr_t base = atomic_load_explicit(&sh_arena_base, memory_order_relaxed) + ((uintptr_t)slot << SH_SLOT_SHIFT);
+    int backend = 0;
+    int e = sh_source_map(base, size, &backend);
+    if (e) {
+        c->large = large;
+        meta_park(c);
+        errno = e;
+        return NULL;
+    }
+    c->base = base;
+    c->size = size;
+    c->end = base + size;
+    c->npages = (uint32_t)(size / SH_OS_PAGE);
+    c->slot = (uint32_t)slot;
+    c->nslots = (uint32_t)nslots;
+    c->backend = (uint8_t)backend;
+    c->large = large;
+    c->committed = 0;
+    if (!large) {
+        c->free_pages = c->npages;
+        for (uint32_t i = 0; i < c->npages; i++)
+            c->pagefree[i >> 6] |= 1ULL << (i & 63);
+        for (uint32_t i = 0; i < SH_CHUNK_MAX_PAGES; i++)
+            atomic_store_explicit(&c->pagemap[i], NULL, memory_order_relaxed);
+        c->next = chunks;
+        if (chunks)
+            chunks->prev = c;
+        chunks = c;
+        n_idle++;
+    } else {
+        c->next = larges;
+        if (larges)
+            larges->prev = c;
+        larges = c;
+        n_large++;
+    }
+    slots_mark((size_t)slot, nslots, true);
+    for (size_t i = 0; i < nslots; i++)
+        atomic_store_explicit(&sh_slots[(size_t)slot + i], c, memory_order_release);
+    bytes_mapped += size;
+    if (backend == SH_BACKEND_SECRET)
+        n_secret++;
+    else
+        n_locked++;
+    sh_log(2, "mapped %s %zu KiB at %p (%s)", large ? "large region" : "chunk", size >> 10, (void *)base,
+           backend == SH_BACKEND_SECRET ? "secret" : "locked");
+    return c;
+}
+
+static void chunk_destroy(struct sh_chunk *c) {
+    struct sh_chunk **head = c->large ? &larges : &chunks;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        *head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    for (size_t i = 0; i < c->nslots; i++)
+        atomic_store_explicit(&sh_slots[c->slot + i], NULL, memory_order_release);
+    slots_mark(c->slot, c->nslots, false);
+    sh_source_unmap(c->base, c->size, c->committed, c->backend);
+    bytes_mapped -= c->size;
+    bytes_committed -= c->committed;
+    if (c->backend == SH_BACKEND_SECRET)
+        n_secret--;
+    else
+        n_locked--;
+    if (c->large)
+        n_large--;
+    sh_log(2, "unmapped %s %zu KiB at %p", c->large ? "large region" : "chunk", c->size >> 10, (void *)c->base);
+    meta_park(c);
+}
+
+/* Lowest run of n free OS pages in c; -1 if none. */
+static long pages_find(struct sh_chunk *c, uint32_t n) {
+    uint32_t run = 0;
+    for (uint32_t i = 0; i < c->npages; i++) {
+        if (c->pagefree[i >> 6] & (1ULL << (i & 63))) {
+            if (++run == n)
+                return (long)(i + 1 - n);
+        } else {
+            run = 0;
+        }
+    }
+    return -1;
+}
+
+/* Commits up to end, growing geometrically: each commit at least doubles
+ * the committed part, so a chunk is faulted in with O(log n) system calls,
+ * while the first allocation commits only its own span (one slab costs
+ * ~35–100 µs, a whole 2 MiB chunk ~10 ms). */
+static int commit_to(struct sh_chunk *c, size_t end) {
+    if (end <= c->committed)
+        return 0;
+    size_t want = c->committed * 2;
+    if (want < end)
+        want = end;
+    if (want > c->size)
+        want = c->size;
+    int e = sh_source_commit(c->base + c->committed, want - c->committed, c->backend);
+    if (e) {
+        /* Retry with exactly what is needed. */
+        if (want > end && sh_source_commit(c->base + c->committed, end - c->committed, c->backend) == 0)
+            want = end;
+        else
+            return e;
+    }
+    bytes_committed += want - c->committed;
+    c->committed = want;
+    return 0;
+}
+
+static void span_init(struct sh_span *s, struct sh_chunk *c, uintptr_t start, uint32_t npages, int kind, int cls) {
+    s->start = start;
+    s->chunk = c;
+    s->npages = npages;
+    s->kind = (uint8_t)kind;
+    s->cls = (uint8_t)cls;
+    s->listed = 0;
+    s->next = s->prev = NULL;
+    atomic_store_explicit(&s->run_req, 0, memory_order_relaxed);
+    for (int i = 0; i < SH_MAX_SLAB_BLOCKS; i++)
+        atomic_store_explicit(&s->req[i], 0, memory_order_relaxed);
+    memset(s->freebits, 0, sizeof s->freebits);
+    if (kind == SH_SPAN_SLAB) {
+        uint32_t bs = sh_class_size[cls];
+        s->block_size = bs;
+        s->recip = (((uint64_t)1 << 32) + (bs >> 4) - 1) / (bs >> 4);
+        s->nblocks = sh_class_slab_blocks[cls];
+        s->nfree = s->nblocks;
+        for (uint32_t i = 0; i < s->nblocks; i++)
+            s->freebits[i >> 6] |= 1ULL << (i & 63);
+    } else {
+        s->block_size = npages <= UINT32_MAX / SH_OS_PAGE ? npages * (uint32_t)SH_OS_PAGE : 0;
+        s->recip = 0;
+        s->nblocks = 1;
+        s->nfree = 0;
+    }
+}
+
+struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure) {
+    pthread_mutex_lock(&chunk_mu);
+    struct sh_chunk *c;
+    long idx = -1;
+    /* Prefer chunks in use over idle ones, so idle ones can be given back. */
+    for (int pass = 0; pass < 2 && idx < 0; pass++) {
+        for (c = chunks; c; c = c->next) {
+            bool idle = c->free_pages == c->npages;
+            if ((pass == 0) == idle || c->free_pages < npages)
+                continue;
+            if ((idx = pages_find(c, npages)) >= 0)
+                break;
+        }
+    }
+    if (idx < 0) {
+        uint64_t room = room_for(secure);
+        size_t size = SH_CHUNK_MAX;
+        while (size > SH_CHUNK_MIN && size > room)
+            size >>= 1;
+        if (size > room || size < (size_t)npages * SH_OS_PAGE) {
+            pthread_mutex_unlock(&chunk_mu);
+            errno = ENOMEM;
+            return NULL;
+        }
+        c = chunk_new(size, false);
+        if (!c) {
+            int e = errno;
+            pthread_mutex_unlock(&chunk_mu);
+            errno = e == ENOSYS || e == EPERM ? e : ENOMEM;
+            return NULL;
+        }
+        if (size < SH_CHUNK_MAX)
+            sh_log(1, "memlock headroom is short: chunk shrunk to %zu KiB", size >> 10);
+        idx = 0;
+    }
+    size_t end = ((size_t)idx + npages) * SH_OS_PAGE;
+    if (commit_to(c, end) != 0) {
+        pthread_mutex_unlock(&chunk_mu);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (c->free_pages == c->npages)
+        n_idle--;
+    for (uint32_t i = (uint32_t)idx; i < (uint32_t)idx + npages; i++)
+        c->pagefree[i >> 6] &= ~(1ULL << (i & 63));
+    c->free_pages -= npages;
+    struct sh_span *s = &c->spans[idx];
+    span_init(s, c, c->base + (uintptr_t)idx * SH_OS_PAGE, npages, kind, cls);
+    for (uint32_t i = (uint32_t)idx; i < (uint32_t)idx + npages; i++)
+        atomic_store_explicit(&c->pagemap[i], s, memory_order_release);
+    pthread_mutex_unlock(&chunk_mu);
+    return s;
+}
+
+void sh_span_free(struct sh_span *s) {
+    pthread_mutex_lock(&chunk_mu);
+    struct sh_chunk *c = s->chunk;
+    uint32_t first = (uint32_t)((s->start - c->base) >> SH_OS_PAGE_SHIFT);
+    for (uint32_t i = first; i < first + s->npages; i++) {
+        atomic_store_explicit(&c->pagemap[i], NULL, memory_order_relaxed);
+        c->pagefree[i >> 6] |= 1ULL << (i & 63);
+    }
+    c->free_pages += s->npages;
+    s->kind = SH_SPAN_FREE;
+    if (c->free_pages == c->npages) {
+        if (!exiting && !c->lost && n_idle >= (unsigned)sh_opt.idle_chunks)
+            chunk_destroy(c);
+        else
+            n_idle++;
+    }
+    pthread_mutex_unlock(&chunk_mu);
+}
+
+struct sh_span *sh_large_alloc(size_t size, bool secure) {
+    if (size > SH_ARENA_SIZE / 2) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size = (size + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
+    pthread_mutex_lock(&chunk_mu);
+    if (room_for(secure) < size) {
+        pthread_mutex_unlock(&chunk_mu);
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct sh_chunk *c = chunk_new(size, true);
+    if (!c) {
+        int e = errno;
+        pthread_mutex_unlock(&chunk_mu);
+        errno = e == ENOSYS || e == EPERM ? e : ENOMEM;
+        return NULL;
+    }
+    if (commit_to(c, size) != 0) {
+        chunk_destroy(c);
+        pthread_mutex_unlock(&chunk_mu);
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct sh_span *s = &c->spans[0];
+    span_init(s, c, c->base, c->npages, SH_SPAN_LARGE, 0);
+    pthread_mutex_unlock(&chunk_mu);
+    return s;
+}
+
+void sh_large_free(struct sh_span *s) {
+    pthread_mutex_lock(&chunk_mu);
+    struct sh_chunk *c = s->chunk;
+    s->kind = SH_SPAN_FREE;
+    if (exiting || c->lost) {
+        /* Never unmap at exit: other exit handlers may still read their
+         * neighbours. The region stays, wiped, until the process is gone. */
+        sh_wipe((void *)c->base, c->committed);
+    } else {
+        chunk_destroy(c);
+    }
+    pthread_mutex_unlock(&chunk_mu);
+}
+
+void sh_chunk_prefork(void) { pthread_mutex_lock(&chunk_mu); }
+void sh_chunk_postfork_parent(void) { pthread_mutex_unlock(&chunk_mu); }
+
+/* Child, still holding chunk_mu (taken in prefork), only thread alive. */
+void sh_chunk_postfork_child(void) {
+    struct sh_chunk *lists[2] = {chunks, larges};
+    if (sh_opt.fork == SH_FORK_DONTFORK) {
+        /* The mappings are gone (MADV_DONTFORK). Keep the descriptors in their
+         * slots marked lost so frees of inherited pointers are ignored, and
+         * re-reserve the holes so the kernel puts nothing else there. */
+        for (int l = 0; l < 2; l++) {
+            for (struct sh_chunk *c = lists[l]; c; c = c->next) {
+                c->lost = 1;
+                mmap((void *)c->base, c->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                     -1, 0);
+                bytes_mapped -= c->size;
+                bytes_committed -= c->committed;
+                if (c->backend == SH_BACKEND_SECRET)
+                    n_secret--;
+                else
+                    n_locked--;
+                if (c->large)
+                    n_large--;
+            }
+        }
+        chunks = larges = NULL;
+        n_idle = 0;
+        pthread_mutex_unlock(&chunk_mu);
+        return;
+    }
+    for (int l = 0; l < 2; l++) {
+        for (struct sh_chunk *c = lists[l]; c; c = c->next) {
+            int e = sh_source_reprivatise(c->base, c->size, c->committed, c->backend);
+            if (e)
+                sh_fatal("fork child cannot re-privatise chunk %p (%zu KiB, %zu KiB committed): %s; "
+                         "refusing to continue sharing secret memory with the parent",
+                         (void *)c->base, c->size >> 10, c->committed >> 10, strerror(e));
+            atomic_fetch_add(&sh_stat_reprivatised, 1);
+        }
+    }
+    pthread_mutex_unlock(&chunk_mu);
+}
+
+void sh_chunk_stats(struct secretheap_stats *st) {
+    pthread_mutex_lock(&chunk_mu);
+    st->chunks_secret = n_secret;
+    st->chunks_locked = n_locked;
+    st->bytes_mapped = bytes_mapped;
+    st->bytes_committed = bytes_committed;
+    st->large_regions = n_large;
+    pthread_mutex_unlock(&chunk_mu);
+}
+
+/* Chunk lock held by the caller (sh_chunk_lock). */
+int sh_chunk_check(void) {
+    int bad = 0;
+    uint64_t mapped = 0, committed = 0;
+    for (int l = 0; l < 2; l++) {
+        for (struct sh_chunk *c = l ? larges : chunks; c; c = c->next) {
+            mapped += c->size;
+            committed += c->committed;
+            if (c->committed > c->size || (c->committed & (SH_OS_PAGE - 1))) {
+                fprintf(stderr, "secretheap: check: chunk %p committed %zu of %zu\n", (void *)c->base, c->committed,
+                        c->size);
+                bad = 1;
+            }
+            for (size_t i = 0; i < c->nslots; i++)
+                if (atomic_load(&sh_slots[c->slot + i]) != c) {
+                    fprintf(stderr, "secretheap: check: slot %zu does not point to chunk %p\n", c->slot + i,
+                            (void *)c->base);
+                    bad = 1;
+                }
+            if (c->large) {
+                if (c->committed != c->size) {
+                    fprintf(stderr, "secretheap: check: large region %p not wholly committed\n", (void *)c->base);
+                    bad = 1;
+                }
+                continue;
+            }
+            uint32_t nfree = 0;
+            for (uint32_t i = 0; i < c->npages;) {
+                struct sh_span *s = atomic_load_explicit(&c->pagemap[i], memory_order_relaxed);
+                bool isfree = c->pagefree[i >> 6] & (1ULL << (i & 63));
+                if (!s) {
+                    if (!isfree) {
+                        fprintf(stderr, "secretheap: check: chunk %p OS page %u neither free nor in a span\n",
+                                (void *)c->base, i);
+                        bad = 1;
+                    }
+                    nfree++;
+                    i++;
+                    continue;
+                }
+                if (isfree || s != &c->spans[i] || s->start != c->base + (uintptr_t)i * SH_OS_PAGE) {
+                    fprintf(stderr, "secretheap: check: chunk %p OS page %u: span mismatch\n", (void *)c->base, i);
+                    bad = 1;
+                    i++;
+                    continue;
+                }
+                if ((size_t)(i + s->npages) * SH_OS_PAGE > c->committed) {
+                    fprintf(stderr, "secretheap: check: span at %p extends past committed (%zu)\n", (void *)s->start,
+                            c->committed);
+                    bad = 1;
+                }
+                for (uint32_t j = i; j < i + s->npages && j < c->npages; j++)
+                    if (atomic_load_explicit(&c->pagemap[j], memory_order_relaxed) != s) {
+                        fprintf(stderr, "secretheap: check: span at %p: OS page %u not mapped to it\n",
+                                (void *)s->start, j);
+                        bad = 1;
+                    }
+                i += s->npages ? s->npages : 1;
+            }
+            if (nfree != c->free_pages) {
+                fprintf(stderr, "secretheap: check: chunk %p free_pages %u, counted %u\n", (void *)c->base,
+                        c->free_pages, nfree);
+                bad = 1;
+            }
+        }
+    }
+    if (mapped != bytes_mapped || committed != bytes_committed) {
+        fprintf(stderr, "secretheap: check: totals mapped %llu/%llu committed %llu/%llu\n",
+                (unsigned long long)mapped, (unsigned long long)bytes_mapped, (unsigned long long)committed,
+                (unsigned long long)bytes_committed);
+        bad = 1;
+    }
+    return bad ? EINVAL : 0;
+}
+
+void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg) {
+    for (struct sh_chunk *c = chunks; c; c = c->next)
+        for (uint32_t i = 0; i < c->npages;) {
+            struct sh_span *s = atomic_load_explicit(&c->pagemap[i], memory_order_relaxed);
+            if (!s) {
+                i++;
+                continue;
+            }
+            fn(s, arg);
+            i += s->npages ? s->npages : 1;
+        }
+    for (struct sh_chunk *c = larges; c; c = c->next)
+        if (c->spans[0].kind == SH_SPAN_LARGE)
+            fn(&c->spans[0], arg);
+}

@@ -1,0 +1,892 @@
+/*
+ * heap.c — the slab allocator and the public allocation API. See
+ * alloc/doc.go for the design essay; the short version:
+ *
+ * malloc(n), n ≤ 32 KiB:
+ *   1. class = size-class table lookup (no search);
+ *   2. pop a block from this thread's magazine for the class: no lock, no
+ *      atomic read-modify-write, no system call; record n+1 in the block's
+ *      out-of-band req slot (a relaxed store) — this marks it live;
+ *   3. magazine empty: refill half of it from the class's partial slabs
+ *      under the class lock, taking a new slab (chunk.c) when none is left.
+ * free(p):
+ *   1. p outside the arena → not ours → libc free;
+ *   2. chunk = slot table[(p - arena) >> 22], span = pagemap[OS page];
+ *      index by multiply; not on a block boundary → interior-pointer abort;
+ *      req slot already 0 → double-free abort;
+ *   3. wipe the whole block, req = 0, push on the magazine; a full magazine
+ *      gives its older half back to the slabs under the class lock.
+ * Blocks in magazines are free and already wiped, so malloc never zeroes:
+ * every block is zero because every free wiped it (and fresh OS pages are
+ * zero). Requests of 32 KiB+1 .. 1 MiB take an OS-page run of a chunk,
+ * larger ones a region of their own; both are wiped whole on free.
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include "internal.h"
+
+struct sh_mag_item {
+    void *p;
+    _Atomic uint16_t *req; /* the block's req slot, saved to skip the lookup on pop */
+};
+
+struct sh_mag {
+    uint32_t count, cap;
+    struct sh_mag_item *items;
+};
+
+/* A thread's magazines. Owned by its thread; the list links are guarded by tc_mu. */
+struct sh_tcache {
+    struct sh_mag mags[SH_NUM_CLASSES];
+    struct sh_tcache *next, *prev;
+    size_t map_size;
+    struct sh_mag_item storage[];
+};
+
+/* NULL: not created yet. DEAD: the thread-exit destructor ran; frees go
+ * straight to the slabs. initial-exec: one %fs-relative load, no
+ * __tls_get_addr (the library is preloaded or linked, never dlopen'ed late). */
+#define TC_DEAD ((struct sh_tcache *)1)
+_Thread_local struct sh_tcache *sh_tls_cache __attribute__((tls_model("initial-exec")));
+
+struct sh_class {
+    pthread_mutex_t mu;
+    struct sh_span *partial; /* slabs with centrally free blocks, guarded by mu */
+    uint64_t slabs;          /* guarded by mu */
+} __attribute__((aligned(64)));
+
+static struct sh_class classes[SH_NUM_CLASSES];
+static pthread_mutex_t tc_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sh_tcache *tc_list; /* guarded by tc_mu */
+static pthread_key_t tc_key;
+static pthread_once_t init_once_ctl = PTHREAD_ONCE_INIT;
+static bool reserve_enabled;
+
+/*
+ * Magazine capacity per class: 64 KiB of blocks, between 4 and 64 blocks. 64
+ * small blocks make a refill (one lock round trip, ~50 ns) cost < 2 ns per
+ * allocation; the byte bound keeps a thread from hoarding big blocks.
+ */
+static uint32_t mag_cap[SH_NUM_CLASSES];
+
+static inline unsigned size_class(size_t n) {
+    if (n <= SH_SMALL_LOOKUP_MAX)
+        return sh_size_to_class16[(n + 15) >> 4];
+    return sh_size_to_class128[(n + 127) >> 7];
+}
+
+static void at_exit(void) {
+    /* Never unmap from here on: later exit handlers and destructors may
+     * still use or free their blocks. */
+    sh_chunk_set_exiting();
+    if (sh_opt.stats[0])
+        sh_stats_print(-1);
+}
+
+static void tcache_destroy(void *arg);
+
+static void init_once(void) {
+    sh_options_init();
+    if (sh_opt.nodump)
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    for (int i = 0; i < SH_NUM_CLASSES; i++) {
+        pthread_mutex_init(&classes[i].mu, NULL);
+        uint32_t c = (64u << 10) / sh_class_size[i];
+        mag_cap[i] = c < 4 ? 4 : c > 64 ? 64 : c;
+    }
+    pthread_key_create(&tc_key, tcache_destroy);
+    int e = sh_chunk_init();
+    if (e)
+        sh_log(0, "cannot reserve the %zu GiB arena (%s): every allocation will be exhausted",
+               (size_t)(SH_ARENA_SIZE >> 30), strerror(e));
+    sh_fork_init();
+    atexit(at_exit);
+    sh_log(1, "initialised (version %s)", SECRETHEAP_VERSION);
+}
+
+void sh_init(void) { pthread_once(&init_once_ctl, init_once); }
+
+void sh_secure_reserve_enable(bool on) {
+    sh_init();
+    reserve_enabled = on;
+    sh_secure_reserve_set(on);
+}
+
+static struct sh_tcache *tcache_create(void) {
+    sh_init();
+    size_t n = 0;
+    for (int i = 0; i < SH_NUM_CLASSES; i++)
+        n += mag_cap[i];
+    size_t sz = sizeof(struct sh_tcache) + n * sizeof(struct sh_mag_item);
+    sz = (sz + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
+    struct sh_tcache *tc = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tc == MAP_FAILED)
+        return NULL;
+    tc->map_size = sz;
+    struct sh_mag_item *it = tc->storage;
+    for (int i = 0; i < SH_NUM_CLASSES; i++) {
+        tc->mags[i].cap = mag_cap[i];
+        tc->mags[i].items = it;
+        it += mag_cap[i];
+    }
+    pthread_mutex_lock(&tc_mu);
+    tc->next = tc_list;
+    if (tc_list)
+        tc_list->prev = tc;
+    tc_list = tc;
+    pthread_mutex_unlock(&tc_mu);
+    pthread_setspecific(tc_key, tc);
+    sh_tls_cache = tc;
+    return tc;
+}
+
+/* ---- misuse ---- */
+
+static _Noreturn void misuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static _Noreturn void misuse(const char *fmt, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    atomic_fetch_add(&sh_stat_misuse, 1);
+    sh_fatal("%s", buf);
+}
+
+/* ---- central (per-class) free lists ---- */
+
+static inline void partial_push(struct sh_class *k, struct sh_span *s) {
+    s->prev = NULL;
+    s->next = k->partial;
+    if (k->partial)
+        k->partial->prev = s;
+    k->partial = s;
+    s->listed = 1;
+}
+
+static inline void partial_remove(struct sh_class *k, struct sh_span *s) {
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        k->partial = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    s->listed = 0;
+}
+
+/* Moves up to want blocks of class cls into items[*count..]; class lock held. */
+static void take_blocks(struct sh_class *k, unsigned cls, struct sh_mag_item *items, uint32_t *count, uint32_t want,
+                        bool secure) {
+    while (*count < want) {
+        struct sh_span *s = k->partial;
+        if (!s) {
+            s = sh_span_alloc(sh_class_slab_pages[cls], SH_SPAN_SLAB, (int)cls, secure);
+            if (!s)
+                return;
+            k->slabs++;
+            partial_push(k, s);
+        }
+        /* Highest index first onto the stack, so pops go up in address. */
+        for (int w = 3; w >= 0 && *count < want; w--) {
+            while (s->freebits[w] && *count < want) {
+                int b = 63 - __builtin_clzll(s->freebits[w]);
+                s->freebits[w] &= ~(1ULL << b);
+                uint32_t idx = (uint32_t)(w * 64 + b);
+                s->nfree--;
+                items[*count].p = (void *)(s->start + (uintptr_t)idx * s->block_size);
+                items[*count].req = &s->req[idx];
+                (*count)++;
+            }
+        }
+        if (s->nfree == 0)
+            partial_remove(k, s);
+    }
+}
+
+/* Returns free (wiped) blocks to their slabs; a slab that becomes wholly free
+ * goes back to its chunk unless it is the class's only partial slab. */
+static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n) {
+    struct sh_class *k = &classes[cls];
+    struct sh_span *release = NULL;
+    pthread_mutex_lock(&k->mu);
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t p = (uintptr_t)items[i].p;
+        struct sh_chunk *c = sh_chunk_of(p);
+        struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
+        uint32_t idx = (uint32_t)(items[i].req - s->req);
+        s->freebits[idx >> 6] |= 1ULL << (idx & 63);
+        s->nfree++;
+        if (!s->listed)
+            partial_push(k, s);
+        if (s->nfree == s->nblocks && (k->partial != s || s->next)) {
+            partial_remove(k, s);
+            k->slabs--;
+            s->next = release;
+            release = s;
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    while (release) {
+        struct sh_span *s = release;
+        release = s->next;
+        /* Tail bytes after the last block are never handed out; wipe them
+         * anyway so that a stray overflow cannot leak into the next span. */
+        size_t used = (size_t)s->nblocks * s->block_size;
+        size_t tail = (size_t)s->npages * SH_OS_PAGE - used;
+        if (tail)
+            sh_wipe((void *)(s->start + used), tail);
+        sh_span_free(s);
+    }
+}
+
+/* ---- exhaustion ---- */
+
+static void *exhausted(size_t n, int err) {
+    if (err == ENOSYS || err == EPERM) {
+        /* SECRETHEAP_BACKEND=secret without memfd_secret: never ordinary memory. */
+        if (sh_opt.on_exhausted == SH_EXH_ABORT)
+            sh_fatal("memfd_secret unavailable and SECRETHEAP_BACKEND=secret (request of %zu bytes)", n);
+        errno = ENOMEM;
+        return NULL;
+    }
+    switch (sh_opt.on_exhausted) {
+    case SH_EXH_NULL:
+        errno = ENOMEM;
+        return NULL;
+    case SH_EXH_ABORT:
+        sh_fatal("secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte request "
+                 "and SECRETHEAP_ON_EXHAUSTED=abort",
+                 n);
+    default:
+        break;
+    }
+    if (atomic_fetch_add(&sh_stat_fallbacks, 1) == 0)
+        sh_log(0, "WARNING: secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
+                  "request: serving it from ordinary memory (SECRETHEAP_ON_EXHAUSTED=fallback); further "
+                  "fallbacks are only counted (stats: fallbacks)",
+               n);
+    /* libc memory: free() later sees a pointer outside the arena and hands it
+     * back to libc. calloc keeps the zero-on-allocation promise. */
+    void *p = calloc(1, n ? n : 1);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+/* ---- allocation ---- */
+
+static __attribute__((noinline)) void check_zero_failed(void *p, unsigned cls) {
+    misuse("write after free: block %p (class %u B) changed while it was free", p, sh_class_size[cls]);
+}
+
+static inline void check_zero(void *p, unsigned cls) {
+    const uint64_t *w = p;
+    for (uint32_t i = 0; i < sh_class_size[cls] / 8; i++)
+        if (w[i])
+            check_zero_failed(p, cls);
+}
+
+static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls, bool secure) {
+    struct sh_tcache *tc = sh_tls_cache;
+    if (tc == NULL)
+        tc = tcache_create();
+    struct sh_class *k = &classes[cls];
+    struct sh_mag_item it;
+    uint32_t got = 0;
+    if (tc != NULL && tc != TC_DEAD) {
+        struct sh_mag *m = &tc->mags[cls];
+        pthread_mutex_lock(&k->mu);
+        take_blocks(k, cls, m->items, &m->count, m->cap / 2 ? m->cap / 2 : 1, secure);
+        pthread_mutex_unlock(&k->mu);
+        if (m->count) {
+            it = m->items[--m->count];
+            got = 1;
+        }
+    } else {
+        sh_init();
+        pthread_mutex_lock(&k->mu);
+        take_blocks(k, cls, &it, &got, 1, secure);
+        pthread_mutex_unlock(&k->mu);
+    }
+    if (!got)
+        return exhausted(n, errno);
+    if (sh_unlikely(sh_opt.check_zero))
+        check_zero(it.p, cls);
+    atomic_store_explicit(it.req, (uint16_t)(n + 1), memory_order_relaxed);
+    return it.p;
+}
+
+static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
+    if (n > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    sh_init();
+    struct sh_span *s = NULL;
+    size_t pages = (n + SH_OS_PAGE - 1) / SH_OS_PAGE;
+    if (n <= SH_LARGE_MIN) {
+        s = sh_span_alloc((uint32_t)pages, SH_SPAN_RUN, 0, secure);
+        /* Under memlock pressure chunks can be smaller than the run: a
+         * region of exactly the run's size may still fit. */
+        if (!s && errno == ENOMEM)
+            s = sh_large_alloc(n, secure);
+    } else {
+        s = sh_large_alloc(n, secure);
+    }
+    if (!s)
+        return exhausted(n, errno);
+    atomic_store_explicit(&s->run_req, n + 1, memory_order_relaxed);
+    return (void *)s->start;
+}
+
+static inline void *malloc_impl(size_t n, bool secure) {
+    if (sh_likely(n <= SH_MAX_SMALL_SIZE)) {
+        unsigned cls = size_class(n);
+        struct sh_tcache *tc = sh_tls_cache;
+        if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {
+            struct sh_mag *m = &tc->mags[cls];
+            if (sh_likely(m->count != 0)) {
+                struct sh_mag_item it = m->items[m->count - 1];
+                m->count--;
+                if (sh_unlikely(sh_opt.check_zero))
+                    check_zero(it.p, cls);
+                atomic_store_explicit(it.req, (uint16_t)(n + 1), memory_order_relaxed);
+                return it.p;
+            }
+        }
+        return malloc_small_slow(n, cls, secure);
+    }
+    return malloc_large(n, secure);
+}
+
+void *secretheap_malloc(size_t n) { return malloc_impl(n, false); }
+
+void *sh_malloc_secure(size_t n) { return malloc_impl(n, reserve_enabled); }
+
+void *secretheap_calloc(size_t nmemb, size_t size) {
+    size_t n;
+    if (__builtin_mul_overflow(nmemb, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc_impl(n, false); /* every block is already zero */
+}
+
+/* ---- free ---- */
+
+/* A pointer inside the arena that is not a live block: name what it is. */
+static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char *op) {
+    struct sh_chunk *c = sh_chunk_of(p);
+    if (!c)
+        misuse("%s of %#lx: inside the secretheap arena but in no live chunk (double free of a released "
+               "region, or a wild pointer)",
+               op, (unsigned long)p);
+    struct sh_span *s = c->large ? &c->spans[0]
+                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
+                                                        memory_order_relaxed);
+    if (!s || s->kind == SH_SPAN_FREE)
+        misuse("%s of %#lx: %s of chunk %#lx that holds no block (double free of a page run, or a wild pointer)",
+               op, (unsigned long)p, "a free OS page", (unsigned long)c->base);
+    if (s->kind == SH_SPAN_SLAB) {
+        uintptr_t off = p - s->start;
+        uint32_t idx = sh_block_index(s, off);
+        uintptr_t block = s->start + (uintptr_t)idx * s->block_size;
+        if (idx >= s->nblocks)
+            misuse("%s of %#lx: in the unused tail of a slab (class %u B)", op, (unsigned long)p, s->block_size);
+        if (block != p)
+            misuse("%s of interior pointer %#lx (block %#lx, class %u B)", op, (unsigned long)p,
+                   (unsigned long)block, s->block_size);
+        misuse("double %s of %#lx (class %u B)", op, (unsigned long)p, s->block_size);
+    }
+    if (p != s->start)
+        misuse("%s of interior pointer %#lx (block %#lx, %s of %zu KiB)", op, (unsigned long)p,
+               (unsigned long)s->start, s->kind == SH_SPAN_RUN ? "page run" : "large region",
+               (size_t)s->npages * 4);
+    misuse("double %s of %#lx (%s of %zu KiB)", op, (unsigned long)p,
+           s->kind == SH_SPAN_RUN ? "page run" : "large region", (size_t)s->npages * 4);
+}
+
+static __attribute__((noinline)) void free_span(uintptr_t p, struct sh_span *s) {
+    if (s == NULL || s->kind == SH_SPAN_FREE || p != s->start)
+        bad_free(p, "free");
+    size_t req = atomic_exchange_explicit(&s->run_req, 0, memory_order_relaxed);
+    if (req == 0)
+        bad_free(p, "free");
+    sh_wipe((void *)s->start, (size_t)s->npages * SH_OS_PAGE);
+    if (s->kind == SH_SPAN_LARGE)
+        sh_large_free(s);
+    else
+        sh_span_free(s);
+}
+
+static __attribute__((noinline)) void free_slow(void *ptr, struct sh_span *s, uint32_t idx) {
+    struct sh_tcache *tc = sh_tls_cache;
+    struct sh_mag_item it = {ptr, &s->req[idx]};
+    if (tc == NULL)
+        tc = tcache_create();
+    if (tc == NULL || tc == TC_DEAD) {
+        /* After this thread's cache was destroyed (thread-exit destructors),
+         * or if it could not be created: straight back to the slab. */
+        put_blocks(s->cls, &it, 1);
+        return;
+    }
+    struct sh_mag *m = &tc->mags[s->cls];
+    if (m->count == m->cap) {
+        /* Give back the older (bottom) half; keep the recently freed, hot half. */
+        uint32_t half = m->cap / 2 ? m->cap / 2 : 1;
+        put_blocks(s->cls, m->items, half);
+        memmove(m->items, m->items + half, (m->count - half) * sizeof *m->items);
+        m->count -= half;
+    }
+    m->items[m->count] = it;
+    atomic_signal_fence(memory_order_release); /* a fork snapshot sees the item before the count */
+    m->count++;
+}
+
+void secretheap_free(void *ptr) {
+    uintptr_t p = (uintptr_t)ptr;
+    uintptr_t off = p - atomic_load_explicit(&sh_arena_base, memory_order_relaxed);
+    if (sh_unlikely(off >= atomic_load_explicit(&sh_arena_size, memory_order_relaxed))) {
+        /* Not ours: NULL, a fallback block, or memory that OpenSSL took from
+         * libc before our hooks were in place. We do not interpose malloc, so
+         * free here is libc's (or whatever malloc the process uses). */
+        if (ptr)
+            free(ptr);
+        return;
+    }
+    struct sh_chunk *c = atomic_load_explicit(&sh_slots[off >> SH_SLOT_SHIFT], memory_order_acquire);
+    if (sh_unlikely(c == NULL || p >= c->end || c->large || c->lost)) {
+        if (c && c->lost)
+            return; /* fork child under dontfork: the block went with the parent's mapping */
+        if (c && c->large && p < c->end) {
+            free_span(p, &c->spans[0]);
+            return;
+        }
+        bad_free(p, "free");
+    }
+    struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
+    if (sh_unlikely(s == NULL || s->kind != SH_SPAN_SLAB)) {
+        free_span(p, s);
+        return;
+    }
+    uintptr_t boff = p - s->start;
+    uint32_t idx = sh_block_index(s, boff);
+    if (sh_unlikely((uintptr_t)idx * s->block_size != boff || idx >= s->nblocks))
+        bad_free(p, "free");
+    if (sh_unlikely(atomic_load_explicit(&s->req[idx], memory_order_relaxed) == 0))
+        bad_free(p, "free");
+    sh_wipe(ptr, s->block_size);
+    atomic_store_explicit(&s->req[idx], 0, memory_order_relaxed);
+    struct sh_tcache *tc = sh_tls_cache;
+    if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {
+        struct sh_mag *m = &tc->mags[s->cls];
+        if (sh_likely(m->count < m->cap)) {
+            m->items[m->count].p = ptr;
+            m->items[m->count].req = &s->req[idx];
+            atomic_signal_fence(memory_order_release);
+            m->count++;
+            return;
+        }
+    }
+    free_slow(ptr, s, idx);
+}
+
+/* ---- realloc, usable size, backend ---- */
+
+/* The live block at p (exactly its start), or NULL; *usable its size. */
+static struct sh_span *live_block(uintptr_t p, size_t *usable, uint32_t *idxp) {
+    struct sh_chunk *c = sh_chunk_of(p);
+    if (!c || c->lost)
+        return NULL;
+    struct sh_span *s = c->large ? &c->spans[0]
+                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
+                                                        memory_order_relaxed);
+    if (!s || s->kind == SH_SPAN_FREE)
+        return NULL;
+    if (s->kind == SH_SPAN_SLAB) {
+        uintptr_t off = p - s->start;
+        uint32_t idx = sh_block_index(s, off);
+        if ((uintptr_t)idx * s->block_size != off || idx >= s->nblocks ||
+            atomic_load_explicit(&s->req[idx], memory_order_relaxed) == 0)
+            return NULL;
+        *usable = s->block_size;
+        *idxp = idx;
+        return s;
+    }
+    if (p != s->start || atomic_load_explicit(&s->run_req, memory_order_relaxed) == 0)
+        return NULL;
+    *usable = (size_t)s->npages * SH_OS_PAGE;
+    *idxp = 0;
+    return s;
+}
+
+void *secretheap_realloc(void *ptr, size_t n) {
+    if (ptr == NULL)
+        return secretheap_malloc(n);
+    if (n == 0) {
+        secretheap_free(ptr);
+        return NULL;
+    }
+    if (n > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    uintptr_t p = (uintptr_t)ptr;
+    if (!sh_in_arena(p)) {
+        /* A libc block (fallback, or from before our hooks): move it into
+         * secret memory and wipe the old copy. */
+        size_t old = malloc_usable_size(ptr);
+        void *q = secretheap_malloc(n);
+        if (!q)
+            return NULL;
+        memcpy(q, ptr, old < n ? old : n);
+        sh_wipe(ptr, old);
+        free(ptr);
+        return q;
+    }
+    struct sh_chunk *c = sh_chunk_of(p);
+    if (c && c->lost)
+        sh_fatal("realloc of %#lx: the block was lost at fork (SECRETHEAP_FORK=dontfork)", (unsigned long)p);
+    size_t usable;
+    uint32_t idx;
+    struct sh_span *s = live_block(p, &usable, &idx);
+    if (!s)
+        bad_free(p, "realloc");
+    if (s->kind == SH_SPAN_SLAB) {
+        if (n <= SH_MAX_SMALL_SIZE && size_class(n) == s->cls) {
+            atomic_store_explicit(&s->req[idx], (uint16_t)(n + 1), memory_order_relaxed);
+            return ptr;
+        }
+    } else if (n <= usable && n > SH_MAX_SMALL_SIZE && n > usable / 2) {
+        atomic_store_explicit(&s->run_req, n + 1, memory_order_relaxed);
+        return ptr;
+    }
+    void *q = secretheap_malloc(n);
+    if (!q)
+        return NULL;
+    memcpy(q, ptr, usable < n ? usable : n);
+    secretheap_free(ptr); /* wipes the old block */
+    return q;
+}
+
+size_t secretheap_usable_size(const void *ptr) {
+    size_t usable;
+    uint32_t idx;
+    if (!ptr || !sh_in_arena((uintptr_t)ptr))
+        return 0;
+    return live_block((uintptr_t)ptr, &usable, &idx) ? usable : 0;
+}
+
+int secretheap_backend(const void *ptr) {
+    uintptr_t p = (uintptr_t)ptr;
+    struct sh_chunk *c = sh_chunk_of(p);
+    if (!c || c->lost)
+        return SECRETHEAP_BACKEND_NONE;
+    struct sh_span *s = c->large ? &c->spans[0]
+                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
+                                                        memory_order_relaxed);
+    if (!s || s->kind == SH_SPAN_FREE)
+        return SECRETHEAP_BACKEND_NONE;
+    if (s->kind == SH_SPAN_SLAB) {
+        uint32_t idx = sh_block_index(s, p - s->start);
+        if (idx >= s->nblocks || atomic_load_explicit(&s->req[idx], memory_order_relaxed) == 0)
+            return SECRETHEAP_BACKEND_NONE;
+    } else if (atomic_load_explicit(&s->run_req, memory_order_relaxed) == 0) {
+        return SECRETHEAP_BACKEND_NONE;
+    }
+    return c->backend;
+}
+
+/* ---- thread exit, fork ---- */
+
+static void tcache_destroy(void *arg) {
+    struct sh_tcache *tc = arg;
+    sh_tls_cache = TC_DEAD;
+    for (unsigned i = 0; i < SH_NUM_CLASSES; i++) {
+        if (tc->mags[i].count)
+            put_blocks(i, tc->mags[i].items, tc->mags[i].count);
+        tc->mags[i].count = 0;
+    }
+    pthread_mutex_lock(&tc_mu);
+    if (tc->prev)
+        tc->prev->next = tc->next;
+    else
+        tc_list = tc->next;
+    if (tc->next)
+        tc->next->prev = tc->prev;
+    pthread_mutex_unlock(&tc_mu);
+    munmap(tc, tc->map_size);
+}
+
+void sh_heap_prefork(void) {
+    pthread_mutex_lock(&tc_mu);
+    for (int i = 0; i < SH_NUM_CLASSES; i++)
+        pthread_mutex_lock(&classes[i].mu);
+}
+
+void sh_heap_postfork_parent(void) {
+    for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&classes[i].mu);
+    pthread_mutex_unlock(&tc_mu);
+}
+
+/*
+ * Child: the forking thread is the only one left. Magazines of the other
+ * threads are orphans: under copy their blocks are put back (each validated:
+ * the owner may have been anywhere in a lock-free push or pop when the
+ * address space was copied); under dontfork every slab went with the
+ * parent's mappings, so all class state starts afresh.
+ */
+void sh_heap_postfork_child(bool lost_chunks) {
+    struct sh_tcache *self = sh_tls_cache;
+    struct sh_tcache *orphans = NULL;
+    for (struct sh_tcache *tc = tc_list, *next; tc; tc = next) {
+        next = tc->next;
+        if (tc == self)
+            continue;
+        tc->next = orphans;
+        orphans = tc;
+    }
+    if ((uintptr_t)self > (uintptr_t)TC_DEAD) {
+        self->next = self->prev = NULL;
+        tc_list = self;
+    } else {
+        tc_list = NULL;
+    }
+    if (lost_chunks) {
+        for (int i = 0; i < SH_NUM_CLASSES; i++) {
+            classes[i].partial = NULL;
+            classes[i].slabs = 0;
+            if ((uintptr_t)self > (uintptr_t)TC_DEAD)
+                self->mags[i].count = 0;
+        }
+    }
+    for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&classes[i].mu);
+    pthread_mutex_unlock(&tc_mu);
+    for (struct sh_tcache *tc = orphans, *next; tc; tc = next) {
+        next = tc->next;
+        if (!lost_chunks) {
+            for (unsigned cls = 0; cls < SH_NUM_CLASSES; cls++) {
+                struct sh_mag *m = &tc->mags[cls];
+                for (uint32_t j = 0; j < m->count && j < m->cap; j++) {
+                    uintptr_t p = (uintptr_t)m->items[j].p;
+                    size_t usable;
+                    uint32_t idx;
+                    struct sh_chunk *c = sh_chunk_of(p);
+                    if (!c || c->large)
+                        continue;
+                    struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
+                                                             memory_order_relaxed);
+                    if (!s || s->kind != SH_SPAN_SLAB || s->cls != cls)
+                        continue;
+                    idx = sh_block_index(s, p - s->start);
+                    if ((uintptr_t)idx * s->block_size != p - s->start || idx >= s->nblocks ||
+                        m->items[j].req != &s->req[idx])
+                        continue;
+                    if (live_block(p, &usable, &idx)) /* became live again: not free */
+                        continue;
+                    pthread_mutex_lock(&classes[cls].mu);
+                    bool central = s->freebits[idx >> 6] & (1ULL << (idx & 63));
+                    pthread_mutex_unlock(&classes[cls].mu);
+                    if (!central)
+                        put_blocks(cls, &m->items[j], 1);
+                }
+            }
+        }
+        munmap(tc, tc->map_size);
+    }
+}
+
+/* ---- stats and check ---- */
+
+static void stats_span(struct sh_span *s, void *arg) {
+    struct secretheap_stats *st = arg;
+    if (s->kind == SH_SPAN_SLAB) {
+        struct secretheap_class_stats *cs = &st->classes[s->cls];
+        cs->slabs++;
+        for (uint32_t i = 0; i < s->nblocks; i++) {
+            uint16_t r = atomic_load_explicit(&s->req[i], memory_order_relaxed);
+            if (r) {
+                cs->live_blocks++;
+                cs->requested_bytes += r - 1u;
+                cs->reserved_bytes += s->block_size;
+            }
+        }
+    } else {
+        size_t r = atomic_load_explicit(&s->run_req, memory_order_relaxed);
+        if (r) {
+            st->live_blocks++;
+            st->requested_bytes += r - 1;
+            st->reserved_bytes += (size_t)s->npages * SH_OS_PAGE;
+        }
+    }
+}
+
+void sh_heap_stats(struct secretheap_stats *st) {
+    sh_chunk_lock();
+    sh_chunk_foreach_span(stats_span, st);
+    sh_chunk_unlock();
+    for (int i = 0; i < SH_NUM_CLASSES; i++) {
+        struct secretheap_class_stats *cs = &st->classes[i];
+        cs->size = sh_class_size[i];
+        st->live_blocks += cs->live_blocks;
+        st->requested_bytes += cs->requested_bytes;
+        st->reserved_bytes += cs->reserved_bytes;
+    }
+}
+
+static bool all_zero(const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return false;
+    return true;
+}
+
+struct check_state {
+    int bad;
+    uint64_t slabs[SH_NUM_CLASSES];
+};
+
+static void check_span(struct sh_span *s, void *arg) {
+    struct check_state *cs = arg;
+    if (s->kind != SH_SPAN_SLAB) {
+        if (atomic_load_explicit(&s->run_req, memory_order_relaxed) == 0) {
+            fprintf(stderr, "secretheap: check: free run %p still registered\n", (void *)s->start);
+            cs->bad = 1;
+        }
+        return;
+    }
+    cs->slabs[s->cls]++;
+    uint32_t live = 0, central = 0;
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        bool isfree = s->freebits[i >> 6] & (1ULL << (i & 63));
+        uint16_t r = atomic_load_explicit(&s->req[i], memory_order_relaxed);
+        void *b = (void *)(s->start + (uintptr_t)i * s->block_size);
+        if (r) {
+            live++;
+            if (isfree) {
+                fprintf(stderr, "secretheap: check: block %p (class %u B) live and free\n", b, s->block_size);
+                cs->bad = 1;
+            }
+            if (r - 1u > s->block_size) {
+                fprintf(stderr, "secretheap: check: block %p records %u bytes in class %u B\n", b, r - 1u,
+                        s->block_size);
+                cs->bad = 1;
+            }
+        }
+        if (isfree) {
+            central++;
+            if (!all_zero(b, s->block_size)) {
+                fprintf(stderr, "secretheap: check: free block %p (class %u B) is not wiped\n", b, s->block_size);
+                cs->bad = 1;
+            }
+        }
+    }
+    for (uint32_t i = s->nblocks; i < 256; i++)
+        if (s->freebits[i >> 6] & (1ULL << (i & 63))) {
+            fprintf(stderr, "secretheap: check: slab %p: free bit %u beyond its %u blocks\n", (void *)s->start, i,
+                    s->nblocks);
+            cs->bad = 1;
+        }
+    if (central != s->nfree) {
+        fprintf(stderr, "secretheap: check: slab %p (class %u B): nfree %u, bitmap %u\n", (void *)s->start,
+                s->block_size, s->nfree, central);
+        cs->bad = 1;
+    }
+    if (live + central + s->check_mag != s->nblocks) {
+        fprintf(stderr, "secretheap: check: slab %p (class %u B): used %u + free %u + cached %u != %u blocks\n",
+                (void *)s->start, s->block_size, live, central, s->check_mag, s->nblocks);
+        cs->bad = 1;
+    }
+    if ((s->nfree > 0) != (s->listed != 0)) {
+        fprintf(stderr, "secretheap: check: slab %p: %u free blocks but listed=%u\n", (void *)s->start, s->nfree,
+                s->listed);
+        cs->bad = 1;
+    }
+    s->check_mag = 0;
+}
+
+static void clear_mag(struct sh_span *s, void *arg) {
+    (void)arg;
+    s->check_mag = 0;
+}
+
+int secretheap_check(void) {
+    sh_init();
+    struct check_state st = {0};
+    pthread_mutex_lock(&tc_mu);
+    for (int i = 0; i < SH_NUM_CLASSES; i++)
+        pthread_mutex_lock(&classes[i].mu);
+    sh_chunk_lock();
+    st.bad = sh_chunk_check() != 0;
+    sh_chunk_foreach_span(clear_mag, NULL);
+    /* Every magazine block: inside a live slab of its class, on a block
+     * boundary, free (req 0, not also in the bitmap), wiped. */
+    for (struct sh_tcache *tc = tc_list; tc; tc = tc->next) {
+        for (unsigned cls = 0; cls < SH_NUM_CLASSES; cls++) {
+            struct sh_mag *m = &tc->mags[cls];
+            if (m->count > m->cap) {
+                fprintf(stderr, "secretheap: check: magazine of class %u holds %u > %u\n", sh_class_size[cls],
+                        m->count, m->cap);
+                st.bad = 1;
+                continue;
+            }
+            for (uint32_t j = 0; j < m->count; j++) {
+                uintptr_t p = (uintptr_t)m->items[j].p;
+                struct sh_chunk *c = sh_chunk_of(p);
+                struct sh_span *s = c && !c->large ? atomic_load_explicit(
+                                                         &c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
+                                                         memory_order_relaxed)
+                                                   : NULL;
+                if (!s || s->kind != SH_SPAN_SLAB || s->cls != cls) {
+                    fprintf(stderr, "secretheap: check: cached block %#lx is not in a slab of class %u B\n",
+                            (unsigned long)p, sh_class_size[cls]);
+                    st.bad = 1;
+                    continue;
+                }
+                uint32_t idx = sh_block_index(s, p - s->start);
+                if ((uintptr_t)idx * s->block_size != p - s->start || idx >= s->nblocks ||
+                    m->items[j].req != &s->req[idx]) {
+                    fprintf(stderr, "secretheap: check: cached block %#lx is not a block start\n", (unsigned long)p);
+                    st.bad = 1;
+                    continue;
+                }
+                if (atomic_load_explicit(&s->req[idx], memory_order_relaxed) != 0 ||
+                    (s->freebits[idx >> 6] & (1ULL << (idx & 63)))) {
+                    fprintf(stderr, "secretheap: check: cached block %#lx is also live or centrally free\n",
+                            (unsigned long)p);
+                    st.bad = 1;
+                }
+                if (!all_zero((void *)p, s->block_size)) {
+                    fprintf(stderr, "secretheap: check: cached block %#lx (class %u B) is not wiped\n",
+                            (unsigned long)p, s->block_size);
+                    st.bad = 1;
+                }
+                s->check_mag++;
+            }
+        }
+    }
+    sh_chunk_foreach_span(check_span, &st);
+    for (int i = 0; i < SH_NUM_CLASSES; i++)
+        if (st.slabs[i] != classes[i].slabs) {
+            fprintf(stderr, "secretheap: check: class %u B counts %llu slabs, found %llu\n", sh_class_size[i],
+                    (unsigned long long)classes[i].slabs, (unsigned long long)st.slabs[i]);
+            st.bad = 1;
+        }
+    sh_chunk_unlock();
+    for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&classes[i].mu);
+    pthread_mutex_unlock(&tc_mu);
+    return st.bad ? EINVAL : 0;
+}

@@ -1,0 +1,242 @@
+/*
+ * internal.h — the C core's vocabulary, data structures and every cross-file
+ * internal function, grouped by file. The design essay (allocation path,
+ * free path, zeroing policy, fork) is in alloc/doc.go: the Go allocator and
+ * this core implement the same design.
+ *
+ * Glossary
+ *   OS page  the 4 KiB kernel unit; we never say plain "page".
+ *   arena    one PROT_NONE, MAP_NORESERVE reservation (64 GiB of address
+ *            space, no memory, no memlock) cut into 4 MiB slots.
+ *   slot     4 MiB of the arena. A chunk starts at the start of its slot;
+ *            the rest of the slot stays PROT_NONE as a guard.
+ *   chunk    a region of secret memory mapped MAP_FIXED at a slot: 2 MiB
+ *            normally, a power of two down to 64 KiB when RLIMIT_MEMLOCK
+ *            headroom is short, or a large region (one request bigger than
+ *            half a chunk, spanning as many slots as it needs).
+ *   span     a run of OS pages inside a chunk: a slab, a page run (one
+ *            request of 32 KiB+1 .. 1 MiB) or the single span of a large
+ *            region. Descriptors live out of band, indexed by first OS page.
+ *   slab     a span holding blocks of one size class.
+ *   block    one allocation handed to a caller.
+ *   magazine a per-thread stack of free (already wiped) blocks of one class.
+ *   commit   fault OS pages in (pread from /dev/zero for memfd_secret, mlock
+ *            for the locked backend) so a refusal is an error, not SIGBUS.
+ *
+ * No allocator metadata lives in secret memory: descriptors, bitmaps and
+ * magazines are ordinary memory (mmap or libc), so an overflow of a secret
+ * block cannot corrupt the allocator and free can validate any pointer.
+ *
+ * Locks, in the order they are taken: tcache list lock (heap.c) → class
+ * locks in class order (heap.c) → chunk lock (chunk.c). The fast paths
+ * (magazine pop/push) take none.
+ */
+#ifndef SECRETHEAP_INTERNAL_H
+#define SECRETHEAP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "secretheap.h"
+#include "sizeclasses.h"
+
+_Static_assert(SH_NUM_CLASSES == SECRETHEAP_NUM_CLASSES, "regenerate sizeclasses.h or update secretheap.h");
+_Static_assert(SH_MAX_SLAB_BLOCKS <= 256, "slab bitmaps are four 64-bit words");
+
+#define SH_HIDDEN __attribute__((visibility("hidden")))
+#define sh_likely(x) __builtin_expect(!!(x), 1)
+#define sh_unlikely(x) __builtin_expect(!!(x), 0)
+
+#define SH_OS_PAGE ((size_t)4096)
+#define SH_OS_PAGE_SHIFT 12
+#define SH_SLOT_SHIFT 22 /* 4 MiB slots */
+#define SH_SLOT_SIZE ((size_t)1 << SH_SLOT_SHIFT)
+#define SH_CHUNK_MAX ((size_t)2 << 20)             /* normal chunk size */
+#define SH_CHUNK_MIN ((size_t)64 << 10)            /* smallest chunk under memlock pressure */
+#define SH_CHUNK_MAX_PAGES (SH_CHUNK_MAX / SH_OS_PAGE) /* 512 */
+#define SH_LARGE_MIN (SH_CHUNK_MAX / 2)            /* > this: a large region of its own */
+#ifndef SH_ARENA_SIZE
+#define SH_ARENA_SIZE ((size_t)64 << 30) /* 64 GiB of address space, 16384 slots */
+#endif
+#define SH_ARENA_SLOTS (SH_ARENA_SIZE >> SH_SLOT_SHIFT)
+
+enum { SH_BACKEND_NONE = 0, SH_BACKEND_SECRET = 1, SH_BACKEND_LOCKED = 2 };
+enum { SH_SPAN_FREE = 0, SH_SPAN_SLAB = 1, SH_SPAN_RUN = 2, SH_SPAN_LARGE = 3 };
+
+struct sh_chunk;
+
+/*
+ * A span descriptor. Fields marked (L) are guarded by the chunk lock and
+ * fixed while the span is live; (C) by the lock of the span's class.
+ */
+struct sh_span {
+    uintptr_t start;           /* (L) first byte */
+    struct sh_chunk *chunk;    /* (L) */
+    uint32_t npages;           /* (L) OS pages */
+    uint32_t block_size;       /* (L) class size, or npages*4096 for runs/large */
+    uint64_t recip;            /* (L) ceil(2^32 / (block_size/16)): index without a divide */
+    uint8_t kind;              /* (L) SH_SPAN_* */
+    uint8_t cls;               /* (L) size class of a slab */
+    uint16_t nblocks;          /* (L) blocks in a slab */
+    uint16_t nfree;            /* (C) blocks free in freebits (not counting magazines) */
+    uint16_t listed;           /* (C) 1 while on its class's partial list */
+    uint16_t check_mag;        /* secretheap_check scratch: blocks seen in magazines */
+    uint64_t freebits[4];      /* (C) bit i set: block i is free and held centrally */
+    struct sh_span *next, *prev; /* (C) partial list of the class */
+    /* Run/large: requested bytes + 1 while live, 0 when free. */
+    _Atomic size_t run_req;
+    /*
+     * Slab: per block, requested bytes + 1 while live, 0 while free (in the
+     * bitmap or in a magazine). Written by whichever thread allocates or
+     * frees the block, with relaxed atomic stores (plain moves on x86): this
+     * is what makes double-free detection and the requested-bytes statistic
+     * free of locks and of locked instructions on the fast path.
+     */
+    _Atomic uint16_t req[SH_MAX_SLAB_BLOCKS];
+};
+
+struct sh_chunk {
+    uintptr_t base;            /* first byte, slot-aligned */
+    uintptr_t end;             /* base + size */
+    size_t size;               /* mapped bytes */
+    size_t committed;          /* (L) OS pages [0, committed) are faulted in */
+    uint32_t npages;           /* size / 4096 */
+    uint32_t slot, nslots;     /* (L) slots of the arena it occupies */
+    uint32_t free_pages;       /* (L) */
+    uint8_t backend;           /* SH_BACKEND_* */
+    uint8_t large;             /* 1: a large region, span is &spans[0] */
+    uint8_t lost;              /* fork child under dontfork: mapping gone */
+    uint64_t pagefree[SH_CHUNK_MAX_PAGES / 64]; /* (L) bit set: OS page free */
+    struct sh_chunk *next, *prev;               /* (L) list of live chunks */
+    size_t meta_size;          /* bytes of this descriptor (mmap'd) */
+    /* OS page → span covering it, NULL if free. Relaxed atomic: read by free without a lock. */
+    _Atomic(struct sh_span *) *pagemap;
+    struct sh_span *spans;     /* indexed by first OS page (normal) or [0] (large) */
+};
+
+/* ---- options.c ---- */
+enum { SH_POLICY_AUTO, SH_POLICY_SECRET, SH_POLICY_LOCKED };
+enum { SH_EXH_FALLBACK, SH_EXH_NULL, SH_EXH_ABORT };
+enum { SH_OPENSSL_ALL, SH_OPENSSL_SECURE, SH_OPENSSL_OFF };
+enum { SH_FORK_COPY, SH_FORK_DONTFORK };
+struct sh_options {
+    int backend;             /* SH_POLICY_* */
+    uint64_t limit;          /* bytes mapped at most, 0 = memlock only */
+    int idle_chunks;
+    int on_exhausted;        /* SH_EXH_* */
+    int openssl;             /* SH_OPENSSL_* */
+    uint64_t secure_reserve; /* bytes of the limit kept for secure-heap allocations */
+    int fork;                /* SH_FORK_* */
+    char stats[256];         /* "" off, "stderr", or a path */
+    int verbose;
+    int nodump;
+    int check_zero;
+};
+SH_HIDDEN extern struct sh_options sh_opt;
+SH_HIDDEN void sh_options_init(void);          /* from sh_init only: reads the environment once */
+SH_HIDDEN void sh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+SH_HIDDEN _Noreturn void sh_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+SH_HIDDEN int sh_parse_size(const char *s, uint64_t *out); /* 0 or EINVAL */
+
+/* ---- heap.c ---- */
+SH_HIDDEN void sh_init(void);                  /* idempotent, thread-safe (pthread_once) */
+SH_HIDDEN void *sh_malloc_secure(size_t n);     /* may use the secure reserve (OpenSSL secure heap) */
+SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL skin, mode all */
+SH_HIDDEN void sh_heap_prefork(void);
+SH_HIDDEN void sh_heap_postfork_parent(void);
+SH_HIDDEN void sh_heap_postfork_child(bool lost_chunks);
+SH_HIDDEN void sh_heap_stats(struct secretheap_stats *st); /* per-class fields + live totals */
+extern _Thread_local struct sh_tcache *sh_tls_cache;
+
+/* ---- chunk.c ---- */
+SH_HIDDEN int sh_chunk_init(void);              /* reserve the arena; 0 or errno */
+SH_HIDDEN extern _Atomic uintptr_t sh_arena_base;
+SH_HIDDEN extern _Atomic size_t sh_arena_size;  /* 0 until the arena exists: everything is foreign */
+SH_HIDDEN extern _Atomic(struct sh_chunk *) sh_slots[SH_ARENA_SLOTS];
+/* A span of npages OS pages, committed and zero, registered in the pagemap.
+ * kind/cls set up a slab's bitmap. NULL + errno ENOMEM when exhausted. */
+SH_HIDDEN struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure);
+SH_HIDDEN void sh_span_free(struct sh_span *s);  /* span contents already wiped */
+SH_HIDDEN struct sh_span *sh_large_alloc(size_t size, bool secure); /* own region, committed */
+SH_HIDDEN void sh_large_free(struct sh_span *s); /* wipes and unmaps (not at exit) */
+SH_HIDDEN void sh_chunk_prefork(void);
+SH_HIDDEN void sh_chunk_postfork_parent(void);
+SH_HIDDEN void sh_chunk_postfork_child(void);   /* re-privatise or drop every chunk */
+SH_HIDDEN void sh_chunk_stats(struct secretheap_stats *st);
+SH_HIDDEN int sh_chunk_check(void);              /* with chunk lock; 0 or EINVAL */
+SH_HIDDEN void sh_chunk_set_exiting(void);       /* from now on never unmap */
+SH_HIDDEN void sh_chunk_lock(void);
+SH_HIDDEN void sh_chunk_unlock(void);
+SH_HIDDEN void sh_secure_reserve_set(bool on);
+/* Calls fn on every live span; chunk lock held by the caller. */
+SH_HIDDEN void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg);
+
+/* Lock-free lookup of the chunk holding p, NULL if none (the guard part of a
+ * slot, a free slot, or outside the arena). */
+static inline struct sh_chunk *sh_chunk_of(uintptr_t p) {
+    uintptr_t off = p - atomic_load_explicit(&sh_arena_base, memory_order_relaxed);
+    if (off >= atomic_load_explicit(&sh_arena_size, memory_order_relaxed))
+        return NULL;
+    struct sh_chunk *c = atomic_load_explicit(&sh_slots[off >> SH_SLOT_SHIFT], memory_order_acquire);
+    if (c == NULL || p >= c->end || p < c->base)
+        return NULL;
+    return c;
+}
+
+static inline bool sh_in_arena(uintptr_t p) {
+    return p - atomic_load_explicit(&sh_arena_base, memory_order_relaxed) <
+           atomic_load_explicit(&sh_arena_size, memory_order_relaxed);
+}
+
+/* ---- source.c ---- */
+/* Reserve size bytes aligned to align, PROT_NONE + MAP_NORESERVE (no memory, no memlock). */
+SH_HIDDEN int sh_source_reserve(size_t size, size_t align, uintptr_t *out);
+/* Reserved → mapped: secret memory MAP_FIXED at addr, nothing committed.
+ * Picks the backend from the policy; *backend tells which. 0, ENOMEM (memlock
+ * or limit), ENOSYS/EPERM (policy secret, memfd_secret unavailable). */
+SH_HIDDEN int sh_source_map(uintptr_t addr, size_t size, int *backend);
+/* Mapped → committed for [addr, addr+n). 0 or ENOMEM (refused page). */
+SH_HIDDEN int sh_source_commit(uintptr_t addr, size_t n, int backend);
+/* Committed/mapped → reserved: wipe the committed part, unmap, PROT_NONE again. */
+SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend);
+/* RLIMIT_MEMLOCK headroom in bytes; *unlimited for RLIM_INFINITY or CAP_IPC_LOCK. */
+SH_HIDDEN uint64_t sh_source_headroom(bool *unlimited);
+/* Fork child: give the mapping at addr private pages holding the same
+ * committed bytes (copy policy) or re-lock them (locked backend). 0 or errno. */
+SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committed, int backend);
+/* Mark a mapping MADV_DONTFORK (dontfork policy). */
+SH_HIDDEN int sh_source_dontfork(uintptr_t addr, size_t size);
+SH_HIDDEN int sh_source_backend_in_use(void);   /* SH_BACKEND_* of the last mapping */
+
+/* ---- stats.c ---- */
+SH_HIDDEN extern _Atomic uint64_t sh_stat_fallbacks;
+SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
+SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
+SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
+SH_HIDDEN void sh_stats_at_exit_register(void);
+SH_HIDDEN void sh_stats_print(int fd);
+
+/* ---- fork.c ---- */
+SH_HIDDEN void sh_fork_init(void);               /* pthread_atfork, once */
+
+/* ---- wipe ---- */
+/*
+ * Zero n bytes so that the compiler cannot drop the stores. free() writes to
+ * memory the program will (as far as the compiler can tell) never read again,
+ * which is exactly the dead store an optimiser removes, and LTO could see
+ * through our own free. explicit_bzero (glibc ≥ 2.25) is a memset followed
+ * by a compiler barrier that claims to read the buffer, so it is as fast as
+ * memset (vectorised, ifunc'd) and cannot be elided.
+ */
+void explicit_bzero(void *s, size_t n);
+static inline void sh_wipe(void *p, size_t n) { explicit_bzero(p, n); }
+
+/* Block index of p within a slab, without a divide (exact for slabs ≤ 64 OS pages). */
+static inline uint32_t sh_block_index(const struct sh_span *s, uintptr_t off) {
+    return (uint32_t)(((uint64_t)(off >> 4) * s->recip) >> 32);
+}
+
+#endif /* SECRETHEAP_INTERNAL_H */

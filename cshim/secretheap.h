@@ -1,0 +1,106 @@
+/*
+ * secretheap.h — a malloc-compatible allocator whose blocks live in secret
+ * memory: memfd_secret(2) pages (removed from the kernel direct map, never
+ * swapped, zeros in core dumps, unreadable through /proc/PID/mem or ptrace),
+ * or mlock'ed anonymous memory where memfd_secret is missing.
+ *
+ * Every block is at least 16-byte aligned and zero when handed out; free
+ * wipes it. A pointer that is not ours (outside every chunk) given to
+ * secretheap_free or secretheap_realloc is passed to libc, so blocks that
+ * came from malloc before the library was in use can still be freed here.
+ * Misuse inside a chunk (double free, a pointer into the middle of a block)
+ * prints a message naming it and aborts.
+ *
+ * Configuration comes from SECRETHEAP_* environment variables, read once;
+ * see cshim/options.c for the table. The design is described in
+ * alloc/doc.go (the Go allocator implements the same one).
+ */
+#ifndef SECRETHEAP_H
+#define SECRETHEAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SECRETHEAP_VERSION_MAJOR 0
+#define SECRETHEAP_VERSION_MINOR 1
+#define SECRETHEAP_VERSION_PATCH 0
+#define SECRETHEAP_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define SECRETHEAP_API __attribute__((visibility("default")))
+#else
+#define SECRETHEAP_API
+#endif
+
+/* Backends, as returned by secretheap_backend. */
+#define SECRETHEAP_BACKEND_NONE 0   /* not a live block of ours */
+#define SECRETHEAP_BACKEND_SECRET 1 /* memfd_secret pages */
+#define SECRETHEAP_BACKEND_LOCKED 2 /* anonymous, mlock'ed, MADV_DONTDUMP */
+
+/* Number of small size classes (16 B .. 32 KiB); see cshim/sizeclasses.h. */
+#define SECRETHEAP_NUM_CLASSES 40
+
+/* Per size class, at the moment secretheap_stats was called. */
+struct secretheap_class_stats {
+    uint64_t size;            /* block size of the class */
+    uint64_t requested_bytes; /* sum of the sizes asked for by live blocks */
+    uint64_t reserved_bytes;  /* live blocks * block size */
+    uint64_t live_blocks;     /* blocks handed out and not freed */
+    uint64_t slabs;           /* slabs of this class (OS-page runs) */
+};
+
+/*
+ * Totals. Fields are only ever appended; pass sizeof(struct
+ * secretheap_stats) so that an older caller gets the prefix it knows.
+ */
+struct secretheap_stats {
+    uint64_t struct_size;           /* bytes filled in */
+    uint64_t backend;               /* SECRETHEAP_BACKEND_* of new chunks, 0 before the first */
+    uint64_t chunks_secret;         /* chunks mapped from memfd_secret (incl. large regions) */
+    uint64_t chunks_locked;         /* chunks mapped from the locked backend */
+    uint64_t bytes_mapped;          /* secret memory mapped (charged to RLIMIT_MEMLOCK) */
+    uint64_t bytes_committed;       /* OS pages committed (faulted in) */
+    uint64_t large_regions;         /* live requests > half a chunk, each its own region */
+    uint64_t requested_bytes;       /* live blocks: bytes asked for (all sizes) */
+    uint64_t reserved_bytes;        /* live blocks: bytes reserved (all sizes) */
+    uint64_t live_blocks;           /* live blocks (all sizes) */
+    uint64_t fallbacks;             /* allocations served from libc on exhaustion */
+    uint64_t fork_reprivatisations; /* chunks re-privatised in fork children */
+    uint64_t misuse_caught;         /* double/interior frees detected (then abort) */
+    uint64_t openssl_hooked;        /* 1 if OpenSSL's allocator is ours, 0 if not, 2 if refused */
+    struct secretheap_class_stats classes[SECRETHEAP_NUM_CLASSES];
+};
+
+/* malloc(3) semantics; the block is zero. NULL with errno ENOMEM when
+ * exhausted and SECRETHEAP_ON_EXHAUSTED=null. */
+SECRETHEAP_API void *secretheap_malloc(size_t n);
+/* Overflowing nmemb*size → NULL, errno ENOMEM. */
+SECRETHEAP_API void *secretheap_calloc(size_t nmemb, size_t size);
+/* p NULL → malloc(n); n 0 → free(p), NULL. A moved block's old copy is wiped.
+ * On failure p is untouched and NULL is returned with errno ENOMEM. */
+SECRETHEAP_API void *secretheap_realloc(void *p, size_t n);
+/* Wipes the block. NULL is fine; a pointer that is not ours goes to libc free. */
+SECRETHEAP_API void secretheap_free(void *p);
+/* Usable bytes of a live block we handed out, 0 for anything else. */
+SECRETHEAP_API size_t secretheap_usable_size(const void *p);
+/* SECRETHEAP_BACKEND_* of the live block containing p (any byte of it). */
+SECRETHEAP_API int secretheap_backend(const void *p);
+/* Fills *out (out_size bytes of it). 0 on success, EINVAL if out is NULL or
+ * out_size is smaller than the first field. */
+SECRETHEAP_API int secretheap_stats(struct secretheap_stats *out, size_t out_size);
+/* Checks every slab and chunk invariant (used + free == capacity, free blocks
+ * inside their slab and wiped, committed >= used). 0 if all hold, else EINVAL
+ * after a message on stderr. Exact when no other thread is allocating. */
+SECRETHEAP_API int secretheap_check(void);
+/* The library's SECRETHEAP_VERSION (may differ from the header compiled against). */
+SECRETHEAP_API const char *secretheap_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SECRETHEAP_H */

@@ -1,0 +1,256 @@
+/*
+ * source.c — the source layer: secret memory from the kernel.
+ *
+ * States of address space, and the call that moves between them:
+ *   none      → reserved   sh_source_reserve: PROT_NONE, MAP_NORESERVE (costs
+ *                          no memory and no RLIMIT_MEMLOCK)
+ *   reserved  → mapped     sh_source_map: memfd_secret + ftruncate + mmap
+ *                          MAP_SHARED|MAP_FIXED (charged to RLIMIT_MEMLOCK for
+ *                          the whole length at once), or the locked backend
+ *   mapped    → committed  sh_source_commit: pread from /dev/zero (secret: the
+ *                          kernel reports a refused OS page as EFAULT instead of
+ *                          a SIGBUS at first touch) or mlock (locked)
+ *   committed → reserved   sh_source_unmap: wipe, mmap PROT_NONE over it
+ * memfd_secret OS pages cannot be released one by one (MADV_DONTNEED and
+ * fallocate fail): they go back to the kernel only when the mapping goes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef SYS_memfd_secret
+#define SYS_memfd_secret 447
+#endif
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+
+static int zero_fd = -1;            /* /dev/zero, opened on first commit */
+static _Atomic int backend_in_use;  /* SH_BACKEND_* of the last successful mapping */
+static _Atomic int secret_broken;   /* errno of a failed memfd_secret (ENOSYS/EPERM), sticky */
+
+int sh_source_reserve(size_t size, size_t align, uintptr_t *out) {
+    size_t len = size + align;
+    void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (a > (uintptr_t)p)
+        munmap(p, a - (uintptr_t)p);
+    uintptr_t tail = (uintptr_t)p + len - (a + size);
+    if (tail)
+        munmap((void *)(a + size), tail);
+    *out = a;
+    return 0;
+}
+
+static int map_secret(uintptr_t addr, size_t size) {
+    int fd = (int)syscall(SYS_memfd_secret, O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        return e;
+    }
+    void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    int e = errno;
+    close(fd); /* the mapping keeps the file alive */
+    if (p == MAP_FAILED) {
+        /* A failed MAP_FIXED may have removed the reservation: put it back. */
+        mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+        return e == EAGAIN ? ENOMEM : e; /* EAGAIN: past RLIMIT_MEMLOCK */
+    }
+    if (sh_opt.fork == SH_FORK_DONTFORK)
+        madvise((void *)addr, size, MADV_DONTFORK);
+    return 0;
+}
+
+static int map_locked(uintptr_t addr, size_t size) {
+    void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    madvise(p, size, MADV_DONTDUMP);
+    /* Copy policy: a fork child gets copy-on-write copies and re-locks them
+     * (sh_source_reprivatise); dontfork: the child loses the mapping. We do
+     * not use MADV_WIPEONFORK under copy: the child would silently see zeros
+     * in blocks the allocator believes live. */
+    if (sh_opt.fork == SH_FORK_DONTFORK)
+        madvise(p, size, MADV_DONTFORK);
+    return 0;
+}
+
+int sh_source_map(uintptr_t addr, size_t size, int *backend) {
+    int e;
+    if (sh_opt.backend != SH_POLICY_LOCKED && atomic_load(&secret_broken) == 0) {
+        e = map_secret(addr, size);
+        if (e == 0) {
+            *backend = SH_BACKEND_SECRET;
+            atomic_store(&backend_in_use, SH_BACKEND_SECRET);
+            return 0;
+        }
+        if (e != ENOSYS && e != EPERM)
+            return e == EAGAIN ? ENOMEM : e;
+        int expected = 0;
+        if (atomic_compare_exchange_strong(&secret_broken, &expected, e)) {
+            if (sh_opt.backend == SH_POLICY_SECRET)
+                sh_log(0, "memfd_secret unavailable (%s): %s; SECRETHEAP_BACKEND=secret refuses to continue",
+                       e == ENOSYS ? "ENOSYS" : "EPERM",
+                       e == ENOSYS ? "kernel lacks CONFIG_SECRETMEM or boots with secretmem.enable=0"
+                                   : "blocked by a seccomp profile");
+            else
+                sh_log(0, "WARNING: memfd_secret unavailable (%s): %s; using the weaker locked backend "
+                          "(mlock + MADV_DONTDUMP, still in the kernel direct map)",
+                       e == ENOSYS ? "ENOSYS" : "EPERM",
+                       e == ENOSYS ? "kernel lacks CONFIG_SECRETMEM or boots with secretmem.enable=0"
+                                   : "blocked by a seccomp profile");
+        }
+    }
+    if (sh_opt.backend == SH_POLICY_SECRET)
+        return atomic_load(&secret_broken);
+    e = map_locked(addr, size);
+    if (e)
+        return e;
+    *backend = SH_BACKEND_LOCKED;
+    atomic_store(&backend_in_use, SH_BACKEND_LOCKED);
+    return 0;
+}
+
+int sh_source_commit(uintptr_t addr, size_t n, int backend) {
+    if (backend == SH_BACKEND_LOCKED) {
+        /* mlock charges RLIMIT_MEMLOCK and populates; EAGAIN/ENOMEM past it. */
+        return mlock((void *)addr, n) == 0 ? 0 : ENOMEM;
+    }
+    if (zero_fd < 0) {
+        /* Called under the chunk lock, so one opener. */
+        zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+        if (zero_fd < 0)
+            return errno ? errno : EIO;
+    }
+    while (n > 0) {
+        ssize_t r = pread(zero_fd, (void *)addr, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return ENOMEM; /* EFAULT: the kernel refused an OS page (memlock) */
+        }
+        if (r == 0)
+            return EIO;
+        addr += (size_t)r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend) {
+    (void)backend;
+    /* The kernel zeroes memfd_secret OS pages on release too; wiping first
+     * keeps the promise independent of the backend and of kernel versions. */
+    if (committed)
+        sh_wipe((void *)addr, committed);
+    mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+}
+
+/* Reads "Key:\t<value>" lines of /proc/self/status without stdio (no malloc). */
+static bool status_field(const char *key, char *out, size_t outn) {
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    size_t kl = strlen(key);
+    for (char *line = buf; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            char *v = line + kl + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            size_t i = 0;
+            while (v[i] && v[i] != '\n' && i + 1 < outn) {
+                out[i] = v[i];
+                i++;
+            }
+            out[i] = 0;
+            return true;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
+
+uint64_t sh_source_headroom(bool *unlimited) {
+    struct rlimit rl;
+    *unlimited = false;
+    char v[64];
+    if (status_field("CapEff", v, sizeof v)) {
+        unsigned long long caps = strtoull(v, NULL, 16);
+        if (caps & (1ULL << 14)) { /* CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK */
+            *unlimited = true;
+            return UINT64_MAX;
+        }
+    }
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        *unlimited = true;
+        return UINT64_MAX;
+    }
+    uint64_t locked = 0;
+    if (status_field("VmLck", v, sizeof v))
+        locked = strtoull(v, NULL, 10) * 1024;
+    return rl.rlim_cur > locked ? rl.rlim_cur - locked : 0;
+}
+
+int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committed, int backend) {
+    if (backend == SH_BACKEND_LOCKED) {
+        /* The child already has private copy-on-write copies; mlock is not
+         * inherited, so lock them again (keeps them out of swap). */
+        if (committed && mlock((void *)addr, committed) != 0)
+            return errno;
+        return 0;
+    }
+    int fd = (int)syscall(SYS_memfd_secret, O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        return e;
+    }
+    void *tmp = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);
+    if (tmp == MAP_FAILED)
+        return e;
+    /* Commit explicitly so a refusal is EFAULT here, not SIGBUS in memcpy. */
+    if (committed && (e = sh_source_commit((uintptr_t)tmp, committed, SH_BACKEND_SECRET)) != 0) {
+        munmap(tmp, size);
+        return e;
+    }
+    memcpy(tmp, (void *)addr, committed);
+    /* Atomically replaces the shared mapping (the parent keeps its own). */
+    void *r = mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)addr);
+    if (r == MAP_FAILED) {
+        e = errno;
+        sh_wipe(tmp, committed);
+        munmap(tmp, size);
+        return e;
+    }
+    return 0;
+}
+
+int sh_source_dontfork(uintptr_t addr, size_t size) {
+    return madvise((void *)addr, size, MADV_DONTFORK) == 0 ? 0 : errno;
+}
+
+int sh_source_backend_in_use(void) { return atomic_load(&backend_in_use); }

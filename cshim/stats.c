@@ -1,0 +1,107 @@
+/*
+ * stats.c — statistics (secretheap_stats) and the report printed at exit
+ * when SECRETHEAP_STATS is set. Live-block figures are counted from the
+ * out-of-band req slots when asked for, so the fast paths keep no counters.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+_Atomic uint64_t sh_stat_fallbacks;
+_Atomic uint64_t sh_stat_reprivatised;
+_Atomic uint64_t sh_stat_misuse;
+_Atomic uint64_t sh_stat_openssl_hooked;
+
+int secretheap_stats(struct secretheap_stats *out, size_t out_size) {
+    if (!out || out_size < sizeof(uint64_t))
+        return EINVAL;
+    sh_init();
+    struct secretheap_stats st;
+    memset(&st, 0, sizeof st);
+    st.backend = (uint64_t)sh_source_backend_in_use();
+    sh_chunk_stats(&st);
+    sh_heap_stats(&st);
+    st.fallbacks = atomic_load(&sh_stat_fallbacks);
+    st.fork_reprivatisations = atomic_load(&sh_stat_reprivatised);
+    st.misuse_caught = atomic_load(&sh_stat_misuse);
+    st.openssl_hooked = atomic_load(&sh_stat_openssl_hooked);
+    size_t n = out_size < sizeof st ? out_size : sizeof st;
+    st.struct_size = n;
+    memcpy(out, &st, n);
+    return 0;
+}
+
+const char *secretheap_version(void) { return SECRETHEAP_VERSION; }
+
+static const char *backend_name(uint64_t b) {
+    return b == SH_BACKEND_SECRET ? "secret" : b == SH_BACKEND_LOCKED ? "locked" : "none";
+}
+
+/* Appends to buf without ever overrunning it (output is cut at the end). */
+static void out(char *buf, size_t *n, size_t cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void out(char *buf, size_t *n, size_t cap, const char *fmt, ...) {
+    if (*n + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (r > 0)
+        *n += (size_t)r < cap - *n ? (size_t)r : cap - *n - 1;
+}
+
+/* fd < 0: where SECRETHEAP_STATS says (stderr, or appended to a file). */
+void sh_stats_print(int fd) {
+    bool close_fd = false;
+    if (fd < 0) {
+        if (strcmp(sh_opt.stats, "stderr") == 0) {
+            fd = 2;
+        } else {
+            fd = open(sh_opt.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+            if (fd < 0) {
+                sh_log(0, "cannot write stats to %s: %s", sh_opt.stats, strerror(errno));
+                return;
+            }
+            close_fd = true;
+        }
+    }
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    char buf[8192];
+    size_t n = 0;
+#define OUT(...) out(buf, &n, sizeof buf, __VA_ARGS__)
+    OUT("secretheap stats (pid %d, version %s)\n", (int)getpid(), SECRETHEAP_VERSION);
+    OUT("  backend %s; chunks %llu secret + %llu locked; mapped %llu KiB; committed %llu KiB; large regions %llu\n",
+        backend_name(st.backend), (unsigned long long)st.chunks_secret, (unsigned long long)st.chunks_locked,
+        (unsigned long long)(st.bytes_mapped >> 10), (unsigned long long)(st.bytes_committed >> 10),
+        (unsigned long long)st.large_regions);
+    OUT("  live %llu blocks: %llu B requested, %llu B reserved\n", (unsigned long long)st.live_blocks,
+        (unsigned long long)st.requested_bytes, (unsigned long long)st.reserved_bytes);
+    OUT("  fallbacks %llu; fork re-privatisations %llu; misuse caught %llu; openssl hooked %llu\n",
+        (unsigned long long)st.fallbacks, (unsigned long long)st.fork_reprivatisations,
+        (unsigned long long)st.misuse_caught, (unsigned long long)st.openssl_hooked);
+    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
+        const struct secretheap_class_stats *c = &st.classes[i];
+        if (c->slabs == 0)
+            continue;
+        OUT("  class %6llu B: %6llu live, %9llu B requested, %9llu B reserved, %4llu slabs\n",
+            (unsigned long long)c->size, (unsigned long long)c->live_blocks,
+            (unsigned long long)c->requested_bytes, (unsigned long long)c->reserved_bytes,
+            (unsigned long long)c->slabs);
+    }
+#undef OUT
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, buf + off, n - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    if (close_fd)
+        close(fd);
+}
