@@ -49,6 +49,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -218,31 +219,46 @@ static void *os_sym(void *handle, const char *name)
 	return dlsym(handle, name);
 }
 
-/* os_load_reals fills os_real from handle (RTLD_NEXT or a dlopen handle),
- * once. Called with os_lock held. */
+/* os_real_lock guards filling os_real; it is never held while calling into
+ * OpenSSL, so an interposed function may take it from anywhere. */
+static pthread_mutex_t os_real_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* os_load_reals fills os_real from handle (RTLD_NEXT or a dlopen handle)
+ * the first time a libcrypto is seen; later ones are ignored. */
 static void os_load_reals(void *handle, ossl_set_mem_fn set)
 {
-	if (atomic_load_explicit(&os_reals_ready, memory_order_relaxed))
-		return;
-	os_real.set_mem_functions = set;
-	*(void **)&os_real.secure_malloc = os_sym(handle, "CRYPTO_secure_malloc");
-	*(void **)&os_real.secure_zalloc = os_sym(handle, "CRYPTO_secure_zalloc");
-	*(void **)&os_real.secure_free = os_sym(handle, "CRYPTO_secure_free");
-	*(void **)&os_real.secure_clear_free = os_sym(handle, "CRYPTO_secure_clear_free");
-	*(void **)&os_real.secure_allocated = os_sym(handle, "CRYPTO_secure_allocated");
-	*(void **)&os_real.secure_malloc_initialized = os_sym(handle, "CRYPTO_secure_malloc_initialized");
-	*(void **)&os_real.secure_actual_size = os_sym(handle, "CRYPTO_secure_actual_size");
-	*(void **)&os_real.secure_used = os_sym(handle, "CRYPTO_secure_used");
-	*(void **)&os_real.secure_malloc_init = os_sym(handle, "CRYPTO_secure_malloc_init");
-	*(void **)&os_real.secure_malloc_done = os_sym(handle, "CRYPTO_secure_malloc_done");
-	atomic_store_explicit(&os_reals_ready, 1, memory_order_release);
+	pthread_mutex_lock(&os_real_lock);
+	if (!atomic_load_explicit(&os_reals_ready, memory_order_relaxed)) {
+		os_real.set_mem_functions = set;
+		*(void **)&os_real.secure_malloc = os_sym(handle, "CRYPTO_secure_malloc");
+		*(void **)&os_real.secure_zalloc = os_sym(handle, "CRYPTO_secure_zalloc");
+		*(void **)&os_real.secure_free = os_sym(handle, "CRYPTO_secure_free");
+		*(void **)&os_real.secure_clear_free = os_sym(handle, "CRYPTO_secure_clear_free");
+		*(void **)&os_real.secure_allocated = os_sym(handle, "CRYPTO_secure_allocated");
+		*(void **)&os_real.secure_malloc_initialized =
+			os_sym(handle, "CRYPTO_secure_malloc_initialized");
+		*(void **)&os_real.secure_actual_size = os_sym(handle, "CRYPTO_secure_actual_size");
+		*(void **)&os_real.secure_used = os_sym(handle, "CRYPTO_secure_used");
+		*(void **)&os_real.secure_malloc_init = os_sym(handle, "CRYPTO_secure_malloc_init");
+		*(void **)&os_real.secure_malloc_done = os_sym(handle, "CRYPTO_secure_malloc_done");
+		atomic_store_explicit(&os_reals_ready, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&os_real_lock);
 }
 
+/* os_reals returns libcrypto's own functions, looking for a libcrypto in the
+ * global scope first if none was seen yet (a call that arrives before our
+ * constructor or dlopen wrapper saw the library). NULL if there is none: the
+ * callers then behave as OpenSSL's default path would (libc memory). */
 static const struct ossl_reals *os_reals(void)
 {
-	if (!atomic_load_explicit(&os_reals_ready, memory_order_acquire))
-		return NULL;
-	return &os_real;
+	if (sh_likely(atomic_load_explicit(&os_reals_ready, memory_order_acquire)))
+		return &os_real;
+	ossl_set_mem_fn set = NULL;
+	*(void **)&set = dlsym(RTLD_NEXT, "CRYPTO_set_mem_functions");
+	if (set != NULL)
+		os_load_reals(RTLD_NEXT, set);
+	return atomic_load_explicit(&os_reals_ready, memory_order_acquire) ? &os_real : NULL;
 }
 
 /* os_probe_interposition allocates through libcrypto's own exported path:
@@ -342,17 +358,25 @@ static void os_scan(void *handle, const char *where)
 	 * RTLD_DEFAULT) finds our own interposed definition: skip it. */
 	if (set == NULL || set == (ossl_set_mem_fn)CRYPTO_set_mem_functions)
 		return;
+	if (os_mode == SH_OPENSSL_OFF) {
+		/* Nothing to hook, but our interposed functions forward here. */
+		os_load_reals(handle, set);
+		return;
+	}
 	pthread_mutex_lock(&os_lock);
 	os_hook(handle, set, where);
 	pthread_mutex_unlock(&os_lock);
 }
 
+static void os_at_exit(void);
+
 __attribute__((constructor)) static void os_init(void)
 {
+	/* Before sh_init, whose at-exit report must come first (atexit runs
+	 * handlers in reverse order). */
+	atexit(os_at_exit);
 	sh_init();
 	os_mode = sh_opt.openssl;
-	if (os_mode == SH_OPENSSL_OFF)
-		return;
 	os_scan(RTLD_NEXT, "linked at start");
 }
 
@@ -373,7 +397,7 @@ SH_EXPORT void *dlopen(const char *file, int mode)
 	os_dlopen_depth++;
 	void *h = rd(file, mode);
 	os_dlopen_depth--;
-	if (h != NULL && file != NULL && os_dlopen_depth == 0 && os_mode != SH_OPENSSL_OFF)
+	if (h != NULL && file != NULL && os_dlopen_depth == 0)
 		os_scan(h, "dlopen");
 	return h;
 }
@@ -412,9 +436,10 @@ static inline int os_ours(const void *p)
 
 static void *os_secure_alloc(size_t num)
 {
-	os_count(OSC_SECURE_ALLOC);
-	if (os_probing)
+	if (os_probing) /* the start-up probe is not the program's call */
 		atomic_fetch_add(&os_probe_hits, 1);
+	else
+		os_count(OSC_SECURE_ALLOC);
 	if (num == 0)
 		return NULL;
 	/* In mode all the secure reserve keeps these out of the fallback. */
@@ -431,7 +456,8 @@ static void *os_secure_alloc(size_t num)
 
 static void os_secure_release(void *p)
 {
-	os_count(OSC_SECURE_FREE);
+	if (!os_probing)
+		os_count(OSC_SECURE_FREE);
 	atomic_fetch_sub_explicit(&os_secure_live, (long)secretheap_usable_size(p),
 				  memory_order_relaxed);
 	secretheap_free(p);
@@ -442,8 +468,9 @@ SH_EXPORT void *CRYPTO_secure_malloc(size_t num, const char *file, int line)
 	if (os_secure_on())
 		return os_secure_alloc(num);
 	const struct ossl_reals *real = os_reals();
-	return real != NULL && real->secure_malloc != NULL ? real->secure_malloc(num, file, line)
-							   : NULL;
+	if (real != NULL && real->secure_malloc != NULL)
+		return real->secure_malloc(num, file, line);
+	return num != 0 ? malloc(num) : NULL; /* what OpenSSL does with its arena off */
 }
 
 SH_EXPORT void *CRYPTO_secure_zalloc(size_t num, const char *file, int line)
@@ -451,8 +478,9 @@ SH_EXPORT void *CRYPTO_secure_zalloc(size_t num, const char *file, int line)
 	if (os_secure_on())
 		return os_secure_alloc(num); /* our blocks are zero when handed out */
 	const struct ossl_reals *real = os_reals();
-	return real != NULL && real->secure_zalloc != NULL ? real->secure_zalloc(num, file, line)
-							   : NULL;
+	if (real != NULL && real->secure_zalloc != NULL)
+		return real->secure_zalloc(num, file, line);
+	return num != 0 ? calloc(1, num) : NULL;
 }
 
 SH_EXPORT void CRYPTO_secure_free(void *p, const char *file, int line)
@@ -485,10 +513,14 @@ SH_EXPORT void CRYPTO_secure_clear_free(void *p, size_t num, const char *file, i
 		free(p);
 }
 
+/* Always libcrypto's answer, so 0 for our blocks while OpenSSL's own arena is
+ * off: libcrypto's CRYPTO_secure_free and CRYPTO_secure_clear_free ask this
+ * (through the PLT) before touching their arena, and a caller that reaches
+ * them directly (dlsym on a libcrypto handle) with one of our blocks must be
+ * sent on to CRYPTO_free, which our hooks route back to the core, not into an
+ * arena that was never built. */
 SH_EXPORT int CRYPTO_secure_allocated(const void *p)
 {
-	if (os_ours(p))
-		return 1;
 	const struct ossl_reals *real = os_reals();
 	return real != NULL && real->secure_allocated != NULL ? real->secure_allocated(p) : 0;
 }
@@ -544,27 +576,51 @@ SH_EXPORT int CRYPTO_secure_malloc_done(void)
 
 /* ---- stats ------------------------------------------------------------- */
 
-/* sh_openssl_stats_print writes the skin's counters, one "openssl_*" line per
- * value in the format of the core's stats (called from sh_stats_print). */
+/* sh_openssl_stats_print writes the skin's block of the stats report to fd,
+ * in the style of the core's (stats.c), once per process. */
+static atomic_int os_stats_printed;
+
 void sh_openssl_stats_print(int fd)
 {
 	static const char *const modes[] = {"all", "secure", "off"};
 	static const char *const interp[] = {"bound-inside-libcrypto", "unknown", "yes"};
+	if (atomic_exchange(&os_stats_printed, 1))
+		return;
 	long live = atomic_load(&os_secure_live);
-	dprintf(fd,
-		"openssl_mode %s\n"
-		"openssl_hooked %s\n"
-		"openssl_refused %d\n"
-		"openssl_secure_interposed %s\n"
-		"openssl_malloc_calls %lu\n"
-		"openssl_realloc_calls %lu\n"
-		"openssl_free_calls %lu\n"
-		"openssl_secure_alloc_calls %lu\n"
-		"openssl_secure_free_calls %lu\n"
-		"openssl_secure_live_bytes %ld\n"
-		"openssl_set_mem_functions_ignored %lu\n",
-		modes[os_mode], atomic_load(&os_hooked) ? "yes" : "no", atomic_load(&os_refused),
-		interp[atomic_load(&os_interpose_state) + 1], os_sum(OSC_MALLOC),
-		os_sum(OSC_REALLOC), os_sum(OSC_FREE), os_sum(OSC_SECURE_ALLOC),
-		os_sum(OSC_SECURE_FREE), live > 0 ? live : 0, atomic_load(&os_set_ignored));
+	char buf[640];
+	int n = snprintf(buf, sizeof buf,
+			 "secretheap openssl (pid %d): mode %s; hooks %s; refused %d; secure interposed %s\n"
+			 "  calls: malloc %lu, realloc %lu, free %lu, secure alloc %lu, secure free %lu; "
+			 "secure live %ld B; set_mem_functions ignored %lu\n",
+			 (int)getpid(), modes[os_mode], atomic_load(&os_hooked) ? "yes" : "no",
+			 atomic_load(&os_refused), interp[atomic_load(&os_interpose_state) + 1],
+			 os_sum(OSC_MALLOC), os_sum(OSC_REALLOC), os_sum(OSC_FREE),
+			 os_sum(OSC_SECURE_ALLOC), os_sum(OSC_SECURE_FREE), live > 0 ? live : 0,
+			 atomic_load(&os_set_ignored));
+	if (n <= 0)
+		return;
+	size_t len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(fd, buf + off, len - off);
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+}
+
+/* os_at_exit prints our block after the core's report (registered before
+ * sh_init registers the core's handler, so it runs after it). */
+static void os_at_exit(void)
+{
+	if (sh_opt.stats[0] == 0)
+		return;
+	if (strcmp(sh_opt.stats, "stderr") == 0) {
+		sh_openssl_stats_print(2);
+		return;
+	}
+	int fd = open(sh_opt.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return; /* the core has said why already */
+	sh_openssl_stats_print(fd);
+	close(fd);
 }

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,6 +140,9 @@ static int selftest(int port, int n)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		/* A dead worker must fail the self-test, not hang it. */
+		struct timeval tv = {.tv_sec = 5};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		SSL *ssl = SSL_new(cctx);
 		SSL_set_fd(ssl, fd);
 		char msg[64], buf[256];
@@ -153,6 +157,8 @@ static int selftest(int port, int n)
 		}
 		SSL_free(ssl);
 		close(fd);
+		if (good != i + 1)
+			break; /* the first failure decides; the rest would time out too */
 	}
 	SSL_CTX_free(cctx);
 	fprintf(stderr, "tls_server: parent selftest %d/%d handshakes ok\n", good, n);

@@ -1,0 +1,14 @@
+// Package e2e drives real programs with libsecretheap.so preloaded: the
+// openssl command (genpkey, pkey -check, s_server and s_client TLS 1.3
+// handshakes), the pre-forking example server (examples/openssl), a program
+// that dlopen()s libcrypto after start the way Python's ssl module does, and
+// unprivileged children under small RLIMIT_MEMLOCK limits. Each test reads
+// the library's statistics (SECRETHEAP_STATS=<file>) to check that OpenSSL's
+// allocations were served from secret memory, and each has a control run
+// (without the library, or with SECRETHEAP_OPENSSL=off) showing that the
+// check can fail.
+//
+// The package has no non-test code. It needs `make` first (build/
+// libsecretheap.so and build/tls_server); without them the tests skip, or
+// fail under SECRETHEAP_REQUIRE=1.
+package e2e

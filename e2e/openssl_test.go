@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestOpenSSLCommands runs key generation and checking with the openssl
+// command under the library: every command succeeds and its OpenSSL
+// allocations come from secret memory. The control (SECRETHEAP_OPENSSL=off)
+// shows the stats check would notice if they did not.
+func TestOpenSSLCommands(t *testing.T) {
+	lib := setup(t)
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"EC P-256", []string{"-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"}},
+		{"RSA 2048", []string{"-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			key := filepath.Join(dir, fmt.Sprintf("key%d.pem", i))
+			st := filepath.Join(dir, fmt.Sprintf("genpkey%d.stats", i))
+			args := append([]string{"genpkey"}, tc.args...)
+			r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", "openssl", append(args, "-out", key)...)
+			requireOK(t, r, "openssl genpkey")
+			s := readStats(t, st)
+			requireServedFromSecret(t, s)
+			// The private key's BIGNUMs go through CRYPTO_secure_*.
+			assert.NotZero(t, s.num(t, "openssl_secure_alloc_calls"))
+
+			st = filepath.Join(dir, fmt.Sprintf("check%d.stats", i))
+			r = run(t, env(lib, "SECRETHEAP_STATS="+st), "", "openssl", "pkey", "-in", key, "-check", "-noout")
+			requireOK(t, r, "openssl pkey -check")
+			assert.Contains(t, r.stdout+r.stderr, "Key is valid")
+			requireServedFromSecret(t, readStats(t, st))
+
+			// Control: with the OpenSSL skin off the same command
+			// allocates nothing from us, and the checks above would fail.
+			st = filepath.Join(dir, fmt.Sprintf("off%d.stats", i))
+			r = run(t, env(lib, "SECRETHEAP_STATS="+st, "SECRETHEAP_OPENSSL=off"), "", "openssl", "pkey", "-in", key, "-check", "-noout")
+			requireOK(t, r, "openssl pkey -check (off)")
+			off := readStats(t, st)
+			assert.Equal(t, "no", off.str(t, "openssl_hooks"))
+			assert.Zero(t, off.num(t, "openssl_malloc_calls"))
+			assert.Zero(t, off.num(t, "chunks_secret"))
+		})
+	}
+}
+
+var acceptLine = regexp.MustCompile(`^ACCEPT 127\.0\.0\.1:(\d+)$`)
+
+// TestTLSHandshake runs openssl s_server and s_client, both under the
+// library, for TLS 1.3 handshakes on 127.0.0.1 in each OpenSSL mode, and
+// checks what each mode promises in both processes' stats.
+func TestTLSHandshake(t *testing.T) {
+	lib := setup(t)
+	dir := t.TempDir()
+	key, cert := keyPair(t, dir)
+	const handshakes = 3
+
+	type check func(t *testing.T, s stats)
+	cases := []struct {
+		mode         string
+		server, clnt check
+	}{
+		{"all", func(t *testing.T, s stats) {
+			requireServedFromSecret(t, s)
+			assert.NotZero(t, s.num(t, "openssl_secure_alloc_calls"), "server key not in the secure path")
+			assert.Equal(t, "yes", s.str(t, "openssl_secure_interposed"))
+		}, requireServedFromSecret},
+		{"secure", func(t *testing.T, s stats) {
+			// Only the secure-heap API: the private key, DRBG state.
+			assert.Equal(t, "secure", s.str(t, "openssl_mode"))
+			assert.Equal(t, "yes", s.str(t, "openssl_secure_interposed"))
+			assert.NotZero(t, s.num(t, "openssl_secure_alloc_calls"))
+			assert.Zero(t, s.num(t, "openssl_malloc_calls"))
+			assert.NotZero(t, s.num(t, "chunks_secret"))
+		}, func(t *testing.T, s stats) {
+			assert.Zero(t, s.num(t, "openssl_malloc_calls"))
+		}},
+		{"off", func(t *testing.T, s stats) {
+			assert.Equal(t, "no", s.str(t, "openssl_hooks"))
+			assert.Zero(t, s.num(t, "openssl_malloc_calls"))
+			assert.Zero(t, s.num(t, "openssl_secure_alloc_calls"))
+			assert.Zero(t, s.num(t, "chunks_secret"))
+		}, func(t *testing.T, s stats) {
+			assert.Zero(t, s.num(t, "openssl_malloc_calls"))
+			assert.Zero(t, s.num(t, "chunks_secret"))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.mode, func(t *testing.T) {
+			sst := filepath.Join(dir, tc.mode+"-server.stats")
+			// -rev: an echo server that never reads its own stdin (s_server
+			// otherwise ends a connection at stdin EOF); -naccept makes it
+			// exit, and so print its stats, after our clients.
+			srv := startServer(t, env(lib, "SECRETHEAP_STATS="+sst, "SECRETHEAP_OPENSSL="+tc.mode),
+				acceptLine, "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key,
+				"-tls1_3", "-rev", "-naccept", strconv.Itoa(handshakes), "-no_cache", "-num_tickets", "0")
+			for i := 0; i < handshakes; i++ {
+				cst := filepath.Join(dir, fmt.Sprintf("%s-client%d.stats", tc.mode, i))
+				r := run(t, env(lib, "SECRETHEAP_STATS="+cst, "SECRETHEAP_OPENSSL="+tc.mode), "ping\n",
+					"openssl", "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", srv.port), "-tls1_3",
+					"-brief", "-CAfile", cert, "-verify_return_error", "-verify_hostname", "localhost")
+				requireOK(t, r, "openssl s_client")
+				assert.Contains(t, r.stderr, "Protocol version: TLSv1.3")
+				assert.Contains(t, r.stderr, "Verification: OK")
+				tc.clnt(t, readStats(t, cst))
+			}
+			require.NoError(t, srv.wait(t), "s_server: %s", srv.stderrText())
+			tc.server(t, readStats(t, sst))
+		})
+	}
+}
+
+// TestDlopenLibcrypto is Python's case: the program does not link libcrypto
+// and dlopen()s it after start. Our dlopen wrapper must hook it before the
+// first allocation, so CRYPTO_malloc blocks are secret memory; a later
+// CRYPTO_set_mem_functions (which OpenSSL would accept, then free our blocks
+// with the caller's free) is ignored. Controls: without the library and with
+// mode off the program sees no secret blocks.
+func TestDlopenLibcrypto(t *testing.T) {
+	lib := setup(t)
+	prog := compileC(t, t.TempDir(), "dlopen_crypto.c", "-ldl")
+	cases := []struct {
+		name    string
+		environ []string
+		want    map[string]string
+	}{
+		{"all", env(lib), map[string]string{"malloc_backend": "1", "secure_backend": "1",
+			"set_mem_functions": "1", "after_backend": "1", "their_calls": "0"}},
+		{"secure", env(lib, "SECRETHEAP_OPENSSL=secure"), map[string]string{"malloc_backend": "0",
+			"secure_backend": "1", "their_calls": "0"}},
+		{"off", env(lib, "SECRETHEAP_OPENSSL=off"), map[string]string{"malloc_backend": "0",
+			"secure_backend": "0", "their_calls": "0"}},
+		{"no library", env(""), map[string]string{"malloc_backend": "-1", "secure_backend": "-1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.environ, "", prog)
+			requireOK(t, r, "dlopen_crypto")
+			got := parseStats(r.stdout)
+			for k, v := range tc.want {
+				assert.Equal(t, v, got[k], "%s\nstdout: %s\nstderr: %s", k, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+// TestForkServer runs the pre-forking example server: the parent loads the
+// key, forks workers and then makes many handshakes against them itself; at
+// shutdown every process checks its canary block and the key. The control
+// (SECRETHEAP_FORK=dontfork: children lose the secret pages) must fail,
+// showing that the server's verification notices broken workers.
+func TestForkServer(t *testing.T) {
+	lib := setup(t)
+	server := built(t, "tls_server")
+	dir := t.TempDir()
+	key, cert := keyPair(t, dir)
+	args := []string{"-cert", cert, "-key", key, "-workers", "4", "-selftest", "300"}
+
+	t.Run("copy", func(t *testing.T) {
+		st := filepath.Join(dir, "fork.stats")
+		r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", server, args...)
+		requireOK(t, r, "tls_server")
+		assert.Contains(t, r.stderr, "parent selftest 300/300 handshakes ok")
+		assert.Equal(t, 4, strings.Count(r.stderr, "verify ok"), r.stderr)
+		assert.Contains(t, r.stderr, "tls_server: all verified")
+		// The parent exits last, so its block is the last in the file.
+		requireServedFromSecret(t, readStats(t, st))
+	})
+	t.Run("dontfork control", func(t *testing.T) {
+		r := run(t, env(lib, "SECRETHEAP_FORK=dontfork"), "", server, args...)
+		require.Error(t, r.err, "workers without their secret pages cannot have served")
+		_, crashed := r.signaled()
+		assert.False(t, crashed, "the parent itself must not crash: %s", r.stderr)
+		assert.Contains(t, r.stderr, "tls_server: FAILED")
+	})
+}
+
+// TestMemlockUnprivileged runs the forking server as nobody (uid 65534, so
+// CAP_IPC_LOCK no longer lifts RLIMIT_MEMLOCK) under small limits. With the
+// default policy (fallback) every handshake still completes, the shortfall is
+// counted as fallbacks, and no process dies of a signal; with policy null the
+// program may fail, but never crashes.
+func TestMemlockUnprivileged(t *testing.T) {
+	lib := setup(t)
+	server := built(t, "tls_server")
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a child as uid 65534")
+	}
+	prlimit := "prlimit"
+	if _, err := exec.LookPath(prlimit); err != nil {
+		t.Skip("prlimit (util-linux) missing")
+	}
+	// A world-readable copy of everything the unprivileged child needs.
+	dir, err := os.MkdirTemp("", "secretheap-e2e-memlock")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777))
+	key, cert := keyPair(t, dir)
+	lib = copyExec(t, lib, filepath.Join(dir, "libsecretheap.so"))
+	server = copyExec(t, server, filepath.Join(dir, "tls_server"))
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+
+	cases := []struct {
+		name      string
+		limit     string
+		policy    string
+		mustPass  bool
+		fallbacks func(t *testing.T, n uint64)
+	}{
+		{"64KiB fallback", "65536", "fallback", true, func(t *testing.T, n uint64) {
+			assert.NotZero(t, n, "64 KiB cannot hold a TLS server's allocations: fallbacks expected")
+		}},
+		{"8MiB fallback", "8388608", "fallback", true, func(t *testing.T, n uint64) {
+			assert.Zero(t, n, "8 MiB holds a TLS server's allocations")
+		}},
+		{"64KiB null", "65536", "null", false, nil},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := filepath.Join(dir, fmt.Sprintf("memlock%d.stats", i))
+			r := runAs(t, env(lib, "SECRETHEAP_STATS="+st, "SECRETHEAP_ON_EXHAUSTED="+tc.policy), "", nobody,
+				prlimit, "--memlock="+tc.limit+":"+tc.limit, server, "-cert", cert, "-key", key,
+				"-workers", "2", "-selftest", "60")
+			sig, crashed := r.signaled()
+			require.False(t, crashed, "killed by %v\nstderr: %s", sig, r.stderr)
+			require.NotContains(t, r.stderr, "killed by signal", "a worker crashed")
+			if !tc.mustPass {
+				return
+			}
+			requireOK(t, r, "tls_server as nobody")
+			assert.Contains(t, r.stderr, "tls_server: all verified")
+			s := readStats(t, st)
+			assert.Equal(t, "yes", s.str(t, "openssl_hooks"))
+			tc.fallbacks(t, s.num(t, "fallbacks"))
+		})
+	}
+}
+
+// copyExec copies a file to dst with mode 0755 and returns dst.
+func copyExec(t *testing.T, src, dst string) string {
+	t.Helper()
+	in, err := os.Open(src)
+	require.NoError(t, err)
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	require.NoError(t, err)
+	_, err = io.Copy(out, in)
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
+	return dst
+}
