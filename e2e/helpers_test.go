@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,23 +135,86 @@ func requireOK(t *testing.T, r result, what string) {
 	require.NoError(t, r.err, "%s failed\nstdout: %s\nstderr: %s", what, r.stdout, r.stderr)
 }
 
-// stats is one process's SECRETHEAP_STATS output: "name value" lines (the
-// per-class table and any other line shape are ignored).
+// stats is one process's SECRETHEAP_STATS report, reduced to named fields:
+// the core's block ("secretheap stats (pid N, …)") and the OpenSSL skin's
+// ("secretheap openssl (pid N): …"). Byte sizes printed in KiB are stored in
+// bytes. The per-class table is ignored.
 type stats map[string]string
 
-var statLine = regexp.MustCompile(`^\s*([a-z_]+)[\s:=]+(\S+)\s*$`)
+var (
+	blockStart = regexp.MustCompile(`^secretheap (?:stats|openssl) \(pid (\d+)`)
+	statFields = []struct {
+		re   *regexp.Regexp
+		keys []string
+	}{
+		{regexp.MustCompile(`\bbackend (\w+);`), []string{"backend"}},
+		{regexp.MustCompile(`\bchunks (\d+) secret \+ (\d+) locked`), []string{"chunks_secret", "chunks_locked"}},
+		{regexp.MustCompile(`\bmapped (\d+) KiB`), []string{"kib:bytes_mapped"}},
+		{regexp.MustCompile(`\bcommitted (\d+) KiB`), []string{"kib:bytes_committed"}},
+		{regexp.MustCompile(`^\s*live (\d+) blocks: (\d+) B requested`), []string{"live_blocks", "requested_bytes"}},
+		{regexp.MustCompile(`\bfallbacks (\d+)`), []string{"fallbacks"}},
+		{regexp.MustCompile(`\bfork re-privatisations (\d+)`), []string{"fork_reprivatisations"}},
+		{regexp.MustCompile(`\bmisuse caught (\d+)`), []string{"misuse_caught"}},
+		{regexp.MustCompile(`\bopenssl hooked (\d+)`), []string{"openssl_hooked"}},
+		{regexp.MustCompile(`\): mode (\w+); hooks (\w+); refused (\d+); secure interposed ([\w-]+)`),
+			[]string{"openssl_mode", "openssl_hooks", "openssl_refused", "openssl_secure_interposed"}},
+		{regexp.MustCompile(`calls: malloc (\d+), realloc (\d+), free (\d+), secure alloc (\d+), secure free (\d+); secure live (\d+) B; set_mem_functions ignored (\d+)`),
+			[]string{"openssl_malloc_calls", "openssl_realloc_calls", "openssl_free_calls",
+				"openssl_secure_alloc_calls", "openssl_secure_free_calls", "openssl_secure_live_bytes",
+				"openssl_set_mem_functions_ignored"}},
+	}
+	// outputLine is a "name value" line printed by a test program.
+	outputLine = regexp.MustCompile(`^([a-z_]+) (\S+)$`)
+)
 
-// parseStats reads the last stats block in text: a process that forks writes
-// one block per process; callers that need one process give it its own file.
+// parseStats returns the report of the process whose block comes last in
+// text: a forking program's processes append to one file, and the parent,
+// which waits for its children, writes last.
 func parseStats(text string) stats {
-	s := stats{}
+	byPID := map[string]stats{}
+	last := ""
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
-		if m := statLine.FindStringSubmatch(sc.Text()); m != nil {
-			s[m[1]] = m[2]
+		line := sc.Text()
+		if m := blockStart.FindStringSubmatch(line); m != nil {
+			last = m[1]
+			if byPID[last] == nil {
+				byPID[last] = stats{"pid": last}
+			}
+		}
+		if last == "" {
+			continue
+		}
+		for _, f := range statFields {
+			m := f.re.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			for i, k := range f.keys {
+				v := m[i+1]
+				if kib, ok := strings.CutPrefix(k, "kib:"); ok {
+					n, _ := strconv.ParseUint(v, 10, 64)
+					k, v = kib, strconv.FormatUint(n*1024, 10)
+				}
+				byPID[last][k] = v
+			}
 		}
 	}
-	return s
+	if last == "" {
+		return stats{}
+	}
+	return byPID[last]
+}
+
+// parseOutput reads "name value" lines a test program printed.
+func parseOutput(text string) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(text, "\n") {
+		if m := outputLine.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			out[m[1]] = m[2]
+		}
+	}
+	return out
 }
 
 func readStats(t *testing.T, path string) stats {
@@ -309,9 +373,18 @@ func compileC(t *testing.T, dir, src string, libs ...string) string {
 		cc = "cc"
 	}
 	out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c"))
+	if slices.Contains(libs, "-shared") {
+		out += ".so"
+	}
 	args := append([]string{"-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O1",
 		"-o", out, filepath.Join("testdata", src)}, libs...)
 	r := run(t, env(""), "", cc, args...)
 	requireOK(t, r, cc+" "+src)
 	return out
+}
+
+// compileShared builds a shared object from testdata into dir.
+func compileShared(t *testing.T, dir, src string, libs ...string) string {
+	t.Helper()
+	return compileC(t, dir, src, append([]string{"-shared", "-fPIC"}, libs...)...)
 }

@@ -128,32 +128,52 @@ func TestTLSHandshake(t *testing.T) {
 }
 
 // TestDlopenLibcrypto is Python's case: the program does not link libcrypto
-// and dlopen()s it after start. Our dlopen wrapper must hook it before the
-// first allocation, so CRYPTO_malloc blocks are secret memory; a later
-// CRYPTO_set_mem_functions (which OpenSSL would accept, then free our blocks
-// with the caller's free) is ignored. Controls: without the library and with
-// mode off the program sees no secret blocks.
+// and loads it after start with dlopen. Our dlopen wrapper must hook it
+// before its first allocation. Two shapes:
+//
+//   - plugin: the program dlopen()s a module linked with libcrypto (Python's
+//     _ssl): the module's OPENSSL_malloc blocks are secret memory, its
+//     OPENSSL_secure_malloc blocks too (in modes all and secure), and its later
+//     CRYPTO_set_mem_functions (which OpenSSL would accept, then free our
+//     blocks with the caller's free) is accepted but ignored;
+//   - libcrypto: the program dlopen()s libcrypto itself and calls its
+//     functions through dlsym on the handle, bypassing every interposer:
+//     mode all still serves everything through the hooks, mode secure cannot
+//     see those secure calls (documented), and nothing crashes.
+//
+// The controls (no library, mode off) show the backend checks can fail.
 func TestDlopenLibcrypto(t *testing.T) {
 	lib := setup(t)
-	prog := compileC(t, t.TempDir(), "dlopen_crypto.c", "-ldl")
+	dir := t.TempDir()
+	prog := compileC(t, dir, "dlopen_crypto.c", "-ldl")
+	plugin := compileShared(t, dir, "plugin.c", "-lcrypto")
+	type want map[string]string
 	cases := []struct {
-		name    string
-		environ []string
-		want    map[string]string
+		name, target string
+		environ      []string
+		want         want
 	}{
-		{"all", env(lib), map[string]string{"malloc_backend": "1", "secure_backend": "1",
+		{"plugin/all", plugin, env(lib), want{"malloc_backend": "1", "secure_backend": "1",
+			"secure_initialized": "1", "set_mem_functions": "1", "after_backend": "1", "their_calls": "0"}},
+		{"plugin/secure", plugin, env(lib, "SECRETHEAP_OPENSSL=secure"), want{"malloc_backend": "0",
+			"secure_backend": "1", "secure_initialized": "1", "after_backend": "0", "their_calls": "0"}},
+		{"plugin/off", plugin, env(lib, "SECRETHEAP_OPENSSL=off"), want{"malloc_backend": "0",
+			"secure_backend": "0", "secure_initialized": "0", "set_mem_functions": "0"}},
+		{"plugin/no library", plugin, env(""), want{"malloc_backend": "-1", "secure_backend": "-1",
+			"secure_initialized": "0"}},
+		{"libcrypto/all", "libcrypto.so.3", env(lib), want{"malloc_backend": "1", "secure_backend": "1",
 			"set_mem_functions": "1", "after_backend": "1", "their_calls": "0"}},
-		{"secure", env(lib, "SECRETHEAP_OPENSSL=secure"), map[string]string{"malloc_backend": "0",
-			"secure_backend": "1", "their_calls": "0"}},
-		{"off", env(lib, "SECRETHEAP_OPENSSL=off"), map[string]string{"malloc_backend": "0",
-			"secure_backend": "0", "their_calls": "0"}},
-		{"no library", env(""), map[string]string{"malloc_backend": "-1", "secure_backend": "-1"}},
+		{"libcrypto/secure", "libcrypto.so.3", env(lib, "SECRETHEAP_OPENSSL=secure"),
+			want{"malloc_backend": "0", "secure_backend": "0", "their_calls": "0"}},
+		{"libcrypto/off", "libcrypto.so.3", env(lib, "SECRETHEAP_OPENSSL=off"),
+			want{"malloc_backend": "0", "secure_backend": "0", "set_mem_functions": "0"}},
+		{"libcrypto/no library", "libcrypto.so.3", env(""), want{"malloc_backend": "-1", "secure_backend": "-1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.environ, "", prog)
+			r := run(t, tc.environ, "", prog, tc.target)
 			requireOK(t, r, "dlopen_crypto")
-			got := parseStats(r.stdout)
+			got := parseOutput(r.stdout)
 			for k, v := range tc.want {
 				assert.Equal(t, v, got[k], "%s\nstdout: %s\nstderr: %s", k, r.stdout, r.stderr)
 			}
