@@ -473,11 +473,16 @@ void sh_chunk_postfork_child(void) {
 
 void sh_chunk_stats(struct secretheap_stats *st) {
     pthread_mutex_lock(&chunk_mu);
-    st->chunks_secret = n_secret;
-    st->chunks_locked = n_locked;
+    uint64_t large_secret = 0;
+    for (struct sh_chunk *c = larges; c; c = c->next)
+        large_secret += c->backend == SH_BACKEND_SECRET;
+    st->chunks_mapped = n_secret + n_locked;
+    st->chunks_secret = n_secret - large_secret;
+    st->chunks_locked = n_locked - (n_large - large_secret);
+    st->large_regions_mapped = n_large;
     st->bytes_mapped = bytes_mapped;
-    st->bytes_committed = bytes_committed;
-    st->large_regions = n_large;
+    st->committed_bytes = bytes_committed;
+    st->idle_chunks = n_idle;
     pthread_mutex_unlock(&chunk_mu);
 }
 

@@ -724,10 +724,14 @@ static void stats_span(struct sh_span *s, void *arg) {
         }
     } else {
         size_t r = atomic_load_explicit(&s->run_req, memory_order_relaxed);
-        if (r) {
-            st->live_blocks++;
-            st->requested_bytes += r - 1;
-            st->reserved_bytes += (size_t)s->npages * SH_OS_PAGE;
+        if (r && s->kind == SH_SPAN_RUN) {
+            st->run_blocks++;
+            st->run_requested_bytes += r - 1;
+            st->run_reserved_bytes += (size_t)s->npages * SH_OS_PAGE;
+        } else if (r) {
+            st->large_regions++;
+            st->large_requested_bytes += r - 1;
+            st->large_reserved_bytes += (size_t)s->npages * SH_OS_PAGE;
         }
     }
 }
@@ -736,6 +740,9 @@ void sh_heap_stats(struct secretheap_stats *st) {
     sh_chunk_lock();
     sh_chunk_foreach_span(stats_span, st);
     sh_chunk_unlock();
+    st->live_blocks = st->run_blocks + st->large_regions;
+    st->requested_bytes = st->run_requested_bytes + st->large_requested_bytes;
+    st->reserved_bytes = st->run_reserved_bytes + st->large_reserved_bytes;
     for (int i = 0; i < SH_NUM_CLASSES; i++) {
         struct secretheap_class_stats *cs = &st->classes[i];
         cs->size = sh_class_size[i];

@@ -54,24 +54,38 @@ struct secretheap_class_stats {
 };
 
 /*
- * Totals. Fields are only ever appended; pass sizeof(struct
- * secretheap_stats) so that an older caller gets the prefix it knows.
+ * The same fields as the Go allocator's alloc.Stats (snake_case here).
+ * Fields are only ever appended; pass sizeof(struct secretheap_stats) so
+ * that an older caller gets the prefix it knows.
  */
 struct secretheap_stats {
-    uint64_t struct_size;           /* bytes filled in */
-    uint64_t backend;               /* SECRETHEAP_BACKEND_* of new chunks, 0 before the first */
-    uint64_t chunks_secret;         /* chunks mapped from memfd_secret (incl. large regions) */
-    uint64_t chunks_locked;         /* chunks mapped from the locked backend */
-    uint64_t bytes_mapped;          /* secret memory mapped (charged to RLIMIT_MEMLOCK) */
-    uint64_t bytes_committed;       /* OS pages committed (faulted in) */
-    uint64_t large_regions;         /* live requests > half a chunk, each its own region */
-    uint64_t requested_bytes;       /* live blocks: bytes asked for (all sizes) */
-    uint64_t reserved_bytes;        /* live blocks: bytes reserved (all sizes) */
-    uint64_t live_blocks;           /* live blocks (all sizes) */
-    uint64_t fallbacks;             /* allocations served from libc on exhaustion */
-    uint64_t fork_reprivatisations; /* chunks re-privatised in fork children */
-    uint64_t misuse_caught;         /* double/interior frees detected (then abort) */
-    uint64_t openssl_hooked;        /* 1 if OpenSSL's allocator is ours, 0 if not, 2 if refused */
+    uint64_t struct_size; /* bytes filled in */
+    uint64_t backend;     /* SECRETHEAP_BACKEND_* of the last chunk mapped, 0 before the first */
+
+    /* Live blocks, totals over classes, page runs and large regions. */
+    uint64_t requested_bytes; /* bytes asked for */
+    uint64_t reserved_bytes;  /* bytes reserved (block sizes) */
+    uint64_t live_blocks;
+
+    /* Page runs: requests above the largest class (32 KiB), OS pages inside a chunk. */
+    uint64_t run_blocks, run_requested_bytes, run_reserved_bytes;
+    /* Large regions: requests above half a chunk (1 MiB), a region of their own. */
+    uint64_t large_regions, large_requested_bytes, large_reserved_bytes;
+
+    /* Chunk cache. */
+    uint64_t chunks_mapped;        /* chunks mapped (in use or idle), large regions included */
+    uint64_t chunks_secret;        /* chunks (not large regions) from memfd_secret */
+    uint64_t chunks_locked;        /* chunks (not large regions) from the locked backend */
+    uint64_t large_regions_mapped; /* large regions mapped */
+    uint64_t bytes_mapped;         /* secret memory mapped (charged to RLIMIT_MEMLOCK) */
+    uint64_t committed_bytes;      /* OS pages committed (faulted in) */
+    uint64_t idle_chunks;          /* wholly free chunks kept for reuse */
+
+    uint64_t fallbacks;         /* allocations served from libc on exhaustion */
+    uint64_t fork_reprivatised; /* chunks re-privatised in fork children */
+    uint64_t misuse_caught;     /* double/interior frees, writes after free (then abort) */
+    uint64_t openssl_hooked;    /* 1: OpenSSL's allocator is ours; 0: not (yet); 2: OpenSSL refused */
+
     struct secretheap_class_stats classes[SECRETHEAP_NUM_CLASSES];
 };
 

@@ -27,7 +27,7 @@ int secretheap_stats(struct secretheap_stats *out, size_t out_size) {
     sh_chunk_stats(&st);
     sh_heap_stats(&st);
     st.fallbacks = atomic_load(&sh_stat_fallbacks);
-    st.fork_reprivatisations = atomic_load(&sh_stat_reprivatised);
+    st.fork_reprivatised = atomic_load(&sh_stat_reprivatised);
     st.misuse_caught = atomic_load(&sh_stat_misuse);
     st.openssl_hooked = atomic_load(&sh_stat_openssl_hooked);
     size_t n = out_size < sizeof st ? out_size : sizeof st;
@@ -76,14 +76,20 @@ void sh_stats_print(int fd) {
     size_t n = 0;
 #define OUT(...) out(buf, &n, sizeof buf, __VA_ARGS__)
     OUT("secretheap stats (pid %d, version %s)\n", (int)getpid(), SECRETHEAP_VERSION);
-    OUT("  backend %s; chunks %llu secret + %llu locked; mapped %llu KiB; committed %llu KiB; large regions %llu\n",
+    OUT("  backend %s; chunks %llu secret + %llu locked (%llu idle) + %llu large regions; mapped %llu KiB; "
+        "committed %llu KiB\n",
         backend_name(st.backend), (unsigned long long)st.chunks_secret, (unsigned long long)st.chunks_locked,
-        (unsigned long long)(st.bytes_mapped >> 10), (unsigned long long)(st.bytes_committed >> 10),
-        (unsigned long long)st.large_regions);
+        (unsigned long long)st.idle_chunks, (unsigned long long)st.large_regions_mapped,
+        (unsigned long long)(st.bytes_mapped >> 10), (unsigned long long)(st.committed_bytes >> 10));
     OUT("  live %llu blocks: %llu B requested, %llu B reserved\n", (unsigned long long)st.live_blocks,
         (unsigned long long)st.requested_bytes, (unsigned long long)st.reserved_bytes);
+    OUT("  page runs %llu (%llu B requested, %llu B reserved); large regions %llu (%llu B requested, %llu B "
+        "reserved)\n",
+        (unsigned long long)st.run_blocks, (unsigned long long)st.run_requested_bytes,
+        (unsigned long long)st.run_reserved_bytes, (unsigned long long)st.large_regions,
+        (unsigned long long)st.large_requested_bytes, (unsigned long long)st.large_reserved_bytes);
     OUT("  fallbacks %llu; fork re-privatisations %llu; misuse caught %llu; openssl hooked %llu\n",
-        (unsigned long long)st.fallbacks, (unsigned long long)st.fork_reprivatisations,
+        (unsigned long long)st.fallbacks, (unsigned long long)st.fork_reprivatised,
         (unsigned long long)st.misuse_caught, (unsigned long long)st.openssl_hooked);
     for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
         const struct secretheap_class_stats *c = &st.classes[i];

@@ -1,0 +1,137 @@
+/* harness.c — see harness.h. */
+#include "harness.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int h_failed_now;
+static int passed, failed;
+
+void h_fail_at(const char *file, int line, const char *what) {
+    fprintf(stderr, "  FAIL %s:%d: %s\n", file, line, what);
+    h_failed_now = 1;
+}
+
+void h_run(const char *name, void (*fn)(void)) {
+    h_failed_now = 0;
+    fn();
+    if (h_failed_now) {
+        failed++;
+        fprintf(stderr, "--- FAIL %s\n", name);
+    } else {
+        passed++;
+        fprintf(stderr, "ok   %s\n", name);
+    }
+}
+
+int h_done(void) {
+    fflush(stdout);
+    fprintf(stderr, "%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
+
+static void collect(pid_t pid, int fd, struct h_child *out) {
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, out->err + n, sizeof out->err - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (n == sizeof out->err - 1) {
+            char sink[4096];
+            while (read(fd, sink, sizeof sink) > 0)
+                ;
+            break;
+        }
+    }
+    out->err[n] = 0;
+    close(fd);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    out->exited = WIFEXITED(st);
+    out->code = out->exited ? WEXITSTATUS(st) : -1;
+    out->signaled = WIFSIGNALED(st);
+    out->sig = out->signaled ? WTERMSIG(st) : 0;
+}
+
+void h_fork(int (*fn)(void *), void *arg, struct h_child *out) {
+    int p[2];
+    memset(out, 0, sizeof *out);
+    fflush(NULL);
+    if (pipe(p) != 0) {
+        perror("pipe");
+        exit(2);
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 2);
+        dup2(p[1], 1);
+        close(p[1]);
+        signal(SIGABRT, SIG_DFL);
+        _exit(fn(arg));
+    }
+    close(p[1]);
+    collect(pid, p[0], out);
+}
+
+void h_reexec(const char *mode, const char *const *env, long uid, size_t memlock, struct h_child *out) {
+    int p[2];
+    memset(out, 0, sizeof *out);
+    fflush(NULL);
+    if (pipe(p) != 0) {
+        perror("pipe");
+        exit(2);
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0) {
+        perror("readlink");
+        exit(2);
+    }
+    exe[n] = 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 2);
+        dup2(p[1], 1);
+        close(p[1]);
+        for (const char *const *e = env; e && *e; e++)
+            putenv((char *)*e);
+        if (uid >= 0) {
+            struct rlimit rl = {memlock, memlock};
+            if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0 || setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 ||
+                setuid((uid_t)uid) != 0) {
+                perror("dropping privileges");
+                _exit(3);
+            }
+        }
+        char *argv[] = {exe, (char *)mode, NULL};
+        execv(exe, argv);
+        perror("execv");
+        _exit(4);
+    }
+    close(p[1]);
+    collect(pid, p[0], out);
+}
+
+int h_dispatch(int argc, char **argv, const struct h_mode *modes) {
+    if (argc < 2)
+        return -1;
+    for (const struct h_mode *m = modes; m->name; m++)
+        if (strcmp(m->name, argv[1]) == 0)
+            return m->fn();
+    fprintf(stderr, "unknown mode %s\n", argv[1]);
+    return 2;
+}
+
+int h_contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }

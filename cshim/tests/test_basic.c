@@ -1,0 +1,399 @@
+/*
+ * test_basic.c — API semantics of the C core: malloc/calloc/realloc/free
+ * edge cases, alignment, zero on allocation, wipe on free, usable size,
+ * backend, /proc/self/maps, many sizes (classes, page runs, large regions),
+ * foreign pointers, stats, options, the invariant checker.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "internal.h"
+
+static int all_bytes(const void *p, size_t n, unsigned char v) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != v)
+            return 0;
+    return 1;
+}
+
+/* The /proc/self/maps line covering p, or "" (copied into line). */
+static void maps_line(const void *p, char *line, size_t n) {
+    line[0] = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return;
+    char buf[512];
+    while (fgets(buf, sizeof buf, f)) {
+        unsigned long lo, hi;
+        if (sscanf(buf, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo && (uintptr_t)p < hi) {
+            snprintf(line, n, "%s", buf);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static void test_null_and_zero_sizes(void) {
+    secretheap_free(NULL);
+    void *a = secretheap_malloc(0), *b = secretheap_malloc(0);
+    CHECK(a != NULL && b != NULL && a != b);
+    CHECK(secretheap_usable_size(a) >= 1);
+    secretheap_free(a);
+    secretheap_free(b);
+    void *c = secretheap_realloc(NULL, 40);
+    CHECK(c != NULL && secretheap_usable_size(c) >= 40);
+    errno = 0;
+    CHECK(secretheap_realloc(c, 0) == NULL); /* frees */
+    void *d = secretheap_calloc(0, 10);
+    CHECK(d != NULL);
+    secretheap_free(d);
+    CHECK(secretheap_check() == 0);
+}
+
+static void test_overflow_enomem(void) {
+    errno = 0;
+    CHECK(secretheap_calloc(SIZE_MAX / 2, 3) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(secretheap_calloc((size_t)1 << 33, (size_t)1 << 33) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(secretheap_malloc(SIZE_MAX) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(secretheap_malloc((size_t)PTRDIFF_MAX + 1) == NULL && errno == ENOMEM);
+    char *p = secretheap_malloc(100);
+    memset(p, 0x5a, 100);
+    errno = 0;
+    CHECK(secretheap_realloc(p, SIZE_MAX - 8) == NULL && errno == ENOMEM);
+    CHECK(all_bytes(p, 100, 0x5a)); /* untouched on failure */
+    secretheap_free(p);
+    /* Control: a representable calloc succeeds and is zero. */
+    void *q = secretheap_calloc(1000, 3);
+    CHECK(q != NULL && all_bytes(q, 3000, 0));
+    secretheap_free(q);
+}
+
+static const size_t sizes[] = {1, 8, 15, 16, 17, 31, 32, 33, 48, 100, 127, 128, 129, 255, 256, 257, 500, 1000,
+                               1024, 1025, 2000, 3000, 4095, 4096, 4097, 8000, 17000, 32767, 32768, 32769, 40000,
+                               65536, 100000, 500000, 1 << 20, (1 << 20) + 1, 3 << 20, 9 << 20};
+#define NSIZES (sizeof sizes / sizeof sizes[0])
+
+static void test_sizes_alignment_zero(void) {
+    void *p[NSIZES * 4];
+    for (size_t r = 0; r < 4; r++)
+        for (size_t i = 0; i < NSIZES; i++) {
+            size_t n = sizes[i];
+            unsigned char *b = secretheap_malloc(n);
+            p[r * NSIZES + i] = b;
+            CHECK_MSG(b != NULL, "malloc(%zu)", n);
+            if (!b)
+                continue;
+            CHECK_MSG(((uintptr_t)b & 15) == 0, "malloc(%zu) = %p not 16-byte aligned", n, (void *)b);
+            CHECK_MSG(all_bytes(b, n, 0), "malloc(%zu) not zero", n);
+            CHECK_MSG(secretheap_usable_size(b) >= n, "usable(%zu) = %zu", n, secretheap_usable_size(b));
+            CHECK(secretheap_backend(b) == SECRETHEAP_BACKEND_SECRET);
+            CHECK(secretheap_backend(b + n - 1) == SECRETHEAP_BACKEND_SECRET);
+            memset(b, (int)(i + 1), secretheap_usable_size(b));
+        }
+    for (size_t r = 0; r < 4; r++)
+        for (size_t i = 0; i < NSIZES; i++) {
+            unsigned char *b = p[r * NSIZES + i];
+            CHECK_MSG(all_bytes(b, sizes[i], (unsigned char)(i + 1)), "size %zu overwritten", sizes[i]);
+        }
+    CHECK(secretheap_check() == 0);
+    for (size_t i = 0; i < NSIZES * 4; i++)
+        secretheap_free(p[i]);
+    CHECK(secretheap_check() == 0);
+    /* Every size again: still zero after the previous round's wipes. */
+    for (size_t i = 0; i < NSIZES; i++) {
+        unsigned char *b = secretheap_malloc(sizes[i]);
+        CHECK_MSG(all_bytes(b, secretheap_usable_size(b), 0), "reused block of %zu not zero", sizes[i]);
+        secretheap_free(b);
+    }
+}
+
+/* Reads a freed block through the chunk (it stays mapped): all zero. The
+ * control reads the same address before free and sees the pattern. */
+static void test_wipe_on_free(void) {
+    static const size_t wsizes[] = {16, 48, 200, 1024, 4096, 20000, 32768, 50000, 300000};
+    for (size_t i = 0; i < sizeof wsizes / sizeof wsizes[0]; i++) {
+        size_t n = wsizes[i];
+        volatile unsigned char *b = secretheap_malloc(n);
+        size_t u = secretheap_usable_size((void *)b);
+        memset((void *)b, 0xAB, u);
+        CHECK_MSG(all_bytes((void *)b, u, 0xAB), "control: pattern readable before free (%zu)", n);
+        secretheap_free((void *)b);
+        CHECK_MSG(all_bytes((void *)b, u, 0), "block of %zu B not wiped on free", n);
+    }
+}
+
+static void test_usable_size(void) {
+    for (unsigned c = 0; c < SH_NUM_CLASSES; c++) {
+        size_t n = sh_class_size[c];
+        char *b = secretheap_malloc(n);
+        CHECK_MSG(secretheap_usable_size(b) == n, "class %zu usable %zu", n, secretheap_usable_size(b));
+        CHECK(secretheap_usable_size(b + 16) == 0); /* interior */
+        secretheap_free(b);
+        char *d = secretheap_malloc(n - 15 > 0 ? n - 15 : 1);
+        CHECK(secretheap_usable_size(d) == n);
+        secretheap_free(d);
+    }
+    char *r = secretheap_malloc(40000);
+    CHECK(secretheap_usable_size(r) == 40960);
+    secretheap_free(r);
+    CHECK(secretheap_usable_size(NULL) == 0);
+    int stack;
+    CHECK(secretheap_usable_size(&stack) == 0);
+    void *m = malloc(32);
+    CHECK(secretheap_usable_size(m) == 0);
+    CHECK(secretheap_backend(m) == SECRETHEAP_BACKEND_NONE);
+    free(m);
+}
+
+static void test_backend_and_maps(void) {
+    char *b = secretheap_malloc(64);
+    char line[512];
+    maps_line(b, line, sizeof line);
+    CHECK_MSG(h_contains(line, "secretmem"), "maps line for %p: %s", (void *)b, line);
+    void *m = malloc(64);
+    maps_line(m, line, sizeof line);
+    CHECK_MSG(!h_contains(line, "secretmem"), "control: libc block %p in %s", m, line);
+    free(m);
+    char *l = secretheap_malloc(3 << 20);
+    maps_line(l, line, sizeof line);
+    CHECK_MSG(h_contains(line, "secretmem"), "large region maps line: %s", line);
+    CHECK(secretheap_backend(l + (2 << 20)) == SECRETHEAP_BACKEND_SECRET);
+    secretheap_free(l);
+    CHECK(secretheap_backend(b) == SECRETHEAP_BACKEND_SECRET);
+    secretheap_free(b);
+    CHECK(secretheap_backend(b) == SECRETHEAP_BACKEND_NONE);
+}
+
+static void test_foreign_pointers(void) {
+    /* A libc block goes back to libc. */
+    char *m = malloc(100);
+    memset(m, 7, 100);
+    secretheap_free(m);
+    /* realloc moves a libc block into secret memory, keeping its contents. */
+    char *f = malloc(50);
+    memset(f, 9, 50);
+    char *g = secretheap_realloc(f, 80);
+    CHECK(g != NULL && secretheap_backend(g) == SECRETHEAP_BACKEND_SECRET);
+    CHECK(all_bytes(g, 50, 9));
+    secretheap_free(g);
+}
+
+static void test_realloc_moves_and_wipes(void) {
+    static const size_t steps[] = {10, 16, 17, 100, 1000, 5000, 40000, 200000, 2 << 20, 100, 5};
+    unsigned char *p = NULL;
+    size_t have = 0;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        size_t n = steps[i];
+        unsigned char *old = p;
+        size_t old_usable = old ? secretheap_usable_size(old) : 0;
+        int old_in_chunk_mapped = old && old_usable <= (1 << 20); /* large regions are unmapped */
+        p = secretheap_realloc(p, n);
+        CHECK(p != NULL);
+        size_t keep = have < n ? have : n;
+        for (size_t j = 0; j < keep; j++)
+            if (p[j] != (unsigned char)(j * 7)) {
+                CHECK_MSG(0, "realloc to %zu lost byte %zu", n, j);
+                break;
+            }
+        if (old && old != p && old_in_chunk_mapped)
+            CHECK_MSG(all_bytes(old, old_usable, 0), "old block of realloc %zu→%zu not wiped", have, n);
+        for (size_t j = 0; j < n; j++)
+            p[j] = (unsigned char)(j * 7);
+        have = n;
+    }
+    secretheap_free(p);
+    CHECK(secretheap_check() == 0);
+}
+
+static void test_stats(void) {
+    struct secretheap_stats before, after;
+    CHECK(secretheap_stats(&before, sizeof before) == 0);
+    CHECK(before.struct_size == sizeof before);
+    void *p[100];
+    for (int i = 0; i < 100; i++)
+        p[i] = secretheap_malloc(100);
+    void *run = secretheap_malloc(50000), *large = secretheap_malloc(2 << 20);
+    CHECK(secretheap_stats(&after, sizeof after) == 0);
+    unsigned c = sh_size_to_class16[(100 + 15) / 16];
+    CHECK(after.classes[c].size == 112);
+    CHECK(after.classes[c].live_blocks == before.classes[c].live_blocks + 100);
+    CHECK(after.classes[c].requested_bytes == before.classes[c].requested_bytes + 100 * 100);
+    CHECK(after.classes[c].reserved_bytes == before.classes[c].reserved_bytes + 100 * 112);
+    CHECK(after.run_blocks == before.run_blocks + 1 && after.run_requested_bytes == before.run_requested_bytes + 50000);
+    CHECK(after.large_regions == before.large_regions + 1);
+    CHECK(after.live_blocks == before.live_blocks + 102);
+    CHECK(after.bytes_mapped >= after.committed_bytes && after.committed_bytes > 0);
+    CHECK(after.chunks_secret >= 1 && after.backend == SECRETHEAP_BACKEND_SECRET);
+    for (int i = 0; i < 100; i++)
+        secretheap_free(p[i]);
+    secretheap_free(run);
+    secretheap_free(large);
+    CHECK(secretheap_stats(&after, sizeof after) == 0);
+    CHECK(after.classes[c].live_blocks == before.classes[c].live_blocks);
+    CHECK(after.live_blocks == before.live_blocks);
+    /* A shorter struct gets the prefix. */
+    uint64_t small[3] = {0, 0, 0};
+    CHECK(secretheap_stats((struct secretheap_stats *)small, sizeof small) == 0 && small[0] == sizeof small);
+    CHECK(secretheap_stats(NULL, sizeof after) == EINVAL);
+    CHECK(strcmp(secretheap_version(), SECRETHEAP_VERSION) == 0);
+}
+
+static void test_block_index_exact(void) {
+    /* The multiply-shift index equals the division for every offset of every slab. */
+    for (unsigned c = 0; c < SH_NUM_CLASSES; c++) {
+        struct sh_span s;
+        memset(&s, 0, sizeof s);
+        uint32_t bs = sh_class_size[c];
+        s.block_size = bs;
+        s.recip = (((uint64_t)1 << 32) + (bs >> 4) - 1) / (bs >> 4);
+        size_t slab = (size_t)sh_class_slab_pages[c] * 4096;
+        int bad = 0;
+        for (size_t off = 0; off < slab && !bad; off++)
+            if (sh_block_index(&s, off) != off / bs) {
+                CHECK_MSG(0, "class %u offset %zu", bs, off);
+                bad = 1;
+            }
+    }
+}
+
+static void test_parse_size(void) {
+    uint64_t v;
+    CHECK(sh_parse_size("0", &v) == 0 && v == 0);
+    CHECK(sh_parse_size("4096", &v) == 0 && v == 4096);
+    CHECK(sh_parse_size("256K", &v) == 0 && v == 256 << 10);
+    CHECK(sh_parse_size("8m", &v) == 0 && v == 8 << 20);
+    CHECK(sh_parse_size("1G", &v) == 0 && v == 1ULL << 30);
+    CHECK(sh_parse_size("2MiB", &v) == 0 && v == 2 << 20);
+    CHECK(sh_parse_size("", &v) == EINVAL);
+    CHECK(sh_parse_size("abc", &v) == EINVAL);
+    CHECK(sh_parse_size("-1", &v) == EINVAL);
+    CHECK(sh_parse_size("12Q", &v) == EINVAL);
+    CHECK(sh_parse_size("99999999999999999999G", &v) == EINVAL);
+}
+
+/* ---- option variants, each in a fresh process ---- */
+
+static int mode_alloc_some(void) {
+    void *p = secretheap_malloc(100);
+    secretheap_free(p);
+    return 0;
+}
+
+static int mode_write_after_free(void) {
+    char *p = secretheap_malloc(48);
+    secretheap_free(p);
+    p[3] = 1; /* write after free */
+    char *q = secretheap_malloc(48); /* the same block comes back from the magazine */
+    return q == p ? 0 : 5;
+}
+
+static int mode_locked(void) {
+    char *p = secretheap_malloc(100);
+    int ok = secretheap_backend(p) == SECRETHEAP_BACKEND_LOCKED;
+    char line[512];
+    maps_line(p, line, sizeof line);
+    ok = ok && !h_contains(line, "secretmem");
+    memset(p, 1, 100);
+    secretheap_free(p);
+    ok = ok && all_bytes(p, 112, 0) && secretheap_check() == 0;
+    return ok ? 0 : 7;
+}
+
+static void test_invalid_option(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_LIMIT=lots", "SECRETHEAP_FORK=spoon", NULL};
+    h_reexec("alloc_some", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(h_contains(ch.err, "SECRETHEAP_LIMIT=\"lots\" is invalid") && h_contains(ch.err, "K, M or G"),
+              "stderr: %s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "SECRETHEAP_FORK=\"spoon\" is invalid (accepted: copy, dontfork)"), "stderr: %s",
+              ch.err);
+    /* Control: valid values print nothing. */
+    const char *ok[] = {"SECRETHEAP_LIMIT=64M", "SECRETHEAP_FORK=copy", NULL};
+    h_reexec("alloc_some", ok, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0 && !h_contains(ch.err, "secretheap:"), "stderr: %s", ch.err);
+}
+
+static void test_stats_at_exit(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_STATS=stderr", NULL};
+    h_reexec("alloc_some", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0 && h_contains(ch.err, "secretheap stats (pid") &&
+                  h_contains(ch.err, "backend secret"),
+              "stderr: %s", ch.err);
+    char path[] = "/tmp/secretheap-stats-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    char var[600];
+    snprintf(var, sizeof var, "SECRETHEAP_STATS=%s", path);
+    const char *env2[] = {var, NULL};
+    h_reexec("alloc_some", env2, -1, 0, &ch);
+    FILE *f = fopen(path, "r");
+    char buf[4096] = "";
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+    }
+    unlink(path);
+    CHECK_MSG(h_contains(buf, "secretheap stats (pid"), "file: %s", buf);
+}
+
+static void test_check_zero(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_CHECK_ZERO=1", NULL};
+    h_reexec("write_after_free", env, -1, 0, &ch);
+    CHECK_MSG(ch.signaled && ch.sig == SIGABRT && h_contains(ch.err, "write after free: block 0x") &&
+                  h_contains(ch.err, "(class 48 B)"),
+              "sig %d: %s", ch.sig, ch.err);
+    /* Control: without the option the write goes unnoticed. */
+    h_reexec("write_after_free", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
+static void test_locked_backend(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_BACKEND=locked", NULL};
+    h_reexec("locked", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
+static const struct h_mode modes[] = {
+    {"alloc_some", mode_alloc_some},
+    {"write_after_free", mode_write_after_free},
+    {"locked", mode_locked},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv) {
+    int r = h_dispatch(argc, argv, modes);
+    if (r >= 0)
+        return r;
+    RUN(test_null_and_zero_sizes);
+    RUN(test_overflow_enomem);
+    RUN(test_sizes_alignment_zero);
+    RUN(test_wipe_on_free);
+    RUN(test_usable_size);
+    RUN(test_backend_and_maps);
+    RUN(test_foreign_pointers);
+    RUN(test_realloc_moves_and_wipes);
+    RUN(test_stats);
+    RUN(test_block_index_exact);
+    RUN(test_parse_size);
+    RUN(test_invalid_option);
+    RUN(test_stats_at_exit);
+    RUN(test_check_zero);
+    RUN(test_locked_backend);
+    CHECK(secretheap_check() == 0);
+    return h_done();
+}
