@@ -1,0 +1,163 @@
+package main
+
+import (
+	"math"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// smapsSample is a cut of a real /proc/PID/smaps (Linux 6.18) holding a
+// memfd_secret mapping with five committed OS pages, a locked-backend
+// mapping, and the library.
+const smapsSample = `55d0c0000000-55d0c0021000 r--p 00000000 08:01 131 /usr/bin/openssl
+Rss:                  20 kB
+VmFlags: rd mr mw me sd
+7fae923a0000-7fae925a0000 rw-s 00000000 00:0e 19843                      /secretmem (deleted)
+Size:               2048 kB
+KernelPageSize:        4 kB
+Rss:                  20 kB
+Locked:                0 kB
+VmFlags: rd wr sh mr mw me ms sd
+7fae92600000-7fae92800000 rw-p 00000000 00:00 0 
+Rss:                  12 kB
+VmFlags: rd wr mr mw me lo ac dd wf
+7fae92800000-7fae92900000 rw-p 00000000 00:00 0 
+Rss:                 100 kB
+VmFlags: rd wr mr mw me ac
+7fae93000000-7fae93010000 r-xp 00000000 08:01 777                        /work/main/build/libsecretheap.so
+Rss:                   8 kB
+VmFlags: rd ex mr mw me sd
+`
+
+func TestParseMaps(t *testing.T) {
+	maps, err := parseMaps([]byte(smapsSample))
+	require.NoError(t, err)
+	require.Len(t, maps, 5)
+
+	sec := maps[1]
+	assert.True(t, sec.isSecretmem())
+	assert.Equal(t, "/secretmem (deleted)", sec.Path)
+	assert.Equal(t, uint64(2<<20), sec.Size())
+	assert.Equal(t, uint64(20*1024), sec.Rss)
+	assert.False(t, sec.isLocked())
+
+	assert.True(t, maps[2].isLocked(), "lo+dd+wf anonymous mapping is the locked backend")
+	assert.False(t, maps[3].isLocked(), "plain anonymous memory is not")
+	assert.False(t, maps[0].isSecretmem())
+	assert.Equal(t, "/work/main/build/libsecretheap.so", maps[4].Path)
+}
+
+func TestParseMapsErrors(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"field first", "Rss: 4 kB\n"},
+		{"bad range", "zz-10 r--p 0 0:0 0\n"},
+		{"short", "1000-2000 r--p\n"},
+		{"bad rss", "1000-2000 r--p 0 0:0 0\nRss: x kB\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseMaps([]byte(tc.in))
+			assert.Error(t, err)
+		})
+	}
+}
+
+func TestParseOwnMaps(t *testing.T) {
+	// Our own smaps must parse: it is the format of this kernel, not a sample.
+	b, err := os.ReadFile("/proc/self/smaps")
+	require.NoError(t, err)
+	maps, err := parseMaps(b)
+	require.NoError(t, err)
+	require.NotEmpty(t, maps)
+	var rss uint64
+	for _, m := range maps {
+		rss += m.Rss
+		assert.Less(t, m.Start, m.End)
+	}
+	assert.Positive(t, rss)
+}
+
+func TestParseMemlockLimit(t *testing.T) {
+	const limits = `Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max locked memory         65536                131072               bytes     
+Max address space         unlimited            unlimited            bytes     
+`
+	l, err := parseMemlockLimit([]byte(limits))
+	require.NoError(t, err)
+	assert.Equal(t, limit{Soft: 65536, Hard: 131072}, l)
+
+	l, err = parseMemlockLimit([]byte("Max locked memory         unlimited            unlimited            bytes\n"))
+	require.NoError(t, err)
+	assert.True(t, l.SoftInf)
+	assert.Equal(t, uint64(math.MaxUint64), l.Soft)
+
+	_, err = parseMemlockLimit([]byte("Max cpu time unlimited unlimited seconds\n"))
+	assert.Error(t, err)
+
+	b, err := os.ReadFile("/proc/self/limits")
+	require.NoError(t, err)
+	_, err = parseMemlockLimit(b)
+	assert.NoError(t, err, "this kernel's own limits file")
+}
+
+func TestHasCap(t *testing.T) {
+	for _, tc := range []struct {
+		mask string
+		want bool
+	}{
+		{"000001fffeffffff", true},
+		{"0000000000004000", true},
+		{"0000000000000000", false},
+		{"000001fffeffbfff", false},
+	} {
+		t.Run(tc.mask, func(t *testing.T) {
+			got, err := hasCap(tc.mask, capIPCLock)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+	_, err := hasCap("xyz", capIPCLock)
+	assert.Error(t, err)
+}
+
+func TestParseEnviron(t *testing.T) {
+	env := parseEnviron([]byte("A=1\x00SECRETHEAP_BACKEND=secret\x00EMPTY=\x00junk\x00"))
+	assert.Equal(t, map[string]string{"A": "1", "SECRETHEAP_BACKEND": "secret", "EMPTY": ""}, env)
+}
+
+func TestFormatBytes(t *testing.T) {
+	for _, tc := range []struct {
+		n    uint64
+		want string
+	}{
+		{0, "0 B"},
+		{1023, "1023 B"},
+		{64 << 10, "64 KiB"},
+		{1536, "1.5 KiB"},
+		{2 << 20, "2 MiB"},
+		{3 << 30, "3 GiB"},
+		{math.MaxUint64, "unlimited"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			assert.Equal(t, tc.want, formatBytes(tc.n))
+		})
+	}
+}
+
+func TestStatsHooked(t *testing.T) {
+	// Two reports in one file (a parent and a child that exited later):
+	// the last one is the answer.
+	const two = `secretheap stats (pid 10, version 0.1.0)
+  fallbacks 0; fork re-privatisations 0; misuse caught 0; openssl hooked 0
+secretheap stats (pid 11, version 0.1.0)
+  fallbacks 0; fork re-privatisations 1; misuse caught 0; openssl hooked 1
+`
+	v, ok := statsHooked([]byte(two))
+	require.True(t, ok)
+	assert.Equal(t, "1", v)
+	_, ok = statsHooked([]byte("secretheap stats (pid 10)\n"))
+	assert.False(t, ok)
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/secretmem"
+)
+
+// runOption maps one flag of `secretheap run` to a SECRETHEAP_* variable.
+// Only flags given on the command line are exported, so variables already in
+// the environment pass through untouched.
+type runOption struct {
+	flag, env, usage string
+	// check validates a value and returns the form to export (sizes are
+	// exported in bytes so the C and Go parsers read the same number).
+	check func(string) (string, error)
+}
+
+func enumCheck(values ...string) func(string) (string, error) {
+	return func(v string) (string, error) {
+		lv := strings.ToLower(strings.TrimSpace(v))
+		for _, ok := range values {
+			if lv == ok {
+				return lv, nil
+			}
+		}
+		return "", fmt.Errorf("accepted: %s", strings.Join(values, ", "))
+	}
+}
+
+func sizeCheck(v string) (string, error) {
+	n, err := alloc.ParseSize(v)
+	if err != nil {
+		return "", fmt.Errorf("accepted: a byte count with an optional K, M or G suffix")
+	}
+	return strconv.FormatUint(n, 10), nil
+}
+
+func uintCheck(v string) (string, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+	if err != nil {
+		return "", fmt.Errorf("accepted: an integer ≥ 0")
+	}
+	return strconv.FormatUint(n, 10), nil
+}
+
+func backendCheck(v string) (string, error) {
+	p, err := secretmem.ParsePolicy(v)
+	if err != nil {
+		return "", fmt.Errorf("accepted: auto, secret, locked")
+	}
+	return p.String(), nil
+}
+
+func exhaustedCheck(v string) (string, error) {
+	o, err := alloc.ParseOnExhausted(v)
+	if err != nil {
+		return "", fmt.Errorf("accepted: fallback, null, abort")
+	}
+	return o.String(), nil
+}
+
+// runOptions is the options table of DESIGN.md, in its order.
+var runOptions = []runOption{
+	{"backend", "SECRETHEAP_BACKEND", "auto (memfd_secret, else locked memory with a warning), secret (fail without memfd_secret), locked", backendCheck},
+	{"limit", "SECRETHEAP_LIMIT", "most secret memory to map, e.g. 16M (0 = only RLIMIT_MEMLOCK limits)", sizeCheck},
+	{"idle-chunks", "SECRETHEAP_IDLE_CHUNKS", "wholly free chunks kept mapped for reuse (default 2)", uintCheck},
+	{"on-exhausted", "SECRETHEAP_ON_EXHAUSTED", "when secret memory runs out: fallback (libc memory, counted, one warning), null, abort", exhaustedCheck},
+	{"openssl", "SECRETHEAP_OPENSSL", "which OpenSSL allocations move: all, secure (only CRYPTO_secure_*), off", enumCheck("all", "secure", "off")},
+	{"secure-reserve", "SECRETHEAP_SECURE_RESERVE", "share of the limit kept for secure-heap allocations in all mode (default 256K)", sizeCheck},
+	{"fork", "SECRETHEAP_FORK", "fork children: copy (private copies of the secrets) or dontfork (children lose them)", enumCheck("copy", "dontfork")},
+	{"verbose", "SECRETHEAP_VERBOSE", "0 warnings only, 1 info, 2 debug", enumCheck("0", "1", "2")},
+}
+
+// runBoolOptions are the on/off options; --nodump is --nodump=true.
+var runBoolOptions = []runOption{
+	{"nodump", "SECRETHEAP_NODUMP", "prctl(PR_SET_DUMPABLE, 0) at start: blocks same-user ptrace and core dumps", nil},
+	{"check-zero", "SECRETHEAP_CHECK_ZERO", "verify a block is still zero when handed out again (aborts on write-after-free)", nil},
+}
+
+func runRun(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("run", "run [options] -- PROGRAM [ARGS…]",
+		"Runs PROGRAM with libsecretheap.so preloaded (prepended to LD_PRELOAD), so that\n"+
+			"OpenSSL's allocations (and the C API's) live in secret memory. Each option sets\n"+
+			"the SECRETHEAP_* variable named in brackets; variables already in the\n"+
+			"environment pass through when the option is not given. The library's stats are\n"+
+			"printed to stderr when PROGRAM exits, unless --quiet or --stats is given.\n"+
+			"Signals sent to secretheap are passed on to PROGRAM; the exit status is\n"+
+			"PROGRAM's (128+N when it was killed by signal N).\n\n"+
+			"The library is $SECRETHEAP_LIBRARY, else libsecretheap.so next to this binary\n"+
+			"or in ../lib next to it, else build/ of the source tree holding the working\n"+
+			"directory, else $PREFIX/lib, else /usr/local/lib.", stderr)
+	values := make(map[string]*string)
+	for _, o := range runOptions {
+		values[o.flag] = fs.String(o.flag, "", fmt.Sprintf("%s [%s]", o.usage, o.env))
+	}
+	bools := make(map[string]*bool)
+	for _, o := range runBoolOptions {
+		bools[o.flag] = fs.Bool(o.flag, false, fmt.Sprintf("%s [%s=1]", o.usage, o.env))
+	}
+	statsDest := fs.String("stats", "", "where the library writes its stats at exit: stderr or a file path, instead of printing them here [SECRETHEAP_STATS]")
+	quiet := fs.Bool("quiet", false, "do not print the stats at exit")
+	library := fs.String("library", "", "path of libsecretheap.so (default: found as described above) [SECRETHEAP_LIBRARY]")
+	if done, st := parseFlags(fs, args); done {
+		return st
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		fmt.Fprintln(stderr, "secretheap run: no program given (usage: secretheap run [options] -- PROGRAM [ARGS…])")
+		return exitUsage
+	}
+
+	env := os.Environ()
+	given := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, o := range runOptions {
+		if !given[o.flag] {
+			continue
+		}
+		v, err := o.check(*values[o.flag])
+		if err != nil {
+			fmt.Fprintf(stderr, "secretheap run: --%s=%q is invalid (%v)\n", o.flag, *values[o.flag], err)
+			return exitUsage
+		}
+		env = setEnv(env, o.env, v)
+	}
+	for _, o := range runBoolOptions {
+		if given[o.flag] {
+			v := "0"
+			if *bools[o.flag] {
+				v = "1"
+			}
+			env = setEnv(env, o.env, v)
+		}
+	}
+
+	lib, err := findLibrary(*library)
+	if err != nil {
+		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
+		return 127
+	}
+	env = withPreload(env, lib)
+
+	// Stats: an explicit --stats (or SECRETHEAP_STATS already set) is the
+	// user's; otherwise the library writes them to a private temporary file
+	// that we print after the program exits, so they do not interleave with
+	// the program's own output.
+	var statsFile string
+	switch {
+	case given["stats"]:
+		env = setEnv(env, "SECRETHEAP_STATS", *statsDest)
+	case *quiet || os.Getenv("SECRETHEAP_STATS") != "":
+	default:
+		dir, err := os.MkdirTemp("", "secretheap-run-")
+		if err != nil {
+			fmt.Fprintf(stderr, "secretheap run: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		statsFile = filepath.Join(dir, "stats")
+		env = setEnv(env, "SECRETHEAP_STATS", statsFile)
+	}
+
+	status := execForward(argv, env, stderr)
+	if statsFile != "" {
+		printRunStats(stderr, statsFile, argv[0])
+	}
+	return status
+}
+
+// printRunStats prints what the library wrote at exit. A program killed by a
+// signal, or one that left through _exit, writes none: say so instead of
+// printing nothing.
+func printRunStats(w io.Writer, path, prog string) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		fmt.Fprintf(w, "secretheap: no stats from %s (it was killed, called _exit, or did not load the library)\n", filepath.Base(prog))
+		return
+	}
+	fmt.Fprintf(w, "secretheap: stats of %s at exit:\n", filepath.Base(prog))
+	w.Write(b)
+	if b[len(b)-1] != '\n' {
+		fmt.Fprintln(w)
+	}
+}
+
+// forwardedSignals are passed on to the program. SIGINT and SIGQUIT from the
+// terminal already reach the program (it is in our foreground process group),
+// so they are forwarded only when they cannot have come from there.
+var forwardedSignals = []os.Signal{
+	unix.SIGTERM, unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT,
+}
+
+// execForward starts argv with env, forwards signals, waits, and returns the
+// exit status the shell would see.
+func execForward(argv, env []string, stderr io.Writer) int {
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return 127
+		}
+		return 126
+	}
+	cmd := exec.Command(path, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
+		return 126
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				if (s == unix.SIGINT || s == unix.SIGQUIT) && inForeground() {
+					continue
+				}
+				_ = cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	close(done)
+	return exitStatus(cmd.ProcessState, err, stderr)
+}
+
+// inForeground reports whether our process group owns the terminal on stdin:
+// then a ^C reached the program directly and forwarding would deliver it twice.
+func inForeground() bool {
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+func exitStatus(ps *os.ProcessState, err error, stderr io.Writer) int {
+	if ps == nil {
+		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
+		return 126
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}

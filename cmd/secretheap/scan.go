@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/attack"
+)
+
+// needle is one byte string to look for, with the name it is reported under.
+type needle struct {
+	Label string
+	Bytes []byte
+}
+
+// needleList collects --hex and --string flags in command-line order.
+type needleList struct {
+	list *[]needle
+	kind string // "hex" or "string"
+}
+
+func (n needleList) String() string { return "" }
+
+func (n needleList) Set(v string) error {
+	nd, err := parseNeedle(n.kind, v)
+	if err != nil {
+		return err
+	}
+	*n.list = append(*n.list, nd)
+	return nil
+}
+
+// parseNeedle parses a --hex value "[LABEL=]HEX" (hex has no '=', so the
+// split is unambiguous; spaces and colons in HEX are ignored, as `openssl
+// pkey -text` prints them) or a --string value, which is all text (a label
+// would be ambiguous with text holding '=').
+func parseNeedle(kind, v string) (needle, error) {
+	switch kind {
+	case "hex":
+		label, h, ok := strings.Cut(v, "=")
+		if !ok {
+			h, label = v, ""
+		}
+		h = strings.NewReplacer(" ", "", ":", "", "\t", "").Replace(h)
+		b, err := hex.DecodeString(h)
+		if err != nil {
+			return needle{}, fmt.Errorf("not hex: %v", err)
+		}
+		if len(b) == 0 {
+			return needle{}, errors.New("empty needle")
+		}
+		if label == "" {
+			label = "hex " + shorten(h, 16)
+		}
+		return needle{Label: label, Bytes: b}, nil
+	case "string":
+		if v == "" {
+			return needle{}, errors.New("empty needle")
+		}
+		return needle{Label: strconv.Quote(shorten(v, 24)), Bytes: []byte(v)}, nil
+	}
+	return needle{}, fmt.Errorf("unknown needle kind %q", kind)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// readNeedleFile reads one "[LABEL=]HEX" needle per line; blank lines and
+// lines starting with '#' are skipped.
+func readNeedleFile(path string) ([]needle, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []needle
+	sc := bufio.NewScanner(f)
+	for ln := 1; sc.Scan(); ln++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		nd, err := parseNeedle("hex", line)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", path, ln, err)
+		}
+		out = append(out, nd)
+	}
+	return out, sc.Err()
+}
+
+// scanNeedleResult is the outcome for one needle.
+type scanNeedleResult struct {
+	Label string    `json:"label"`
+	Len   int       `json:"length"`
+	Hits  []scanHit `json:"hits"`
+}
+
+type scanHit struct {
+	Addr    string `json:"addr"`
+	Mapping string `json:"mapping"` // name, or "anonymous"
+}
+
+// unreadable groups the mappings the method could not read by name and errno.
+type unreadable struct {
+	Mapping string `json:"mapping"`
+	Errno   string `json:"errno"`
+	Count   int    `json:"count"`
+	Bytes   uint64 `json:"bytes"`
+	Secret  bool   `json:"secretmem"`
+}
+
+type scanReport struct {
+	PID        int                `json:"pid"`
+	Command    string             `json:"command"`
+	Method     string             `json:"method"`
+	BytesRead  uint64             `json:"bytes_read"`
+	Unreadable []unreadable       `json:"unreadable"`
+	Needles    []scanNeedleResult `json:"needles"`
+	Found      bool               `json:"found"`
+}
+
+func runScan(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("scan", "scan [options] PID (--hex [LABEL=]HEX | --string TEXT | --file PATH)…",
+		"Reads every readable mapping of process PID from outside, the way an attacker\n"+
+			"with the same uid (or root) would, and reports where each needle occurs. Also\n"+
+			"lists the mappings the read was refused for, and why: memfd_secret mappings\n"+
+			"give EIO (/proc/PID/mem, ptrace) or EFAULT (process_vm_readv).\n\n"+
+			"Exit status as grep: 0 when a needle was found, 1 when none was, 2 on error.", stderr)
+	var needles []needle
+	fs.Var(needleList{&needles, "hex"}, "hex", "a needle as hex, optionally labelled: `[LABEL=]HEX` (spaces and colons ignored); repeatable")
+	fs.Var(needleList{&needles, "string"}, "string", "a needle as text; repeatable")
+	file := fs.String("file", "", "read needles from `PATH`, one [LABEL=]HEX per line (# comments)")
+	method := fs.String("method", "procmem", "how to read: procmem (/proc/PID/mem), vmreadv (process_vm_readv), ptrace (PTRACE_PEEKDATA; stops the process while it reads)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	// Flags may come after the PID as well: parse, take the PID, parse the rest.
+	if done, st := parseFlags(fs, args); done {
+		return st
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "secretheap scan: no PID given")
+		return exitUsage
+	}
+	pidArg := rest[0]
+	if done, st := parseFlags(fs, rest[1:]); done {
+		return st
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "secretheap scan: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	pid, err := strconv.Atoi(pidArg)
+	if err != nil || pid <= 0 {
+		fmt.Fprintf(stderr, "secretheap scan: %q is not a process id\n", pidArg)
+		return exitUsage
+	}
+	if *file != "" {
+		more, err := readNeedleFile(*file)
+		if err != nil {
+			fmt.Fprintf(stderr, "secretheap scan: %v\n", err)
+			return exitUsage
+		}
+		needles = append(needles, more...)
+	}
+	if len(needles) == 0 {
+		fmt.Fprintln(stderr, "secretheap scan: no needle (--hex, --string or --file)")
+		return exitUsage
+	}
+	m, err := attack.ParseMethod(*method)
+	if err != nil {
+		fmt.Fprintf(stderr, "secretheap scan: %v\n", err)
+		return exitUsage
+	}
+	if attack.Self(pid) {
+		// The needles are in our own memory (arguments, parsed copies):
+		// a scan of ourselves always finds them and proves nothing.
+		fmt.Fprintln(stderr, "secretheap scan: refusing to scan itself (the needles are in its own memory)")
+		return exitUsage
+	}
+	rep, err := scan(pid, needles, m)
+	if err != nil {
+		fmt.Fprintf(stderr, "secretheap scan: %v\n", err)
+		return exitUsage
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "secretheap scan: %v\n", err)
+			return exitUsage
+		}
+	} else {
+		printScan(stdout, rep)
+	}
+	if rep.Found {
+		return 0
+	}
+	return 1
+}
+
+// scan runs one attack.Scan per needle. Each pass reads the whole address
+// space again; for the few needles a key has (a handful of MiB per server
+// process) that is simpler than a multi-needle matcher and fast enough.
+func scan(pid int, needles []needle, m attack.Method) (scanReport, error) {
+	rep := scanReport{PID: pid, Method: m.Describe()}
+	if b, err := readProc(pid, "cmdline"); err == nil {
+		rep.Command = strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+	}
+	names := mappingNames(pid)
+	for i, nd := range needles {
+		res, err := attack.Scan(pid, nd.Bytes, m)
+		if err != nil {
+			return rep, err
+		}
+		if i == 0 {
+			rep.BytesRead = res.BytesRead
+			rep.Unreadable = groupUnreadable(res.Errors, names)
+		}
+		nr := scanNeedleResult{Label: nd.Label, Len: len(nd.Bytes), Hits: []scanHit{}}
+		for _, h := range res.Hits {
+			name := names.of(h.Mapping)
+			nr.Hits = append(nr.Hits, scanHit{Addr: fmt.Sprintf("%#x", h.Addr), Mapping: name})
+		}
+		if len(nr.Hits) > 0 {
+			rep.Found = true
+		}
+		rep.Needles = append(rep.Needles, nr)
+	}
+	return rep, nil
+}
+
+// mappingNamer names a mapping from our own parse of /proc/PID/maps, keyed
+// by start address: the name attack.Mapping carries can include the maps
+// columns before it when the inode is 0, and a report must say "[heap]".
+type mappingNamer map[uint64]string
+
+func mappingNames(pid int) mappingNamer {
+	out := mappingNamer{}
+	if b, err := readProc(pid, "maps"); err == nil {
+		if maps, err := parseMaps(b); err == nil {
+			for _, m := range maps {
+				out[m.Start] = m.Path
+			}
+		}
+	}
+	return out
+}
+
+func (n mappingNamer) of(m attack.Mapping) string {
+	name, ok := n[uint64(m.Start)]
+	if !ok {
+		name = m.Name
+	}
+	if name == "" {
+		return "anonymous"
+	}
+	return name
+}
+
+// kernelMappings are provided by the kernel, not the process's data; a
+// refused read of them says nothing about secrets.
+var kernelMappings = map[string]bool{"[vvar]": true, "[vvar_vclock]": true, "[vsyscall]": true, "[vdso]": true}
+
+func groupUnreadable(errs []attack.MappingError, names mappingNamer) []unreadable {
+	idx := map[string]int{}
+	var out []unreadable
+	for _, e := range errs {
+		name := names.of(e.Mapping)
+		if kernelMappings[name] {
+			continue
+		}
+		en := "error"
+		var re *attack.ReadError
+		if errors.As(e.Err, &re) && re.Errno != 0 {
+			en = unix.ErrnoName(re.Errno)
+		} else if e.Err != nil {
+			en = e.Err.Error()
+		}
+		key := name + "\x00" + en
+		i, ok := idx[key]
+		if !ok {
+			i = len(out)
+			idx[key] = i
+			out = append(out, unreadable{Mapping: name, Errno: en, Secret: e.Mapping.Secret()})
+		}
+		out[i].Count++
+		out[i].Bytes += uint64(e.Mapping.Size())
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Secret && !out[b].Secret })
+	return out
+}
+
+func printScan(w io.Writer, r scanReport) {
+	fmt.Fprintf(w, "scan of pid %d (%s) with %s: %s read\n", r.PID, shorten(r.Command, 60), r.Method, formatBytes(r.BytesRead))
+	for _, u := range r.Unreadable {
+		what := u.Mapping
+		if u.Secret {
+			what = "memfd_secret (" + u.Mapping + ")"
+		}
+		fmt.Fprintf(w, "unreadable %d mapping(s), %s: %s — %s\n", u.Count, formatBytes(u.Bytes), what, u.Errno)
+	}
+	for _, n := range r.Needles {
+		if len(n.Hits) == 0 {
+			fmt.Fprintf(w, "not found  %s (%d B)\n", n.Label, n.Len)
+			continue
+		}
+		var where []string
+		for i, h := range n.Hits {
+			if i == 4 {
+				where = append(where, fmt.Sprintf("… %d more", len(n.Hits)-i))
+				break
+			}
+			where = append(where, h.Addr+" "+h.Mapping)
+		}
+		fmt.Fprintf(w, "FOUND      %s (%d B): %d hit(s) at %s\n", n.Label, n.Len, len(n.Hits), strings.Join(where, ", "))
+	}
+}

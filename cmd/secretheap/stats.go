@@ -1,0 +1,23 @@
+package main
+
+import (
+	"regexp"
+)
+
+// The library's exit report (cshim/stats.c, SECRETHEAP_STATS) is written for
+// people: "secretheap stats (pid N, version V)" followed by lines of
+// "name value; name value". A file collects one report per process that
+// exited with it (the library appends), so readers take the last match.
+
+// hookedRE finds the openssl_hooked counter: "openssl hooked 1".
+var hookedRE = regexp.MustCompile(`openssl hooked (\d+)`)
+
+// statsHooked returns the last "openssl hooked N" value in a stats report:
+// 1 the library's hooks are OpenSSL's allocator, 0 not, 2 OpenSSL refused.
+func statsHooked(b []byte) (string, bool) {
+	m := hookedRE.FindAllSubmatch(b, -1)
+	if len(m) == 0 {
+		return "", false
+	}
+	return string(m[len(m)-1][1]), true
+}
