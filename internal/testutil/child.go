@@ -174,7 +174,10 @@ func RunChild(t testing.TB, opts ChildOptions) ChildResult {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "-test.run="+runPattern(t.Name()), "-test.v", "-test.count=1")
-	env := append(os.Environ(), envChild+"="+t.Name())
+	// The race detector sleeps 1 s at exit by default (to let racing
+	// goroutines report): children would cost a second each.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	env := append(os.Environ(), envChild+"="+t.Name(), "GORACE="+gorace)
 	if opts.SetMemlock {
 		env = append(env, envMemlock+"="+strconv.FormatUint(opts.Memlock, 10))
 	}
