@@ -273,11 +273,7 @@ func (c *Cache) GetLarge(size uintptr) (*Chunk, error) {
 // chunkSize picks the size of a new chunk from the memlock headroom and
 // Config.Limit. c.mu must be held.
 func (c *Cache) chunkSize() (uintptr, error) {
-	avail := uint64(1<<64 - 1)
-	m, err := secretmem.ReadMemlock()
-	if err == nil {
-		avail = m.Headroom()
-	}
+	avail := secretmem.MemlockHeadroom()
 	limited := "RLIMIT_MEMLOCK"
 	if c.cfg.Limit > 0 {
 		left := uint64(0)
@@ -295,7 +291,9 @@ func (c *Cache) chunkSize() (uintptr, error) {
 		if limited == "Config.Limit" {
 			return 0, &ExhaustedError{Limit: limited, Max: c.cfg.Limit, InUse: c.mapped, Asked: MinChunkSize}
 		}
-		return 0, &ExhaustedError{Limit: limited, Max: m.Limit, InUse: m.Locked, Asked: MinChunkSize}
+		// Let the kernel refuse: its answer (EAGAIN, with the numbers) is
+		// the cause the caller sees, and our reading of VmLck may be stale.
+		return MinChunkSize, nil
 	}
 	return uintptr(1) << (63 - bits.LeadingZeros64(avail)), nil
 }

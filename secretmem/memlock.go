@@ -63,6 +63,28 @@ func ReadMemlock() (Memlock, error) {
 	return m, nil
 }
 
+// MemlockHeadroom returns how many more bytes this process may lock, like
+// ReadMemlock().Headroom(), but without reading /proc when the answer is
+// unlimited (RLIM_INFINITY, or CAP_IPC_LOCK checked with capget(2)): reading
+// /proc/self/status costs 30–100 µs here, a chunk's mmap 20–60 µs. On an
+// error it returns math.MaxUint64 and lets the kernel's mmap decide.
+func MemlockHeadroom() uint64 {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return math.MaxUint64
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err == nil && data[0].Effective&(1<<capIPCLock) != 0 {
+		return math.MaxUint64
+	}
+	m, err := ReadMemlock()
+	if err != nil {
+		return math.MaxUint64
+	}
+	return m.Headroom()
+}
+
 // Headroom returns how many more bytes the limit allows: Limit - Locked, 0 when
 // Locked is at or past the limit, math.MaxUint64 when Unlimited.
 func (m Memlock) Headroom() uint64 {

@@ -309,6 +309,7 @@ func memlockChild(t *testing.T, limit uint64) {
 	require.Equal(t, limit, m.Limit)
 	head := m.Headroom()
 	require.GreaterOrEqual(t, head, uint64(64<<10))
+	require.Equal(t, head, secretmem.MemlockHeadroom(), "the fast path reads /proc when limited")
 
 	for _, p := range []secretmem.Policy{secretmem.PolicySecret, secretmem.PolicyLocked} {
 		// Control: what fits maps, commits and works.
@@ -422,3 +423,13 @@ func TestErrorsMatch(t *testing.T) {
 
 // unsafePointer returns the address of b's first byte.
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+func TestMemlockHeadroom(t *testing.T) {
+	m, err := secretmem.ReadMemlock()
+	require.NoError(t, err)
+	if m.Unlimited {
+		assert.Equal(t, ^uint64(0), secretmem.MemlockHeadroom())
+		return
+	}
+	assert.Equal(t, m.Headroom(), secretmem.MemlockHeadroom())
+}

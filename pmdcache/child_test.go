@@ -1,0 +1,166 @@
+package pmdcache_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/secretheap/secretheap/internal/testutil"
+	"github.com/secretheap/secretheap/pmdcache"
+	"github.com/secretheap/secretheap/secretmem"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// TestMemlockChild runs the cache as uid 65534 (no CAP_IPC_LOCK) under a
+// small RLIMIT_MEMLOCK: chunks shrink to what the headroom allows, every
+// byte of them works, and then Get returns a clean ErrExhausted that says
+// why. The child must exit normally: never SIGBUS, never any signal.
+func TestMemlockChild(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	for _, tc := range []struct {
+		name    string
+		memlock uint64
+		large   uintptr   // a large region mapped first, to leave an odd headroom
+		sizes   []uintptr // chunk sizes Get must return, in order
+	}{
+		{"64K", 64 << 10, 0, []uintptr{64 << 10}},
+		{"8M", 8 << 20, 1536 << 10, []uintptr{2 << 20, 2 << 20, 2 << 20, 512 << 10}},
+		{"8M-control", 8 << 20, 0, []uintptr{2 << 20, 2 << 20, 2 << 20, 2 << 20}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if testutil.InChild(t) {
+				memlockChild(t, tc.large)
+				return
+			}
+			res := testutil.RunChild(t, testutil.ChildOptions{Nobody: true, SetMemlock: true, Memlock: tc.memlock})
+			require.True(t, res.Clean(), "exit %d, signal %v, fatal %q:\n%s", res.ExitCode, res.Signal, res.FatalSignal, res.Output)
+			var got struct {
+				Sizes []uintptr
+				Err   string
+			}
+			require.True(t, res.Report("result", &got), res.Output)
+			assert.Equal(t, tc.sizes, got.Sizes)
+			assert.Contains(t, got.Err, "RLIMIT_MEMLOCK")
+			assert.Contains(t, got.Err, fmt.Sprintf("limit %d B", tc.memlock))
+		})
+	}
+}
+
+func memlockChild(t *testing.T, large uintptr) {
+	c, err := pmdcache.New(pmdcache.Config{Policy: secretmem.PolicySecret})
+	require.NoError(t, err)
+	defer c.Close()
+	if large > 0 {
+		l, err := c.GetLarge(large)
+		require.NoError(t, err)
+		require.NoError(t, l.Commit(l.Size()))
+	}
+	var got struct {
+		Sizes []uintptr
+		Err   string
+	}
+	for i := 0; ; i++ {
+		require.Less(t, i, 100, "the limit never stopped Get")
+		ch, err := c.Get()
+		if err != nil {
+			require.ErrorIs(t, err, pmdcache.ErrExhausted)
+			require.ErrorIs(t, err, secretmem.ErrMemlock)
+			require.ErrorIs(t, err, unix.EAGAIN, "the kernel's own refusal")
+			got.Err = err.Error()
+			break
+		}
+		got.Sizes = append(got.Sizes, ch.Size())
+		require.NoError(t, ch.Commit(ch.Size()))
+		b := bytesOf(ch, ch.Size())
+		for j := range b {
+			b[j] = byte(j)
+		}
+	}
+	st := c.Stats()
+	m, err := secretmem.ReadMemlock()
+	require.NoError(t, err)
+	require.Equal(t, m.Locked, st.BytesMapped, "VmLck is exactly what the cache mapped")
+	require.Equal(t, st.BytesMapped, st.BytesCommitted)
+	testutil.Report("result", got)
+}
+
+// TestFallbackChild makes memfd_secret fail (seccomp, ENOSYS) in a child:
+// PolicyAuto serves locked chunks and warns exactly once; PolicySecret
+// fails with ErrUnsupported. The control child has memfd_secret.
+func TestFallbackChild(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	for _, tc := range []struct {
+		name    string
+		errno   unix.Errno
+		backend string
+	}{
+		{"blocked", unix.ENOSYS, "locked"},
+		{"control", 0, "secret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if testutil.InChild(t) {
+				fallbackChild(t, tc.errno != 0)
+				return
+			}
+			res := testutil.RunChild(t, testutil.ChildOptions{BlockMemfdSecret: tc.errno})
+			require.True(t, res.Clean(), res.Output)
+			var got struct {
+				Backend  string
+				Warnings []string
+				Stats    pmdcache.Stats
+			}
+			require.True(t, res.Report("result", &got), res.Output)
+			assert.Equal(t, tc.backend, got.Backend)
+			if tc.errno != 0 {
+				require.Len(t, got.Warnings, 1, "one warning, not one per chunk")
+				assert.Contains(t, got.Warnings[0], "locked backend")
+				assert.Contains(t, got.Warnings[0], "ENOSYS")
+				assert.Equal(t, 3, got.Stats.ChunksLocked)
+				assert.Zero(t, got.Stats.ChunksSecret)
+			} else {
+				assert.Empty(t, got.Warnings)
+				assert.Equal(t, 3, got.Stats.ChunksSecret)
+			}
+		})
+	}
+}
+
+func fallbackChild(t *testing.T, blocked bool) {
+	var got struct {
+		Backend  string
+		Warnings []string
+		Stats    pmdcache.Stats
+	}
+	logf := func(format string, args ...any) { got.Warnings = append(got.Warnings, fmt.Sprintf(format, args...)) }
+	c, err := pmdcache.New(pmdcache.Config{Logf: logf})
+	require.NoError(t, err)
+	defer c.Close()
+	for range 3 {
+		ch, err := c.Get()
+		require.NoError(t, err)
+		require.NoError(t, ch.Commit(4096))
+		got.Backend = ch.Backend().String()
+	}
+	got.Stats = c.Stats()
+	if blocked {
+		require.ErrorIs(t, c.FallbackReason(), secretmem.ErrUnsupported)
+	} else {
+		require.NoError(t, c.FallbackReason())
+	}
+
+	strict, err := pmdcache.New(pmdcache.Config{Policy: secretmem.PolicySecret, Logf: logf})
+	require.NoError(t, err)
+	defer strict.Close()
+	_, err = strict.Get()
+	if blocked {
+		require.ErrorIs(t, err, secretmem.ErrUnsupported)
+		require.False(t, errors.Is(err, pmdcache.ErrExhausted), "unsupported is not exhaustion")
+		require.True(t, strings.Contains(err.Error(), "secretmem.enable=1"), err.Error())
+	} else {
+		require.NoError(t, err)
+	}
+	testutil.Report("result", got)
+}
