@@ -16,6 +16,8 @@
  * metadata, so that it gets a named message instead of a segfault.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -428,12 +430,42 @@ void sh_large_free(struct sh_span *s) {
     pthread_mutex_unlock(&chunk_mu);
 }
 
-void sh_chunk_prefork(void) { pthread_mutex_lock(&chunk_mu); }
-void sh_chunk_postfork_parent(void) { pthread_mutex_unlock(&chunk_mu); }
+/*
+ * Copy policy: the child copies the shared pages into its own memfd_secret
+ * files while the parent waits in its postfork handler, still holding every
+ * allocator lock, until the child says it is done (or dies: EOF). Without
+ * the wait the parent could write into the shared pages after fork and
+ * before the child's copy: the child would then see the parent's new
+ * secrets, or non-zero blocks it believes free. The parent pays the copy
+ * (~20–100 µs per committed OS page); the child, whose RLIMIT_MEMLOCK
+ * account starts empty after fork, pays the memory.
+ */
+static int fork_pipe[2] = {-1, -1};
+
+void sh_chunk_prefork(void) {
+    pthread_mutex_lock(&chunk_mu);
+    fork_pipe[0] = fork_pipe[1] = -1;
+    if (sh_opt.fork == SH_FORK_COPY && (chunks || larges) && pipe2(fork_pipe, O_CLOEXEC) != 0)
+        fork_pipe[0] = fork_pipe[1] = -1; /* the child will copy without the parent waiting */
+}
+
+void sh_chunk_postfork_parent(void) {
+    if (fork_pipe[0] >= 0) {
+        close(fork_pipe[1]);
+        char b;
+        while (read(fork_pipe[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        close(fork_pipe[0]);
+        fork_pipe[0] = fork_pipe[1] = -1;
+    }
+    pthread_mutex_unlock(&chunk_mu);
+}
 
 /* Child, still holding chunk_mu (taken in prefork), only thread alive. */
 void sh_chunk_postfork_child(void) {
     struct sh_chunk *lists[2] = {chunks, larges};
+    if (fork_pipe[0] >= 0)
+        close(fork_pipe[0]);
     if (sh_opt.fork == SH_FORK_DONTFORK) {
         /* The mappings are gone (MADV_DONTFORK). Keep the descriptors in their
          * slots marked lost so frees of inherited pointers are ignored, and
@@ -467,6 +499,12 @@ void sh_chunk_postfork_child(void) {
                          (void *)c->base, c->size >> 10, c->committed >> 10, strerror(e));
             atomic_fetch_add(&sh_stat_reprivatised, 1);
         }
+    }
+    if (fork_pipe[1] >= 0) {
+        ssize_t w = write(fork_pipe[1], "", 1);
+        (void)w;
+        close(fork_pipe[1]);
+        fork_pipe[0] = fork_pipe[1] = -1;
     }
     pthread_mutex_unlock(&chunk_mu);
 }

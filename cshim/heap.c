@@ -393,9 +393,14 @@ static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char
     struct sh_span *s = c->large ? &c->spans[0]
                                  : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
                                                         memory_order_relaxed);
+    if ((!s || s->kind == SH_SPAN_FREE) && (p & (SH_OS_PAGE - 1)) == 0)
+        misuse("double %s of %#lx (no live block on that OS page of chunk %#lx: a page run freed twice, or a "
+               "wild pointer)",
+               op, (unsigned long)p, (unsigned long)c->base);
     if (!s || s->kind == SH_SPAN_FREE)
-        misuse("%s of %#lx: %s of chunk %#lx that holds no block (double free of a page run, or a wild pointer)",
-               op, (unsigned long)p, "a free OS page", (unsigned long)c->base);
+        misuse("%s of %#lx: a free OS page of chunk %#lx that holds no block (a wild pointer, or a block of a "
+               "slab already given back)",
+               op, (unsigned long)p, (unsigned long)c->base);
     if (s->kind == SH_SPAN_SLAB) {
         uintptr_t off = p - s->start;
         uint32_t idx = sh_block_index(s, off);
@@ -698,8 +703,12 @@ void sh_heap_postfork_child(bool lost_chunks) {
                     pthread_mutex_lock(&classes[cls].mu);
                     bool central = s->freebits[idx >> 6] & (1ULL << (idx & 63));
                     pthread_mutex_unlock(&classes[cls].mu);
-                    if (!central)
+                    if (!central) {
+                        /* The owner may have popped it and written to it
+                         * in the parent before the child's copy. */
+                        sh_wipe((void *)p, s->block_size);
                         put_blocks(cls, &m->items[j], 1);
+                    }
                 }
             }
         }

@@ -1,0 +1,163 @@
+/*
+ * test_memlock.c — RLIMIT_MEMLOCK. We run as root (CAP_IPC_LOCK bypasses the
+ * limit), so each case re-executes this program as uid 65534 with a limit of
+ * 64 KiB or 8 MiB. The child allocates well past the limit and must never
+ * crash: chunks shrink below 2 MiB, then the exhaustion policy applies
+ * (fallback: libc memory, counted, one warning; null: NULL + ENOMEM).
+ * Control: the same child without a limit gets everything in secret memory.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "internal.h"
+
+#define TOTAL (12u << 20) /* bytes the child asks for: past 8 MiB */
+
+/* Exit codes tell the parent what the child saw. */
+static int mode_fill(void) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_MEMLOCK, &rl);
+    size_t got = 0, secret = 0, nulls = 0;
+    static void *blocks[200000];
+    size_t nb = 0;
+    int first_secret = -1;
+    while (got < TOTAL && nb < 200000) {
+        size_t n = (nb % 3 == 0) ? 3000 : (nb % 3 == 1) ? 200 : 40000;
+        errno = 0;
+        char *p = secretheap_malloc(n);
+        if (!p) {
+            if (errno != ENOMEM)
+                return 20;
+            nulls++;
+            if (nulls > 100)
+                break;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (p[i])
+                return 21;
+        memset(p, 0x33, n);
+        int b = secretheap_backend(p);
+        if (first_secret < 0)
+            first_secret = b == SECRETHEAP_BACKEND_SECRET;
+        if (b == SECRETHEAP_BACKEND_SECRET)
+            secret += n;
+        blocks[nb++] = p;
+        got += n;
+    }
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    if (secretheap_check() != 0)
+        return 22;
+    /* Fork: the child re-privatises under the same limit (or fails loudly). */
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (size_t i = 0; i < nb; i++)
+            if (((char *)blocks[i])[0] != 0x33)
+                _exit(23);
+        _exit(0);
+    }
+    int ws;
+    waitpid(pid, &ws, 0);
+    for (size_t i = 0; i < nb; i++)
+        secretheap_free(blocks[i]);
+    if (secretheap_check() != 0)
+        return 24;
+    printf("limit=%llu first_secret=%d secret=%zu got=%zu nulls=%zu mapped=%llu chunks=%llu fallbacks=%llu "
+           "fork_child=%s%d\n",
+           (unsigned long long)rl.rlim_cur, first_secret, secret, got, nulls,
+           (unsigned long long)st.bytes_mapped, (unsigned long long)st.chunks_secret,
+           (unsigned long long)st.fallbacks, WIFEXITED(ws) ? "exit" : "signal",
+           WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
+    return 0;
+}
+
+static unsigned long long field(const char *out, const char *name) {
+    const char *p = strstr(out, name);
+    return p ? strtoull(p + strlen(name), NULL, 10) : ~0ULL;
+}
+
+static void test_64k_fallback(void) {
+    struct h_child ch;
+    h_reexec("fill", NULL, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "limit=") == 64 << 10, "%s", ch.err);
+    CHECK_MSG(field(ch.err, "first_secret=") == 1, "first allocation not in secret memory: %s", ch.err);
+    CHECK_MSG(field(ch.err, "mapped=") <= 64 << 10 && field(ch.err, "mapped=") > 0, "%s", ch.err);
+    CHECK_MSG(field(ch.err, "fallbacks=") > 0 && field(ch.err, "nulls=") == 0, "%s", ch.err);
+    CHECK_MSG(field(ch.err, " got=") >= TOTAL, "%s", ch.err);
+    /* One warning, not one per fallback. */
+    const char *w = strstr(ch.err, "secret memory exhausted");
+    CHECK_MSG(w && !strstr(w + 1, "secret memory exhausted"), "%s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "fork_child=exit0"), "%s", ch.err);
+}
+
+static void test_64k_null(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_ON_EXHAUSTED=null", NULL};
+    h_reexec("fill", env, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "nulls=") > 0 && field(ch.err, "fallbacks=") == 0, "%s", ch.err);
+    CHECK_MSG(field(ch.err, " secret=") > 0, "%s", ch.err);
+}
+
+static void test_8m(void) {
+    struct h_child ch;
+    h_reexec("fill", NULL, 65534, 8 << 20, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    unsigned long long mapped = field(ch.err, "mapped="), secret = field(ch.err, " secret=");
+    CHECK_MSG(mapped <= 8 << 20 && mapped >= 6 << 20, "%s", ch.err);
+    CHECK_MSG(secret >= 5 << 20, "%s", ch.err);
+    CHECK_MSG(field(ch.err, "fallbacks=") > 0, "%s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "fork_child=exit0"), "%s", ch.err);
+}
+
+static void test_abort_policy(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_ON_EXHAUSTED=abort", NULL};
+    h_reexec("fill", env, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.signaled && ch.sig == SIGABRT && h_contains(ch.err, "SECRETHEAP_ON_EXHAUSTED=abort"),
+              "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
+static void test_limit_option(void) {
+    /* SECRETHEAP_LIMIT bounds the mapping even when memlock does not. */
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_LIMIT=1M", NULL};
+    h_reexec("fill", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "mapped=") <= 1 << 20 && field(ch.err, "fallbacks=") > 0, "%s", ch.err);
+}
+
+static void test_control_unlimited(void) {
+    struct h_child ch;
+    h_reexec("fill", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "fallbacks=") == 0 && field(ch.err, " secret=") == field(ch.err, " got="), "%s",
+              ch.err);
+}
+
+static const struct h_mode modes[] = {
+    {"fill", mode_fill},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv) {
+    int r = h_dispatch(argc, argv, modes);
+    if (r >= 0)
+        return r;
+    RUN(test_64k_fallback);
+    RUN(test_64k_null);
+    RUN(test_8m);
+    RUN(test_abort_policy);
+    RUN(test_limit_option);
+    RUN(test_control_unlimited);
+    return h_done();
+}

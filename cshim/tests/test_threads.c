@@ -1,0 +1,225 @@
+/*
+ * test_threads.c — concurrency: threads allocate, fill, pass blocks to each
+ * other through a locked queue, verify and free them (mimalloc's
+ * test-stress pattern); frees after a thread's cache was destroyed; the
+ * invariant checker after every phase.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "internal.h"
+
+#define QCAP 4096
+
+struct item {
+    unsigned char *p;
+    size_t n;
+    unsigned char tag;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct item q[QCAP];
+    int len;
+} queue = {PTHREAD_MUTEX_INITIALIZER, {{0, 0, 0}}, 0};
+
+static _Atomic int errors;
+
+static uint64_t rnd(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static size_t pick_size(uint64_t *s) {
+    uint64_t r = rnd(s) % 100;
+    if (r < 60)
+        return 1 + rnd(s) % 256;
+    if (r < 90)
+        return 1 + rnd(s) % 4096;
+    if (r < 99)
+        return 1 + rnd(s) % 40000;
+    return 1 + rnd(s) % 300000;
+}
+
+static int verify(const struct item *it) {
+    for (size_t i = 0; i < it->n; i++)
+        if (it->p[i] != (unsigned char)(it->tag + i))
+            return 0;
+    return 1;
+}
+
+static void *stress(void *arg) {
+    uint64_t seed = (uintptr_t)arg * 0x9E3779B97F4A7C15ULL + 1;
+    struct item local[64];
+    int nlocal = 0;
+    for (int op = 0; op < 30000; op++) {
+        struct item it;
+        it.n = pick_size(&seed);
+        it.p = secretheap_malloc(it.n);
+        if (!it.p) {
+            atomic_fetch_add(&errors, 1);
+            continue;
+        }
+        for (size_t i = 0; i < it.n; i++)
+            if (it.p[i]) {
+                atomic_fetch_add(&errors, 1);
+                break;
+            }
+        it.tag = (unsigned char)rnd(&seed);
+        for (size_t i = 0; i < it.n; i++)
+            it.p[i] = (unsigned char)(it.tag + i);
+        if (rnd(&seed) & 1) {
+            /* Pass it to whichever thread dequeues next. */
+            pthread_mutex_lock(&queue.mu);
+            if (queue.len < QCAP) {
+                queue.q[queue.len++] = it;
+                it.p = NULL;
+            }
+            pthread_mutex_unlock(&queue.mu);
+        }
+        if (it.p) {
+            if (nlocal == 64) {
+                int k = (int)(rnd(&seed) % 64);
+                if (!verify(&local[k]))
+                    atomic_fetch_add(&errors, 1);
+                secretheap_free(local[k].p);
+                local[k] = it;
+            } else {
+                local[nlocal++] = it;
+            }
+        }
+        /* Free a block some other thread allocated. */
+        struct item got = {NULL, 0, 0};
+        pthread_mutex_lock(&queue.mu);
+        if (queue.len > 0 && (rnd(&seed) % 3))
+            got = queue.q[--queue.len];
+        pthread_mutex_unlock(&queue.mu);
+        if (got.p) {
+            if (!verify(&got))
+                atomic_fetch_add(&errors, 1);
+            if (rnd(&seed) & 1) {
+                got.p = secretheap_realloc(got.p, got.n + 10);
+                got.n += 10;
+                for (size_t i = 0; i < got.n; i++)
+                    got.p[i] = (unsigned char)(got.tag + i);
+            }
+            secretheap_free(got.p);
+        }
+    }
+    for (int i = 0; i < nlocal; i++) {
+        if (!verify(&local[i]))
+            atomic_fetch_add(&errors, 1);
+        secretheap_free(local[i].p);
+    }
+    return NULL;
+}
+
+static void drain_queue(void) {
+    pthread_mutex_lock(&queue.mu);
+    while (queue.len > 0) {
+        struct item it = queue.q[--queue.len];
+        if (!verify(&it))
+            atomic_fetch_add(&errors, 1);
+        secretheap_free(it.p);
+    }
+    pthread_mutex_unlock(&queue.mu);
+}
+
+static void run_threads(int n) {
+    pthread_t t[8];
+    for (int i = 0; i < n; i++)
+        pthread_create(&t[i], NULL, stress, (void *)(uintptr_t)(i + 1 + n * 10));
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    drain_queue();
+}
+
+static void test_two_threads(void) {
+    struct secretheap_stats before, after;
+    secretheap_stats(&before, sizeof before);
+    run_threads(2);
+    CHECK(atomic_load(&errors) == 0);
+    CHECK(secretheap_check() == 0);
+    secretheap_stats(&after, sizeof after);
+    CHECK_MSG(after.live_blocks == before.live_blocks, "live %llu → %llu", (unsigned long long)before.live_blocks,
+              (unsigned long long)after.live_blocks);
+}
+
+static void test_four_threads(void) {
+    run_threads(4);
+    CHECK(atomic_load(&errors) == 0);
+    CHECK(secretheap_check() == 0);
+}
+
+/* A pthread key created after the allocator's: glibc runs destructors in
+ * key order, so this one runs after the thread's cache was destroyed. */
+static pthread_key_t late_key;
+static void *late_ptr;
+static _Atomic int late_ok;
+
+static void late_destructor(void *arg) {
+    char *p = arg;
+    /* The cache is gone: free and malloc still work (central path). */
+    int ok = sh_tls_cache == (struct sh_tcache *)1;
+    secretheap_free(p);
+    char *q = secretheap_malloc(64);
+    ok = ok && q != NULL && q[0] == 0;
+    q[0] = 1;
+    late_ptr = q; /* freed by the main thread */
+    atomic_store(&late_ok, ok ? 1 : 2);
+}
+
+static void *late_thread(void *arg) {
+    (void)arg;
+    char *p = secretheap_malloc(64);
+    p[0] = 1;
+    pthread_setspecific(late_key, p);
+    return NULL;
+}
+
+static void test_free_after_thread_cache_destroyed(void) {
+    void *warm = secretheap_malloc(1); /* the allocator's key exists before ours */
+    secretheap_free(warm);
+    pthread_key_create(&late_key, late_destructor);
+    pthread_t t;
+    pthread_create(&t, NULL, late_thread, NULL);
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&late_ok) == 1);
+    CHECK(secretheap_backend(late_ptr) == SECRETHEAP_BACKEND_SECRET);
+    secretheap_free(late_ptr);
+    CHECK(secretheap_check() == 0);
+}
+
+/* Blocks allocated in one thread and freed in another after the first exited. */
+static void *alloc_many(void *arg) {
+    void **out = arg;
+    for (int i = 0; i < 1000; i++) {
+        out[i] = secretheap_malloc((size_t)(i % 300) + 1);
+        memset(out[i], 0x77, (size_t)(i % 300) + 1);
+    }
+    return NULL;
+}
+
+static void test_free_after_owner_exit(void) {
+    static void *blocks[1000];
+    pthread_t t;
+    pthread_create(&t, NULL, alloc_many, blocks);
+    pthread_join(t, NULL);
+    CHECK(secretheap_check() == 0);
+    for (int i = 0; i < 1000; i++)
+        secretheap_free(blocks[i]);
+    CHECK(secretheap_check() == 0);
+}
+
+int main(void) {
+    RUN(test_two_threads);
+    RUN(test_four_threads);
+    RUN(test_free_after_thread_cache_destroyed);
+    RUN(test_free_after_owner_exit);
+    return h_done();
+}
