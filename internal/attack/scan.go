@@ -66,9 +66,14 @@ func parseMaps(b []byte) ([]Mapping, error) {
 		}
 		m := Mapping{Start: uintptr(start), End: uintptr(end), Perms: f[1], Offset: off, Inode: ino}
 		if len(f) > 5 {
-			// Everything after the inode column, as the kernel wrote it.
-			idx := strings.Index(line, f[4]+" ") + len(f[4])
-			m.Name = strings.TrimSpace(line[idx:])
+			// Everything after the inode column, as the kernel wrote it
+			// (a path may hold spaces): skip five fields and their blanks.
+			rest := line
+			for range 5 {
+				rest = strings.TrimLeft(rest, " ")
+				rest = rest[strings.IndexByte(rest, ' ')+1:]
+			}
+			m.Name = strings.TrimSpace(rest)
 		}
 		out = append(out, m)
 	}
@@ -123,9 +128,6 @@ func ScanWith(pid int, needle []byte, m Method, opt ScanOptions) (*ScanResult, e
 	if len(needle) == 0 {
 		return nil, fmt.Errorf("attack: empty needle")
 	}
-	if opt.MaxMapping == 0 {
-		opt.MaxMapping = 1 << 30
-	}
 	maps, err := Maps(pid)
 	if err != nil {
 		return nil, err
@@ -135,6 +137,14 @@ func ScanWith(pid int, needle []byte, m Method, opt ScanOptions) (*ScanResult, e
 		return nil, err
 	}
 	defer r.close()
+	return scan(r, maps, needle, m, opt), nil
+}
+
+// scan reads the mappings through r and collects the hits.
+func scan(r reader, maps []Mapping, needle []byte, m Method, opt ScanOptions) *ScanResult {
+	if opt.MaxMapping == 0 {
+		opt.MaxMapping = 1 << 30
+	}
 	res := &ScanResult{Method: m}
 	buf := make([]byte, blockSize+len(needle)-1)
 	for _, mp := range maps {
@@ -171,5 +181,5 @@ func ScanWith(pid int, needle []byte, m Method, opt ScanOptions) (*ScanResult, e
 			addr += uintptr(k)
 		}
 	}
-	return res, nil
+	return res
 }
