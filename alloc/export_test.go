@@ -1,0 +1,22 @@
+package alloc
+
+// CheckInvariants exposes the invariant checker to the external tests.
+func (h *Heap) CheckInvariants() error { return h.checkInvariants() }
+
+// Test hooks for internal constants and tables.
+const (
+	MaxSmallSize = maxSmallSize
+	LargeMin     = largeMin
+	MaxAlloc     = maxAlloc
+	OSPageSize   = osPageSize
+	NumClasses   = numClasses
+)
+
+// ClassOf returns the size class of a small request and its block size.
+func ClassOf(n int) (int, int) { c := sizeToClass(n); return c, int(classSize[c]) }
+
+// SlabBlocks is the blocks per slab of class c.
+func SlabBlocks(c int) int { return int(classSlabBlocks[c]) }
+
+// ShardCount is the number of shards of h.
+func (h *Heap) ShardCount() int { return len(h.shards) }
