@@ -242,6 +242,8 @@ func (c *Cache) Get() (*Chunk, error) {
 
 // GetLarge maps a region of its own for size bytes (rounded up to OS pages),
 // in consecutive slots followed by at least one guard OS page. Put unmaps it.
+// When the region does not fit (ErrExhausted) while chunks sit idle, the idle
+// chunks are unmapped and the region tried once more.
 func (c *Cache) GetLarge(size uintptr) (*Chunk, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("pmdcache: GetLarge of 0 bytes: %w", unix.EINVAL)
@@ -257,17 +259,39 @@ func (c *Cache) GetLarge(size uintptr) (*Chunk, error) {
 	}
 	size = (size + page - 1) &^ (page - 1)
 	n := int((size + page + slotSize - 1) >> slotShift)
-	if c.cfg.Limit > 0 && c.mapped+uint64(size) > c.cfg.Limit {
-		return nil, &ExhaustedError{Limit: "Config.Limit", Max: c.cfg.Limit, InUse: c.mapped, Asked: uint64(size)}
-	}
 	if err := c.ensureArena(); err != nil {
 		return nil, err
+	}
+	for retry := true; ; retry = false {
+		ch, err := c.mapLarge(size, n)
+		if err == nil || !retry || len(c.idle) == 0 || !errors.Is(err, ErrExhausted) {
+			return ch, err
+		}
+		// Idle chunks hold memlock and count against Limit: a region the
+		// caller needs now is worth more than chunks kept for later.
+		c.dropIdle()
+	}
+}
+
+// mapLarge maps a large region of size bytes in n slots. c.mu must be held.
+func (c *Cache) mapLarge(size uintptr, n int) (*Chunk, error) {
+	if c.cfg.Limit > 0 && c.mapped+uint64(size) > c.cfg.Limit {
+		return nil, &ExhaustedError{Limit: "Config.Limit", Max: c.cfg.Limit, InUse: c.mapped, Asked: uint64(size)}
 	}
 	slot := c.freeSlots(n)
 	if slot < 0 {
 		return nil, c.arenaFull(uint64(size))
 	}
 	return c.mapChunk(slot, n, size, true)
+}
+
+// dropIdle unmaps every idle chunk. c.mu must be held.
+func (c *Cache) dropIdle() {
+	for _, ch := range c.idle {
+		c.unmap(ch)
+	}
+	clear(c.idle)
+	c.idle = c.idle[:0]
 }
 
 // chunkSize picks the size of a new chunk from the memlock headroom and

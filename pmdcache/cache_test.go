@@ -493,3 +493,34 @@ func TestConcurrent(t *testing.T) {
 	assert.Equal(t, uint64(st.IdleChunks)*pmdcache.MaxChunkSize, st.BytesMapped, "only idle chunks left")
 	assert.Zero(t, st.LargeRegions)
 }
+
+// TestLargeDropsIdle checks that a large region that does not fit the limit
+// takes the memory of idle chunks; the control, with the chunks in use, is
+// refused.
+func TestLargeDropsIdle(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	for _, idle := range []bool{true, false} {
+		t.Run(fmt.Sprintf("idle=%v", idle), func(t *testing.T) {
+			c := newCache(t, pmdcache.Config{Limit: 5 * mib})
+			a, err := c.Get()
+			require.NoError(t, err)
+			b, err := c.Get()
+			require.NoError(t, err)
+			if idle {
+				c.Put(a)
+				c.Put(b)
+				require.Equal(t, 2, c.Stats().IdleChunks)
+			}
+			l, err := c.GetLarge(3 * mib)
+			if !idle {
+				require.ErrorIs(t, err, pmdcache.ErrExhausted)
+				return
+			}
+			require.NoError(t, err)
+			st := c.Stats()
+			assert.Zero(t, st.IdleChunks)
+			assert.Equal(t, uint64(3*mib), st.BytesMapped)
+			c.Put(l)
+		})
+	}
+}

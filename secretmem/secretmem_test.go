@@ -433,3 +433,26 @@ func TestMemlockHeadroom(t *testing.T) {
 	}
 	assert.Equal(t, m.Headroom(), secretmem.MemlockHeadroom())
 }
+
+// TestCommitRefusalIsAnError makes the kernel refuse to commit (the pages
+// are read-only, so pread from /dev/zero meets EFAULT, the same answer a
+// memlock refusal gets): Commit must return ErrMemlock, not raise a signal,
+// and keep what it committed before.
+func TestCommitRefusalIsAnError(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	r, err := secretmem.MapAt(nil, 64<<10, secretmem.PolicySecret)
+	require.NoError(t, err)
+	defer r.Close()
+	pg := secretmem.PageSize()
+	require.NoError(t, r.Commit(0, pg))
+	require.NoError(t, unix.Mprotect(bytesOf(unsafe.Add(r.Base(), 2*pg), 2*pg), unix.PROT_READ))
+	err = r.Commit(0, 8*pg)
+	require.Error(t, err)
+	require.ErrorIs(t, err, secretmem.ErrMemlock)
+	require.ErrorIs(t, err, unix.EFAULT)
+	assert.Equal(t, 2*pg, r.Committed(), "the OS page before the refusal was committed and is kept")
+	// Control: the same commit over writable pages succeeds.
+	require.NoError(t, unix.Mprotect(bytesOf(unsafe.Add(r.Base(), 2*pg), 2*pg), unix.PROT_READ|unix.PROT_WRITE))
+	require.NoError(t, r.Commit(0, 8*pg))
+	assert.Equal(t, 8*pg, r.Committed())
+}
