@@ -74,13 +74,13 @@ func ParseMethod(s string) (Method, error) {
 
 // ReadError is a failed read (or attach) with the errno the kernel gave.
 type ReadError struct {
-	Method Method
-	Op     string // open, pread, process_vm_readv, attach, interrupt, wait, peek
-	PID    int
-	Addr   uintptr
-	Len    int
+	Method Method     // the method that failed
+	Op     string     // open, pread, process_vm_readv, attach, interrupt, wait, peek
+	PID    int        // the target process
+	Addr   uintptr    // the first address that could not be read
+	Len    int        // bytes still wanted from Addr
 	Errno  unix.Errno // 0 when the failure was not an errno (e.g. a short read)
-	Err    error
+	Err    error      // the errno, or what else went wrong
 }
 
 // Error names the method, the address and the errno: "ptrace(PEEKDATA) peek

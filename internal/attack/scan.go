@@ -11,11 +11,11 @@ import (
 
 // Mapping is one line of /proc/PID/maps.
 type Mapping struct {
-	Start, End uintptr
-	Perms      string // "rw-s"
-	Offset     uint64
-	Inode      uint64
-	Name       string // path, "[heap]", "/secretmem (deleted)", or "" for anonymous
+	Start, End uintptr // the address range [Start, End)
+	Perms      string  // "rw-s"
+	Offset     uint64  // offset into the mapped file
+	Inode      uint64  // inode of the mapped file, 0 for anonymous memory
+	Name       string  // path, "[heap]", "/secretmem (deleted)", or "" for anonymous
 }
 
 // Readable reports whether the mapping's permissions include read.
@@ -82,24 +82,24 @@ func parseMaps(b []byte) ([]Mapping, error) {
 
 // Hit is an occurrence of the needle.
 type Hit struct {
-	Addr    uintptr
-	Mapping Mapping
+	Addr    uintptr // where the needle starts
+	Mapping Mapping // the mapping it lies in
 }
 
 // MappingError is the first error met reading a mapping; the rest of the
 // mapping was skipped.
 type MappingError struct {
-	Mapping Mapping
-	Err     error // a *ReadError with the errno
+	Mapping Mapping // the mapping that could not be read
+	Err     error   // a *ReadError with the errno
 }
 
 // ScanResult is what a scan found and met.
 type ScanResult struct {
-	Method    Method
-	Hits      []Hit
+	Method    Method         // how the memory was read
+	Hits      []Hit          // every occurrence of the needle, in address order
 	Errors    []MappingError // mappings (or their tails) the method could not read
 	Skipped   []Mapping      // readable mappings left out by ScanOptions
-	BytesRead uint64
+	BytesRead uint64         // bytes actually read
 }
 
 // ScanOptions bounds a scan.

@@ -52,7 +52,9 @@ type ChildOptions struct {
 	// Memlock bytes before the test body runs. Lowering is always allowed;
 	// raising past the inherited hard limit fails the child.
 	SetMemlock bool
-	Memlock    uint64
+	// Memlock is the child's RLIMIT_MEMLOCK in bytes when SetMemlock is set
+	// (0 is a valid limit: nothing may be locked).
+	Memlock uint64
 	// BlockMemfdSecret, when non-zero, installs a seccomp filter in the child
 	// (all threads, no_new_privs) making memfd_secret(2) fail with this errno
 	// (ENOSYS or EPERM), as a container profile or an old kernel would.
