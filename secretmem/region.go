@@ -39,8 +39,9 @@ var unsupported atomic.Pointer[ProbeError]
 // (MAP_FIXED). A nil addr lets the kernel choose.
 //
 // Errors: ErrUnsupported (a *ProbeError) when PolicySecret finds no
-// memfd_secret; ErrMemlock (a *MemlockError) past RLIMIT_MEMLOCK. On error
-// the range is left Reserved.
+// memfd_secret (ENOSYS or EPERM: PolicyAuto falls back on exactly these);
+// ErrMemlock (a *MemlockError) past RLIMIT_MEMLOCK; anything else wrapped
+// with its errno. On error the range is left Reserved.
 func MapAt(addr unsafe.Pointer, size uintptr, p Policy) (*Region, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("secretmem: MapAt of 0 bytes: %w", unix.EINVAL)
@@ -65,7 +66,7 @@ func MapAt(addr unsafe.Pointer, size uintptr, p Policy) (*Region, error) {
 		}
 		r, err := mapSecret(addr, size)
 		var pe *ProbeError
-		if errors.As(err, &pe) && errors.Is(pe, ErrUnsupported) {
+		if errors.As(err, &pe) {
 			return mapLocked(addr, size, pe)
 		}
 		return r, err
@@ -78,11 +79,15 @@ func mapSecret(addr unsafe.Pointer, size uintptr) (*Region, error) {
 	fd, err := unix.MemfdSecret(unix.O_CLOEXEC)
 	if err != nil {
 		en := errnoOf(err)
-		pe := newProbeError("memfd_secret", en, uint64(size))
 		if en == unix.ENOSYS || en == unix.EPERM {
+			// Permanent for this process: the only cases PolicyAuto falls
+			// back on. A transient failure (EMFILE, ENOMEM) is returned as it
+			// is, not papered over with weaker memory.
+			pe := newProbeError("memfd_secret", en, uint64(size))
 			unsupported.CompareAndSwap(nil, pe)
+			return nil, pe
 		}
-		return nil, pe
+		return nil, fmt.Errorf("secretmem: memfd_secret: %w", err)
 	}
 	// The mapping keeps the file alive; the descriptor is not needed after mmap.
 	defer unix.Close(fd)
