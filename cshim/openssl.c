@@ -306,6 +306,12 @@ static void os_hook(void *handle, ossl_set_mem_fn set, const char *where)
 	os_hooked_libs[os_nlibs++] = set;
 	os_load_reals(handle, set);
 
+	/* The reserve is switched on before the first allocation through our
+	 * hooks, so that ordinary blocks never take its share; the probe below
+	 * switches it off again if secure allocations cannot reach us. */
+	bool first = os_real.set_mem_functions == set;
+	if (first && os_mode == SH_OPENSSL_ALL)
+		sh_secure_reserve_enable(true);
 	int ok;
 	if (os_mode == SH_OPENSSL_ALL)
 		ok = set(os_hook_malloc, os_hook_realloc, os_hook_free);
@@ -328,16 +334,18 @@ static void os_hook(void *handle, ossl_set_mem_fn set, const char *where)
 	}
 
 	/* Only the libcrypto that os_real points to gets our secure calls. */
-	if (os_real.set_mem_functions != set)
+	if (!first)
 		return;
 	int st = os_probe_interposition(handle);
 	atomic_store(&os_interpose_state, st);
 	if (st == 1) {
 		atomic_store(&os_secure_active, 1);
-		if (os_mode == SH_OPENSSL_ALL)
-			sh_secure_reserve_enable(true);
 		sh_log(1, "openssl: CRYPTO_secure_* interposed (libcrypto calls them through the PLT)");
-	} else if (os_mode == SH_OPENSSL_SECURE) {
+		return;
+	}
+	if (os_mode == SH_OPENSSL_ALL)
+		sh_secure_reserve_enable(false);
+	if (os_mode == SH_OPENSSL_SECURE) {
 		sh_log(0, "OpenSSL mode secure: libcrypto does not call CRYPTO_secure_* through "
 			"the PLT (%s, linked with -Bsymbolic?); secure-heap allocations are not "
 			"served from secret memory",

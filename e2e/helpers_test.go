@@ -119,7 +119,15 @@ func runAs(t *testing.T, environ []string, stdin string, attr *syscall.SysProcAt
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = environ
 	cmd.Stdin = strings.NewReader(stdin)
+	// Own process group, killed whole on timeout: a forking server's workers
+	// must not outlive it (they would also hold our pipes open).
+	if attr == nil {
+		attr = &syscall.SysProcAttr{}
+	}
+	attr.Setpgid = true
 	cmd.SysProcAttr = attr
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -290,6 +298,8 @@ func startServer(t *testing.T, environ []string, portRE *regexp.Regexp, name str
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = environ
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	s := &server{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
@@ -346,7 +356,7 @@ func (s *server) stop(t *testing.T, sig syscall.Signal) error {
 	select {
 	case <-s.done:
 	case <-time.After(cmdTimeout):
-		_ = s.cmd.Process.Kill()
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 		<-s.done
 		t.Errorf("server did not exit after %v", sig)
 	}

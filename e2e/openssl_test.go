@@ -181,6 +181,43 @@ func TestDlopenLibcrypto(t *testing.T) {
 	}
 }
 
+// TestInterpositionProbe checks the start-up probe of mode secure against a
+// stand-in libcrypto built twice: with its internal calls to
+// CRYPTO_secure_zalloc through the PLT (as Debian's libcrypto.so.3 does, so
+// our interposed function is reached) and linked -Bsymbolic (bound inside the
+// library: the probe must say so, loudly, instead of claiming protection).
+func TestInterpositionProbe(t *testing.T) {
+	lib := setup(t)
+	dir := t.TempDir()
+	prog := compileC(t, dir, "dlopen_crypto.c", "-ldl")
+	plt := compileShared(t, dir, "fakecrypto.c")
+	symbolic := filepath.Join(dir, "fakecrypto-symbolic.so")
+	r := run(t, env(""), "", "cc", "-std=c11", "-O1", "-shared", "-fPIC", "-Wl,-Bsymbolic", "-o", symbolic,
+		filepath.Join("testdata", "fakecrypto.c"))
+	requireOK(t, r, "cc -Bsymbolic")
+	cases := []struct {
+		name, lib, interposed string
+		warns                 bool
+	}{
+		{"through the PLT", plt, "yes", false},
+		{"-Bsymbolic", symbolic, "bound-inside-libcrypto", true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := filepath.Join(dir, fmt.Sprintf("probe%d.stats", i))
+			r := run(t, env(lib, "SECRETHEAP_OPENSSL=secure", "SECRETHEAP_STATS="+st), "", prog, tc.lib)
+			requireOK(t, r, "dlopen_crypto")
+			s := readStats(t, st)
+			assert.Equal(t, tc.interposed, s.str(t, "openssl_secure_interposed"))
+			if tc.warns {
+				assert.Contains(t, r.stderr, "does not call CRYPTO_secure_* through the PLT")
+			} else {
+				assert.NotContains(t, r.stderr, "PLT")
+			}
+		})
+	}
+}
+
 // TestForkServer runs the pre-forking example server: the parent loads the
 // key, forks workers and then makes many handshakes against them itself; at
 // shutdown every process checks its canary block and the key. The control
@@ -241,23 +278,24 @@ func TestMemlockUnprivileged(t *testing.T) {
 		name      string
 		limit     string
 		policy    string
+		handshake int
 		mustPass  bool
 		fallbacks func(t *testing.T, n uint64)
 	}{
-		{"64KiB fallback", "65536", "fallback", true, func(t *testing.T, n uint64) {
+		{"64KiB fallback", "65536", "fallback", 8, true, func(t *testing.T, n uint64) {
 			assert.NotZero(t, n, "64 KiB cannot hold a TLS server's allocations: fallbacks expected")
 		}},
-		{"8MiB fallback", "8388608", "fallback", true, func(t *testing.T, n uint64) {
+		{"8MiB fallback", "8388608", "fallback", 60, true, func(t *testing.T, n uint64) {
 			assert.Zero(t, n, "8 MiB holds a TLS server's allocations")
 		}},
-		{"64KiB null", "65536", "null", false, nil},
+		{"64KiB null", "65536", "null", 8, false, nil},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := filepath.Join(dir, fmt.Sprintf("memlock%d.stats", i))
 			r := runAs(t, env(lib, "SECRETHEAP_STATS="+st, "SECRETHEAP_ON_EXHAUSTED="+tc.policy), "", nobody,
 				prlimit, "--memlock="+tc.limit+":"+tc.limit, server, "-cert", cert, "-key", key,
-				"-workers", "2", "-selftest", "60")
+				"-workers", "2", "-selftest", strconv.Itoa(tc.handshake))
 			sig, crashed := r.signaled()
 			require.False(t, crashed, "killed by %v\nstderr: %s", sig, r.stderr)
 			require.NotContains(t, r.stderr, "killed by signal", "a worker crashed")

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -141,7 +142,7 @@ static int selftest(int port, int n)
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		/* A dead worker must fail the self-test, not hang it. */
-		struct timeval tv = {.tv_sec = 5};
+		struct timeval tv = {.tv_sec = 2};
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		SSL *ssl = SSL_new(cctx);
 		SSL_set_fd(ssl, fd);
@@ -233,6 +234,10 @@ int main(int argc, char **argv)
 		if (kids[i] < 0)
 			die("fork");
 		if (kids[i] == 0) {
+			/* Workers end with the parent, whatever kills it. */
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			if (getppid() == 1)
+				_exit(1);
 			/* The child scribbles over its copy of the parent's canary:
 			 * with shared pages the parent would see it. */
 			memset(canary, 0xA5, CANARY_LEN);
