@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/testutil"
+)
+
+// tlsTarget is an `openssl s_server` holding a throwaway P-256 key, with or
+// without the library preloaded: the process inspect and scan are tested on.
+type tlsTarget struct {
+	pid  int
+	port string
+	// scalarLE is the private scalar as a BIGNUM holds it on x86-64
+	// (64-bit limbs, least significant first: the big-endian bytes reversed).
+	scalarLE []byte
+}
+
+var acceptRE = regexp.MustCompile(`ACCEPT 127\.0\.0\.1:(\d+)`)
+
+func startTLSTarget(t *testing.T, lib string) tlsTarget {
+	t.Helper()
+	ossl := requireOpenSSL(t)
+	dir := t.TempDir()
+	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
+	out, err := exec.Command(ossl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+		"-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=secretheap-test", "-days", "1").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	pemBytes, err := os.ReadFile(key)
+	require.NoError(t, err)
+	blk, _ := pem.Decode(pemBytes)
+	require.NotNil(t, blk)
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	require.NoError(t, err)
+	be, err := k.(*ecdsa.PrivateKey).Bytes()
+	require.NoError(t, err)
+	require.Len(t, be, 32)
+	le := slices.Clone(be)
+	slices.Reverse(le)
+
+	cmd := exec.Command(ossl, "s_server", "-key", key, "-cert", cert, "-accept", "127.0.0.1:0", "-www")
+	cmd.Env = os.Environ()
+	if lib != "" {
+		cmd.Env = append(withPreload(cmd.Env, lib), "SECRETHEAP_OPENSSL=all", "SECRETHEAP_BACKEND=secret")
+	}
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = io.Discard
+	cmd.WaitDelay = 2 * time.Second
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	portc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := acceptRE.FindStringSubmatch(sc.Text()); m != nil {
+				portc <- m[1]
+			}
+		}
+	}()
+	var port string
+	select {
+	case port = <-portc:
+	case <-time.After(20 * time.Second):
+		t.Fatal("s_server did not start")
+	}
+	tg := tlsTarget{pid: cmd.Process.Pid, port: port, scalarLE: le}
+	// A few handshakes, so the key has been used (signatures) and freed
+	// buffers have been through the allocator.
+	for i := 0; i < 3; i++ {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{InsecureSkipVerify: true})
+		require.NoError(t, err)
+		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+		_, _ = io.Copy(io.Discard, c)
+		c.Close()
+	}
+	return tg
+}
+
+// TestInspect inspects a preloaded TLS server and, as the control, the same
+// server without the library.
+func TestInspect(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	lib := requireLibrary(t)
+	t.Run("preloaded", func(t *testing.T) {
+		tg := startTLSTarget(t, lib)
+		rep, err := inspect(tg.pid)
+		require.NoError(t, err)
+		assert.Equal(t, lib, rep.Library)
+		assert.Contains(t, rep.Libcrypto, "libcrypto.so")
+		assert.GreaterOrEqual(t, rep.SecretMaps, 1)
+		assert.GreaterOrEqual(t, rep.SecretBytes, uint64(64<<10))
+		assert.True(t, rep.SmapsReadable)
+		assert.Positive(t, rep.SecretRss, "committed OS pages show as Rss")
+		assert.LessOrEqual(t, rep.SecretRss, rep.SecretBytes)
+		assert.GreaterOrEqual(t, rep.VmLck, rep.SecretBytes, "memfd_secret mappings are charged as locked memory")
+		assert.Equal(t, "all", rep.Settings["SECRETHEAP_OPENSSL"])
+		assert.Contains(t, rep.OpenSSLHook, "likely")
+
+		// The same through the command, as JSON and as text.
+		var out, errb bytes.Buffer
+		require.Equal(t, 0, dispatch([]string{"inspect", "--json", strconv.Itoa(tg.pid)}, &out, &errb), errb.String())
+		var fromJSON inspectReport
+		require.NoError(t, json.Unmarshal(out.Bytes(), &fromJSON))
+		assert.Equal(t, rep.Library, fromJSON.Library)
+		assert.Equal(t, rep.SecretMaps, fromJSON.SecretMaps)
+		out.Reset()
+		require.Equal(t, 0, dispatch([]string{"inspect", strconv.Itoa(tg.pid)}, &out, &errb))
+		assert.Regexp(t, `secretmem +\d+ mappings, `, out.String())
+		assert.Contains(t, out.String(), "library        loaded: "+lib)
+	})
+	t.Run("control without library", func(t *testing.T) {
+		tg := startTLSTarget(t, "")
+		rep, err := inspect(tg.pid)
+		require.NoError(t, err)
+		assert.Empty(t, rep.Library)
+		assert.Contains(t, rep.Libcrypto, "libcrypto.so")
+		assert.Zero(t, rep.SecretMaps)
+		assert.Zero(t, rep.SecretBytes)
+		assert.Contains(t, rep.OpenSSLHook, "no: libsecretheap.so is not loaded")
+	})
+	t.Run("no such process", func(t *testing.T) {
+		_, err := inspect(1 << 30)
+		assert.Error(t, err)
+	})
+}
+
+// TestScanTLSKey is the property the demo shows: the private key of a TLS
+// server is readable from outside without the library (the control: the
+// little-endian scalar sits in a BIGNUM on the libc heap), and not with it,
+// where the secret mapping's read is refused. Each read method is tried.
+func TestScanTLSKey(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	lib := requireLibrary(t)
+	for _, tc := range []struct {
+		name      string
+		lib       string
+		method    string
+		wantFound bool
+		wantErrno string
+	}{
+		{"control procmem", "", "procmem", true, ""},
+		{"control vmreadv", "", "vmreadv", true, ""},
+		{"protected procmem", lib, "procmem", false, "EIO"},
+		{"protected vmreadv", lib, "vmreadv", false, "EFAULT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := startTLSTarget(t, tc.lib)
+			var out, errb bytes.Buffer
+			code := dispatch([]string{"scan", strconv.Itoa(tg.pid), "--json", "--method", tc.method,
+				"--hex", "le=" + hex.EncodeToString(tg.scalarLE)}, &out, &errb)
+			require.Contains(t, []int{0, 1}, code, errb.String())
+			var rep scanReport
+			require.NoError(t, json.Unmarshal(out.Bytes(), &rep), out.String())
+			assert.Equal(t, tc.wantFound, rep.Found, "%+v", rep)
+			assert.Equal(t, tc.wantFound, code == 0, "exit status follows grep")
+			assert.Positive(t, rep.BytesRead)
+			var secret *unreadable
+			for i := range rep.Unreadable {
+				if rep.Unreadable[i].Secret {
+					secret = &rep.Unreadable[i]
+				}
+			}
+			if tc.wantErrno == "" {
+				assert.Nil(t, secret, "no secretmem mapping without the library")
+				return
+			}
+			require.NotNil(t, secret, "the secretmem mapping must be listed as unreadable: %+v", rep)
+			assert.Equal(t, tc.wantErrno, secret.Errno)
+		})
+	}
+}
