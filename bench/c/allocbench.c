@@ -481,7 +481,7 @@ static void print_stats(const char *backend, const char *workload, int threads) 
            "\"bytes_mapped\":%" PRIu64 ",\"bytes_committed\":%" PRIu64 ",\"requested_bytes\":%" PRIu64
            ",\"reserved_bytes\":%" PRIu64 ",\"live_blocks\":%" PRIu64 ",\"chunks_secret\":%" PRIu64
            ",\"fallbacks\":%" PRIu64 "}\n",
-           backend, workload, threads, st.bytes_mapped, st.bytes_committed, st.requested_bytes,
+           backend, workload, threads, st.bytes_mapped, st.committed_bytes, st.requested_bytes,
            st.reserved_bytes, st.live_blocks, st.chunks_secret, st.fallbacks);
 }
 
@@ -646,7 +646,7 @@ static void cmd_faultin(void) {
     for (int i = 0; i < NB; i++) sh_free(blk[i]);
     printf("{\"kind\":\"faultin\",\"what\":\"secretheap\",\"blocks\":%d,\"cold_ns\":%" PRIu64
            ",\"warm_ns\":%" PRIu64 ",\"bytes_committed\":%" PRIu64 ",\"chunks_secret\":%" PRIu64 "}\n",
-           NB, c1 - c0, w1 - w0, st.bytes_committed, st.chunks_secret);
+           NB, c1 - c0, w1 - w0, st.committed_bytes, st.chunks_secret);
 }
 
 /* ---- fork with committed secret memory -------------------------------- */
@@ -674,7 +674,7 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
              * block still holds its data. */
             uint64_t msg[2] = {now_ns(), 0};
             struct secretheap_stats st;
-            if (sh_stats != NULL && sh_stats(&st, sizeof st) == 0) msg[1] = st.fork_reprivatisations;
+            if (sh_stats != NULL && sh_stats(&st, sizeof st) == 0) msg[1] = st.fork_reprivatised;
             if (blk[nblk - 1][4095] != (char)((nblk - 1) & 0xff)) msg[0] = 0;
             if (write(pfd[1], msg, sizeof msg) != (ssize_t)sizeof msg) _exit(1);
             _exit(0);

@@ -250,7 +250,7 @@ static void cmd_inproc(int argc, char **argv) {
     if (preload && sh_stats != NULL && sh_stats(&st, sizeof st) == 0)
         printf(",\"bytes_committed\":%" PRIu64 ",\"bytes_mapped\":%" PRIu64
                ",\"requested_bytes\":%" PRIu64 ",\"fallbacks\":%" PRIu64,
-               st.bytes_committed, st.bytes_mapped, st.requested_bytes, st.fallbacks);
+               st.committed_bytes, st.bytes_mapped, st.requested_bytes, st.fallbacks);
     printf("}\n");
     SSL_CTX_free(sctx);
     SSL_CTX_free(cctx);

@@ -1,0 +1,253 @@
+// Command benchreport runs every secretheap benchmark — C allocators side by
+// side, TLS handshakes, process start-up, memory, first use, fork, and the Go
+// allocators — and writes docs/benchmarks/results.txt, results.json and SVG
+// charts. `make bench` runs it after building everything.
+//
+// The machines this runs on are noisy (2 vCPUs, other work): each comparison
+// runs several rounds, the backends of a round back to back in an order that
+// rotates from round to round, and every ratio is taken against the baseline
+// of the same round before the median over rounds is reported.
+//
+//	go run ./cmd/benchreport [-quick] [-rounds N] [-out DIR] [-only a,b] [-keep-going]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+type config struct {
+	quick     bool
+	rounds    int
+	out       string // docs/benchmarks
+	root      string // repository root
+	only      map[string]bool
+	keepGoing bool
+}
+
+// sections in run order; -only picks a subset.
+var sectionNames = []string{"c-alloc", "tls", "startup", "memory", "first-use", "fork", "go"}
+
+func main() {
+	var cfg config
+	var only string
+	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: one short round of everything (about a minute)")
+	flag.IntVar(&cfg.rounds, "rounds", 0, "rounds per comparison (default 5, 2 with -quick)")
+	flag.StringVar(&cfg.out, "out", "docs/benchmarks", "output directory")
+	flag.StringVar(&only, "only", "", "comma-separated sections: "+strings.Join(sectionNames, ","))
+	flag.BoolVar(&cfg.keepGoing, "keep-going", false, "record a failed self-check and skip the backend instead of aborting")
+	flag.Parse()
+	if cfg.rounds <= 0 {
+		cfg.rounds = 5
+		if cfg.quick {
+			cfg.rounds = 2
+		}
+	}
+	if only != "" {
+		cfg.only = map[string]bool{}
+		for _, s := range strings.Split(only, ",") {
+			cfg.only[strings.TrimSpace(s)] = true
+		}
+	}
+	root, err := findRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	cfg.root = root
+	if !filepath.IsAbs(cfg.out) {
+		cfg.out = filepath.Join(root, cfg.out)
+	}
+	b := newBench(cfg)
+	if err := b.runAll(); err != nil {
+		b.prog.finish()
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	b.prog.finish()
+	fmt.Fprintf(os.Stderr, "wrote %s/results.txt, results.json and charts\n", cfg.out)
+}
+
+// findRoot walks up from the working directory to go.mod.
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// bench holds the state of one run.
+type bench struct {
+	cfg     config
+	prog    *progress
+	samples []Sample
+	notes   []string // what was skipped and why, shown in results.txt
+	machine Machine
+	started time.Time
+	bin     string // build/bench
+	lib     string // build/libsecretheap.so, "" if not built
+	splits  []SplitDelta
+}
+
+// SplitDelta is the change in direct-map splits across one section.
+type SplitDelta struct {
+	Section string `json:"section"`
+	Before  int64  `json:"before"`
+	After   int64  `json:"after"`
+}
+
+func newBench(cfg config) *bench {
+	return &bench{cfg: cfg, prog: &progress{start: time.Now()}, started: time.Now(),
+		bin: filepath.Join(cfg.root, "build", "bench")}
+}
+
+func (b *bench) want(section string) bool { return b.cfg.only == nil || b.cfg.only[section] }
+
+func (b *bench) note(format string, args ...any) {
+	b.notes = append(b.notes, fmt.Sprintf(format, args...))
+}
+
+func (b *bench) add(s Sample) { b.samples = append(b.samples, s) }
+
+// fail handles an error in a section: a self-check failure aborts the run
+// unless -keep-going; anything else is noted and the section goes on.
+func (b *bench) fail(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	if isSelfCheck(err) && !b.cfg.keepGoing {
+		return err
+	}
+	b.note("%s: %v", what, err)
+	return nil
+}
+
+func (b *bench) runAll() error {
+	b.machine = readMachine(b.cfg.root)
+	if err := b.build(); err != nil {
+		return err
+	}
+	b.prog.total = b.estimateSteps()
+	sections := []struct {
+		name string
+		fn   func() error
+	}{
+		{"c-alloc", b.cAlloc},
+		{"tls", b.tls},
+		{"startup", b.startup},
+		{"memory", b.memory},
+		{"first-use", b.firstUse},
+		{"fork", b.fork},
+		{"go", b.goBench},
+	}
+	for _, s := range sections {
+		if !b.want(s.name) {
+			continue
+		}
+		before := splits(vmstat())
+		if err := s.fn(); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		b.splits = append(b.splits, SplitDelta{Section: s.name, Before: before, After: splits(vmstat())})
+	}
+	return b.writeReport()
+}
+
+func (b *bench) estimateSteps() int {
+	r := b.cfg.rounds
+	n := 0
+	for _, s := range sectionNames {
+		if !b.want(s) {
+			continue
+		}
+		switch s {
+		case "c-alloc":
+			n += r * len(cBackends)
+		case "tls":
+			n += r*2 + 2 + min(r, 3)*2
+		case "startup":
+			n += r + 1
+		case "memory":
+			n += len(cBackends) + len(goProbeBackends)
+		case "first-use":
+			n += (len(cBackends) - 1 + len(goProbeBackends)) * b.firstReps()
+			n += b.firstReps()
+		case "fork":
+			n += min(r, 3) * 3 * 2
+		case "go":
+			n += r
+		}
+	}
+	return n
+}
+
+func (b *bench) firstReps() int {
+	if b.cfg.quick {
+		return 3
+	}
+	return 15
+}
+
+// Machine describes where the numbers come from.
+type Machine struct {
+	Date    string `json:"date"`
+	Commit  string `json:"commit"`
+	CPU     string `json:"cpu"`
+	Nproc   int    `json:"nproc"`
+	Kernel  string `json:"kernel"`
+	OpenSSL string `json:"openssl"`
+	Go      string `json:"go"`
+	CC      string `json:"cc"`
+	Library string `json:"library"`
+	Rounds  int    `json:"rounds"`
+	Quick   bool   `json:"quick"`
+}
+
+func readMachine(root string) Machine {
+	m := Machine{Date: time.Now().UTC().Format(time.RFC3339), Nproc: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				if i := strings.Index(line, ":"); i >= 0 {
+					m.CPU = strings.TrimSpace(line[i+1:])
+				}
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if out, err := run(10*time.Second, cleanEnv(), "openssl", "version"); err == nil {
+		m.OpenSSL = strings.TrimSpace(out)
+	}
+	if out, err := run(10*time.Second, cleanEnv(), ccName(), "--version"); err == nil {
+		m.CC = strings.SplitN(out, "\n", 2)[0]
+	}
+	if out, err := run(10*time.Second, cleanEnv(), "git", "-C", root, "rev-parse", "--short", "HEAD"); err == nil {
+		m.Commit = strings.TrimSpace(out)
+	}
+	return m
+}
+
+func ccName() string {
+	if cc := os.Getenv("CC"); cc != "" {
+		return cc
+	}
+	return "cc"
+}

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// variant is one side of a with/without-the-library comparison.
+type variant struct {
+	label   string
+	preload bool
+}
+
+// goProbeBackends are measured by bench/go/probe in fresh processes.
+var goProbeBackends = []string{"make", "memguard", "alloc"}
+
+const lockedN = 10000
+
+// memory: locked memory per 32-byte secret, and the direct-map splits each
+// allocator causes (system-wide counters; splits are permanent, so a backend
+// that runs after another may find the direct map already split).
+func (b *bench) memory() error {
+	for _, be := range cBackends {
+		b.prog.step("memory: locked bytes per 32-B secret, %s", be.label)
+		if be.id == "preload" || (be.preload && b.lib == "") {
+			continue // same allocator as "secretheap"
+		}
+		before := splits(vmstat())
+		out, err := run(5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
+			"locked", be.id, strconv.Itoa(lockedN))
+		after := splits(vmstat())
+		if err != nil {
+			if err := b.fail(err, "locked memory "+be.label); err != nil {
+				return err
+			}
+			continue
+		}
+		recs, err := ParseRecords(out)
+		if err != nil || len(recs) != 1 {
+			return fmt.Errorf("allocbench locked output %q: %v", out, err)
+		}
+		v, _ := recs[0].Num("bytes_per_secret")
+		b.add(Sample{Section: "locked", Workload: fmt.Sprintf("C: VmLck ÷ %d live 32-B secrets", lockedN),
+			Backend: be.label, Round: 1, Value: v, Unit: "B/secret"})
+		b.add(Sample{Section: "splits", Workload: fmt.Sprintf("C: direct-map splits while allocating %d 32-B secrets", lockedN),
+			Backend: be.label, Round: 1, Value: float64(after - before), Unit: "splits"})
+	}
+	probe := filepath.Join(b.bin, "goprobe")
+	for _, be := range goProbeBackends {
+		b.prog.step("memory: locked bytes per 32-B secret, Go %s", be)
+		if _, err := os.Stat(probe); err != nil {
+			continue
+		}
+		before := splits(vmstat())
+		out, err := run(5*time.Minute, cleanEnv(), probe, "locked", be, strconv.Itoa(lockedN))
+		after := splits(vmstat())
+		if err != nil {
+			if err := b.fail(err, "Go locked memory "+be); err != nil {
+				return err
+			}
+			continue
+		}
+		recs, err := ParseRecords(out)
+		if err != nil || len(recs) != 1 {
+			return fmt.Errorf("goprobe locked output %q: %v", out, err)
+		}
+		v, _ := recs[0].Num("bytes_per_secret")
+		b.add(Sample{Section: "locked", Workload: fmt.Sprintf("Go: VmLck ÷ %d live 32-B secrets", lockedN),
+			Backend: be, Round: 1, Value: v, Unit: "B/secret"})
+		b.add(Sample{Section: "splits", Workload: fmt.Sprintf("Go: direct-map splits while allocating %d 32-B secrets", lockedN),
+			Backend: be, Round: 1, Value: float64(after - before), Unit: "splits"})
+	}
+	return nil
+}
+
+// firstUse: the first allocation in a fresh process (C and Go), and a
+// chunk's first fault-in.
+func (b *bench) firstUse() error {
+	reps := b.firstReps()
+	probe := filepath.Join(b.bin, "goprobe")
+	failed := map[string]bool{}
+	for rep := 1; rep <= reps; rep++ {
+		for _, be := range rotate(cBackends, rep) {
+			if be.id == "preload" {
+				continue
+			}
+			b.prog.step("first use %d/%d: %s", rep, reps, be.label)
+			if failed[be.id] || (be.preload && b.lib == "") {
+				continue
+			}
+			out, err := run(time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"), "first", be.id)
+			if err != nil {
+				failed[be.id] = true
+				if err := b.fail(err, "first use "+be.label); err != nil {
+					return err
+				}
+				continue
+			}
+			recs, err := ParseRecords(out)
+			if err != nil || len(recs) != 1 {
+				return fmt.Errorf("allocbench first output %q: %v", out, err)
+			}
+			setup, _ := recs[0].Num("setup_ns")
+			first, _ := recs[0].Num("first_ns")
+			b.add(Sample{Section: "first-use", Workload: "C: first 32-B allocation in a fresh process",
+				Backend: be.label, Round: rep, Value: first / 1e3, Unit: "µs"})
+			b.add(Sample{Section: "first-use", Workload: "C: backend set-up + first 32-B allocation",
+				Backend: be.label, Round: rep, Value: (setup + first) / 1e3, Unit: "µs"})
+		}
+		for _, be := range rotate(goProbeBackends, rep) {
+			b.prog.step("first use %d/%d: Go %s", rep, reps, be)
+			if failed["go-"+be] {
+				continue
+			}
+			if _, err := os.Stat(probe); err != nil {
+				continue
+			}
+			out, err := run(time.Minute, cleanEnv(), probe, "first", be)
+			if err != nil {
+				failed["go-"+be] = true
+				if err := b.fail(err, "Go first use "+be); err != nil {
+					return err
+				}
+				continue
+			}
+			recs, err := ParseRecords(out)
+			if err != nil || len(recs) != 1 {
+				return fmt.Errorf("goprobe first output %q: %v", out, err)
+			}
+			first, _ := recs[0].Num("first_ns")
+			b.add(Sample{Section: "first-use", Workload: "Go: first 32-B allocation in a fresh process",
+				Backend: be, Round: rep, Value: first / 1e3, Unit: "µs"})
+		}
+	}
+	// A chunk's first fault-in.
+	for rep := 1; rep <= reps; rep++ {
+		b.prog.step("fault-in %d/%d", rep, reps)
+		out, err := run(time.Minute, b.env(b.lib != ""), filepath.Join(b.bin, "allocbench"), "faultin")
+		if err != nil {
+			if err := b.fail(err, "fault-in"); err != nil {
+				return err
+			}
+			break
+		}
+		recs, err := ParseRecords(out)
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			get := func(k string) float64 { v, _ := rec.Num(k); return v / 1e3 }
+			switch rec.Str("what") {
+			case "raw":
+				b.add(Sample{Section: "faultin", Workload: "2 MiB memfd_secret: memfd_secret+ftruncate+mmap", Backend: "kernel", Round: rep, Value: get("map_ns"), Unit: "µs"})
+				b.add(Sample{Section: "faultin", Workload: "2 MiB memfd_secret: commit 512 OS pages (pread /dev/zero)", Backend: "kernel", Round: rep, Value: get("commit_ns"), Unit: "µs"})
+				b.add(Sample{Section: "faultin", Workload: "2 MiB anonymous: mmap + touch 512 OS pages", Backend: "kernel", Round: rep, Value: get("anon_ns"), Unit: "µs"})
+			case "secretheap":
+				b.add(Sample{Section: "faultin", Workload: "secretheap: 448 × 4 KiB blocks in a fresh chunk (cold)", Backend: "secretheap C API", Round: rep, Value: get("cold_ns"), Unit: "µs"})
+				b.add(Sample{Section: "faultin", Workload: "secretheap: the same 448 blocks again (warm)", Backend: "secretheap C API", Round: rep, Value: get("warm_ns"), Unit: "µs"})
+			}
+		}
+	}
+	return nil
+}
+
+// fork: fork → child ready with N MiB of live blocks, secret (re-privatised
+// in the child) vs glibc malloc (copy-on-write).
+func (b *bench) fork() error {
+	rounds := min(b.cfg.rounds, 3)
+	reps := "5"
+	if b.cfg.quick {
+		reps = "2"
+	}
+	vs := []cBackend{cBackends[0], cBackends[5]} // glibc, secretheap C API
+	for r := 1; r <= rounds; r++ {
+		for _, mib := range []int{1, 4, 16} {
+			for _, be := range rotate(vs, r) {
+				b.prog.step("fork round %d/%d: %d MiB %s", r, rounds, mib, be.label)
+				if be.preload && b.lib == "" {
+					continue
+				}
+				out, err := run(5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
+					"fork", be.id, strconv.Itoa(mib), reps)
+				if err != nil {
+					if err := b.fail(err, "fork "+be.label); err != nil {
+						return err
+					}
+					continue
+				}
+				recs, err := ParseRecords(out)
+				if err != nil || len(recs) != 1 {
+					return fmt.Errorf("allocbench fork output %q: %v", out, err)
+				}
+				if be.preload {
+					if n, _ := recs[0].Num("reprivatised_chunks"); n == 0 {
+						b.note("fork %d MiB: the child reported 0 re-privatised chunks (SECRETHEAP_FORK=copy not in effect?)", mib)
+					}
+				}
+				b.add(Sample{Section: "fork", Workload: fmt.Sprintf("fork → child ready, %d MiB live in 4 KiB blocks", mib),
+					Backend: be.label, Round: r, Value: median(recs[0].Nums("ns")) / 1e3, Unit: "µs"})
+			}
+		}
+	}
+	return nil
+}
+
+// goBenchPattern selects the alloc/ and bench/go benchmarks that are timed
+// loops. alloc's first-use benchmarks are left out: the first allocation is
+// measured by bench/go/probe in fresh processes, and
+// BenchmarkFirstAllocFreshProcess stops its timer for the whole loop, so
+// testing's b.N prediction sees ~0 ns per op and grows b.N without bound.
+const goBenchPattern = "^Benchmark(AllocFree|AllocFreeParallel|Churn|NaiveAllocFree|NaiveAllocFreeParallel|MemguardAllocFreeParallel|ChurnBaselines|Secret)$"
+
+// goBench runs the Go micro-benchmarks of alloc/ and bench/go, one `go test`
+// per round (both packages, one after the other, -p 1 so they never overlap).
+func (b *bench) goBench() error {
+	benchtime := "300ms"
+	if b.cfg.quick {
+		benchtime = "30ms"
+	}
+	pkgs := []string{}
+	for _, p := range []string{"./alloc", "./bench/go"} {
+		if matches, _ := filepath.Glob(filepath.Join(b.cfg.root, p, "*_test.go")); len(matches) > 0 {
+			pkgs = append(pkgs, p)
+		}
+	}
+	if len(pkgs) == 0 {
+		b.note("Go benchmarks skipped: no test files in alloc/ or bench/go")
+		b.prog.done += b.cfg.rounds
+		return nil
+	}
+	for r := 1; r <= b.cfg.rounds; r++ {
+		b.prog.step("Go benchmarks round %d/%d", r, b.cfg.rounds)
+		args := append([]string{"test", "-run", "^$", "-bench", goBenchPattern, "-benchtime", benchtime, "-count", "1", "-p", "1"}, pkgs...)
+		out, err := run(15*time.Minute, cleanEnv(), "go", args...)
+		if err != nil {
+			if err := b.fail(err, "Go benchmarks"); err != nil {
+				return err
+			}
+			return nil
+		}
+		res, err := ParseGoBench(out)
+		if err != nil {
+			return err
+		}
+		for _, gb := range res {
+			sec, wl, be, th := goName(gb.Name, gb.Procs)
+			if sec == "first-use" {
+				b.add(Sample{Section: sec, Workload: wl, Backend: be, Round: r, Value: gb.Metrics["ns/op"] / 1e3, Unit: "µs"})
+				continue
+			}
+			b.add(Sample{Section: sec, Workload: wl, Threads: th, Backend: be, Round: r,
+				Value: gb.Metrics["ns/op"], Unit: "ns/op"})
+			for unit, v := range gb.Metrics {
+				if strings.Contains(unit, "/live") {
+					b.add(Sample{Section: "memory", Workload: fmt.Sprintf("Go %s, %d goroutine(s): %s", wl, th, unit),
+						Backend: be, Round: r, Value: v, Unit: "ratio"})
+				}
+			}
+		}
+	}
+	return nil
+}
