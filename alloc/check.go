@@ -118,25 +118,33 @@ func (h *Heap) checkInvariants() error {
 	for si := range h.shards {
 		sh := &h.shards[si]
 		for c := range sh.partial {
-			var prev *span
-			for sp := sh.partial[c]; sp != nil; sp = sp.next {
-				if sp.prev != prev {
-					bad("shard %d class %d: broken back link at %p", si, c, sp.base)
+			for b := range sh.partial[c] {
+				var prev *span
+				if (sh.partial[c][b] != nil) != (sh.mask[c]&(1<<b) != 0) {
+					bad("shard %d class %d: bucket %d mask bit disagrees with the list", si, c, b)
 				}
-				if int(sp.class) != c || sp.shard != sh {
-					bad("shard %d class %d: slab %p of class %d shard %d in the list", si, c, sp.base, sp.class, shardIndex[sp.shard])
+				for sp := sh.partial[c][b]; sp != nil; sp = sp.next {
+					if sp.prev != prev {
+						bad("shard %d class %d: broken back link at %p", si, c, sp.base)
+					}
+					if int(sp.class) != c || sp.shard != sh {
+						bad("shard %d class %d: slab %p of class %d shard %d in the list", si, c, sp.base, sp.class, shardIndex[sp.shard])
+					}
+					if sp.used >= sp.nblocks {
+						bad("shard %d class %d: full slab %p in the partial list", si, c, sp.base)
+					}
+					if int(sp.bucket) != b || sp.bucketOf() != sp.bucket {
+						bad("shard %d class %d: slab %p (%d/%d used) in bucket %d, marked %d", si, c, sp.base, sp.used, sp.nblocks, b, sp.bucket)
+					}
+					v, ok := inPartial[sp]
+					if !ok {
+						bad("shard %d class %d: slab %p in the list is not in any chunk", si, c, sp.base)
+					} else if !v {
+						bad("shard %d class %d: slab %p in the list not marked", si, c, sp.base)
+					}
+					delete(inPartial, sp)
+					prev = sp
 				}
-				if sp.used >= sp.nblocks {
-					bad("shard %d class %d: full slab %p in the partial list", si, c, sp.base)
-				}
-				v, ok := inPartial[sp]
-				if !ok {
-					bad("shard %d class %d: slab %p in the list is not in any chunk", si, c, sp.base)
-				} else if !v {
-					bad("shard %d class %d: slab %p in the list not marked", si, c, sp.base)
-				}
-				delete(inPartial, sp)
-				prev = sp
 			}
 			st := sh.stats[c]
 			k := key{si, c}

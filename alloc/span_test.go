@@ -71,9 +71,9 @@ func TestFindRun(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for iter := 0; iter < 20000; iter++ {
 		n := 1 + r.IntN(512)
-		b := make([]uint64, (n+63)/64)
+		b := make([]uint64, (n+63)/64+1)
 		density := r.Float64()
-		for i := 0; i < n; i++ {
+		for i := 0; i < len(b)*64; i++ { // bits past n (uncommitted OS pages) may be set
 			if r.Float64() < density {
 				b[i>>6] |= 1 << (i & 63)
 			}
@@ -90,4 +90,41 @@ func TestFindRun(t *testing.T) {
 	assert.Equal(t, 103, findRun(b, 512, 200))
 	assert.Equal(t, -1, findRun(b, 512, 410))
 	assert.Equal(t, 0, findRun(b, 512, 100))
+}
+
+// TestBestRun compares bestRun with a naive scan on random bitmaps.
+func TestBestRun(t *testing.T) {
+	naive := func(b []uint64, n, k int) int {
+		best, bestLen := -1, 0
+		for i := 0; i < n; {
+			if b[i>>6]&(1<<(i&63)) == 0 {
+				i++
+				continue
+			}
+			j := i
+			for j < n && b[j>>6]&(1<<(j&63)) != 0 {
+				j++
+			}
+			if j-i >= k && (best < 0 || j-i < bestLen) {
+				best, bestLen = i, j-i
+			}
+			i = j
+		}
+		return best
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for iter := 0; iter < 20000; iter++ {
+		n := 1 + r.IntN(512)
+		b := make([]uint64, (n+63)/64+1)
+		density := r.Float64()
+		for i := 0; i < len(b)*64; i++ { // bits past n (uncommitted OS pages) may be set
+			if r.Float64() < density {
+				b[i>>6] |= 1 << (i & 63)
+			}
+		}
+		k := 1 + r.IntN(8)
+		if got, want := bestRun(b, n, k), naive(b, n, k); got != want {
+			t.Fatalf("n=%d k=%d bits=%x: got %d want %d", n, k, b, got, want)
+		}
+	}
 }
