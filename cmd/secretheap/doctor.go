@@ -516,8 +516,11 @@ type hookResult struct {
 	Library string // libsecretheap.so used, "" if none was found
 	Skipped string // why the probe did not run
 	Hooked  string // the stats' openssl_hooked value: "1" yes, "0" no, "2" refused
-	Err     error  // the probe ran and failed
-	Stats   string // the stats text, for --json and for diagnosis
+	// SecureInterposed is the skin's verdict on CRYPTO_secure_*: "yes" when
+	// libcrypto calls them through its PLT (SECRETHEAP_OPENSSL=secure works).
+	SecureInterposed string
+	Err              error  // the probe ran and failed
+	Stats            string // the stats text, for --json and for diagnosis
 }
 
 // probeHook runs the system's openssl with the library preloaded. The
@@ -547,6 +550,11 @@ func probeHook(info opensslInfo) hookResult {
 	cmd := exec.CommandContext(ctx, info.Binary, "version")
 	env := withPreload(os.Environ(), lib)
 	env = setEnv(env, "SECRETHEAP_STATS", statsPath)
+	// The question is what the library can do with this libcrypto, not what
+	// the caller's settings make it do: openssl_hooked is 1 only in mode all,
+	// and backend auto works whether or not memfd_secret does.
+	env = setEnv(env, "SECRETHEAP_OPENSSL", "all")
+	env = setEnv(env, "SECRETHEAP_BACKEND", "auto")
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -565,11 +573,12 @@ func probeHook(info opensslInfo) hookResult {
 		return res
 	}
 	res.Hooked = v
+	res.SecureInterposed, _ = statsSecureInterposed(b)
 	return res
 }
 
 func checkHook(h hookResult) check {
-	c := check{Name: "openssl hook", Data: map[string]any{"library": h.Library, "hooked": h.Hooked}}
+	c := check{Name: "openssl hook", Data: map[string]any{"library": h.Library, "hooked": h.Hooked, "secure_interposed": h.SecureInterposed}}
 	switch {
 	case h.Skipped != "":
 		c.Verdict = verdictWarn
@@ -577,9 +586,15 @@ func checkHook(h hookResult) check {
 	case h.Err != nil:
 		c.Verdict = verdictFail
 		c.Detail = h.Err.Error()
-	case isYes(h.Hooked):
+	case isYes(h.Hooked) && (h.SecureInterposed == "yes" || h.SecureInterposed == ""):
 		c.Verdict = verdictOK
-		c.Detail = fmt.Sprintf("%s takes over OpenSSL's allocator (openssl version, preloaded: hooked)", filepath.Base(h.Library))
+		c.Detail = fmt.Sprintf("%s takes over OpenSSL's allocator (openssl version, preloaded: hooked; CRYPTO_secure_* interposed: %s)",
+			filepath.Base(h.Library), orUnknown(h.SecureInterposed))
+	case isYes(h.Hooked):
+		c.Verdict = verdictWarn
+		c.Detail = fmt.Sprintf("%s takes over OpenSSL's allocator (hooked), but libcrypto's CRYPTO_secure_* calls do not reach it (%s): SECRETHEAP_OPENSSL=all protects everything, SECRETHEAP_OPENSSL=secure would protect nothing",
+			filepath.Base(h.Library), h.SecureInterposed)
+		c.Fix = "keep SECRETHEAP_OPENSSL=all (the default) with this libcrypto"
 	case h.Hooked == "2" || strings.EqualFold(h.Hooked, "refused"):
 		c.Verdict = verdictFail
 		c.Detail = "OpenSSL refused CRYPTO_set_mem_functions: it had allocated before the library's constructor ran"
@@ -599,6 +614,13 @@ func errnoOf(err error) unix.Errno {
 		return en
 	}
 	return 0
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "not reported"
+	}
+	return s
 }
 
 func isYes(v string) bool {

@@ -22,7 +22,7 @@ type inspectReport struct {
 	SecretBytes   uint64 `json:"secretmem_bytes"`
 	SecretRss     uint64 `json:"secretmem_committed_bytes"` // resident OS pages; 0 when smaps is unreadable
 	SmapsReadable bool   `json:"smaps_readable"`
-	LockedMaps    int    `json:"locked_mappings"` // anonymous, mlocked, dontdump, wipeonfork
+	LockedMaps    int    `json:"locked_mappings"` // anonymous, mlocked, dontdump
 	LockedBytes   uint64 `json:"locked_bytes"`
 
 	VmLck         uint64            `json:"vmlck_bytes"`
@@ -183,7 +183,7 @@ func printInspect(w io.Writer, r inspectReport) {
 	}
 	fmt.Fprintf(w, "secretmem      %d mappings, %s mapped, %s\n", r.SecretMaps, formatBytes(r.SecretBytes), committed)
 	if r.LockedMaps > 0 || r.SmapsReadable {
-		fmt.Fprintf(w, "locked backend %d mappings, %s (anonymous, mlocked, dontdump, wipeonfork)\n", r.LockedMaps, formatBytes(r.LockedBytes))
+		fmt.Fprintf(w, "locked memory  %d mappings, %s (anonymous, mlocked, not dumped: the locked backend, or another locked heap)\n", r.LockedMaps, formatBytes(r.LockedBytes))
 	}
 	lim := fmt.Sprintf("limit %s soft / %s hard", formatBytes(r.MemlockSoft), formatBytes(r.MemlockHard))
 	if r.CapIPCLock {

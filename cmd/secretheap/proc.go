@@ -47,11 +47,13 @@ func (m mapping) isSecretmem() bool {
 }
 
 // isLocked reports whether the mapping looks like secretheap's locked
-// backend: anonymous, mlocked, left out of core dumps and wiped on fork.
-// Another program could make the same mapping, so inspect counts these only
-// in a process that has the library loaded or as "locked, wiped on fork".
+// backend: anonymous, mlocked and left out of core dumps (VmFlags lo, dd).
+// The Go backend also sets wipe-on-fork (wf); the C library does not under
+// SECRETHEAP_FORK=copy, and mlocks only the OS pages it has committed, so
+// only those show. Another locked heap (OpenSSL's own secure heap) looks the
+// same, which is why inspect words it as it does.
 func (m mapping) isLocked() bool {
-	return m.Path == "" && m.hasFlag("lo") && m.hasFlag("dd") && m.hasFlag("wf")
+	return m.Path == "" && m.hasFlag("lo") && m.hasFlag("dd")
 }
 
 func (m mapping) hasFlag(f string) bool {

@@ -21,3 +21,17 @@ func statsHooked(b []byte) (string, bool) {
 	}
 	return string(m[len(m)-1][1]), true
 }
+
+// interposedRE finds the OpenSSL skin's verdict on CRYPTO_secure_*: "secure
+// interposed yes" when libcrypto calls them through its PLT, else why not
+// ("bound-inside-libcrypto", a -Bsymbolic build).
+var interposedRE = regexp.MustCompile(`secure interposed (\S+)`)
+
+// statsSecureInterposed returns the last "secure interposed" value.
+func statsSecureInterposed(b []byte) (string, bool) {
+	m := interposedRE.FindAllSubmatch(b, -1)
+	if len(m) == 0 {
+		return "", false
+	}
+	return string(m[len(m)-1][1]), true
+}
