@@ -1,0 +1,1 @@
+../cshim/options.c

@@ -1,0 +1,1 @@
+../cshim/sizeclasses.h
