@@ -139,7 +139,7 @@ func renderText(rep Report) string {
 // renderMatrix: one table per thread count, workloads down, backends across.
 func renderMatrix(sb *strings.Builder, rows []Row) {
 	threads := distinct(rows, rows[0].Section, func(r Row) string { return fmt.Sprint(r.Threads) })
-	backends := distinct(rows, rows[0].Section, func(r Row) string { return r.Backend })
+	backends := backendsOf(rows, rows[0].Section)
 	workloads := distinct(rows, rows[0].Section, func(r Row) string { return r.Workload })
 	for _, th := range threads {
 		unit := ""
@@ -242,7 +242,7 @@ func writeCharts(dir string, rows []Row) error {
 				continue
 			}
 			groups = distinct(sel, c.section, func(r Row) string { return r.Workload })
-			for _, be := range distinct(sel, c.section, func(r Row) string { return r.Backend }) {
+			for _, be := range backendsOf(sel, c.section) {
 				s := series{Name: be, Values: make([]float64, len(groups))}
 				for i, wl := range groups {
 					s.Values[i] = math.NaN()

@@ -147,3 +147,22 @@ func distinct(rows []Row, section string, f func(Row) string) []string {
 	}
 	return out
 }
+
+// backendsOf returns the backends of a section's rows, the section's
+// baseline first, then in order of first appearance.
+func backendsOf(rows []Row, section string) []string {
+	bs := distinct(rows, section, func(r Row) string { return r.Backend })
+	base, ok := baselines[section]
+	if !ok {
+		return bs
+	}
+	out := make([]string, 0, len(bs))
+	for _, b := range bs {
+		if b == base {
+			out = append([]string{b}, out...)
+		} else {
+			out = append(out, b)
+		}
+	}
+	return out
+}

@@ -144,3 +144,12 @@ func TestFmt(t *testing.T) {
 	assert.Equal(t, "", fmtRatio(math.NaN()))
 	assert.True(t, strings.HasPrefix(siLabel(1e4), "10k"))
 }
+
+func TestBackendsOfBaselineFirst(t *testing.T) {
+	rows := Summarise([]Sample{
+		{Section: "c-alloc", Workload: "w", Backend: "lib", Round: 1, Value: 2},
+		{Section: "c-alloc", Workload: "w", Backend: "glibc", Round: 1, Value: 1},
+		{Section: "c-alloc", Workload: "w", Backend: "sodium", Round: 1, Value: 3},
+	}, baselines)
+	assert.Equal(t, []string{"glibc", "lib", "sodium"}, backendsOf(rows, "c-alloc"))
+}

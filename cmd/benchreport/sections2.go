@@ -49,6 +49,36 @@ func (b *bench) memory() error {
 		b.add(Sample{Section: "splits", Workload: fmt.Sprintf("C: direct-map splits while allocating %d 32-B secrets", lockedN),
 			Backend: be.label, Round: 1, Value: float64(after - before), Unit: "splits"})
 	}
+	// Committed ÷ live requested bytes at the end of churn, each in a fresh
+	// process (the committed frontier never shrinks, so it is also the peak).
+	for _, be := range cBackends {
+		if !be.preload || b.lib == "" {
+			continue
+		}
+		for _, th := range []string{"1", "2"} {
+			b.prog.step("memory: churn committed ÷ live, %s, %s thread(s)", be.label, th)
+			out, err := run(5*time.Minute, b.env(true), filepath.Join(b.bin, "allocbench"),
+				"time", be.id, "-w", "churn", "-t", th, "-m", strconv.Itoa(b.budgetMS()))
+			if err != nil {
+				if err := b.fail(err, "churn memory "+be.label); err != nil {
+					return err
+				}
+				continue
+			}
+			recs, err := ParseRecords(out)
+			if err != nil {
+				return err
+			}
+			for _, rec := range recs {
+				c, _ := rec.Num("bytes_committed")
+				q, _ := rec.Num("requested_bytes")
+				if rec.Str("kind") == "stats" && q > 0 {
+					b.add(Sample{Section: "memory", Workload: fmt.Sprintf("C churn, %s thread(s): committed ÷ live requested bytes", th),
+						Backend: be.label, Round: 1, Value: c / q, Unit: "ratio"})
+				}
+			}
+		}
+	}
 	probe := filepath.Join(b.bin, "goprobe")
 	for _, be := range goProbeBackends {
 		b.prog.step("memory: locked bytes per 32-B secret, Go %s", be)
@@ -84,7 +114,7 @@ func (b *bench) firstUse() error {
 	probe := filepath.Join(b.bin, "goprobe")
 	failed := map[string]bool{}
 	for rep := 1; rep <= reps; rep++ {
-		for _, be := range rotate(cBackends, rep) {
+		for _, be := range rotate(cBackends, rep-1) {
 			if be.id == "preload" {
 				continue
 			}
@@ -92,7 +122,18 @@ func (b *bench) firstUse() error {
 			if failed[be.id] || (be.preload && b.lib == "") {
 				continue
 			}
-			out, err := run(time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"), "first", be.id)
+			// The library's first allocation is measured with its OpenSSL
+			// hooks off: with them on, OpenSSL's start-up allocations in the
+			// constructor would make main's first call a warm one (the
+			// whole-process time below carries the constructor's cost).
+			t0 := time.Now()
+			out, err := run(time.Minute, b.env(be.preload, "SECRETHEAP_OPENSSL=off"), filepath.Join(b.bin, "allocbench"), "first", be.id)
+			wall := time.Since(t0)
+			if err == nil && be.preload {
+				t0 = time.Now()
+				_, err = run(time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"), "first", be.id)
+				wall = time.Since(t0)
+			}
 			if err != nil {
 				failed[be.id] = true
 				if err := b.fail(err, "first use "+be.label); err != nil {
@@ -110,8 +151,10 @@ func (b *bench) firstUse() error {
 				Backend: be.label, Round: rep, Value: first / 1e3, Unit: "µs"})
 			b.add(Sample{Section: "first-use", Workload: "C: backend set-up + first 32-B allocation",
 				Backend: be.label, Round: rep, Value: (setup + first) / 1e3, Unit: "µs"})
+			b.add(Sample{Section: "first-use", Workload: "C: whole process, exec → exit (wall, as seen by the parent)",
+				Backend: be.label, Round: rep, Value: float64(wall.Microseconds()), Unit: "µs"})
 		}
-		for _, be := range rotate(goProbeBackends, rep) {
+		for _, be := range rotate(goProbeBackends, rep-1) {
 			b.prog.step("first use %d/%d: Go %s", rep, reps, be)
 			if failed["go-"+be] {
 				continue
@@ -177,7 +220,7 @@ func (b *bench) fork() error {
 	vs := []cBackend{cBackends[0], cBackends[5]} // glibc, secretheap C API
 	for r := 1; r <= rounds; r++ {
 		for _, mib := range []int{1, 4, 16} {
-			for _, be := range rotate(vs, r) {
+			for _, be := range rotate(vs, r-1) {
 				b.prog.step("fork round %d/%d: %d MiB %s", r, rounds, mib, be.label)
 				if be.preload && b.lib == "" {
 					continue
