@@ -116,3 +116,32 @@ func BenchmarkMapChunk(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFirstGet measures what the first allocation of a process costs
+// in this layer: New, reserving the arena, mapping the first chunk and
+// committing its first OS page (then Close, outside the timer).
+func BenchmarkFirstGet(b *testing.B) {
+	testutil.RequireSecretMem(b)
+	for _, p := range backends {
+		b.Run(p.String(), func(b *testing.B) {
+			for b.Loop() {
+				c, err := pmdcache.New(pmdcache.Config{Policy: p})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ch, err := c.Get()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := ch.Commit(1); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := c.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -120,7 +120,8 @@ func TestLayout(t *testing.T) {
 		{"zero", 0},
 		{"go heap", uintptr(unsafe.Pointer(&heap[0]))},
 		{"max", ^uintptr(0)},
-		{"slot 0", uintptr(chunks[0].Base()) &^ (64*1024*mib - 1)},
+		{"slot 0 (leading guard)", uintptr(chunks[0].Base()) - slot}, // the first chunk takes slot 1
+		{"past the arena", uintptr(chunks[0].Base()) - slot + pmdcache.DefaultArenaSize},
 	} {
 		t.Run("foreign/"+tc.name, func(t *testing.T) { assert.Nil(t, c.Lookup(tc.addr)) })
 	}
