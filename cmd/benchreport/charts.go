@@ -33,6 +33,21 @@ func (t logTicks) Ticks(min, max float64) []plot.Tick {
 	return ticks
 }
 
+// linTicks is gonum's default ticker with labels in siLabel's style
+// (250k, not 250000.00).
+type linTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (linTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = siLabel(ticks[i].Value)
+		}
+	}
+	return ticks
+}
+
 // siLabel writes 1, 10, 100, 1k, 10k, 1M ... (and 0.1, 0.01 below 1).
 func siLabel(v float64) string {
 	switch {
@@ -76,6 +91,7 @@ func barChart(path, title, ylabel string, groups []string, ss []series, logScale
 	p.Y.Min = 0
 
 	base := 0.0
+	p.Y.Tick.Marker = linTicks{}
 	if logScale {
 		lo := math.Inf(1)
 		for _, s := range ss {
@@ -93,6 +109,7 @@ func barChart(path, title, ylabel string, groups []string, ss []series, logScale
 		p.Y.Label.Text = ylabel + " (log scale)"
 	}
 
+	p.Add(plotter.NewGrid()) // first, so the bars are drawn over it
 	w := vg.Points(math.Max(4, math.Min(18, 360/float64(len(groups)*len(ss)))))
 	for i, s := range ss {
 		vals := make(plotter.Values, len(groups))
@@ -121,9 +138,31 @@ func barChart(path, title, ylabel string, groups []string, ss []series, logScale
 		}
 		bars.Offset = vg.Length(float64(i)-float64(len(ss)-1)/2) * w
 		p.Add(bars)
-		p.Legend.Add(s.Name, bars)
+		if len(ss) > 1 {
+			p.Legend.Add(s.Name, bars)
+		}
+		if len(ss) == 1 {
+			// One series: print each value over its bar (a 0 has no bar on
+			// a log scale, and the reader should still see it).
+			xys := make(plotter.XYs, len(groups))
+			labels := make([]string, len(groups))
+			for g := range groups {
+				xys[g] = plotter.XY{X: float64(g), Y: vals[g]}
+				if g < len(s.Values) && !math.IsNaN(s.Values[g]) {
+					labels[g] = fmtVal(s.Values[g])
+				}
+			}
+			lb, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: labels})
+			if err != nil {
+				return fmt.Errorf("chart %s: %w", path, err)
+			}
+			for i := range lb.TextStyle {
+				lb.TextStyle[i].XAlign = -0.5
+				lb.TextStyle[i].YAlign = 0.2
+			}
+			p.Add(lb)
+		}
 	}
-	p.Add(plotter.NewGrid())
 	// Headroom above the tallest bar for the legend.
 	if logScale {
 		p.Y.Max += 1.5

@@ -260,7 +260,7 @@ func writeCharts(dir string, rows []Row) error {
 			_ = os.Remove(path)
 			continue
 		}
-		logScale := c.forceLog || spansDecades(ss, 3)
+		logScale := c.forceLog || spansDecades(ss, 2)
 		if err := barChart(path, c.title, c.ylabel, groups, ss, logScale); err != nil {
 			return err
 		}
