@@ -154,6 +154,8 @@ grep -F /secretmem "/proc/$SERVER/maps" | sed 's/^/  /' || say "  (no /secretmem
 "$BIN" inspect "$SERVER" | grep -E '^(library|libcrypto|secretmem|memlock) ' | sed 's/^/  /'
 say "reading the server's memory from outside (/proc/$SERVER/mem):"
 scan_server yes
+say "(refused: the kernel will not read memfd_secret pages for another process — EIO from"
+say " /proc/PID/mem and ptrace, EFAULT from process_vm_readv — not even for root)"
 finish_server
 say "stats printed by secretheap run when the server exited (per-class lines left out):"
 sed -n '/^secretheap: stats/,$p' "$LOG" | grep -v '^  class ' | sed 's/^/  /'

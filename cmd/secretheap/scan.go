@@ -310,9 +310,9 @@ func printScan(w io.Writer, r scanReport) {
 	for _, u := range r.Unreadable {
 		what := u.Mapping
 		if u.Secret {
-			what = "memfd_secret (" + u.Mapping + ")"
+			what = "memfd_secret"
 		}
-		fmt.Fprintf(w, "unreadable %d mapping(s), %s: %s — %s\n", u.Count, formatBytes(u.Bytes), what, u.Errno)
+		fmt.Fprintf(w, "refused    %d %s mapping(s), %s: %s\n", u.Count, what, formatBytes(u.Bytes), u.Errno)
 	}
 	for _, n := range r.Needles {
 		if len(n.Hits) == 0 {
