@@ -83,12 +83,14 @@ func (*CHeap) Alloc(n int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
 	}
 	p, err := C.secretheap_malloc(C.size_t(n))
-	return checkNew(p, err, n)
+	return checkNew(p, err, n, 0)
 }
 
 // checkNew turns a pointer from secretheap_malloc or _realloc into a slice,
-// refusing NULL and blocks that are not secret memory (libc fallbacks).
-func checkNew(p unsafe.Pointer, err error, n int) ([]byte, error) {
+// refusing NULL and blocks that are not secret memory (libc fallbacks). A
+// refused fallback block is freed after wiping its first wipe bytes: those
+// a realloc copied there; a fresh block holds nothing of the caller's.
+func checkNew(p unsafe.Pointer, err error, n, wipe int) ([]byte, error) {
 	if p == nil {
 		if err == nil {
 			err = syscall.ENOMEM
@@ -98,7 +100,7 @@ func checkNew(p unsafe.Pointer, err error, n int) ([]byte, error) {
 	if C.secretheap_backend(p) == C.SECRETHEAP_BACKEND_NONE {
 		// SECRETHEAP_ON_EXHAUSTED=fallback gave us libc memory. Go
 		// callers must never hold unprotected memory: wipe and free it.
-		C.explicit_bzero(p, C.size_t(n))
+		C.explicit_bzero(p, C.size_t(min(n, wipe)))
 		C.secretheap_free(p)
 		return nil, fmt.Errorf("%w: %d bytes: the C core fell back to libc memory", ErrExhausted, n)
 	}
@@ -144,8 +146,10 @@ func (h *CHeap) Realloc(b []byte, n int) ([]byte, error) {
 	if C.sh_go_in_arena(p) == 0 {
 		return nil, ErrForeign
 	}
+	// realloc copies up to the old block's usable size.
+	old := int(C.secretheap_usable_size(p))
 	q, err := C.secretheap_realloc(p, C.size_t(n))
-	return checkNew(q, err, n)
+	return checkNew(q, err, n, old)
 }
 
 // Backend reports whether b lies inside a live block of the C heap (its first
