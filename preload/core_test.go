@@ -368,9 +368,9 @@ func TestExhaustion(t *testing.T) {
 
 // exhaustReport is what exhaustChild reports to the parent.
 type exhaustReport struct {
-	Allocated   int    // bytes allocated before the first refusal
-	Exhausted   bool   // the refusal was ErrExhausted
-	Fallbacks   uint64 // the core's fallback counter afterwards
+	Allocated    int    // bytes allocated before the first refusal
+	Exhausted    bool   // the refusal was ErrExhausted
+	Fallbacks    uint64 // the core's fallback counter afterwards
 	ReallocClean bool   // Realloc past the limit failed cleanly
 }
 
