@@ -120,7 +120,7 @@ func (h *Heap) checkInvariants() error {
 		for c := range sh.partial {
 			for b := range sh.partial[c] {
 				var prev *span
-				if (sh.partial[c][b] != nil) != (sh.mask[c]&(1<<b) != 0) {
+				if (sh.partial[c][b] != nil) != (sh.mask[c].Load()&(1<<b) != 0) {
 					bad("shard %d class %d: bucket %d mask bit disagrees with the list", si, c, b)
 				}
 				for sp := sh.partial[c][b]; sp != nil; sp = sp.next {

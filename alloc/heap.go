@@ -96,7 +96,7 @@ type shard struct {
 	// in occupancy buckets (bucketOf); mask has bit b set when bucket b is
 	// not empty. Alloc takes the fullest bucket's first slab.
 	partial [numClasses][numBuckets]*span
-	mask    [numClasses]uint8
+	mask    [numClasses]atomic.Uint32 // written with mu held, read without (Alloc's scan)
 	stats   [numClasses]classCounters
 	_       [64]byte // keep neighbouring shards' locks off one cache line
 }
@@ -181,11 +181,9 @@ func sizeToClass(n int) int {
 	return int(sizeToClass128[(n+127)>>7])
 }
 
-// lockShard locks a shard and returns it: a random one first (a per-M
-// random number, no shared state), the next ones if it is contended, and a
-// blocking lock only when all are.
-func (h *Heap) lockShard() *shard {
-	r := rand.Uint32()
+// lockShard locks a shard and returns it: shard r first, the next ones if
+// it is contended, and a blocking lock only when all are.
+func (h *Heap) lockShard(r uint32) *shard {
 	for j := uint32(0); j <= h.mask; j++ {
 		s := &h.shards[(r+j)&h.mask]
 		if s.mu.TryLock() {
@@ -205,19 +203,36 @@ func (h *Heap) Alloc(n int) ([]byte, error) {
 		return h.allocRun(n)
 	}
 	c := sizeToClass(n)
-	sh := h.lockShard()
-	var sp *span
-	if m := sh.mask[c]; m != 0 && !h.closed.Load() {
-		sp = sh.partial[c][bits.Len8(m)-1]
-	} else {
-		var err error
-		if sh, sp, err = h.refill(sh, c); err != nil {
-			if err == errNoFit {
-				return h.allocRun(n)
-			}
-			return nil, h.onExhausted(n, err)
+	// Fast path: the first shard, from a random start (a per-M random
+	// number: no shared state), that has a slab of the class with a free
+	// block and is not locked. Slabs of a class are thus shared by all
+	// shards while there is no contention (few partial slabs per class: the
+	// churn benchmark's committed/live), and a contended shard is skipped,
+	// which ends in a slab of the contender's own (below).
+	r := rand.Uint32()
+	for j := uint32(0); j <= h.mask; j++ {
+		sh := &h.shards[(r+j)&h.mask]
+		if sh.mask[c].Load() == 0 || !sh.mu.TryLock() {
+			continue
 		}
+		if m := sh.mask[c].Load(); m != 0 && !h.closed.Load() {
+			return h.allocFrom(sh, sh.partial[c][bits.Len32(m)-1], n)
+		}
+		sh.mu.Unlock()
 	}
+	sh := h.lockShard(r)
+	sp, err := h.refill(sh, c)
+	if err != nil {
+		if err == errNoFit {
+			return h.allocRun(n)
+		}
+		return nil, h.onExhausted(n, err)
+	}
+	return h.allocFrom(sh, sp, n)
+}
+
+// allocFrom takes a block of slab sp of shard sh (locked, unlocked on return).
+func (h *Heap) allocFrom(sh *shard, sp *span, n int) ([]byte, error) {
 	i := sp.takeBlock()
 	if sp.used == sp.nblocks {
 		sh.remove(sp)
@@ -226,7 +241,7 @@ func (h *Heap) Alloc(n int) ([]byte, error) {
 		sh.insert(sp)
 	}
 	sp.req[i] = uint32(n)
-	st := &sh.stats[c]
+	st := &sh.stats[sp.class]
 	st.requested += uint64(n)
 	st.live++
 	sh.mu.Unlock()
@@ -237,37 +252,23 @@ func (h *Heap) Alloc(n int) ([]byte, error) {
 	return unsafe.Slice((*byte)(p), n), nil
 }
 
-// refill finds a slab of class c with a free block for an Alloc holding
-// shard sh's lock and returns it with the shard now locked. On error no
-// shard is locked.
-//
-// It first looks in the other shards (TryLock only, no waiting): a slab
-// belongs to one shard, and without this each shard would grow its own
-// slabs for a class while another shard's sit half empty — committed/live
-// in BenchmarkChurn fell from 1.41 to 1.2x with it. Only when no shard has
-// one is a new slab carved from a chunk under the slow-path lock.
-func (h *Heap) refill(sh *shard, c int) (*shard, *span, error) {
+// refill returns a slab of class c with a free block for shard sh (locked):
+// one that appeared since Alloc looked, or a new one carved from a chunk
+// under the slow-path lock. On error sh is unlocked.
+func (h *Heap) refill(sh *shard, c int) (*span, error) {
 	if h.closed.Load() {
 		sh.mu.Unlock()
-		return nil, nil, ErrClosed
+		return nil, ErrClosed
 	}
-	for j := uint32(1); j <= h.mask; j++ {
-		o := &h.shards[(sh.index+j)&h.mask]
-		if !o.mu.TryLock() {
-			continue
-		}
-		if m := o.mask[c]; m != 0 {
-			sh.mu.Unlock()
-			return o, o.partial[c][bits.Len8(m)-1], nil
-		}
-		o.mu.Unlock()
+	if m := sh.mask[c].Load(); m != 0 {
+		return sh.partial[c][bits.Len32(m)-1], nil
 	}
 	h.mu.Lock()
 	sp, err := h.carveLocked(int(classSlabPages[c]))
 	if err != nil {
 		h.mu.Unlock()
 		sh.mu.Unlock()
-		return nil, nil, err
+		return nil, err
 	}
 	sp.shard = sh
 	sp.initSlab(c)
@@ -275,7 +276,7 @@ func (h *Heap) refill(sh *shard, c int) (*shard, *span, error) {
 	h.mu.Unlock()
 	sh.insert(sp)
 	sh.stats[c].slabs++
-	return sh, sp, nil
+	return sp, nil
 }
 
 // insert puts s first in the bucket of its occupancy.
@@ -288,7 +289,9 @@ func (sh *shard) insert(s *span) {
 		head.prev = s
 	}
 	sh.partial[s.class][b] = s
-	sh.mask[s.class] |= 1 << b
+	if m := sh.mask[s.class].Load(); m&(1<<b) == 0 {
+		sh.mask[s.class].Store(m | 1<<b)
+	}
 	s.inPartial = true
 }
 
@@ -299,7 +302,7 @@ func (sh *shard) remove(s *span) {
 	} else {
 		sh.partial[s.class][s.bucket] = s.next
 		if s.next == nil {
-			sh.mask[s.class] &^= 1 << s.bucket
+			sh.mask[s.class].Store(sh.mask[s.class].Load() &^ (1 << s.bucket))
 		}
 	}
 	if s.next != nil {
@@ -582,7 +585,7 @@ func (h *Heap) Free(b []byte) error {
 		// from, give the OS pages back; the last one stays, so an
 		// Alloc/Free pair does not carve and release every time.
 		sh.remove(sp)
-		if sh.mask[sp.class] == 0 {
+		if sh.mask[sp.class].Load() == 0 {
 			sh.insert(sp)
 		} else {
 			st.slabs--
