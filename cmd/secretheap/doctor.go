@@ -514,6 +514,7 @@ func checkOpenSSL(info opensslInfo) check {
 // preloaded and reading the stats it writes at exit.
 type hookResult struct {
 	Library string // libsecretheap.so used, "" if none was found
+	Binary  string // the openssl command run
 	Skipped string // why the probe did not run
 	Hooked  string // the stats' openssl_hooked value: "1" yes, "0" no, "2" refused
 	// SecureInterposed is the skin's verdict on CRYPTO_secure_*: "yes" when
@@ -533,7 +534,7 @@ func probeHook(info opensslInfo) hookResult {
 	if err != nil {
 		return hookResult{Skipped: err.Error()}
 	}
-	res := hookResult{Library: lib}
+	res := hookResult{Library: lib, Binary: info.Binary}
 	if info.Binary == "" {
 		res.Skipped = "no openssl command to run with the library preloaded"
 		return res
@@ -601,8 +602,8 @@ func checkHook(h hookResult) check {
 		c.Fix = "make sure libsecretheap.so is first in LD_PRELOAD (secretheap run puts it there)"
 	default:
 		c.Verdict = verdictFail
-		c.Detail = fmt.Sprintf("libcrypto's internal allocations do not reach the library (openssl_hooked=%s): a -Bsymbolic or static build of OpenSSL", h.Hooked)
-		c.Fix = "use the distribution's shared libcrypto (Debian, Ubuntu, Fedora builds route internal calls through the PLT), or link your program against secretheap's C API"
+		c.Detail = fmt.Sprintf("the library did not install its hooks in the libcrypto of %s (openssl hooked %s): is OpenSSL linked statically into it?", h.Binary, h.Hooked)
+		c.Fix = "use a shared libcrypto (1.1.0 to 3.x); a program with OpenSSL linked in statically must call CRYPTO_set_mem_functions with wrappers around secretheap_malloc/realloc/free itself"
 	}
 	return c
 }
