@@ -34,6 +34,13 @@ for tool in openssl "$BIN"; do
   command -v "$tool" >/dev/null || [ -x "$tool" ] || die "$tool not found (run make first)"
 done
 
+# Reading another process's memory needs root, or the same uid and (under Yama
+# ptrace_scope 1, the default on Ubuntu) being its ancestor: `secretheap scan`
+# is the servers' sibling here.
+if [ "$(id -u)" -ne 0 ] && [ "$(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null || echo 0)" != 0 ]; then
+  die "Yama ptrace_scope is $(cat /proc/sys/kernel/yama/ptrace_scope): the outside read needs root here (sudo make demo)"
+fi
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/secretheap-demo.XXXXXX")
 PIDS=()
 cleanup() {

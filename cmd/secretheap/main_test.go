@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -341,4 +342,10 @@ func TestRunForwardsSignals(t *testing.T) {
 			assert.Contains(t, out.String(), "got")
 		})
 	}
+}
+
+func TestAccessHint(t *testing.T) {
+	assert.Contains(t, accessHint(fmt.Errorf("open: %w", unix.EACCES)), "CAP_SYS_PTRACE")
+	assert.Contains(t, accessHint(fmt.Errorf("open: %w", unix.EPERM)), "CAP_SYS_PTRACE")
+	assert.Empty(t, accessHint(fmt.Errorf("open: %w", unix.ENOENT)))
 }

@@ -194,7 +194,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	}
 	rep, err := scan(pid, needles, m)
 	if err != nil {
-		fmt.Fprintf(stderr, "secretheap scan: %v\n", err)
+		fmt.Fprintf(stderr, "secretheap scan: %v%s\n", err, accessHint(err))
 		return exitUsage
 	}
 	if *asJSON {
@@ -329,4 +329,19 @@ func printScan(w io.Writer, r scanReport) {
 		}
 		fmt.Fprintf(w, "FOUND      %s (%d B): %d hit(s) at %s\n", n.Label, n.Len, len(n.Hits), strings.Join(where, ", "))
 	}
+}
+
+// accessHint explains a refusal to read the target at all (not a refused
+// mapping): the kernel checks ptrace access before any read.
+func accessHint(err error) string {
+	if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+		return ""
+	}
+	hint := " (reading another process needs its uid, or root / CAP_SYS_PTRACE; a process with SECRETHEAP_NODUMP=1 needs CAP_SYS_PTRACE"
+	if b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope"); err == nil {
+		if v := strings.TrimSpace(string(b)); v != "0" {
+			hint += "; Yama ptrace_scope is " + v + ", so only an ancestor of the process or root may read it"
+		}
+	}
+	return hint + ")"
 }
