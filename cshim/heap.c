@@ -645,6 +645,60 @@ void sh_heap_postfork_parent(void) {
 }
 
 /*
+ * Child, copy policy, after the orphans were put back: a block with req 0
+ * that is neither in a slab's bitmap nor in our magazine was in flight in a
+ * thread that does not exist here (popped but not yet marked live, or wiped
+ * but not yet pushed). It is free: wipe it and give it back. The child is
+ * single-threaded here, so the class state is touched under the chunk lock
+ * alone.
+ */
+static void mark_none(struct sh_span *s, void *arg) {
+    (void)arg;
+    s->check_mag = 0;
+}
+static void reclaim_span(struct sh_span *s, void *arg) {
+    (void)arg;
+    if (s->kind != SH_SPAN_SLAB)
+        return;
+    struct sh_class *k = &classes[s->cls];
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        if (atomic_load_explicit(&s->req[i], memory_order_relaxed) != 0 ||
+            (s->freebits[i >> 6] & (1ULL << (i & 63))))
+            continue;
+        if (s->check_mag) {
+            /* In our magazine? (check_mag counts them; look them up.) */
+            struct sh_mag *m = &sh_tls_cache->mags[s->cls];
+            bool cached = false;
+            for (uint32_t j = 0; j < m->count && !cached; j++)
+                cached = m->items[j].req == &s->req[i];
+            if (cached)
+                continue;
+        }
+        sh_wipe((void *)(s->start + (uintptr_t)i * s->block_size), s->block_size);
+        s->freebits[i >> 6] |= 1ULL << (i & 63);
+        s->nfree++;
+        if (!s->listed)
+            partial_push(k, s);
+    }
+    s->check_mag = 0;
+}
+static void reclaim_in_transit(struct sh_tcache *self) {
+    sh_chunk_lock();
+    sh_chunk_foreach_span(mark_none, NULL);
+    if ((uintptr_t)self > (uintptr_t)TC_DEAD)
+        for (unsigned cls = 0; cls < SH_NUM_CLASSES; cls++)
+            for (uint32_t j = 0; j < self->mags[cls].count; j++) {
+                uintptr_t p = (uintptr_t)self->mags[cls].items[j].p;
+                struct sh_chunk *c = sh_chunk_of(p);
+                struct sh_span *s =
+                    atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
+                s->check_mag = 1;
+            }
+    sh_chunk_foreach_span(reclaim_span, NULL);
+    sh_chunk_unlock();
+}
+
+/*
  * Child: the forking thread is the only one left. Magazines of the other
  * threads are orphans: under copy their blocks are put back (each validated:
  * the owner may have been anywhere in a lock-free push or pop when the
@@ -714,6 +768,8 @@ void sh_heap_postfork_child(bool lost_chunks) {
         }
         munmap(tc, tc->map_size);
     }
+    if (!lost_chunks)
+        reclaim_in_transit(self);
 }
 
 /* ---- stats and check ---- */
