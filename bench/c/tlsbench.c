@@ -10,9 +10,11 @@
  *       reports their peak (the denominator of committed ÷ live).
  *   tlsbench gencert DIR
  *       writes DIR/key.pem and DIR/cert.pem (self-signed, P-256) for a server.
- *   tlsbench client -p PORT -ca CERT [-s SECS] [-j THREADS]
+ *   tlsbench client -p PORT -ca CERT [-s SECS] [-j THREADS] [-n MAX]
  *       full handshakes over TCP to 127.0.0.1:PORT (examples/openssl's
- *       tls_server: send one line, read the answer, close), for SECS seconds.
+ *       tls_server: send one line, read the answer, close), for SECS seconds
+ *       or MAX handshakes, whichever comes first (each socket operation times
+ *       out after 5 s, and more than 20 failures end the run).
  *
  * Output: one JSON line. Before timing, the first handshake is checked: TLS
  * 1.3, not resumed, the server's certificate verified and its key EC P-256;
@@ -284,6 +286,7 @@ struct client {
     SSL_CTX *ctx;
     int port;
     double deadline;
+    long max; /* stop after this many handshakes */
     long done, failed;
     int check;
 };
@@ -315,7 +318,7 @@ static int one_connection(struct client *cl) {
 
 static void *client_main(void *arg) {
     struct client *cl = arg;
-    while (now() < cl->deadline) {
+    while (now() < cl->deadline && cl->done < cl->max) {
         if (one_connection(cl)) cl->done++;
         else if (++cl->failed > 20) break;
     }
@@ -324,6 +327,7 @@ static void *client_main(void *arg) {
 
 static void cmd_client(int argc, char **argv) {
     int port = 0, threads = 1;
+    long max = 1000000;
     double secs = 2.0;
     const char *ca = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
@@ -331,6 +335,7 @@ static void cmd_client(int argc, char **argv) {
         else if (!strcmp(argv[i], "-ca")) ca = argv[i + 1];
         else if (!strcmp(argv[i], "-s")) secs = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "-j")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-n")) max = atol(argv[i + 1]);
         else die("client: unknown argument");
     }
     if (port <= 0 || ca == NULL || threads < 1 || threads > 64) die("client: -p PORT -ca CERT needed");
@@ -344,7 +349,8 @@ static void cmd_client(int argc, char **argv) {
     struct client cl[64];
     double t0 = now();
     for (int i = 0; i < threads; i++) {
-        cl[i] = (struct client){.ctx = ctx, .port = port, .deadline = t0 + secs};
+        cl[i] = (struct client){.ctx = ctx, .port = port, .deadline = t0 + secs,
+                                .max = (max + threads - 1) / threads};
         pthread_create(&cl[i].tid, NULL, client_main, &cl[i]);
     }
     long done = 0, failed = 0;

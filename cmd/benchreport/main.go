@@ -214,7 +214,12 @@ type Machine struct {
 	Go      string `json:"go"`
 	CC      string `json:"cc"`
 	Library string `json:"library"`
-	Rounds  int    `json:"rounds"`
+	// LoadStart and LoadEnd are /proc/loadavg at the start and end of the
+	// run: other work on a 2-CPU machine moves absolute numbers (ratios
+	// within a round much less), and the reader should know how busy it was.
+	LoadStart string `json:"loadavg_start"`
+	LoadEnd   string `json:"loadavg_end"`
+	Rounds    int    `json:"rounds"`
 	Quick   bool   `json:"quick"`
 }
 
@@ -230,6 +235,7 @@ func readMachine(root string) Machine {
 			}
 		}
 	}
+	m.LoadStart = loadavg()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -250,4 +256,17 @@ func ccName() string {
 		return cc
 	}
 	return "cc"
+}
+
+// loadavg returns the three load averages of /proc/loadavg.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }

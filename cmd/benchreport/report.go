@@ -43,6 +43,7 @@ func (b *bench) writeReport() error {
 	}
 	b.machine.Rounds = b.cfg.rounds
 	b.machine.Quick = b.cfg.quick
+	b.machine.LoadEnd = loadavg()
 	rows := Summarise(b.samples, baselines)
 	rep := Report{Machine: b.machine, Duration: time.Since(b.started).Round(time.Second).String(),
 		Notes: b.notes, Splits: b.splits, Rows: rows, Samples: b.samples}
@@ -99,7 +100,8 @@ func renderText(rep Report) string {
 	fmt.Fprintf(&sb, "# secretheap benchmarks\n\n")
 	fmt.Fprintf(&sb, "Run %s (commit %s, %s%s), %d rounds per comparison.\n", m.Date, m.Commit, rep.Duration,
 		map[bool]string{true: ", -quick", false: ""}[m.Quick], m.Rounds)
-	fmt.Fprintf(&sb, "Machine: %s, %d CPUs, Linux %s, %s, %s, %s.\n\n", m.CPU, m.Nproc, m.Kernel, m.OpenSSL, m.Go, m.CC)
+	fmt.Fprintf(&sb, "Machine: %s, %d CPUs, Linux %s, %s, %s, %s.\n", m.CPU, m.Nproc, m.Kernel, m.OpenSSL, m.Go, m.CC)
+	fmt.Fprintf(&sb, "Load average (1, 5, 15 min) at start: %s; at end: %s.\n\n", m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(&sb, "Cells: median over rounds; (×) median over rounds of the ratio to the baseline of the same round.\n\n")
 	for _, sec := range reportSections {
 		var srows []Row

@@ -314,7 +314,7 @@ func (b *bench) oneTCPRun(server, dir string, preload bool, secs float64) (float
 	}
 	out, err := run(time.Duration(secs*float64(time.Second))+time.Minute, b.env(false),
 		filepath.Join(b.bin, "tlsbench"), "client", "-p", strconv.Itoa(port),
-		"-ca", filepath.Join(dir, "cert.pem"), "-s", fmt.Sprintf("%g", secs), "-j", "2")
+		"-ca", filepath.Join(dir, "cert.pem"), "-s", fmt.Sprintf("%g", secs), "-j", "2", "-n", "20000")
 	if err != nil {
 		return 0, fmt.Errorf("%w (server: %s)", err, stderr.String())
 	}
