@@ -220,7 +220,7 @@ type Machine struct {
 	LoadStart string `json:"loadavg_start"`
 	LoadEnd   string `json:"loadavg_end"`
 	Rounds    int    `json:"rounds"`
-	Quick   bool   `json:"quick"`
+	Quick     bool   `json:"quick"`
 }
 
 func readMachine(root string) Machine {
