@@ -98,8 +98,10 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"the SECRETHEAP_* variable named in brackets; variables already in the\n"+
 			"environment pass through when the option is not given. The library's stats are\n"+
 			"printed to stderr when PROGRAM exits, unless --quiet or --stats is given.\n"+
-			"Signals sent to secretheap are passed on to PROGRAM; the exit status is\n"+
-			"PROGRAM's (128+N when it was killed by signal N).\n\n"+
+			"Signals sent to secretheap are passed on to PROGRAM (SIGINT and SIGQUIT only\n"+
+			"when secretheap is not in the terminal's foreground: there the terminal sends\n"+
+			"them to PROGRAM itself). The exit status is PROGRAM's (128+N when it was killed\n"+
+			"by signal N); a killed program writes no stats.\n\n"+
 			"The library is $SECRETHEAP_LIBRARY, else libsecretheap.so next to this binary\n"+
 			"or in ../lib next to it, else build/ of the source tree holding the working\n"+
 			"directory, else $PREFIX/lib, else /usr/local/lib.", stderr)
