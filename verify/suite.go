@@ -1,0 +1,397 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Attack reads the memory of one process of a running target.
+type Attack struct {
+	Short string // flag name: mem, vm_readv, ptrace, gcore, core
+	Name  string
+	// Kills: the process is gone afterwards (a crash dump); such attacks
+	// run last, once per process.
+	Kills bool
+	Run   func(ctx context.Context, p Proc, r *Running) (*Image, error)
+}
+
+// Result is one attack on one process.
+type Result struct {
+	Target     string
+	Mode       Mode
+	Attack     string
+	Proc       string
+	Hits       []Hit
+	BytesRead  uint64
+	Unreadable int
+	Err        error
+}
+
+// Coverage says, per OpenSSL mode (or Go mode), which kinds of secret the
+// library keeps out of reach. It is the claim the suite checks: a hit of a
+// protected kind in a protected run fails the suite. Kinds not listed are
+// not protected in that mode; where they were found is reported.
+//
+// Why each entry is what it is (measured with this suite on OpenSSL 3.0):
+//   - all: every OpenSSL allocation is secret memory, so the key numbers in
+//     both byte orders (BIGNUMs, DER decoding buffers) and the TLS secrets
+//     (held in the SSL object) are protected. The PEM text is not: libc's
+//     stdio buffer of the key file (fopen/fread inside BIO_new_file) is libc
+//     malloc memory that OpenSSL never sees, and it keeps the text after
+//     fclose.
+//   - secure: only CRYPTO_secure_* allocations: the private-key BIGNUMs.
+//     The TLS traffic secrets live in ordinary CRYPTO_malloc memory, and so
+//     do the DER buffers of the key (big-endian copies).
+//   - secret (Go): the bytes live only in the alloc.Secret.
+var Coverage = map[Mode]map[Kind]bool{
+	ModeAll:    {KindScalarBE: true, KindScalarLE: true, KindTLS: true},
+	ModeSecure: {KindScalarLE: true},
+	ModeSecret: {KindGo: true},
+}
+
+// Controls lists, per target kind, the kinds every attack must find in the
+// unprotected run: finding none there means the attack is broken, not that
+// the program is safe.
+var Controls = map[string][]Kind{
+	"s_server":   {KindScalarLE, KindTLS},
+	"tls_server": {KindScalarLE, KindTLS},
+	"Go program": {KindGo},
+}
+
+func controlsFor(target string) []Kind {
+	for k, v := range Controls {
+		if strings.HasPrefix(target, k) {
+			return v
+		}
+	}
+	return nil
+}
+
+// Suite runs attacks against targets.
+type Suite struct {
+	Env     Env
+	Targets []Target
+	Attacks []Attack
+	Log     io.Writer
+	Results []Result
+	Notes   []string
+}
+
+func (s *Suite) logf(format string, a ...any) {
+	if s.Log != nil {
+		fmt.Fprintf(s.Log, format+"\n", a...)
+	}
+}
+
+// Run starts every target in every mode and runs every attack on every
+// process of it. Errors starting a target are results too (they fail the
+// suite unless the target is skipped on this machine).
+func (s *Suite) Run(ctx context.Context) {
+	for _, t := range s.Targets {
+		for _, m := range t.Modes() {
+			s.runOne(ctx, t, m)
+		}
+	}
+}
+
+func (s *Suite) runOne(ctx context.Context, t Target, m Mode) {
+	start := time.Now()
+	r, err := t.Start(ctx, s.Env, m)
+	if err != nil {
+		s.Results = append(s.Results, Result{Target: t.Name(), Mode: m, Attack: "(start)", Err: err})
+		s.logf("%-22s %-8s start: %v", t.Name(), m, err)
+		return
+	}
+	defer r.Stop()
+	for _, n := range r.Notes {
+		s.Notes = append(s.Notes, fmt.Sprintf("%s (%s): %s", t.Name(), m, n))
+	}
+	var live, kill []Attack
+	for _, a := range s.Attacks {
+		if a.Kills {
+			kill = append(kill, a)
+		} else {
+			live = append(live, a)
+		}
+	}
+	for _, a := range live {
+		for _, p := range r.Procs {
+			s.attack(ctx, t, m, a, p, r)
+		}
+	}
+	// Crash dumps last; workers before their parent, so the parent is
+	// still there to be dumped and does not take the workers down with it.
+	for _, a := range kill {
+		for i := len(r.Procs) - 1; i >= 0; i-- {
+			s.attack(ctx, t, m, a, r.Procs[i], r)
+		}
+	}
+	s.logf("%-22s %-8s %d processes, %d needles, %.1fs", t.Name(), m, len(r.Procs), len(r.Needles),
+		time.Since(start).Seconds())
+}
+
+func (s *Suite) attack(ctx context.Context, t Target, m Mode, a Attack, p Proc, r *Running) {
+	res := Result{Target: t.Name(), Mode: m, Attack: a.Name, Proc: p.Role}
+	im, err := a.Run(ctx, p, r)
+	if err != nil {
+		res.Err = err
+	} else {
+		res.Hits = im.Search(r.Needles)
+		res.BytesRead = im.BytesRead
+		res.Unreadable = len(im.Unreadable)
+	}
+	s.Results = append(s.Results, res)
+}
+
+// Failure is one reason the suite fails.
+type Failure struct{ Target, Mode, Attack, Why string }
+
+func (f Failure) String() string {
+	return fmt.Sprintf("%s / %s / %s: %s", f.Target, f.Mode, f.Attack, f.Why)
+}
+
+// Check applies the coverage claim and the controls to the results.
+func (s *Suite) Check() []Failure {
+	var fails []Failure
+	type key struct {
+		target string
+		mode   Mode
+		attack string
+	}
+	found := map[key]map[Kind]bool{}
+	for _, r := range s.Results {
+		k := key{r.Target, r.Mode, r.Attack}
+		if found[k] == nil {
+			found[k] = map[Kind]bool{}
+		}
+		var sk ErrSkipped
+		switch {
+		case errors.As(r.Err, &sk):
+			continue
+		case r.Err != nil:
+			fails = append(fails, Failure{r.Target, string(r.Mode), r.Attack,
+				fmt.Sprintf("%s: error: %v", r.Proc, r.Err)})
+			continue
+		}
+		for _, h := range r.Hits {
+			found[k][h.Needle.Kind] = true
+			if r.Mode.Protected() && Coverage[r.Mode][h.Needle.Kind] {
+				fails = append(fails, Failure{r.Target, string(r.Mode), r.Attack,
+					fmt.Sprintf("%s: protected secret %s (%s, %s match) found in %s at %#x",
+						r.Proc, h.Needle.Name, h.Needle.Kind, h.Match, h.Mapping, h.Addr)})
+			}
+		}
+	}
+	for _, r := range s.Results {
+		var sk ErrSkipped
+		if r.Mode.Protected() || r.Err != nil || errors.As(r.Err, &sk) {
+			continue
+		}
+		k := key{r.Target, r.Mode, r.Attack}
+		for _, c := range controlsFor(r.Target) {
+			if !found[k][c] {
+				fails = append(fails, Failure{r.Target, string(r.Mode), r.Attack,
+					fmt.Sprintf("control: found no %s secret without the library (attack broken?)", c)})
+				found[k][c] = true // report once
+			}
+		}
+	}
+	return fails
+}
+
+// cell summarises, for one target/mode/attack, where one kind was found.
+func (s *Suite) cell(target string, m Mode, attack string, k Kind) string {
+	wheres := map[string]bool{}
+	ran, relevant := false, false
+	for _, r := range s.Results {
+		if r.Target != target || r.Mode != m || r.Attack != attack {
+			continue
+		}
+		if r.Err != nil {
+			var sk ErrSkipped
+			if errors.As(r.Err, &sk) {
+				return "skip"
+			}
+			return "ERROR"
+		}
+		ran = true
+		for _, h := range r.Hits {
+			if h.Needle.Kind == k {
+				where := shortMapping(h.Mapping)
+				if len(s.procsOf(target, m)) > 1 {
+					where = r.Proc + ":" + where
+				}
+				wheres[where] = true
+			}
+		}
+	}
+	for _, r := range s.Results {
+		if r.Target == target {
+			relevant = true
+		}
+	}
+	if !ran || !relevant {
+		return ""
+	}
+	if !s.kindExists(target, k) {
+		return "n/a"
+	}
+	if len(wheres) == 0 {
+		return "-"
+	}
+	ws := make([]string, 0, len(wheres))
+	for w := range wheres {
+		ws = append(ws, w)
+	}
+	sort.Strings(ws)
+	tag := "found"
+	if m.Protected() {
+		if Coverage[m][k] {
+			tag = "LEAK!"
+		} else {
+			tag = "leak"
+		}
+	}
+	return tag + " " + strings.Join(ws, ",")
+}
+
+func (s *Suite) procsOf(target string, m Mode) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range s.Results {
+		if r.Target == target && r.Mode == m && r.Proc != "" {
+			out[r.Proc] = true
+		}
+	}
+	return out
+}
+
+// kindExists says whether a target has needles of the kind at all.
+func (s *Suite) kindExists(target string, k Kind) bool {
+	switch {
+	case strings.HasPrefix(target, "Go program"):
+		return k == KindGo
+	default:
+		return k != KindGo
+	}
+}
+
+func shortMapping(m string) string {
+	if strings.HasPrefix(m, "/") {
+		return filepath.Base(m)
+	}
+	return m
+}
+
+// Table renders the results: one row per attack, target and mode, one
+// column per kind of secret. "found" in a run without the library is the
+// proof the attack works; "leak" with the library is a kind the coverage
+// table does not claim; "LEAK!" is a broken claim.
+func (s *Suite) Table() string {
+	var rows [][]string
+	rows = append(rows, []string{"attack", "target", "library", "scalar-be", "scalar-le", "pem", "tls", "go-secret"})
+	seen := map[string]bool{}
+	var attacks []string
+	for _, a := range s.Attacks {
+		attacks = append(attacks, a.Name)
+	}
+	for _, a := range attacks {
+		for _, t := range s.Targets {
+			for _, m := range t.Modes() {
+				k := a + "|" + t.Name() + "|" + string(m)
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				row := []string{a, t.Name(), string(m)}
+				started := true
+				for _, r := range s.Results {
+					if r.Target == t.Name() && r.Mode == m && r.Attack == "(start)" {
+						started = false
+					}
+				}
+				for _, kind := range Kinds {
+					if !started {
+						row = append(row, "not started")
+						continue
+					}
+					row = append(row, s.cell(t.Name(), m, a, kind))
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	return renderTable(rows)
+}
+
+// CoverageTable renders the coverage claim per OpenSSL mode, with where the
+// unprotected kinds were found in this run.
+func (s *Suite) CoverageTable() string {
+	rows := [][]string{{"secret", "SECRETHEAP_OPENSSL=all", "SECRETHEAP_OPENSSL=secure"}}
+	for _, k := range []Kind{KindScalarBE, KindScalarLE, KindPEM, KindTLS} {
+		row := []string{string(k)}
+		for _, m := range []Mode{ModeAll, ModeSecure} {
+			if Coverage[m][k] {
+				row = append(row, "protected")
+				continue
+			}
+			wheres := map[string]bool{}
+			for _, r := range s.Results {
+				if r.Mode != m {
+					continue
+				}
+				for _, h := range r.Hits {
+					if h.Needle.Kind == k {
+						wheres[shortMapping(h.Mapping)] = true
+					}
+				}
+			}
+			ws := make([]string, 0, len(wheres))
+			for w := range wheres {
+				ws = append(ws, w)
+			}
+			sort.Strings(ws)
+			if len(ws) == 0 {
+				row = append(row, "not claimed (not found this run)")
+			} else {
+				row = append(row, "NOT protected: "+strings.Join(ws, ", "))
+			}
+		}
+		rows = append(rows, row)
+	}
+	return renderTable(rows)
+}
+
+func renderTable(rows [][]string) string {
+	width := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	var b strings.Builder
+	for ri, r := range rows {
+		for i, c := range r {
+			if i > 0 {
+				b.WriteString(" | ")
+			}
+			fmt.Fprintf(&b, "%-*s", width[i], c)
+		}
+		b.WriteString("\n")
+		if ri == 0 {
+			for i, w := range width {
+				if i > 0 {
+					b.WriteString("-+-")
+				}
+				b.WriteString(strings.Repeat("-", w))
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
