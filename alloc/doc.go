@@ -45,10 +45,12 @@
 //   - Heap: the chunk cache, S shards, the slow-path lock (mu) and, under it,
 //     the list of chunks holding slabs and runs, the set of regions, and the
 //     counters of runs and regions.
-//   - shard: a mutex; per class, a doubly linked list of the shard's slabs
-//     that have a free block ("partial", most recently freed-into first);
-//     per-class counters (requested bytes, live blocks, slabs). A full slab
-//     is in no list; it is found again through the OS-page table on Free.
+//   - shard: a mutex; per class, the shard's slabs that have a free block
+//     ("partial") in four occupancy buckets (used×4/capacity), each a doubly
+//     linked list, and a bit mask of the non-empty buckets (atomic: Alloc
+//     reads it before locking); per-class counters (requested bytes, live
+//     blocks, slabs). A full slab is in no list; Free finds it through the
+//     OS-page table.
 //   - chunkMeta (Chunk.Owner): a free-OS-page bitmap of the chunk and an
 //     OS-page → span table (one atomic pointer per OS page, nil when free),
 //     which makes Free O(1).
@@ -64,22 +66,30 @@
 //  2. n > 32 KiB: a run (step 8) or, above 1 MiB, a region (step 9).
 //  3. Class lookup: two small tables, sizeToClass16 up to 1 KiB and
 //     sizeToClass128 above.
-//  4. Pick a shard: a per-M random number (math/rand/v2, no shared state)
-//     chooses one; TryLock it, else TryLock the next ones; block on the
-//     first only when every shard is busy.
-//  5. Fast path: take the head of the shard's partial list for the class;
-//     the lowest set bit of its bitmap is the block (one TrailingZeros64);
-//     clear it; a slab that became full leaves the list. Record the
-//     requested length, bump the counters, unlock. The block is zero
-//     already (see Zeroing); Alloc does not clear it.
+//  4. Pick a shard: from a random start (a per-M random number from
+//     math/rand/v2, no shared state), the first shard whose bucket mask for
+//     the class is non-zero (an atomic load, no lock) and whose lock TryLock
+//     gets at once. So while there is no contention every shard allocates
+//     from the same few partial slabs of a class (memory stays compact), and
+//     a goroutine that meets a locked shard moves on; if no shard qualifies
+//     it locks one (TryLock probing, blocking only when all are busy) and
+//     goes to step 6, which gives that shard a slab of its own.
+//  5. Fast path: the fullest non-empty occupancy bucket's first slab; the
+//     lowest set bit of its bitmap is the block (one TrailingZeros64); clear
+//     it; a slab that became full leaves the buckets, one that crossed a
+//     bucket boundary moves. Record the requested length, bump the shard's
+//     counters, unlock. The block is zero already (see Zeroing); Alloc does
+//     not clear it.
 //  6. Slow path (no partial slab): take the heap's slow-path lock (lock
-//     order: shard, then heap) and carve classSlabPages OS pages from a
-//     chunk: first-fit at the lowest address, first among OS pages already
-//     committed in any chunk, then among uncommitted ones (chunk.Commit
-//     faults in a growing run, not the whole chunk), then a new chunk from
+//     order: shard, then heap) and carve classSlabPages OS pages: the
+//     smallest hole of committed free OS pages that fits, over all chunks
+//     (best fit, so the longer holes stay for longer slabs and the committed
+//     frontier moves only when it must); else the lowest free OS pages of the
+//     first chunk that has them, committed with chunk.Commit (pmdcache
+//     faults in a growing run, not the whole chunk); else a new chunk from
 //     the cache (an idle one, still committed, or a new mapping). The span
-//     is initialised, then published in the OS-page table, then pushed on
-//     the shard's list.
+//     is initialised, then published in the OS-page table, then put in the
+//     shard's buckets.
 //  7. If the class's slab does not fit the chunks the cache can map (small
 //     chunks under memlock pressure), the request is served as a run.
 //  8. Runs: under the slow-path lock, carve ⌈n/4 KiB⌉ OS pages as in step 6.
@@ -104,10 +114,11 @@
 //  5. Lock the owning shard. Bit already set: panic ("double free", naming
 //     the address and the class).
 //  6. Wipe the whole block (clear), set the bit, update the counters. A slab
-//     that was full goes back to the head of its list. A slab that became
-//     empty gives its OS pages back to the chunk (under the slow-path lock)
-//     unless it is the shard's only slab with free blocks for the class: that
-//     one stays, so an Alloc/Free pair never carves and releases.
+//     that was full goes back into the buckets; one that crossed a bucket
+//     boundary moves. A slab that became empty gives its OS pages back to
+//     the chunk (under the slow-path lock) unless it is the shard's only
+//     slab with free blocks for the class: that one stays, so an Alloc/Free
+//     pair never carves and releases.
 //  7. A chunk whose every OS page is free goes back to the cache, which
 //     keeps MaxIdleChunks of them mapped and committed and unmaps the rest
 //     (wiping what was committed).
@@ -128,10 +139,14 @@
 // # Concurrency
 //
 // The heap is safe for concurrent use with no global lock on the fast path:
-// an Alloc takes one shard lock, chosen at random with TryLock probing, and
-// a Free takes the lock of the shard that owns the slab. S is the smallest
-// power of two ≥ 2×GOMAXPROCS (at least 2, at most 64), so two goroutines
-// rarely meet on one shard. Only the slow path (carving a slab, runs,
+// an Alloc takes one shard lock, found from a random start with TryLock
+// (step 4), and a Free takes the lock of the shard that owns the slab. S is
+// the smallest power of two ≥ 2×GOMAXPROCS (at least 2, at most 64). Under
+// contention a goroutine skips a locked shard and, if it finds none free
+// with a partial slab, carves a slab into an unlocked shard, so contended
+// classes end up with one slab per busy shard and goroutines stop meeting
+// (BenchmarkAllocFreeParallel: CPU time per op is the same as in one
+// goroutine). Only the slow path (carving a slab, runs,
 // regions, chunk get/put) takes the heap's lock. The OS-page table is written
 // under the slow-path lock and read without it (atomic pointers); a span is
 // fully initialised before it is published, and a correct caller's block
