@@ -14,7 +14,8 @@ import (
 // Commit, Wipe and Close may be called from several goroutines; the bytes
 // themselves are the caller's to synchronise.
 type Region struct {
-	base     uintptr
+	p        unsafe.Pointer // the mapping, as mmap returned it
+	base     uintptr        // uintptr(p)
 	size     uintptr
 	backend  Backend
 	fixed    bool  // mapped inside a Reservation: Close leaves PROT_NONE behind
@@ -102,7 +103,7 @@ func mapSecret(addr unsafe.Pointer, size uintptr) (*Region, error) {
 	if err != nil {
 		return nil, mapFailed(addr, size, BackendSecret, "mmap", err)
 	}
-	return &Region{base: uintptr(p), size: size, backend: BackendSecret, fixed: addr != nil}, nil
+	return &Region{p: p, base: uintptr(p), size: size, backend: BackendSecret, fixed: addr != nil}, nil
 }
 
 // mapLocked maps anonymous memory, locks it on fault and keeps it out of core
@@ -139,7 +140,7 @@ func mapLocked(addr unsafe.Pointer, size uintptr, fallback error) (*Region, erro
 	if err := madvise(p, size, unix.MADV_WIPEONFORK); err != nil {
 		return nil, undo("madvise(MADV_WIPEONFORK)", err)
 	}
-	return &Region{base: uintptr(p), size: size, backend: BackendLocked, fixed: addr != nil, fallback: fallback}, nil
+	return &Region{p: p, base: uintptr(p), size: size, backend: BackendLocked, fixed: addr != nil, fallback: fallback}, nil
 }
 
 // mapFailed restores the guard after a failed MAP_FIXED (a failed mmap may
@@ -160,7 +161,7 @@ func mapFailedNoUndo(size uintptr, b Backend, op string, err error) error {
 }
 
 // Base returns the region's first address.
-func (r *Region) Base() unsafe.Pointer { return ptr(r.base) }
+func (r *Region) Base() unsafe.Pointer { return r.p }
 
 // Size returns the region's length in bytes (a multiple of the OS page size).
 func (r *Region) Size() uintptr { return r.size }
@@ -218,7 +219,7 @@ func (r *Region) Commit(off, n uintptr) error {
 // commitRun commits [off, off+n) and returns how many bytes (whole OS pages)
 // it committed before an error.
 func (r *Region) commitRun(off, n uintptr) (uintptr, error) {
-	p := ptr(r.base + off)
+	p := unsafe.Add(r.p, off)
 	if r.backend == BackendLocked {
 		err := madvise(p, n, unix.MADV_POPULATE_WRITE)
 		switch {
@@ -285,7 +286,7 @@ func (r *Region) wipeLocked(lo, hi uintptr) {
 	for _, s := range r.committed {
 		a, b := max(s.lo, lo), min(s.hi, hi)
 		if a < b {
-			clear(unsafe.Slice((*byte)(ptr(r.base+a)), b-a))
+			clear(unsafe.Slice((*byte)(unsafe.Add(r.p, a)), b-a))
 		}
 	}
 }
@@ -306,9 +307,9 @@ func (r *Region) Close() error {
 	r.wipeLocked(0, r.size)
 	r.committed = nil
 	if r.fixed {
-		return guard(ptr(r.base), r.size)
+		return guard(r.p, r.size)
 	}
-	if err := unix.MunmapPtr(ptr(r.base), r.size); err != nil {
+	if err := unix.MunmapPtr(r.p, r.size); err != nil {
 		return fmt.Errorf("secretmem: unmapping region: %w", err)
 	}
 	return nil

@@ -19,6 +19,7 @@ func PageSize() uintptr { return pageSize }
 // it costs no memory and no RLIMIT_MEMLOCK. Regions are mapped inside it with
 // MapAt, and whatever is not mapped stays an inaccessible guard.
 type Reservation struct {
+	p          unsafe.Pointer // the first address, derived from mmap's pointer
 	base, size uintptr
 	mu         sync.Mutex // guards released
 	released   bool
@@ -57,17 +58,18 @@ func Reserve(size, align uintptr) (*Reservation, error) {
 	}
 	start := uintptr(p)
 	base := roundUp(start, align)
-	if head := base - start; head > 0 {
+	head := base - start
+	if head > 0 {
 		if err := unix.MunmapPtr(p, head); err != nil {
 			return nil, fmt.Errorf("secretmem: trimming reservation: %w", err)
 		}
 	}
-	if tail := start + total - (base + size); tail > 0 {
-		if err := unix.MunmapPtr(ptr(base+size), tail); err != nil {
+	if tail := total - head - size; tail > 0 {
+		if err := unix.MunmapPtr(unsafe.Add(p, head+size), tail); err != nil {
 			return nil, fmt.Errorf("secretmem: trimming reservation: %w", err)
 		}
 	}
-	r := &Reservation{base: base, size: size}
+	r := &Reservation{p: unsafe.Add(p, head), base: base, size: size}
 	reservations.mu.Lock()
 	reservations.list = append(reservations.list, r)
 	reservations.mu.Unlock()
@@ -75,7 +77,7 @@ func Reserve(size, align uintptr) (*Reservation, error) {
 }
 
 // Base returns the first address of the reservation (aligned as asked).
-func (r *Reservation) Base() unsafe.Pointer { return ptr(r.base) }
+func (r *Reservation) Base() unsafe.Pointer { return r.p }
 
 // Size returns the reservation's length in bytes.
 func (r *Reservation) Size() uintptr { return r.size }
@@ -104,7 +106,7 @@ func (r *Reservation) Release() error {
 	}
 	reservations.mu.Unlock()
 	r.released = true
-	if err := unix.MunmapPtr(ptr(r.base), r.size); err != nil {
+	if err := unix.MunmapPtr(r.p, r.size); err != nil {
 		return fmt.Errorf("secretmem: releasing reservation: %w", err)
 	}
 	return nil
@@ -136,6 +138,7 @@ func guard(addr unsafe.Pointer, size uintptr) error {
 
 func roundUp(n, to uintptr) uintptr { return (n + to - 1) &^ (to - 1) }
 
-// ptr converts an address of memory we mapped ourselves (never Go heap) back
-// into a pointer.
-func ptr(a uintptr) unsafe.Pointer { return unsafe.Add(nil, a) }
+// Every pointer handed out is derived from the pointer mmap returned, never
+// rebuilt from a uintptr: besides keeping vet and checkptr quiet, go1.26.8's
+// compiler crashes (ICE in isInlinableMemmove/disjointTypes) compiling a
+// copy(dst, "const") whose dst comes from unsafe.Add(nil, addr).
