@@ -30,6 +30,15 @@ const (
 
 var page = secretmem.PageSize()
 
+// needMemlock skips a test that maps more than the memlock headroom allows
+// (only without CAP_IPC_LOCK: CI runs as root, where nothing is skipped).
+func needMemlock(t testing.TB, n uint64) {
+	t.Helper()
+	if h := secretmem.MemlockHeadroom(); h < n {
+		t.Skipf("needs %d B of RLIMIT_MEMLOCK headroom, have %d B", n, h)
+	}
+}
+
 func newCache(t testing.TB, cfg pmdcache.Config) *pmdcache.Cache {
 	t.Helper()
 	c, err := pmdcache.New(cfg)
@@ -218,6 +227,7 @@ func TestIdleReuse(t *testing.T) {
 // TestIdleBound checks that chunks beyond MaxIdleChunks are unmapped.
 func TestIdleBound(t *testing.T) {
 	testutil.RequireSecretMem(t)
+	needMemlock(t, 10*mib)
 	for _, maxIdle := range []int{0, 1, 3} {
 		t.Run(fmt.Sprint(maxIdle), func(t *testing.T) {
 			c := newCache(t, pmdcache.Config{MaxIdleChunks: maxIdle})
@@ -381,6 +391,7 @@ func TestPutMisuse(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	testutil.RequireSecretMem(t)
+	needMemlock(t, 7*mib)
 	m0, err := secretmem.ReadMemlock()
 	require.NoError(t, err)
 	c, err := pmdcache.New(pmdcache.Config{})
@@ -420,6 +431,7 @@ func TestClose(t *testing.T) {
 // it with -race.
 func TestConcurrent(t *testing.T) {
 	testutil.RequireSecretMem(t)
+	needMemlock(t, 24*mib) // 8 workers' chunks, 3 idle, large regions
 	c := newCache(t, pmdcache.Config{MaxIdleChunks: 3})
 	const workers, iters = 8, 100
 	var wg sync.WaitGroup
