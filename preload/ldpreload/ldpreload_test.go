@@ -1,4 +1,4 @@
-package preload
+package ldpreload
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestPreloadEnv(t *testing.T) {
+func TestEnv(t *testing.T) {
 	const lib = "/x/libsecretheap.so"
 	cases := []struct {
 		name string
@@ -28,7 +28,7 @@ func TestPreloadEnv(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out := PreloadEnv(tc.env, lib)
+			out := Env(tc.env, lib)
 			var preloads []string
 			for _, kv := range out {
 				if strings.HasPrefix(kv, "LD_PRELOAD=") {
@@ -100,12 +100,12 @@ func TestLibraryCandidates(t *testing.T) {
 	root, ok := moduleRoot(wd)
 	require.True(t, ok, "go test runs inside the module")
 	require.FileExists(t, filepath.Join(root, "go.mod"))
-	c := libraryCandidates()
+	c := Candidates()
 	assert.Contains(t, c, filepath.Join(root, "build", LibraryName))
 	assert.Contains(t, c, filepath.Join(defaultPrefix, "lib", LibraryName))
 
 	t.Setenv("PREFIX", "/opt/sh")
-	assert.Contains(t, libraryCandidates(), "/opt/sh/lib/"+LibraryName)
+	assert.Contains(t, Candidates(), "/opt/sh/lib/"+LibraryName)
 
 	// Control: a directory outside the module has no root.
 	_, ok = moduleRoot(t.TempDir())
@@ -152,4 +152,21 @@ func TestCommand(t *testing.T) {
 	plain, err := exec.Command("cat", "/proc/self/maps").CombinedOutput()
 	require.NoError(t, err)
 	assert.NotContains(t, string(plain), lib)
+}
+
+func TestResolve(t *testing.T) {
+	libc := libcPath(t)
+	t.Setenv(LibraryEnv, "")
+	got, err := Resolve(libc)
+	require.NoError(t, err)
+	assert.Equal(t, libc, got)
+
+	_, err = Resolve(filepath.Join(t.TempDir(), "missing.so"))
+	require.Error(t, err, "an explicit path must exist: no fallback to the search")
+
+	// Empty explicit: the environment override applies.
+	t.Setenv(LibraryEnv, libc)
+	got, err = Resolve("")
+	require.NoError(t, err)
+	assert.Equal(t, libc, got)
 }
