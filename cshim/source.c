@@ -159,55 +159,60 @@ void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend)
     mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 }
 
-/* Reads "Key:\t<value>" lines of /proc/self/status without stdio (no malloc). */
-static bool status_field(const char *key, char *out, size_t outn) {
+/* One read of /proc/self/status (without stdio: no malloc); copies the
+ * value of each "Key:" asked for. */
+static void status_fields(const char *const *keys, char (*vals)[64], int n) {
     char buf[4096];
+    for (int i = 0; i < n; i++)
+        vals[i][0] = 0;
     int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+        return;
+    ssize_t got = read(fd, buf, sizeof buf - 1);
     close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = 0;
-    size_t kl = strlen(key);
+    if (got <= 0)
+        return;
+    buf[got] = 0;
     for (char *line = buf; line && *line;) {
         char *nl = strchr(line, '\n');
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
-            char *v = line + kl + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            size_t i = 0;
-            while (v[i] && v[i] != '\n' && i + 1 < outn) {
-                out[i] = v[i];
-                i++;
+        for (int i = 0; i < n; i++) {
+            size_t kl = strlen(keys[i]);
+            if (strncmp(line, keys[i], kl) == 0 && line[kl] == ':') {
+                char *v = line + kl + 1;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                size_t j = 0;
+                while (v[j] && v[j] != '\n' && j + 1 < sizeof vals[i]) {
+                    vals[i][j] = v[j];
+                    j++;
+                }
+                vals[i][j] = 0;
             }
-            out[i] = 0;
-            return true;
         }
         line = nl ? nl + 1 : NULL;
     }
-    return false;
 }
 
 uint64_t sh_source_headroom(bool *unlimited) {
+    static const char *const keys[] = {"CapEff", "VmLck"};
+    char vals[2][64];
     struct rlimit rl;
     *unlimited = false;
-    char v[64];
-    if (status_field("CapEff", v, sizeof v)) {
-        unsigned long long caps = strtoull(v, NULL, 16);
-        if (caps & (1ULL << 14)) { /* CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK */
-            *unlimited = true;
-            return UINT64_MAX;
-        }
-    }
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) {
         *unlimited = true;
         return UINT64_MAX;
     }
-    uint64_t locked = 0;
-    if (status_field("VmLck", v, sizeof v))
-        locked = strtoull(v, NULL, 10) * 1024;
+    status_fields(keys, vals, 2);
+    /* CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK (memfd_secret checks capable()). */
+    if (vals[0][0] && (strtoull(vals[0], NULL, 16) & (1ULL << 14))) {
+        *unlimited = true;
+        return UINT64_MAX;
+    }
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) {
+        *unlimited = true;
+        return UINT64_MAX;
+    }
+    uint64_t locked = vals[1][0] ? strtoull(vals[1], NULL, 10) * 1024 : 0;
     return rl.rlim_cur > locked ? rl.rlim_cur - locked : 0;
 }
 
