@@ -66,8 +66,10 @@
 //  2. n > 32 KiB: a run (step 8) or, above 1 MiB, a region (step 9).
 //  3. Class lookup: two small tables, sizeToClass16 up to 1 KiB and
 //     sizeToClass128 above.
-//  4. Pick a shard: from a random start (a per-M random number from
-//     math/rand/v2, no shared state), the first shard whose bucket mask for
+//  4. Pick a shard: from a start hashed from the calling goroutine's stack
+//     address (no shared state; distinct goroutines start apart, one
+//     goroutine keeps its start and its slabs stay in its core's cache), the
+//     first shard whose bucket mask for
 //     the class is non-zero (an atomic load, no lock) and whose lock TryLock
 //     gets at once. So while there is no contention every shard allocates
 //     from the same few partial slabs of a class (memory stays compact), and
@@ -139,7 +141,7 @@
 // # Concurrency
 //
 // The heap is safe for concurrent use with no global lock on the fast path:
-// an Alloc takes one shard lock, found from a random start with TryLock
+// an Alloc takes one shard lock, found from a per-goroutine start with TryLock
 // (step 4), and a Free takes the lock of the shard that owns the slab. S is
 // the smallest power of two ≥ 2×GOMAXPROCS (at least 2, at most 64). Under
 // contention a goroutine skips a locked shard and, if it finds none free

@@ -214,12 +214,12 @@ func (h *Heap) Alloc(n int) ([]byte, error) {
 		return h.allocRun(n)
 	}
 	c := sizeToClass(n)
-	// Fast path: the first shard, from a random start (a per-M random
-	// number: no shared state), that has a slab of the class with a free
-	// block and is not locked. Slabs of a class are thus shared by all
-	// shards while there is no contention (few partial slabs per class: the
-	// churn benchmark's committed/live), and a contended shard is skipped,
-	// which ends in a slab of the contender's own (below).
+	// Fast path: the first shard, from the goroutine's start (shardHint),
+	// that has a slab of the class with a free block and is not locked.
+	// Slabs of a class are thus shared by all shards while there is no
+	// contention (few partial slabs per class: the churn benchmark's
+	// committed/live), and a contended shard is skipped, which ends in a
+	// slab of the contender's own (below).
 	r := shardHint()
 	for j := uint32(0); j <= h.mask; j++ {
 		sh := &h.shards[(r+j)&h.mask]
