@@ -504,6 +504,9 @@ func (h *Heap) onExhausted(n int, err error) error {
 	if errors.Is(err, ErrClosed) || errors.Is(err, ErrTooLarge) {
 		return err
 	}
+	if errors.Is(err, pmdcache.ErrClosed) { // Close raced with this Alloc
+		return ErrClosed
+	}
 	e := fmt.Errorf("%w: allocating %d bytes: %w", ErrExhausted, n, err)
 	if h.cfg.OnExhausted == ExhaustedAbort {
 		panic(e)
