@@ -75,7 +75,7 @@ func (o op) String() string {
 
 const (
 	opBytes     = 5       // bytes of fuzz input per operation
-	maxOps      = 200     // operations per input, so one input stays fast
+	maxOps      = 64      // operations per fuzz input, so one input stays fast
 	maxLive     = 48      // live blocks at most; further allocs free first
 	maxLiveSize = 6 << 20 // live bytes at most (huge blocks cost 20 µs per OS page)
 )

@@ -63,6 +63,26 @@
 //     n <= 0 as the Go heap does, so slices of length 0 never own memory.
 //   - Usable size: the C core reports the block's class size; the Go heap has
 //     no such call (its slices have cap == len), so UsableSize is optional.
+//   - Backend of a slice: the Go heap requires the whole slice to lie within
+//     the bytes asked for; secretheap_backend looks at one pointer and counts
+//     the class slack as part of the block, so the binding (which checks the
+//     first and the last byte) accepts a slice reaching into the slack, and
+//     one spanning two adjacent live blocks. Go slices from Alloc have
+//     cap == len, so only unsafe code can build either.
+//
+// # Differences found by the differential test (preload)
+//
+// preload's FuzzDifferential and TestDifferentialRandom run one operation
+// sequence on both heaps. What they found, and which side is at fault:
+//
+//   - C, realloc in place: secretheap_realloc keeps a block where it is when
+//     the new size has the same size class (or fits its page run) and
+//     neither wipes the bytes a shrink gives up nor zeroes those a grow
+//     adds. alloc(48), fill, realloc(33), realloc(48) shows the old bytes
+//     33..47 where realloc's contract and the Go heap give zeros. They are
+//     the block's own and free wipes them, so nothing leaks to another
+//     caller; the test tolerates and logs it unless SECRETHEAP_DIFF_STRICT=1.
+//     The fix belongs in C: wipe [n, old) on an in-place shrink.
 package conformance
 
 import (
