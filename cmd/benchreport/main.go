@@ -219,7 +219,11 @@ type Machine struct {
 	// within a round much less), and the reader should know how busy it was.
 	LoadStart string `json:"loadavg_start"`
 	LoadEnd   string `json:"loadavg_end"`
-	Rounds    int    `json:"rounds"`
+	// DirectMap4k from /proc/meminfo at the start and end: how much of the
+	// kernel direct map is already split to 4 KiB pages (splits are permanent).
+	DirectMap4kStart string `json:"directmap4k_start"`
+	DirectMap4kEnd   string `json:"directmap4k_end"`
+	Rounds           int    `json:"rounds"`
 	Quick     bool   `json:"quick"`
 }
 
@@ -236,6 +240,7 @@ func readMachine(root string) Machine {
 		}
 	}
 	m.LoadStart = loadavg()
+	m.DirectMap4kStart = directMap4k()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -269,4 +274,18 @@ func loadavg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// directMap4k returns the DirectMap4k line's value of /proc/meminfo.
+func directMap4k() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "DirectMap4k:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }

@@ -44,6 +44,7 @@ func (b *bench) writeReport() error {
 	b.machine.Rounds = b.cfg.rounds
 	b.machine.Quick = b.cfg.quick
 	b.machine.LoadEnd = loadavg()
+	b.machine.DirectMap4kEnd = directMap4k()
 	rows := Summarise(b.samples, baselines)
 	rep := Report{Machine: b.machine, Duration: time.Since(b.started).Round(time.Second).String(),
 		Notes: b.notes, Splits: b.splits, Rows: rows, Samples: b.samples}
@@ -101,7 +102,9 @@ func renderText(rep Report) string {
 	fmt.Fprintf(&sb, "Run %s (commit %s, %s%s), %d rounds per comparison.\n", m.Date, m.Commit, rep.Duration,
 		map[bool]string{true: ", -quick", false: ""}[m.Quick], m.Rounds)
 	fmt.Fprintf(&sb, "Machine: %s, %d CPUs, Linux %s, %s, %s, %s.\n", m.CPU, m.Nproc, m.Kernel, m.OpenSSL, m.Go, m.CC)
-	fmt.Fprintf(&sb, "Load average (1, 5, 15 min) at start: %s; at end: %s.\n\n", m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(&sb, "Load average (1, 5, 15 min) at start: %s; at end: %s.\n", m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(&sb, "Kernel direct map already split to 4 KiB pages (DirectMap4k): %s at start, %s at end.\n\n",
+		m.DirectMap4kStart, m.DirectMap4kEnd)
 	fmt.Fprintf(&sb, "Cells: median over rounds; (×) median over rounds of the ratio to the baseline of the same round.\n\n")
 	for _, sec := range reportSections {
 		var srows []Row
@@ -152,7 +155,11 @@ func renderMatrix(sb *strings.Builder, rows []Row) {
 			}
 		}
 		if th != "0" {
-			fmt.Fprintf(sb, "%s thread(s), %s:\n\n", th, unit)
+			what := "thread(s)"
+			if rows[0].Section == "go-alloc" {
+				what = "goroutine(s), GOMAXPROCS=2"
+			}
+			fmt.Fprintf(sb, "%s %s, %s:\n\n", th, what, unit)
 		} else {
 			fmt.Fprintf(sb, "%s:\n\n", unit)
 		}
