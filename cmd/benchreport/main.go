@@ -224,7 +224,7 @@ type Machine struct {
 	DirectMap4kStart string `json:"directmap4k_start"`
 	DirectMap4kEnd   string `json:"directmap4k_end"`
 	Rounds           int    `json:"rounds"`
-	Quick     bool   `json:"quick"`
+	Quick            bool   `json:"quick"`
 }
 
 func readMachine(root string) Machine {
