@@ -285,46 +285,69 @@ func TestThreadExit(t *testing.T) {
 func TestMisuseAborts(t *testing.T) {
 	cases := []struct {
 		name string
+		env  []string
 		do   func(h *CHeap) error
 		want string
 	}{
-		{"double free", func(h *CHeap) error {
+		{"double free", nil, func(h *CHeap) error {
 			b, _ := h.Alloc(40)
 			_ = h.Free(b)
 			return h.Free(b)
 		}, `double free of 0x[0-9a-f]+ \(class 48 B\)`},
-		{"interior pointer", func(h *CHeap) error {
+		{"interior pointer", nil, func(h *CHeap) error {
 			b, _ := h.Alloc(100)
 			return h.Free(b[16:])
 		}, `free of interior pointer 0x[0-9a-f]+ \(block 0x[0-9a-f]+, class 112 B\)`},
-		{"double free of a page run", func(h *CHeap) error {
+		{"double free of a page run", nil, func(h *CHeap) error {
 			pin, _ := h.Alloc(40000) // keeps the chunk after the run is freed
 			b, _ := h.Alloc(40000)
 			_ = pin
 			_ = h.Free(b)
 			return h.Free(b)
 		}, `double free of 0x[0-9a-f]+`},
-		{"double free of a region", func(h *CHeap) error {
+		{"double free of a region", nil, func(h *CHeap) error {
 			b, _ := h.Alloc(3 << 20)
 			_ = h.Free(b)
 			return h.Free(b)
 		}, `free of 0x[0-9a-f]+: inside the secretheap arena but in no live chunk|double free of 0x[0-9a-f]+`},
-		{"realloc after free", func(h *CHeap) error {
+		{"realloc after free", nil, func(h *CHeap) error {
 			b, _ := h.Alloc(64)
 			_ = h.Free(b)
 			_, err := h.Realloc(b, 128)
 			return err
 		}, `double realloc of 0x[0-9a-f]+ \(class 64 B\)`},
+		{"write after free", []string{"SECRETHEAP_CHECK_ZERO=1"}, func(h *CHeap) error {
+			b, _ := h.Alloc(64)
+			_ = h.Free(b)
+			b[10] = 1 // the slab stays mapped: the write lands in the free block
+			_, err := h.Alloc(64)
+			return err
+		}, `write after free: block 0x[0-9a-f]+ \(class 64 B\)`},
+		// Control for the case above: without SECRETHEAP_CHECK_ZERO the
+		// same write goes unnoticed, so the abort above is the check's.
+		{"write after free unchecked", nil, func(h *CHeap) error {
+			b, _ := h.Alloc(64)
+			_ = h.Free(b)
+			b[10] = 1
+			_, err := h.Alloc(64)
+			return err
+		}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			testutil.RequireSecretMem(t)
 			if testutil.InChild(t) {
 				err := tc.do(Core())
-				t.Fatalf("misuse survived (returned %v)", err)
+				if tc.want != "" {
+					t.Fatalf("misuse survived (returned %v)", err)
+				}
 				return
 			}
-			res := testutil.RunChild(t, testutil.ChildOptions{Env: []string{"GOTRACEBACK=crash"}})
+			res := testutil.RunChild(t, testutil.ChildOptions{Env: append([]string{"GOTRACEBACK=crash"}, tc.env...)})
+			if tc.want == "" {
+				require.True(t, res.Clean(), res.Output)
+				return
+			}
 			assert.Equal(t, syscall.SIGABRT, res.Signal, "child must die of SIGABRT:\n%s", res.Output)
 			assert.Regexp(t, regexp.MustCompile(`(?m)^secretheap: (`+tc.want+`)`), res.Output)
 			assert.NotContains(t, res.Output, "misuse survived")
