@@ -25,12 +25,16 @@ type Kind string
 
 // The kinds of secret the suite looks for.
 const (
-	// KindScalarBE: a private scalar, exponent or prime in big-endian order,
-	// as DER and PEM decoding hold it.
-	KindScalarBE Kind = "scalar-be"
-	// KindScalarLE: the same numbers as BIGNUM limbs hold them on a 64-bit
-	// little-endian machine (the byte-reversed value).
-	KindScalarLE Kind = "scalar-le"
+	// KindKeyBE: a key's secret numbers (EC scalar, RSA d, p, q, dp, dq,
+	// qinv) in big-endian order, as DER and PEM decoding hold them.
+	KindKeyBE Kind = "key-be"
+	// KindKeyLE: the EC scalar and RSA d, dp, dq, qinv as BIGNUM limbs hold
+	// them on a 64-bit little-endian machine (the byte-reversed value).
+	KindKeyLE Kind = "key-le"
+	// KindPrimeLE: the RSA primes p and q as BIGNUM limbs. Kept apart from
+	// key-le because OpenSSL copies them into Montgomery contexts that it
+	// allocates with plain CRYPTO_malloc, not the secure heap.
+	KindPrimeLE Kind = "prime-le"
 	// KindPEM: the key-specific part of the PEM text (base64 of secret bytes).
 	KindPEM Kind = "pem"
 	// KindTLS: the TLS 1.3 handshake and traffic secrets of an open connection.
@@ -40,7 +44,7 @@ const (
 )
 
 // Kinds lists every kind in table order.
-var Kinds = []Kind{KindScalarBE, KindScalarLE, KindPEM, KindTLS, KindGo}
+var Kinds = []Kind{KindKeyBE, KindKeyLE, KindPrimeLE, KindPEM, KindTLS, KindGo}
 
 // fragLen is the length of the head and tail fragments searched besides a
 // whole needle. A freed libc block has its first 16 bytes overwritten by
@@ -150,9 +154,13 @@ func NewKey(dir, alg string) (*KeyMaterial, error) {
 	}
 	for _, x := range nums {
 		be := x.v.Bytes()
+		le := KindKeyLE
+		if x.name == "rsa.p" || x.name == "rsa.q" {
+			le = KindPrimeLE
+		}
 		km.Needles = append(km.Needles,
-			Needle{Name: x.name, Kind: KindScalarBE, Bytes: be},
-			Needle{Name: x.name, Kind: KindScalarLE, Bytes: reversed(be)})
+			Needle{Name: x.name, Kind: KindKeyBE, Bytes: be},
+			Needle{Name: x.name, Kind: le, Bytes: reversed(be)})
 	}
 	// The PEM needle covers the base64 of the first (largest) secret number:
 	// the DER header before it is the same for every key of the algorithm.
