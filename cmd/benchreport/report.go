@@ -15,6 +15,7 @@ var reportSections = []struct {
 	id, title, kind string
 }{
 	{"c-alloc", "C allocators: alloc+free pair and churn (ns/op = wall time ÷ operations of all threads; ratio vs glibc in the same round)", "matrix"},
+	{"c-alloc-cpu", "C allocators, the same runs in CPU time (all threads' CPU time, kernel included, ÷ operations: leaves out time other processes had the CPU, and time spent waiting for a lock)", "matrix"},
 	{"go-alloc", "Go allocators (go test -bench; ns/op in Go's convention, RunParallel = wall ÷ all goroutines' ops; ratio vs make([]byte))", "matrix"},
 	{"tls-inproc", "TLS 1.3 full handshakes, ECDSA P-256, client and server in one process (memory BIOs, no resumption)", "matrix"},
 	{"tls-tcp", "TLS 1.3 full handshakes against the forking example server (server preloaded or not; client never)", "matrix"},
@@ -213,8 +214,10 @@ func writeCharts(dir string, rows []Row) error {
 		forceLog                     bool
 	}
 	charts := []chart{
-		{"c_alloc_1thread.svg", "C allocators, 1 thread", "ns/op", "c-alloc", 1, false, false},
-		{"c_alloc_2threads.svg", "C allocators, 2 threads", "ns/op (wall ÷ all ops)", "c-alloc", 2, false, false},
+		{"c_alloc_1thread.svg", "C allocators, 1 thread (wall time)", "ns/op", "c-alloc", 1, false, false},
+		{"c_alloc_2threads.svg", "C allocators, 2 threads (wall time)", "ns/op (wall ÷ all ops)", "c-alloc", 2, false, false},
+		{"c_alloc_cpu_1thread.svg", "C allocators, 1 thread (CPU time)", "CPU ns/op", "c-alloc-cpu", 1, false, false},
+		{"c_alloc_cpu_2threads.svg", "C allocators, 2 threads (CPU time)", "CPU ns/op", "c-alloc-cpu", 2, false, false},
 		{"go_alloc_1goroutine.svg", "Go allocators, 1 goroutine", "ns/op", "go-alloc", 1, false, false},
 		{"go_alloc_parallel.svg", "Go allocators, RunParallel", "ns/op (wall ÷ all ops)", "go-alloc", 2, false, false},
 		{"tls_inproc.svg", "TLS 1.3 handshakes, in-process", "handshakes/s", "tls-inproc", -1, false, false},

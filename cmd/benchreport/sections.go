@@ -36,12 +36,13 @@ var cBackends = []cBackend{
 
 // Baselines of each section: ratios are taken against these.
 var baselines = map[string]string{
-	"c-alloc":    "glibc",
-	"go-alloc":   "make",
-	"tls-inproc": "OpenSSL",
-	"tls-tcp":    "OpenSSL",
-	"startup":    "openssl version",
-	"fork":       "glibc",
+	"c-alloc":     "glibc",
+	"c-alloc-cpu": "glibc",
+	"go-alloc":    "make",
+	"tls-inproc":  "OpenSSL",
+	"tls-tcp":     "OpenSSL",
+	"startup":     "openssl version",
+	"fork":        "glibc",
 }
 
 // cflags follow the root Makefile's CFLAGS_COMMON with -O2.
@@ -136,6 +137,10 @@ func (b *bench) cAlloc() error {
 					v, _ := rec.Num("ns_per_op")
 					b.add(Sample{Section: "c-alloc", Workload: rec.Str("workload"), Threads: int(th),
 						Backend: be.label, Round: r, Value: v, Unit: "ns/op"})
+					if c, ok := rec.Num("cpu_ns_per_op"); ok {
+						b.add(Sample{Section: "c-alloc-cpu", Workload: rec.Str("workload"), Threads: int(th),
+							Backend: be.label, Round: r, Value: c, Unit: "CPU ns/op"})
+					}
 				}
 				// "stats" records are ignored here: this process ran the
 				// pair workloads first, whose commits stay. memory()
