@@ -489,7 +489,7 @@ void secretheap_free(void *ptr) {
         bad_free(p, "free");
     if (sh_unlikely(atomic_load_explicit(&s->req[idx], memory_order_relaxed) == 0))
         bad_free(p, "free");
-    sh_wipe(ptr, s->block_size);
+    sh_wipe_block(ptr, s->block_size);
     atomic_store_explicit(&s->req[idx], 0, memory_order_relaxed);
     struct sh_tcache *tc = sh_tls_cache;
     if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {

