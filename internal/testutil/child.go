@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,12 +166,14 @@ func RunChild(t testing.TB, opts ChildOptions) ChildResult {
 	if err != nil {
 		t.Fatalf("finding the test binary: %v", err)
 	}
+	var removeCopy func()
 	if opts.Nobody {
 		if os.Geteuid() != 0 {
 			// Only root can start a process as another user; CI runs as root.
 			t.Skipf("running a child as uid %d needs root (euid is %d)", Nobody, os.Geteuid())
 		}
-		exe = sharedExecutable(t, exe)
+		exe, removeCopy = sharedExecutable(t, exe)
+		defer removeCopy()
 	}
 	timeout := opts.Timeout
 	if timeout == 0 {
@@ -201,7 +202,15 @@ func RunChild(t testing.TB, opts ChildOptions) ChildResult {
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	err = cmd.Run()
+	// Start returns once the child has exec'd (or failed to), so the copy of
+	// the binary can go right away.
+	err = cmd.Start()
+	if err == nil {
+		if removeCopy != nil {
+			removeCopy()
+		}
+		err = cmd.Wait()
+	}
 	res := ChildResult{Output: out.String()}
 	var ee *exec.ExitError
 	switch {
@@ -240,50 +249,37 @@ func runPattern(name string) string {
 	return strings.Join(parts, "/")
 }
 
-var shared struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// sharedExecutable copies the test binary to a directory uid 65534 can
-// enter: go test builds it under a 0700 directory of the invoking user.
-func sharedExecutable(t testing.TB, exe string) string {
-	shared.once.Do(func() {
-		dir, err := os.MkdirTemp("", "secretheap-child-")
-		if err != nil {
-			shared.err = err
-			return
-		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			shared.err = err
-			return
-		}
-		dst := filepath.Join(dir, filepath.Base(exe))
+// sharedExecutable puts the test binary where uid 65534 can run it (go test
+// builds it under a 0700 directory of the invoking user) and returns its path
+// and a function that removes it. The copy is needed only until exec: once
+// the child has started, remove it, so nothing is left behind in $TMPDIR.
+func sharedExecutable(t testing.TB, exe string) (string, func()) {
+	dir, err := os.MkdirTemp("", "secretheap-child-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	dst := filepath.Join(dir, filepath.Base(exe))
+	if err == nil {
 		// A hard link is instant when both sit on one file system (go test
 		// builds under $TMPDIR too); copy otherwise.
 		if os.Link(exe, dst) != nil {
-			shared.err = copyFile(dst, exe)
+			err = copyFile(dst, exe)
 		}
-		if shared.err == nil {
-			shared.err = os.Chmod(dst, 0o755)
-		}
-		shared.path = dst
-	})
-	if shared.err != nil {
-		t.Fatalf("copying the test binary for an unprivileged child: %v", shared.err)
 	}
-	return shared.path
+	if err == nil {
+		err = os.Chmod(dst, 0o755)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatalf("copying the test binary for an unprivileged child: %v", err)
+	}
+	return dst, func() { _ = os.RemoveAll(dir) }
 }
 
-// CleanupShared removes the copy of the test binary made for unprivileged
-// children, if any. Call it from TestMain after m.Run (optional: the copy
-// sits in the temporary directory otherwise).
-func CleanupShared() {
-	if shared.path != "" {
-		_ = os.RemoveAll(filepath.Dir(shared.path))
-	}
-}
+// CleanupShared is kept for callers' TestMain; RunChild now removes its copy
+// of the test binary as soon as the child has started, so there is nothing
+// left to clean.
+func CleanupShared() {}
 
 func copyFile(dst, src string) error {
 	in, err := os.Open(src)
