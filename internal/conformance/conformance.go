@@ -174,12 +174,34 @@ var cases = []testCase{
 	{"concurrent", testConcurrent},
 }
 
+// OnlyEnv names an environment variable that, when set, restricts Run to
+// the cases it lists (comma-separated names, e.g. "wipe-on-free,stats"): for
+// a developer chasing one property, and for the suite's own mutation tests.
+const OnlyEnv = "SECRETHEAP_CONFORMANCE_ONLY"
+
+// CaseNames returns the names of the suite's cases, in the order Run runs
+// them.
+func CaseNames() []string {
+	names := make([]string, len(cases))
+	for i, tc := range cases {
+		names[i] = tc.name
+	}
+	return names
+}
+
 // Run runs every case against allocators from newAllocator, each under
 // t.Run, and runs the allocator's invariant checker after each. It skips
 // (or fails under SECRETHEAP_REQUIRE=1) where memfd_secret is unavailable.
 func Run(t *testing.T, newAllocator Factory) {
 	testutil.RequireSecretMem(t)
+	var only []string
+	if v := os.Getenv(OnlyEnv); v != "" {
+		only = strings.Split(v, ",")
+	}
 	for _, tc := range cases {
+		if only != nil && !slices.Contains(only, tc.name) {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAllocator(t)
 			require.NoError(t, a.Check(), "invariants before the case")
