@@ -77,11 +77,14 @@ func TestGoName(t *testing.T) {
 func TestParseHyperfine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "h.json")
 	require.NoError(t, os.WriteFile(path, []byte(`{"results":[
-		{"command":"env openssl version","median":0.0021,"mean":0.0023},
+		{"command":"env openssl version","median":0.0021,"mean":0.0023,"user":0.001,"system":0.0005},
 		{"command":"env LD_PRELOAD=/x.so openssl version","median":0.0025}]}`), 0o644))
 	res, err := parseHyperfine(path)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]float64{"env openssl version": 0.0021, "env LD_PRELOAD=/x.so openssl version": 0.0025}, res)
+	assert.Equal(t, map[string]hyperTimes{
+		"env openssl version":                  {median: 0.0021, user: 0.001, system: 0.0005},
+		"env LD_PRELOAD=/x.so openssl version": {median: 0.0025},
+	}, res)
 
 	require.NoError(t, os.WriteFile(path, []byte(`{"results":[]}`), 0o644))
 	_, err = parseHyperfine(path)

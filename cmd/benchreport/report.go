@@ -287,6 +287,8 @@ func shortGroups(gs []string) []string {
 		switch {
 		case strings.HasPrefix(g, "fork → child ready, "):
 			g = strings.SplitN(strings.TrimPrefix(g, "fork → child ready, "), " live", 2)[0]
+		case strings.HasPrefix(g, "full handshake (in-process), "):
+			g = strings.TrimPrefix(g, "full handshake (in-process), ")
 		case strings.HasPrefix(g, "full handshake"):
 			g = "full handshake"
 		}

@@ -181,8 +181,12 @@ func (b *bench) tls() error {
 				return fmt.Errorf("tlsbench output %q: %v", out, err)
 			}
 			rate, _ := recs[0].Num("rate")
-			b.add(Sample{Section: "tls-inproc", Workload: "full handshake (in-process)", Backend: v.label,
+			b.add(Sample{Section: "tls-inproc", Workload: "full handshake (in-process), per wall second", Backend: v.label,
 				Round: r, Value: rate, Unit: "handshakes/s"})
+			if c, ok := recs[0].Num("cpu_rate"); ok {
+				b.add(Sample{Section: "tls-inproc", Workload: "full handshake (in-process), per CPU second", Backend: v.label,
+					Round: r, Value: c, Unit: "handshakes/s"})
+			}
 		}
 	}
 	// Committed secret memory after 100 handshakes ÷ peak live OpenSSL bytes.
@@ -259,7 +263,7 @@ func (b *bench) tlsTCP(variants []variant) error {
 	for r := 1; r <= rounds; r++ {
 		for _, v := range rotate(variants, r-1) {
 			b.prog.step("TLS forking server round %d/%d: %s", r, rounds, v.label)
-			rate, err := b.oneTCPRun(server, dir, v.preload, secs)
+			rate, slow, err := b.oneTCPRun(server, dir, v.preload, secs)
 			if err != nil {
 				if err := b.fail(err, "TLS forking server "+v.label); err != nil {
 					return err
@@ -268,6 +272,10 @@ func (b *bench) tlsTCP(variants []variant) error {
 			}
 			b.add(Sample{Section: "tls-tcp", Workload: fmt.Sprintf("full handshake, forking server (%d workers) over 127.0.0.1", tcpWorkers),
 				Backend: v.label, Round: r, Value: rate, Unit: "handshakes/s"})
+			if slow > 0 {
+				b.note("TLS forking server round %d, %s: %d connection(s) took over 200 ms (a worker or the client not scheduled, or a SYN retransmitted): the round's rate is depressed",
+					r, v.label, slow)
+			}
 		}
 	}
 	return nil
@@ -275,18 +283,18 @@ func (b *bench) tlsTCP(variants []variant) error {
 
 // oneTCPRun starts the server (library preloaded or not), drives it with
 // tlsbench client (never preloaded) for secs, and stops it.
-func (b *bench) oneTCPRun(server, dir string, preload bool, secs float64) (float64, error) {
+func (b *bench) oneTCPRun(server, dir string, preload bool, secs float64) (rate float64, slow int, err error) {
 	cmd := exec.Command(server, "-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
 		"-port", "0", "-workers", strconv.Itoa(tcpWorkers))
 	cmd.Env = b.env(preload)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -315,20 +323,21 @@ func (b *bench) oneTCPRun(server, dir string, preload bool, secs float64) (float
 	select {
 	case port = <-portc:
 	case <-time.After(15 * time.Second):
-		return 0, fmt.Errorf("server printed no port: %s", stderr.String())
+		return 0, 0, fmt.Errorf("server printed no port: %s", stderr.String())
 	}
 	out, err := run(time.Duration(secs*float64(time.Second))+time.Minute, b.env(false),
 		filepath.Join(b.bin, "tlsbench"), "client", "-p", strconv.Itoa(port),
 		"-ca", filepath.Join(dir, "cert.pem"), "-s", fmt.Sprintf("%g", secs), "-j", "2", "-n", "20000")
 	if err != nil {
-		return 0, fmt.Errorf("%w (server: %s)", err, stderr.String())
+		return 0, 0, fmt.Errorf("%w (server: %s)", err, stderr.String())
 	}
 	recs, err := ParseRecords(out)
 	if err != nil || len(recs) != 1 {
-		return 0, fmt.Errorf("client output %q: %v", out, err)
+		return 0, 0, fmt.Errorf("client output %q: %v", out, err)
 	}
-	rate, _ := recs[0].Num("rate")
-	return rate, nil
+	rate, _ = recs[0].Num("rate")
+	s, _ := recs[0].Num("slow")
+	return rate, int(s), nil
 }
 
 // startup: `openssl version` with and without the library, by hyperfine.
@@ -374,20 +383,25 @@ func (b *bench) startup() error {
 		if err != nil {
 			return err
 		}
-		for cmd, med := range res {
+		for cmd, t := range res {
 			label := "openssl version"
 			if strings.Contains(cmd, "LD_PRELOAD") {
 				label = "openssl version + secretheap"
 			}
-			b.add(Sample{Section: "startup", Workload: "process start-up (hyperfine median)", Backend: label,
-				Round: r, Value: med * 1e3, Unit: "ms"})
+			b.add(Sample{Section: "startup", Workload: "wall time (hyperfine median)", Backend: label,
+				Round: r, Value: t.median * 1e3, Unit: "ms"})
+			b.add(Sample{Section: "startup", Workload: "CPU time, user + system (hyperfine mean)", Backend: label,
+				Round: r, Value: (t.user + t.system) * 1e3, Unit: "ms"})
 		}
 	}
 	return nil
 }
 
-// parseHyperfine returns command → median seconds from --export-json.
-func parseHyperfine(path string) (map[string]float64, error) {
+// hyperTimes are one command's times from hyperfine, in seconds.
+type hyperTimes struct{ median, user, system float64 }
+
+// parseHyperfine returns command → times from --export-json.
+func parseHyperfine(path string) (map[string]hyperTimes, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -396,14 +410,16 @@ func parseHyperfine(path string) (map[string]float64, error) {
 		Results []struct {
 			Command string  `json:"command"`
 			Median  float64 `json:"median"`
+			User    float64 `json:"user"`
+			System  float64 `json:"system"`
 		} `json:"results"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("hyperfine JSON: %w", err)
 	}
-	out := map[string]float64{}
+	out := map[string]hyperTimes{}
 	for _, r := range doc.Results {
-		out[r.Command] = r.Median
+		out[r.Command] = hyperTimes{r.Median, r.User, r.System}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("hyperfine JSON has no results")
