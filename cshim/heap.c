@@ -68,7 +68,7 @@ static pthread_mutex_t tc_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sh_tcache *tc_list; /* guarded by tc_mu */
 static pthread_key_t tc_key;
 static pthread_once_t init_once_ctl = PTHREAD_ONCE_INIT;
-static bool reserve_enabled;
+static _Atomic bool reserve_enabled; /* set once by the OpenSSL skin (mode all) */
 
 /*
  * Magazine capacity per class: 64 KiB of blocks, between 4 and 64 blocks. 64
@@ -116,7 +116,7 @@ void sh_init(void) { pthread_once(&init_once_ctl, init_once); }
 
 void sh_secure_reserve_enable(bool on) {
     sh_init();
-    reserve_enabled = on;
+    atomic_store_explicit(&reserve_enabled, on, memory_order_relaxed);
     sh_secure_reserve_set(on);
 }
 
@@ -295,6 +295,28 @@ static inline void check_zero(void *p, unsigned cls) {
             check_zero_failed(p, cls);
 }
 
+/*
+ * Out of secret memory: give this thread's cached blocks back first, so
+ * slabs that are wholly free return to their chunks and can be reused by
+ * another class (a magazine holds up to 64 KiB per class, as much as a
+ * whole chunk under a 64 KiB RLIMIT_MEMLOCK). Returns true if anything was
+ * given back (worth a retry).
+ */
+static bool flush_own_magazines(void) {
+    struct sh_tcache *tc = sh_tls_cache;
+    bool any = false;
+    if ((uintptr_t)tc <= (uintptr_t)TC_DEAD)
+        return false;
+    for (unsigned i = 0; i < SH_NUM_CLASSES; i++) {
+        if (tc->mags[i].count) {
+            put_blocks(i, tc->mags[i].items, tc->mags[i].count);
+            tc->mags[i].count = 0;
+            any = true;
+        }
+    }
+    return any;
+}
+
 static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls, bool secure) {
     struct sh_tcache *tc = sh_tls_cache;
     if (tc == NULL)
@@ -307,6 +329,11 @@ static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls,
         pthread_mutex_lock(&k->mu);
         take_blocks(k, cls, m->items, &m->count, m->cap / 2 ? m->cap / 2 : 1, secure);
         pthread_mutex_unlock(&k->mu);
+        if (m->count == 0 && flush_own_magazines()) {
+            pthread_mutex_lock(&k->mu);
+            take_blocks(k, cls, m->items, &m->count, 1, secure);
+            pthread_mutex_unlock(&k->mu);
+        }
         if (m->count) {
             it = m->items[--m->count];
             got = 1;
@@ -342,6 +369,8 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
     } else {
         s = sh_large_alloc(n, secure);
     }
+    if (!s && errno == ENOMEM && flush_own_magazines())
+        return malloc_large(n, secure);
     if (!s)
         return exhausted(n, errno);
     atomic_store_explicit(&s->run_req, n + 1, memory_order_relaxed);
@@ -370,7 +399,9 @@ static inline void *malloc_impl(size_t n, bool secure) {
 
 void *secretheap_malloc(size_t n) { return malloc_impl(n, false); }
 
-void *sh_malloc_secure(size_t n) { return malloc_impl(n, reserve_enabled); }
+void *sh_malloc_secure(size_t n) {
+    return malloc_impl(n, atomic_load_explicit(&reserve_enabled, memory_order_relaxed));
+}
 
 void *secretheap_calloc(size_t nmemb, size_t size) {
     size_t n;

@@ -79,6 +79,61 @@ static int mode_fill(void) {
     return 0;
 }
 
+/* realloc across the two worlds under a 64 KiB limit: secret → fallback
+ * (contents kept, the secret block wiped) and fallback → secret once room is
+ * made. */
+static int mode_realloc_worlds(void) {
+    static char *small[4096];
+    int ns = 0;
+    /* Fill the secret memory with 1000-byte blocks until fallbacks start. */
+    for (;;) {
+        char *p = secretheap_malloc(1000);
+        if (!p)
+            return 30;
+        if (secretheap_backend(p) == SECRETHEAP_BACKEND_NONE) {
+            secretheap_free(p); /* a fallback block: back to libc */
+            break;
+        }
+        memset(p, 0x11, 1000);
+        small[ns++] = p;
+        if (ns == 4096)
+            return 31;
+    }
+    /* secret → fallback: a 30000-byte block does not fit any more. */
+    char *s = small[--ns];
+    memset(s, 0x5c, 1000);
+    char *f = secretheap_realloc(s, 30000);
+    if (!f || secretheap_backend(f) != SECRETHEAP_BACKEND_NONE)
+        return 32;
+    for (int i = 0; i < 1000; i++)
+        if (f[i] != 0x5c)
+            return 33;
+    for (int i = 0; i < 1024; i++) /* the old block is wiped (its slab stays mapped) */
+        if (s[i] != 0)
+            return 34;
+    /* fallback → secret: make room, then shrink the fallback block. */
+    for (int i = 0; i < ns; i++)
+        secretheap_free(small[i]);
+    char *b = secretheap_realloc(f, 500);
+    if (!b || secretheap_backend(b) != SECRETHEAP_BACKEND_SECRET)
+        return 35;
+    for (int i = 0; i < 500; i++)
+        if (b[i] != 0x5c)
+            return 36;
+    secretheap_free(b);
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    if (st.fallbacks == 0 || secretheap_check() != 0)
+        return 37;
+    return 0;
+}
+
+static void test_realloc_between_worlds(void) {
+    struct h_child ch;
+    h_reexec("realloc_worlds", NULL, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
 static unsigned long long field(const char *out, const char *name) {
     const char *p = strstr(out, name);
     return p ? strtoull(p + strlen(name), NULL, 10) : ~0ULL;
@@ -146,6 +201,7 @@ static void test_control_unlimited(void) {
 
 static const struct h_mode modes[] = {
     {"fill", mode_fill},
+    {"realloc_worlds", mode_realloc_worlds},
     {NULL, NULL},
 };
 
@@ -159,5 +215,6 @@ int main(int argc, char **argv) {
     RUN(test_abort_policy);
     RUN(test_limit_option);
     RUN(test_control_unlimited);
+    RUN(test_realloc_between_worlds);
     return h_done();
 }
