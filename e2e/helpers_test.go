@@ -175,11 +175,11 @@ var (
 	outputLine = regexp.MustCompile(`^([a-z_]+) (\S+)$`)
 )
 
-// parseStats returns the report of the process whose block comes last in
-// text: a forking program's processes append to one file, and the parent,
-// which waits for its children, writes last.
-func parseStats(text string) stats {
+// parseStatsAll returns every process's report in text, in the order the
+// processes first wrote: a forking program's processes append to one file.
+func parseStatsAll(text string) []stats {
 	byPID := map[string]stats{}
+	var order []string
 	last := ""
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
@@ -188,6 +188,7 @@ func parseStats(text string) stats {
 			last = m[1]
 			if byPID[last] == nil {
 				byPID[last] = stats{"pid": last}
+				order = append(order, last)
 			}
 		}
 		if last == "" {
@@ -208,10 +209,21 @@ func parseStats(text string) stats {
 			}
 		}
 	}
-	if last == "" {
+	out := make([]stats, 0, len(order))
+	for _, pid := range order {
+		out = append(out, byPID[pid])
+	}
+	return out
+}
+
+// parseStats returns the report of the process that wrote last: for a
+// forking program, the parent, which waits for its children.
+func parseStats(text string) stats {
+	all := parseStatsAll(text)
+	if len(all) == 0 {
 		return stats{}
 	}
-	return byPID[last]
+	return all[len(all)-1]
 }
 
 // parseOutput reads "name value" lines a test program printed.

@@ -237,8 +237,19 @@ func TestForkServer(t *testing.T) {
 		assert.Contains(t, r.stderr, "parent selftest 300/300 handshakes ok")
 		assert.Equal(t, 4, strings.Count(r.stderr, "verify ok"), r.stderr)
 		assert.Contains(t, r.stderr, "tls_server: all verified")
-		// The parent exits last, so its block is the last in the file.
-		requireServedFromSecret(t, readStats(t, st))
+		// Every process reports; the parent exits last.
+		b, err := os.ReadFile(st)
+		require.NoError(t, err)
+		all := parseStatsAll(string(b))
+		require.Len(t, all, 5, "parent + 4 workers:\n%s", b)
+		for i, s := range all {
+			requireServedFromSecret(t, s)
+			if i < 4 { // a worker: its chunks were made private at fork
+				assert.NotZero(t, s.num(t, "fork_reprivatisations"), "worker pid %s", s["pid"])
+			} else {
+				assert.Zero(t, s.num(t, "fork_reprivatisations"), "the parent")
+			}
+		}
 	})
 	t.Run("dontfork control", func(t *testing.T) {
 		r := run(t, env(lib, "SECRETHEAP_FORK=dontfork"), "", server, args...)

@@ -6,7 +6,11 @@
 #   3. start-up of `openssl version`
 #   4. committed secret memory of `openssl s_server` after 100 handshakes vs the
 #      peak live bytes OpenSSL asks for in the same workload (ossl_peak.so)
+#
+#   examples/openssl/bench.sh [malloc] [handshake] [startup] [memory]   (default: all four)
 set -euo pipefail
+sections=" ${*:-malloc handshake startup memory} "
+want() { [[ $sections == *" $1 "* ]]; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
 b=$root/build
 lib=$b/libsecretheap.so
@@ -18,6 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 div() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
 median() { sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
+if want malloc; then
 echo "## OPENSSL_malloc + free (ns per pair; glibc column = malloc+free in the same process)"
 "$b/ossl_malloc_bench" > "$tmp/plain.txt"
 LD_PRELOAD=$lib "$b/ossl_malloc_bench" > "$tmp/lib.txt"
@@ -30,8 +35,10 @@ while read -r api what rest; do
   l=$(grep "^OPENSSL_malloc $key " "$tmp/lib.txt" | awk '{print $NF}')
   printf '%-24s %10s %16s %18s %8.2f\n' "$key" "$g" "$o" "$l" "$(div "$l" "$g")"
 done < "$tmp/plain.txt"
-
 echo
+fi
+
+if want handshake; then
 echo "## TLS 1.3 full handshakes per second, in-process (ECDSA P-256, memory BIOs), median of 5"
 for i in 1 2 3 4 5; do
   "$b/ossl_handshake_bench" -secs 1.5 | awk '{print $NF}' | tr -d '/s' >> "$tmp/hs_plain"
@@ -39,8 +46,10 @@ for i in 1 2 3 4 5; do
 done
 hp=$(median < "$tmp/hs_plain"); hl=$(median < "$tmp/hs_lib")
 printf 'without %s/s   with %s/s   ratio %.3f\n' "$hp" "$hl" "$(div "$hl" "$hp")"
-
 echo
+fi
+
+if want startup; then
 echo "## start-up: openssl version"
 if command -v hyperfine >/dev/null; then
   hyperfine -N -w 20 -r 300 --export-json "$tmp/hf.json" \
@@ -63,8 +72,10 @@ else
     echo "$mode $(( ($(date +%s%N) - s) / 200000 )) us per run"
   done
 fi
-
 echo
+fi
+
+if want memory; then
 echo "## s_server after 100 handshakes: committed secret memory vs peak live OpenSSL bytes"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
   -days 1 -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
@@ -79,7 +90,7 @@ serve() { # $1 = preload, $2 = stats env name/value
   done
   # the probe above used one accept: 99 more
   for _ in $(seq 99); do
-    echo | timeout 10 openssl s_client -connect "127.0.0.1:$port" -tls1_3 -quiet \
+    echo | timeout 10 openssl s_client -connect "127.0.0.1:$port" -tls1_3 -brief \
       -verify_quiet >/dev/null 2>&1 || true
   done
   wait "$pid" || true
@@ -87,9 +98,10 @@ serve() { # $1 = preload, $2 = stats env name/value
 serve "$b/ossl_peak.so" "OSSL_PEAK_OUT=$tmp/peak.txt"
 serve "$lib" "SECRETHEAP_STATS=$tmp/stats.txt"
 peak=$(awk '/openssl_peak_live_bytes/{print $2}' "$tmp/peak.txt")
-committed=$(awk '$1=="bytes_committed"{print $2}' "$tmp/stats.txt")
-mapped=$(awk '$1=="bytes_mapped"{print $2}' "$tmp/stats.txt")
+committed=$(grep -o 'committed [0-9]* KiB' "$tmp/stats.txt" | tail -1 | awk '{print $2 * 1024}')
+mapped=$(grep -o 'mapped [0-9]* KiB' "$tmp/stats.txt" | tail -1 | awk '{print $2 * 1024}')
 echo "peak live OpenSSL bytes (ossl_peak.so): $peak"
 echo "secretheap bytes_committed: $committed   bytes_mapped: $mapped"
 [ -n "$peak" ] && [ -n "$committed" ] &&
   printf 'committed / peak live = %.2f\n' "$(div "$committed" "$peak")"
+fi

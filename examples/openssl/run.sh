@@ -44,7 +44,12 @@ kill -TERM "$pid"; wait "$pid" || true
 grep -E '^tls_server:' "$tmp/server2.log"
 
 echo
-echo "== library stats of the first run (parent; each worker prints its own at exit)"
-# The parent's stats block is the last one in the log.
-awk '/^tls_server: all verified/{p=1} p' "$tmp/server.log" | tail -n +2 | grep -v '^tls_server' || true
-sed -n '/secretheap/,$p' "$tmp/server.log" | tail -60
+echo "== library stats of the first run"
+# Every process prints its report at exit; the parent, which waits for its
+# workers, prints last. Workers: one line each. Parent: the whole report.
+log=$tmp/server.log
+awk '/^secretheap stats \(pid/{pid=$4} /fork re-privatisations/{line[pid]=$0}
+     END{for (p in line) print "  worker/parent pid " p ":" line[p]}' "$log" | sed 's/(pid //; s/,:/:/' | sort
+echo
+start=$(grep -n '^secretheap stats (pid' "$log" | tail -1 | cut -d: -f1)
+tail -n +"$start" "$log"
