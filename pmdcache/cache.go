@@ -85,7 +85,8 @@ type Config struct {
 	MaxIdleChunks int              // wholly free chunks kept mapped: 0 = DefaultMaxIdleChunks, negative = none
 	ArenaSize     uintptr          // address space reserved for chunks: 0 = DefaultArenaSize; rounded up to 4 MiB slots
 	// Logf receives the one warning the cache gives when PolicyAuto falls
-	// back to the locked backend. Nil writes it to standard error.
+	// back to the locked backend. Nil writes it to standard error, once per
+	// process.
 	Logf func(format string, args ...any)
 }
 
@@ -174,11 +175,18 @@ func New(cfg Config) (*Cache, error) {
 	}
 	c.nslots = int(size >> slotShift)
 	if c.cfg.Logf == nil {
-		c.cfg.Logf = func(format string, args ...any) {
-			fmt.Fprintf(os.Stderr, format+"\n", args...)
-		}
+		c.cfg.Logf = stderrOnce
 	}
 	return c, nil
+}
+
+// stderrWarned makes the default warning one per process, however many
+// caches (heaps) fall back.
+var stderrWarned sync.Once
+
+// stderrOnce is the default Config.Logf.
+func stderrOnce(format string, args ...any) {
+	stderrWarned.Do(func() { fmt.Fprintf(os.Stderr, format+"\n", args...) })
 }
 
 // ensureArena reserves the arena on first use. c.mu must be held.
@@ -415,7 +423,9 @@ func (c *Cache) Put(ch *Chunk) {
 		panic(fmt.Sprintf("pmdcache: Put of chunk %#x that is not in use (double Put)", ch.base))
 	}
 	c.unpublish(ch)
-	ch.Owner = nil
+	if ch.Owner != nil { // allocators usually clear it themselves: no write, no race with their lock-free reads
+		ch.Owner = nil
+	}
 	if ch.large || len(c.idle) >= c.maxIdle {
 		c.unmap(ch)
 		return

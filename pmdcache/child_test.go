@@ -164,3 +164,38 @@ func fallbackChild(t *testing.T, blocked bool) {
 	}
 	testutil.Report("result", got)
 }
+
+// TestFallbackWarnsOncePerProcess checks the default logger: two caches
+// falling back print one warning to standard error, not one each.
+func TestFallbackWarnsOncePerProcess(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	for _, tc := range []struct {
+		name  string
+		errno unix.Errno
+		want  int
+	}{
+		{"blocked", unix.EPERM, 1},
+		{"control", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if testutil.InChild(t) {
+				for range 2 {
+					c, err := pmdcache.New(pmdcache.Config{})
+					require.NoError(t, err)
+					for range 2 {
+						_, err := c.Get()
+						require.NoError(t, err)
+					}
+					require.NoError(t, c.Close())
+				}
+				return
+			}
+			res := testutil.RunChild(t, testutil.ChildOptions{BlockMemfdSecret: tc.errno})
+			require.True(t, res.Clean(), res.Output)
+			assert.Equal(t, tc.want, strings.Count(res.Output, "WARNING: memfd_secret is unavailable"), res.Output)
+			if tc.want > 0 {
+				assert.Contains(t, res.Output, "seccomp")
+			}
+		})
+	}
+}
