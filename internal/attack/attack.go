@@ -12,7 +12,6 @@ package attack
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 
@@ -244,7 +243,3 @@ func (t *tracer) detach() {
 }
 
 func (t *tracer) close() { t.detach() }
-
-// Self reports whether pid is this process (reading yourself proves less:
-// the caller should use another process for a real test).
-func Self(pid int) bool { return pid == os.Getpid() }
