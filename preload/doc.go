@@ -1,0 +1,41 @@
+// Package preload is the Go side of secretheap's C core (cshim/): a cgo
+// binding of the core, and the way to run programs with libsecretheap.so
+// preloaded.
+//
+// # The binding
+//
+// Core returns the process's one C heap (*CHeap): Alloc, Free, Realloc,
+// Backend, UsableSize, Stats and Check call secretheap_malloc, _free,
+// _realloc, _backend, _usable_size, _stats and _check. The core is compiled
+// into this package from cshim's own sources (see core.go), so `go test
+// ./...` works on a fresh clone without `make`, and the binding never loads
+// OpenSSL: cshim/openssl.c belongs to libsecretheap.so only.
+//
+// The binding gives the C heap the Go heap's contract where the two differ
+// (listed in internal/conformance): Alloc(n <= 0) is an error, a slice
+// outside the core's arena is ErrForeign instead of going to libc free, and
+// libc memory the core falls back to on exhaustion is never handed to Go
+// (ErrExhausted). Misuse inside the arena — a double free, a slice starting
+// inside a block — still aborts the process with the core's message, as it
+// would in C.
+//
+// # Tests
+//
+// This package runs the shared conformance suite (internal/conformance) on
+// the C core; alloc runs it on the Go heap. FuzzDifferential and
+// TestDifferentialRandom feed one operation sequence to both heaps and
+// compare what a caller sees, with both invariant checkers after every step:
+//
+//	go test -run '^$' -fuzz FuzzDifferential -fuzztime 60s ./preload
+//
+// SECRETHEAP_DIFF_OPS sets the length of the random sequences and
+// SECRETHEAP_DIFF_STRICT=1 refuses C realloc's stale tail (see staleTail in
+// differential_test.go).
+//
+// # Preloading
+//
+// LibraryPath finds build/libsecretheap.so (or an installed copy) and
+// Command runs a program with it first in LD_PRELOAD. Both forward to
+// package ldpreload, which has no cgo, for commands that must not compile
+// the C core in.
+package preload
