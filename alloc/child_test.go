@@ -35,7 +35,7 @@ func TestMemlockChild(t *testing.T) {
 				require.NoError(t, err)
 				var rep memlockReport
 				var held [][]byte
-				sizes := []int{32, 4096, 40 << 10, 700}
+				sizes := []int{32, 4096, 40 << 10, 700, 30000}
 				for i := 0; i < 100000; i++ {
 					b, err := h.Alloc(sizes[i%len(sizes)])
 					if err != nil {
@@ -49,6 +49,7 @@ func TestMemlockChild(t *testing.T) {
 					rep.Bytes += len(b)
 				}
 				rep.ChunkBytes = h.Stats().BytesMapped
+				require.NoError(t, h.CheckInvariants())
 				for _, b := range held {
 					require.NoError(t, h.Free(b))
 				}

@@ -361,12 +361,14 @@ func (h *Heap) carveLocked(npages int) (*span, error) {
 	if err != nil {
 		return nil, err
 	}
+	if uintptr(npages)<<osPageShift > ch.Size() {
+		// A small chunk (memlock pressure): the span must go elsewhere.
+		h.cache.Put(ch)
+		return nil, errNoFit
+	}
 	cm := newChunkMeta(ch)
 	ch.Owner = cm
 	h.chunks = append(h.chunks, cm)
-	if npages > cm.npages {
-		return nil, errNoFit
-	}
 	return h.takeLocked(cm, 0, npages)
 }
 
@@ -375,6 +377,9 @@ func (h *Heap) takeLocked(cm *chunkMeta, i, npages int) (*span, error) {
 	end := uintptr(i+npages) << osPageShift
 	if end > cm.ch.Committed() {
 		if err := cm.ch.Commit(end); err != nil {
+			if cm.nfree == cm.npages {
+				h.dropChunkLocked(cm)
+			}
 			return nil, err
 		}
 	}
@@ -406,15 +411,20 @@ func (h *Heap) releaseLocked(sp *span) {
 	setBits(cm.freeBits, int(sp.firstPage), int(sp.npages))
 	cm.nfree += int(sp.npages)
 	if cm.nfree == cm.npages {
-		for i, c := range h.chunks {
-			if c == cm {
-				h.chunks = append(h.chunks[:i], h.chunks[i+1:]...)
-				break
-			}
-		}
-		cm.ch.Owner = nil
-		h.cache.Put(cm.ch)
+		h.dropChunkLocked(cm)
 	}
+}
+
+// dropChunkLocked returns a wholly free chunk to the cache. h.mu is held.
+func (h *Heap) dropChunkLocked(cm *chunkMeta) {
+	for i, c := range h.chunks {
+		if c == cm {
+			h.chunks = append(h.chunks[:i], h.chunks[i+1:]...)
+			break
+		}
+	}
+	cm.ch.Owner = nil
+	h.cache.Put(cm.ch)
 }
 
 // allocRun serves n > maxSmallSize (and classes whose slab does not fit the
