@@ -26,9 +26,10 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unknown-attrib
 
 .PHONY: fuzz-c-short fuzz-c fuzz-c-merge fuzz-go-short fuzz-short soak soak-tsan
 
-$(BUILD)/fuzz/heap_fuzz: fuzz/heap_fuzz.c $(CSHIM_CORE) $(wildcard cshim/*.h) fuzz/fuzz.mk
+$(BUILD)/fuzz/heap_fuzz: fuzz/heap_fuzz.c fuzz/coverage-ignore.txt $(CSHIM_CORE) $(wildcard cshim/*.h) fuzz/fuzz.mk
 	@mkdir -p $(BUILD)/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Icshim -o $@ fuzz/heap_fuzz.c $(CSHIM_CORE) -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize-coverage-ignorelist=fuzz/coverage-ignore.txt -Icshim \
+	  -o $@ fuzz/heap_fuzz.c $(CSHIM_CORE) -pthread
 
 # The committed corpus is read only here: libFuzzer writes what it finds to the
 # first directory, which lives under build/.
