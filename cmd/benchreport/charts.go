@@ -104,7 +104,12 @@ func barChart(path, title, ylabel string, groups []string, ss []series, logScale
 		if math.IsInf(lo, 1) {
 			return fmt.Errorf("chart %s: no positive values for a log scale", path)
 		}
+		// The axis starts a decade below the smallest bar when that bar
+		// would otherwise be a sliver (10.5 on an axis from 10).
 		base = math.Floor(math.Log10(lo))
+		if math.Log10(lo)-base < 0.5 {
+			base--
+		}
 		p.Y.Tick.Marker = logTicks{base: base}
 		p.Y.Label.Text = ylabel + " (log scale)"
 	}

@@ -36,7 +36,7 @@ var sectionNames = []string{"c-alloc", "tls", "startup", "memory", "first-use", 
 func main() {
 	var cfg config
 	var only string
-	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: one short round of everything (about a minute)")
+	flag.BoolVar(&cfg.quick, "quick", false, "smoke run: 2 short rounds of everything (1–2 minutes)")
 	flag.IntVar(&cfg.rounds, "rounds", 0, "rounds per comparison (default 5, 2 with -quick)")
 	flag.StringVar(&cfg.out, "out", "docs/benchmarks", "output directory")
 	flag.StringVar(&only, "only", "", "comma-separated sections: "+strings.Join(sectionNames, ","))
