@@ -1,0 +1,221 @@
+/*
+ * test_openssl.c — the OpenSSL skin (cshim/openssl.c) compiled into the test
+ * program with the core, so that its hooks run under ASan/UBSan and TSan too.
+ * The program does not link libcrypto: it dlopen()s it, as Python does, and
+ * our dlopen wrapper (defined in openssl.c, which this file includes) must
+ * hook it before its first allocation. The test program does not export
+ * CRYPTO_secure_* to the dynamic symbol table, so libcrypto's internal
+ * secure-heap calls do not reach ours here: the start-up probe must say so
+ * (the e2e tests cover the LD_PRELOAD library, where they do).
+ */
+#include "../openssl.c"
+
+#include <pthread.h>
+
+#include "harness.h"
+
+#ifndef OSSL_OPS
+#define OSSL_OPS 20000
+#endif
+
+/* libcrypto's entry points, through dlsym on its handle. */
+static void *(*c_malloc)(size_t, const char *, int);
+static void *(*c_realloc)(void *, size_t, const char *, int);
+static void (*c_free)(void *, const char *, int);
+
+/* load_libcrypto dlopen()s libcrypto through our wrapper. 0 or -1. */
+static int load_libcrypto(void) {
+    void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL)
+        h = dlopen("libcrypto.so", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        fprintf(stderr, "    cannot dlopen libcrypto: %s (install libssl-dev)\n", dlerror());
+        return -1;
+    }
+    *(void **)&c_malloc = dlsym(h, "CRYPTO_malloc");
+    *(void **)&c_realloc = dlsym(h, "CRYPTO_realloc");
+    *(void **)&c_free = dlsym(h, "CRYPTO_free");
+    return c_malloc && c_realloc && c_free ? 0 : -1;
+}
+
+static int theirs;
+static void *their_malloc(size_t n, const char *f, int l) { (void)n, (void)f, (void)l; theirs++; return NULL; }
+static void *their_realloc(void *p, size_t n, const char *f, int l) { (void)p, (void)n, (void)f, (void)l; theirs++; return NULL; }
+static void their_free(void *p, const char *f, int l) { (void)p, (void)f, (void)l; theirs++; }
+
+/* Mode all (the default): hooks in a libcrypto loaded after start. */
+static void test_hooks_after_dlopen(void) {
+    CHECK(os_mode == SH_OPENSSL_ALL);
+    CHECK(!atomic_load(&os_hooked)); /* nothing to hook at start */
+    if (load_libcrypto() != 0) {
+        CHECK_MSG(0, "libcrypto not loadable");
+        return;
+    }
+    CHECK(atomic_load(&os_hooked));
+    CHECK(atomic_load(&sh_stat_openssl_hooked) == 1);
+    /* The probe ran against a libcrypto that cannot see our (unexported)
+     * CRYPTO_secure_*: it must not claim interposition. */
+    CHECK(atomic_load(&os_interpose_state) == -1);
+    CHECK(!atomic_load(&os_secure_active));
+
+    unsigned long m0 = os_sum(OSC_MALLOC);
+    unsigned char *p = c_malloc(100, __FILE__, __LINE__);
+    CHECK(p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE);
+    CHECK(os_sum(OSC_MALLOC) == m0 + 1);
+    for (int i = 0; i < 100; i++)
+        CHECK(p[i] == 0);
+
+    /* OpenSSL's default allocator returns NULL for 0 bytes; so do we. */
+    CHECK(c_malloc(0, __FILE__, __LINE__) == NULL);
+
+    /* realloc: grow keeps the contents and retires the old block. */
+    memset(p, 0x5a, 100);
+    unsigned char *q = c_realloc(p, 5000, __FILE__, __LINE__);
+    CHECK(q != NULL && secretheap_backend(q) != SECRETHEAP_BACKEND_NONE);
+    for (int i = 0; i < 100; i++)
+        CHECK(q[i] == 0x5a);
+    if (q != p)
+        CHECK(secretheap_backend(p) == SECRETHEAP_BACKEND_NONE);
+    /* realloc(NULL, n) allocates; realloc(p, 0) frees and returns NULL. */
+    unsigned char *r = c_realloc(NULL, 40, __FILE__, __LINE__);
+    CHECK(r != NULL && secretheap_backend(r) != SECRETHEAP_BACKEND_NONE);
+    CHECK(c_realloc(r, 0, __FILE__, __LINE__) == NULL);
+    CHECK(secretheap_backend(r) == SECRETHEAP_BACKEND_NONE);
+    c_free(q, __FILE__, __LINE__);
+    CHECK(secretheap_backend(q) == SECRETHEAP_BACKEND_NONE);
+    c_free(NULL, __FILE__, __LINE__);
+
+    /* A later CRYPTO_set_mem_functions is accepted and ignored: our blocks
+     * are never handed to their free. */
+    CHECK(CRYPTO_set_mem_functions(their_malloc, their_realloc, their_free) == 1);
+    CHECK(atomic_load(&os_set_ignored) == 1);
+    void *s = c_malloc(24, __FILE__, __LINE__);
+    CHECK(s != NULL && secretheap_backend(s) != SECRETHEAP_BACKEND_NONE);
+    c_free(s, __FILE__, __LINE__);
+    CHECK(theirs == 0);
+
+    /* Loading it again (as an engine or RTLD_NOLOAD would) hooks nothing twice. */
+    int n = os_nlibs;
+    CHECK(dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD) != NULL);
+    CHECK(os_nlibs == n);
+    CHECK(secretheap_check() == 0);
+}
+
+static void *churn(void *arg) {
+    uint64_t x = (uintptr_t)arg * 0x9e3779b97f4a7c15ULL + 1;
+    void *live[64] = {0};
+    long bad = 0;
+    for (int i = 0; i < OSSL_OPS; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int k = (int)(x % 64);
+        if (live[k]) {
+            c_free(live[k], __FILE__, __LINE__);
+            live[k] = NULL;
+        } else {
+            size_t n = 1 + (size_t)(x >> 20) % 3000;
+            unsigned char *p = c_malloc(n, __FILE__, __LINE__);
+            if (p == NULL || secretheap_backend(p) == SECRETHEAP_BACKEND_NONE || p[n - 1] != 0)
+                bad++;
+            if (p)
+                memset(p, k, n);
+            live[k] = p;
+        }
+    }
+    for (int k = 0; k < 64; k++)
+        c_free(live[k], __FILE__, __LINE__);
+    return (void *)bad;
+}
+
+/* Two threads allocate and free through the hooks; the sharded counters add up. */
+static void test_hooks_threads(void) {
+    if (c_malloc == NULL) {
+        CHECK_MSG(0, "libcrypto not loaded");
+        return;
+    }
+    unsigned long m0 = os_sum(OSC_MALLOC), f0 = os_sum(OSC_FREE);
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, churn, (void *)(i + 1));
+    for (int i = 0; i < 2; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        CHECK_MSG(bad == NULL, "thread %d: %ld bad blocks", i, (long)(intptr_t)bad);
+    }
+    unsigned long m = os_sum(OSC_MALLOC) - m0, f = os_sum(OSC_FREE) - f0;
+    CHECK(m > 0);
+    /* Each step mallocs or frees; then 64 frees per thread (NULL ones too:
+     * CRYPTO_free passes NULL on to the hook). */
+    CHECK_MSG(f == 2 * OSSL_OPS - m + 2 * 64, "mallocs %lu frees %lu", m, f);
+    CHECK(secretheap_check() == 0);
+}
+
+/* Modes off and secure run in fresh processes (options are read once). */
+static int mode_off(void) {
+    if (os_mode != SH_OPENSSL_OFF || load_libcrypto() != 0)
+        return 2;
+    void *p = c_malloc(64, __FILE__, __LINE__);
+    int ok = p != NULL && secretheap_backend(p) == SECRETHEAP_BACKEND_NONE && !atomic_load(&os_hooked) &&
+             os_sum(OSC_MALLOC) == 0;
+    c_free(p, __FILE__, __LINE__);
+    /* Interposed functions still forward to libcrypto. */
+    void *s = CRYPTO_secure_malloc(32, __FILE__, __LINE__);
+    ok = ok && s != NULL && secretheap_backend(s) == SECRETHEAP_BACKEND_NONE;
+    CRYPTO_secure_free(s, __FILE__, __LINE__);
+    return ok ? 0 : 1;
+}
+
+static int mode_secure(void) {
+    if (os_mode != SH_OPENSSL_SECURE || load_libcrypto() != 0)
+        return 2;
+    /* Ordinary allocations stay in libc memory under the safety-net hooks. */
+    void *p = c_malloc(64, __FILE__, __LINE__);
+    int ok = p != NULL && secretheap_backend(p) == SECRETHEAP_BACKEND_NONE && atomic_load(&os_hooked);
+    c_free(p, __FILE__, __LINE__);
+    /* A block of ours that reaches CRYPTO_free goes back to the core. */
+    void *b = secretheap_malloc(48);
+    unsigned long sf = os_sum(OSC_SECURE_FREE);
+    c_free(b, __FILE__, __LINE__);
+    ok = ok && secretheap_backend(b) == SECRETHEAP_BACKEND_NONE && os_sum(OSC_SECURE_FREE) == sf + 1;
+    /* ...and so does one that reaches CRYPTO_realloc. */
+    unsigned char *c = secretheap_malloc(16);
+    memset(c, 7, 16);
+    unsigned char *d = c_realloc(c, 200, __FILE__, __LINE__);
+    ok = ok && d != NULL && secretheap_backend(d) != SECRETHEAP_BACKEND_NONE && d[15] == 7;
+    c_free(d, __FILE__, __LINE__);
+    /* The probe could not reach our CRYPTO_secure_* from this program. */
+    ok = ok && atomic_load(&os_interpose_state) == -1;
+    return ok ? 0 : 1;
+}
+
+static void test_mode_off(void) {
+    const char *env[] = {"SECRETHEAP_OPENSSL=off", NULL};
+    struct h_child ch;
+    h_reexec("mode_off", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d signal %d: %s", ch.code, ch.sig, ch.err);
+}
+
+static void test_mode_secure(void) {
+    const char *env[] = {"SECRETHEAP_OPENSSL=secure", NULL};
+    struct h_child ch;
+    h_reexec("mode_secure", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d signal %d: %s", ch.code, ch.sig, ch.err);
+    /* The probe's verdict is said once, loudly. */
+    CHECK_MSG(h_contains(ch.err, "does not call CRYPTO_secure_* through the PLT"), "stderr: %s", ch.err);
+}
+
+static const struct h_mode modes[] = {
+    {"mode_off", mode_off},
+    {"mode_secure", mode_secure},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv) {
+    int r = h_dispatch(argc, argv, modes);
+    if (r >= 0)
+        return r;
+    RUN(test_hooks_after_dlopen);
+    RUN(test_hooks_threads);
+    RUN(test_mode_off);
+    RUN(test_mode_secure);
+    return h_done();
+}
