@@ -6,7 +6,8 @@
 #   fuzz-c         the same for FUZZ_C_TIME=600
 #   fuzz-c-merge   minimise build/fuzz/corpus into the committed corpus
 #   fuzz-go-short  go test -fuzz for each Go fuzz target (FuzzHeapOps in alloc,
-#                  FuzzDifferential in preload, when present), FUZZ_GO_TIME each (default 20s)
+#                  FuzzDifferential in preload, when present), FUZZ_GO_TIME each (default 20s);
+#                  -fuzzminimizetime 2s, or minimising one new input eats a short run
 #   fuzz-short     fuzz-c-short + fuzz-go-short
 #   soak           soak/soak.c: threads and forked processes allocate, verify, free for
 #                  SECRETHEAP_SOAK_SECONDS (default 20), invariant checker on; the core is
@@ -50,7 +51,7 @@ fuzz-go-short:
 	  pkg=$${spec%%:*}; fn=$${spec##*:}; \
 	  if grep -qs "^func $$fn(" $$pkg/*_test.go; then \
 	    echo "go fuzz ./$$pkg $$fn ($(FUZZ_GO_TIME))"; \
-	    $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_GO_TIME) || exit 1; \
+	    $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_GO_TIME) -fuzzminimizetime 2s || exit 1; \
 	  else echo "go fuzz ./$$pkg $$fn: not present yet, skipped"; fi; \
 	done
 
