@@ -42,16 +42,20 @@
  * Limits: one libcrypto per process gets the interposed secure calls (the first
  * one found); a second, different libcrypto loaded later is hooked (all mode)
  * but its secure calls forward to the first. The dlopen wrapper makes our
- * library the "caller" of dlopen, so a bare file name is searched without the
- * calling object's DT_RUNPATH (the executable's DT_RPATH still applies).
+ * library the "caller" of dlopen; os_caller_path restores the caller's
+ * DT_RPATH/DT_RUNPATH search for bare names (not ld.so.cache's place in that
+ * order, nor $ORIGIN inside a file name that has a slash, nor dlmopen
+ * namespaces).
  */
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -390,6 +394,59 @@ __attribute__((constructor)) static void os_init(void)
 
 /* ---- interposed: dlopen -------------------------------------------------- */
 
+/* os_caller_path keeps dlopen's search the caller's. glibc resolves a bare
+ * file name with the *calling* object's DT_RPATH/DT_RUNPATH, and with our
+ * wrapper in between the caller is this library, which has neither. When the
+ * real caller has one, we look the name up in its search path (dlinfo
+ * RTLD_DI_SERINFO on its link map: RPATH, LD_LIBRARY_PATH, RUNPATH, system
+ * directories, with $ORIGIN expanded) and hand the real dlopen a path.
+ * Returns a malloc'ed path, or NULL to let the real dlopen search (no caller
+ * path to honour, already loaded, or not found there). */
+static char *os_caller_path(const char *file, int mode, const void *ret,
+			    void *(*rd)(const char *, int))
+{
+	if (file == NULL || strchr(file, '/') != NULL)
+		return NULL;
+	Dl_info info;
+	struct link_map *lm = NULL;
+	if (!dladdr1(ret, &info, (void **)&lm, RTLD_DL_LINKMAP) || lm == NULL || lm->l_ld == NULL)
+		return NULL;
+	bool has_path = false;
+	for (const ElfW(Dyn) *d = lm->l_ld; d->d_tag != DT_NULL; d++)
+		if (d->d_tag == DT_RPATH || d->d_tag == DT_RUNPATH)
+			has_path = true;
+	if (!has_path)
+		return NULL;
+	/* A resident object is found by name without any search. */
+	void *h = rd(file, (mode & ~(RTLD_LAZY | RTLD_NOW)) | RTLD_LAZY | RTLD_NOLOAD);
+	if (h != NULL) {
+		dlclose(h);
+		return NULL;
+	}
+	Dl_serinfo size;
+	if (dlinfo(lm, RTLD_DI_SERINFOSIZE, &size) != 0)
+		return NULL;
+	Dl_serinfo *si = malloc(size.dls_size);
+	if (si == NULL)
+		return NULL;
+	si->dls_size = size.dls_size;
+	si->dls_cnt = size.dls_cnt;
+	char *found = NULL;
+	if (dlinfo(lm, RTLD_DI_SERINFO, si) == 0) {
+		for (unsigned i = 0; i < si->dls_cnt && found == NULL; i++) {
+			char *p;
+			if (asprintf(&p, "%s/%s", si->dls_serpath[i].dls_name, file) < 0)
+				break;
+			if (access(p, F_OK) == 0)
+				found = p;
+			else
+				free(p);
+		}
+	}
+	free(si);
+	return found;
+}
+
 SH_EXPORT void *dlopen(const char *file, int mode)
 {
 	static void *(*real_dlopen)(const char *, int);
@@ -402,9 +459,11 @@ SH_EXPORT void *dlopen(const char *file, int mode)
 		}
 		__atomic_store_n(&real_dlopen, rd, __ATOMIC_RELEASE);
 	}
+	char *path = os_caller_path(file, mode, __builtin_return_address(0), rd);
 	os_dlopen_depth++;
-	void *h = rd(file, mode);
+	void *h = rd(path != NULL ? path : file, mode);
 	os_dlopen_depth--;
+	free(path);
 	if (h != NULL && file != NULL && os_dlopen_depth == 0)
 		os_scan(h, "dlopen");
 	return h;

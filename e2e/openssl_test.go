@@ -181,6 +181,33 @@ func TestDlopenLibcrypto(t *testing.T) {
 	}
 }
 
+// TestDlopenKeepsCallerRunpath: glibc's dlopen searches a bare file name in
+// the calling object's DT_RUNPATH, and our dlopen wrapper is the caller the
+// real dlopen sees. A program whose plugin is found only through its own
+// RUNPATH ($ORIGIN/sub) must load it with the library as without it.
+func TestDlopenKeepsCallerRunpath(t *testing.T) {
+	lib := setup(t)
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	require.NoError(t, os.Mkdir(sub, 0o755))
+	dep := compileShared(t, sub, "dep.c")
+	require.NoError(t, os.Rename(dep, filepath.Join(sub, "libdep.so")))
+	prog := compileC(t, dir, "runpath_main.c", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/sub", "-ldl")
+	for _, tc := range []struct {
+		name    string
+		environ []string
+	}{
+		{"no library", env("")},
+		{"library", env(lib)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.environ, "", prog)
+			requireOK(t, r, "runpath_main")
+			assert.Contains(t, r.stdout, "dep_value 42")
+		})
+	}
+}
+
 // TestInterpositionProbe checks the start-up probe of mode secure against a
 // stand-in libcrypto built twice: with its internal calls to
 // CRYPTO_secure_zalloc through the PLT (as Debian's libcrypto.so.3 does, so
