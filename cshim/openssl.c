@@ -71,9 +71,9 @@ typedef void *(*ossl_realloc_fn)(void *p, size_t num, const char *file, int line
 typedef void (*ossl_free_fn)(void *p, const char *file, int line);
 typedef int (*ossl_set_mem_fn)(ossl_malloc_fn, ossl_realloc_fn, ossl_free_fn);
 
-/* The libcrypto functions we forward to. Resolved once, from the first
- * libcrypto found (at start or at dlopen), under os_lock; read afterwards
- * without the lock once os_reals_ready is set (release/acquire). */
+/* The libcrypto functions we forward to. Filled once, from the first
+ * libcrypto found (at start, at dlopen, or lazily), under os_real_lock; read
+ * afterwards without a lock once os_reals_ready is set (release/acquire). */
 struct ossl_reals {
 	ossl_set_mem_fn set_mem_functions;
 	void *(*secure_malloc)(size_t, const char *, int);
@@ -108,16 +108,23 @@ static int os_mode = SH_OPENSSL_OFF; /* written once in the constructor */
  * read without. */
 static atomic_int os_secure_active;
 
-/* Counters. Call counts are sharded per thread (an atomic add on one shared
- * cache line would cost tens of ns per call with two threads); the shard is
- * picked once per thread. */
+/* Counters. Call counts are sharded per thread: an atomic add on one shared
+ * cache line costs tens of ns per call with two threads, and even a locked
+ * add on a private line (~6 ns) is half a glibc malloc+free pair, so a shard
+ * is bumped with a relaxed load and store. Counts are exact while no two
+ * running threads share a shard (fewer than OS_SHARDS threads were ever
+ * started); beyond that a concurrent bump can be lost, which only makes the
+ * statistics approximate. The shard is picked once per thread. TLS is
+ * initial-exec: the library is preloaded or linked, never dlopen()ed, and the
+ * default model would call __tls_get_addr on every hook. */
 enum { OSC_MALLOC, OSC_REALLOC, OSC_FREE, OSC_SECURE_ALLOC, OSC_SECURE_FREE, OSC_N };
 #define OS_SHARDS 32
 static struct {
 	_Alignas(64) atomic_ulong c[OSC_N];
 } os_shard[OS_SHARDS];
 static atomic_uint os_next_shard;
-static _Thread_local int os_my_shard = -1;
+#define OS_TLS __attribute__((tls_model("initial-exec")))
+static _Thread_local int os_my_shard OS_TLS = -1;
 
 static atomic_long os_secure_live;     /* usable bytes of live secure blocks */
 static atomic_int os_hooked;           /* 1 when our hooks are in some libcrypto */
@@ -125,11 +132,11 @@ static atomic_int os_refused;          /* libcryptos that refused our hooks */
 static atomic_ulong os_set_ignored;    /* later CRYPTO_set_mem_functions calls ignored */
 static atomic_int os_interpose_state;  /* 0 unknown, 1 reaches us, -1 bound inside libcrypto */
 static atomic_ulong os_probe_hits;     /* our secure allocator reached during the probe */
-static _Thread_local int os_probing;
+static _Thread_local int os_probing OS_TLS;
 
 /* os_dlopen_depth guards re-entrancy: a constructor run by the real dlopen
  * may dlopen again; only the outermost call scans for libcrypto. */
-static _Thread_local int os_dlopen_depth;
+static _Thread_local int os_dlopen_depth OS_TLS;
 
 static inline void os_count(int which)
 {
@@ -138,7 +145,8 @@ static inline void os_count(int which)
 		s = (int)(atomic_fetch_add_explicit(&os_next_shard, 1, memory_order_relaxed) % OS_SHARDS);
 		os_my_shard = s;
 	}
-	atomic_fetch_add_explicit(&os_shard[s].c[which], 1, memory_order_relaxed);
+	atomic_ulong *c = &os_shard[s].c[which];
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 static unsigned long os_sum(int which)
