@@ -52,7 +52,7 @@ $(BUILD)/$(1)/%: cshim/tests/%.c $(CSHIM_TEST_SRC) $(CSHIM_HDRS) cshim/tests/har
 endef
 $(eval $(call cshim_test_build,cshim-test,))
 $(eval $(call cshim_test_build,cshim-test-asan,-O1 -g -fsanitize=address$(,)undefined -fno-sanitize-recover=all -fno-omit-frame-pointer))
-$(eval $(call cshim_test_build,cshim-test-tsan,-O1 -g -fsanitize=thread -fno-omit-frame-pointer -DSTRESS_OPS=5000 -DSH_ARENA_SIZE='((size_t)4<<30)'))
+$(eval $(call cshim_test_build,cshim-test-tsan,-O1 -g -fsanitize=thread -fno-omit-frame-pointer -DSTRESS_OPS=5000))
 
 # Runs every test binary in $(1); each prints "N passed, N failed" last.
 define cshim_test_run

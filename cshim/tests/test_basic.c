@@ -8,7 +8,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -368,7 +372,69 @@ static void test_locked_backend(void) {
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
 }
 
+/* Makes memfd_secret fail with ENOSYS in this process (seccomp), as on a
+ * kernel without CONFIG_SECRETMEM. */
+static int block_memfd_secret(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 447, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return -1;
+    return 0;
+}
+
+static int mode_no_secretmem(void) {
+    if (block_memfd_secret() != 0)
+        return 70;
+    errno = 0;
+    char *p = secretheap_malloc(100);
+    char *q = secretheap_malloc(5000);
+    if (!p || !q)
+        return errno == ENOMEM ? 71 : 72; /* 71: refused (policy secret) */
+    int b = secretheap_backend(p);
+    secretheap_free(p);
+    secretheap_free(q);
+    return b == SECRETHEAP_BACKEND_LOCKED ? 0 : 73;
+}
+
+/* auto: the locked backend with one loud warning; secret: NULL + ENOMEM
+ * and a message naming the cause. Control: the filter really blocks it. */
+static void test_without_memfd_secret(void) {
+    struct h_child ch;
+    h_reexec("no_secretmem", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "auto: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    const char *w = strstr(ch.err, "WARNING: memfd_secret unavailable (ENOSYS)");
+    CHECK_MSG(w && !strstr(w + 20, "memfd_secret unavailable"), "auto: want one warning: %s", ch.err);
+    const char *env[] = {"SECRETHEAP_BACKEND=secret", "SECRETHEAP_ON_EXHAUSTED=fallback", NULL};
+    h_reexec("no_secretmem", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 71, "secret: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(h_contains(ch.err, "memfd_secret unavailable (ENOSYS)") &&
+                  h_contains(ch.err, "SECRETHEAP_BACKEND=secret refuses to continue"),
+              "secret: %s", ch.err);
+}
+
+static int mode_dumpable(void) {
+    void *p = secretheap_malloc(1);
+    secretheap_free(p);
+    return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+}
+
+static void test_nodump(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_NODUMP=1", NULL};
+    h_reexec("dumpable", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "NODUMP=1: exit %d: %s", ch.code, ch.err);
+    h_reexec("dumpable", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 1, "control: exit %d: %s", ch.code, ch.err);
+}
+
 static const struct h_mode modes[] = {
+    {"no_secretmem", mode_no_secretmem},
+    {"dumpable", mode_dumpable},
     {"alloc_some", mode_alloc_some},
     {"write_after_free", mode_write_after_free},
     {"locked", mode_locked},
@@ -394,6 +460,8 @@ int main(int argc, char **argv) {
     RUN(test_stats_at_exit);
     RUN(test_check_zero);
     RUN(test_locked_backend);
+    RUN(test_without_memfd_secret);
+    RUN(test_nodump);
     CHECK(secretheap_check() == 0);
     return h_done();
 }

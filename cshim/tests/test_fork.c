@@ -20,6 +20,11 @@
 #include "internal.h"
 
 #define NB 300
+/* Sanitizer builds run fewer operations per child (TSan: ~10x per op, and
+ * every fork copies its shadow state). */
+#ifndef STRESS_OPS
+#define STRESS_OPS 20000
+#endif
 
 static unsigned char *blocks[NB];
 static size_t lens[NB];
@@ -63,7 +68,7 @@ static int child_work(void *arg) {
         return 11;
     unsigned char *mine[200] = {0};
     size_t ml[200];
-    for (int op = 0; op < 20000; op++) {
+    for (int op = 0; op < STRESS_OPS; op++) {
         int k = (int)((seed * 2654435761u + (unsigned)op * 40503u) % 200);
         if (mine[k]) {
             if (!check_fill(mine[k], ml[k], (unsigned char)k))
@@ -78,7 +83,7 @@ static int child_work(void *arg) {
                     return 13;
             fill(mine[k], ml[k], (unsigned char)k);
         }
-        if (op % 5000 == 0 && secretheap_check() != 0)
+        if (op % 2500 == 0 && secretheap_check() != 0)
             return 14;
     }
     for (int i = 0; i < NB; i++)
