@@ -29,6 +29,19 @@ $(BUILD)/verify-c/%: verify/c/%.c cshim/secretheap.h $(BUILD)/libsecretheap.so
 
 VERIFY_C := $(patsubst verify/c/%.c,$(BUILD)/verify-c/%,$(wildcard verify/c/*.c))
 
+# The secure-mode report test: a fake libcrypto whose internal calls go
+# through the PLT, and the same built -Bsymbolic-functions (bound inside).
+FAKECRYPTO := verify/c/fakecrypto
+$(BUILD)/verify-c/plt/libfakecrypto.so: $(FAKECRYPTO)/fakecrypto.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_COMMON) -fPIC -shared -Wl,-soname,libfakecrypto.so -o $@ $<
+$(BUILD)/verify-c/symbolic/libfakecrypto.so: $(FAKECRYPTO)/fakecrypto.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_COMMON) -fPIC -shared -Wl,-Bsymbolic-functions -Wl,-soname,libfakecrypto.so -o $@ $<
+$(BUILD)/verify-c/%/report: $(FAKECRYPTO)/report.c $(BUILD)/verify-c/%/libfakecrypto.so
+	$(CC) $(CFLAGS_COMMON) -o $@ $< -L$(@D) -Wl,--no-as-needed -lfakecrypto -Wl,--as-needed -Wl,-rpath,$(abspath $(@D))
+VERIFY_C += $(BUILD)/verify-c/plt/report $(BUILD)/verify-c/symbolic/report
+
 BUILD_TARGETS += $(BUILD)/verify-gotarget $(VERIFY_C)
 
 verify-attacks: $(BUILD)/verify $(BUILD)/verify-gotarget $(BUILD)/libsecretheap.so $(BUILD)/tls_server
