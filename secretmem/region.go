@@ -26,6 +26,10 @@ type Region struct {
 	closed    bool  // guarded by mu
 }
 
+// testHookFD, set only by tests, sees each memfd_secret descriptor before it
+// is closed (a test dups it to look at the file after the region is gone).
+var testHookFD func(fd int)
+
 // unsupported remembers the first ENOSYS/EPERM from memfd_secret: neither
 // goes away while the process lives (a seccomp filter cannot be removed), so
 // PolicyAuto goes straight to the locked backend afterwards.
@@ -92,6 +96,9 @@ func mapSecret(addr unsafe.Pointer, size uintptr) (*Region, error) {
 	}
 	// The mapping keeps the file alive; the descriptor is not needed after mmap.
 	defer unix.Close(fd)
+	if testHookFD != nil {
+		testHookFD(fd)
+	}
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		return nil, fmt.Errorf("secretmem: ftruncate of memfd_secret to %d bytes: %w", size, err)
 	}
