@@ -63,7 +63,7 @@
 // # Allocation path (Alloc(n))
 //
 //  1. n ≤ 0, n > 32 GiB or n > Config.Limit: ErrTooLarge.
-//  2. n > 32 KiB: a run (step 9) or, above 1 MiB, a region (step 10).
+//  2. n > 32 KiB: a run (step 8) or, above 1 MiB, a region (step 9).
 //  3. Class lookup: two small tables, sizeToClass16 up to 1 KiB and
 //     sizeToClass128 above.
 //  4. Pick a shard: from a start hashed from the calling goroutine's stack
@@ -75,19 +75,14 @@
 //     from the same few partial slabs of a class (memory stays compact), and
 //     a goroutine that meets a locked shard moves on; if no shard qualifies
 //     it locks one (TryLock probing, blocking only when all are busy) and
-//     goes to step 7, which gives that shard a slab of its own.
+//     goes to step 6, which gives that shard a slab of its own.
 //  5. Fast path: the fullest non-empty occupancy bucket's first slab; the
 //     lowest set bit of its bitmap is the block (one TrailingZeros64); clear
 //     it; a slab that became full leaves the buckets, one that crossed a
 //     bucket boundary moves. Record the requested length, bump the shard's
 //     counters, unlock. The block is zero already (see Zeroing); Alloc does
 //     not clear it.
-//  6. No shard has a free block of the class: take one of the next class
-//     up (≤ 25% larger) if a slab of it has one, in the same way (classes
-//     up to 2.5 KiB). Neighbouring classes' live counts drift apart; this
-//     lets one's free blocks absorb the other's peak. Stats count the block
-//     in the class it came from.
-//  7. Slow path (still nothing): take the heap's slow-path lock (lock
+//  6. Slow path (no partial slab): take the heap's slow-path lock (lock
 //     order: shard, then heap) and carve classSlabPages OS pages: the
 //     smallest hole of committed free OS pages that fits, over all chunks
 //     (best fit, so the longer holes stay for longer slabs and the committed
@@ -97,13 +92,13 @@
 //     the cache (an idle one, still committed, or a new mapping). The span
 //     is initialised, then published in the OS-page table, then put in the
 //     shard's buckets.
-//  8. If the class's slab does not fit the chunks the cache can map (small
+//  7. If the class's slab does not fit the chunks the cache can map (small
 //     chunks under memlock pressure), the request is served as a run.
-//  9. Runs: under the slow-path lock, carve ⌈n/4 KiB⌉ OS pages as in step 7.
-//  10. Regions: pmdcache GetLarge maps a region of its own, committed whole.
-//  11. With CheckZero, the block is verified to be all zero before it is
+//  8. Runs: under the slow-path lock, carve ⌈n/4 KiB⌉ OS pages as in step 6.
+//  9. Regions: pmdcache GetLarge maps a region of its own, committed whole.
+//  10. With CheckZero, the block is verified to be all zero before it is
 //     returned; a non-zero byte panics as a write after free.
-//  12. The []byte is built with unsafe.Slice(unsafe.Add(chunkBase, off), n):
+//  11. The []byte is built with unsafe.Slice(unsafe.Add(chunkBase, off), n):
 //     len = cap = n, so Go code cannot reach the block's tail.
 //
 // # Free path (Free(b))

@@ -41,10 +41,6 @@ const (
 	// largeMin: a request of more than half a chunk (2 MiB) gets a region
 	// of its own — sharing a chunk would strand the rest of it.
 	largeMin = 1 << 20
-	// maxBorrowClass: classes up to here may take a free block of the next
-	// class (≤ 25% larger) instead of carving a slab; above, a class's next
-	// one is 2 KiB+ larger and whole OS pages are cheaper to carve.
-	maxBorrowClass = 24
 	// maxShards bounds the shards of a heap (each costs ~1 KiB of Go memory
 	// and keeps up to one empty slab per class).
 	maxShards = 64
@@ -225,21 +221,15 @@ func (h *Heap) Alloc(n int) ([]byte, error) {
 	// committed/live), and a contended shard is skipped, which ends in a
 	// slab of the contender's own (below).
 	r := shardHint()
-	if sh, sp := h.findPartial(c, r); sp != nil {
-		return h.allocFrom(sh, sp, n)
-	}
-	// No free block of the class: borrow one of the next class up (at most
-	// 25% larger, and only if a slab of it has one free already) before
-	// carving a new slab. Live counts of neighbouring classes drift in
-	// opposite directions; borrowing lets one class's free blocks absorb
-	// the other's peak. BenchmarkChurn: free blocks in partial slabs
-	// 320 → 210 KB, peak used frontier 1317 → 1302 OS pages (two classes
-	// up: no better, the rounding waste grows); committed/live stays 1.29,
-	// bounded there by pmdcache's commit runs of up to 64 OS pages.
-	if c+1 < numClasses && c+1 <= maxBorrowClass {
-		if sh, sp := h.findPartial(c+1, r); sp != nil {
-			return h.allocFrom(sh, sp, n)
+	for j := uint32(0); j <= h.mask; j++ {
+		sh := &h.shards[(r+j)&h.mask]
+		if sh.mask[c].Load() == 0 || !sh.mu.TryLock() {
+			continue
 		}
+		if m := sh.mask[c].Load(); m != 0 && !h.closed.Load() {
+			return h.allocFrom(sh, sh.partial[c][bits.Len32(m)-1], n)
+		}
+		sh.mu.Unlock()
 	}
 	sh := h.lockShard(r)
 	sp, err := h.refill(sh, c)
@@ -250,23 +240,6 @@ func (h *Heap) Alloc(n int) ([]byte, error) {
 		return nil, h.onExhausted(n, err)
 	}
 	return h.allocFrom(sh, sp, n)
-}
-
-// findPartial returns, locked, the first shard from r that has a slab of
-// class c with a free block and whose lock it gets at once, and that slab;
-// or nil, nil.
-func (h *Heap) findPartial(c int, r uint32) (*shard, *span) {
-	for j := uint32(0); j <= h.mask; j++ {
-		sh := &h.shards[(r+j)&h.mask]
-		if sh.mask[c].Load() == 0 || !sh.mu.TryLock() {
-			continue
-		}
-		if m := sh.mask[c].Load(); m != 0 && !h.closed.Load() {
-			return sh, sh.partial[c][bits.Len32(m)-1]
-		}
-		sh.mu.Unlock()
-	}
-	return nil, nil
 }
 
 // allocFrom takes a block of slab sp of shard sh (locked, unlocked on return).
