@@ -69,9 +69,8 @@
 //  4. Pick a shard: from a start hashed from the calling goroutine's stack
 //     address (no shared state; distinct goroutines start apart, one
 //     goroutine keeps its start and its slabs stay in its core's cache), the
-//     first shard whose bucket mask for
-//     the class is non-zero (an atomic load, no lock) and whose lock TryLock
-//     gets at once. So while there is no contention every shard allocates
+//     first shard whose bucket mask for the class is non-zero (an atomic
+//     load, no lock) and whose lock TryLock gets at once. So while there is no contention every shard allocates
 //     from the same few partial slabs of a class (memory stays compact), and
 //     a goroutine that meets a locked shard moves on; if no shard qualifies
 //     it locks one (TryLock probing, blocking only when all are busy) and
