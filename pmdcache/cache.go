@@ -41,7 +41,8 @@ const (
 	// other users of an 8 MiB limit.
 	DefaultMaxIdleChunks = 2
 
-	// maxRunPages caps one commit run (see the package doc): 64 OS pages.
+	// maxRunPages caps one commit run by default (see the package doc):
+	// 64 OS pages. Config.MaxRunPages overrides it.
 	maxRunPages = 64
 )
 
@@ -86,6 +87,10 @@ type Config struct {
 	Limit         uint64           // max bytes mapped (chunks, idle chunks and large regions); 0 = only RLIMIT_MEMLOCK limits
 	MaxIdleChunks int              // wholly free chunks kept mapped: 0 = DefaultMaxIdleChunks, negative = none
 	ArenaSize     uintptr          // address space reserved for chunks: 0 = DefaultArenaSize; rounded up to 4 MiB slots
+	// MaxRunPages caps one commit run, in OS pages: 0 means 64 (see the
+	// package doc); 1 commits exactly what each Commit asks, trading more
+	// slow-path trips for no committed-but-unused memory.
+	MaxRunPages int
 	// Logf receives the one warning the cache gives when PolicyAuto falls
 	// back to the locked backend. Nil writes it to standard error, once per
 	// process.
@@ -97,6 +102,7 @@ type Config struct {
 type Cache struct {
 	cfg     Config
 	maxIdle int
+	maxRun  uintptr // bytes
 	nslots  int
 
 	arena atomic.Pointer[arena] // written with mu held, read without
@@ -166,6 +172,13 @@ func New(cfg Config) (*Cache, error) {
 		c.maxIdle = DefaultMaxIdleChunks
 	case cfg.MaxIdleChunks < 0:
 		c.maxIdle = 0
+	}
+	c.maxRun = uintptr(cfg.MaxRunPages) * secretmem.PageSize()
+	switch {
+	case cfg.MaxRunPages == 0:
+		c.maxRun = maxRunPages * secretmem.PageSize()
+	case cfg.MaxRunPages < 0:
+		return nil, fmt.Errorf("pmdcache: MaxRunPages %d is negative", cfg.MaxRunPages)
 	}
 	size := cfg.ArenaSize
 	if size == 0 {
@@ -582,7 +595,7 @@ func (ch *Chunk) Commit(end uintptr) error {
 	}
 	page := secretmem.PageSize()
 	need := (end+page-1)&^(page-1) - cur
-	run := max(need, min(2*ch.lastRun, maxRunPages*page))
+	run := max(need, min(2*ch.lastRun, ch.cache.maxRun))
 	run = min(run, ch.size-cur)
 	err := ch.region.Commit(cur, run)
 	now := ch.region.Committed() // commits only ever grow the prefix

@@ -180,6 +180,35 @@ func TestCommitRuns(t *testing.T) {
 	}
 }
 
+// TestMaxRunPages checks the run cap: 1 commits exactly what is asked (the
+// default doubles, see TestCommitRuns).
+func TestMaxRunPages(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	for _, tc := range []struct {
+		max  int
+		want []uintptr // committed OS pages after each Commit(committed+1)
+	}{
+		{1, []uintptr{1, 2, 3, 4, 5}},
+		{4, []uintptr{1, 3, 7, 11, 15}},
+		{0, []uintptr{1, 3, 7, 15, 31}},
+	} {
+		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
+			c := newCache(t, pmdcache.Config{MaxRunPages: tc.max})
+			ch, err := c.Get()
+			require.NoError(t, err)
+			var got []uintptr
+			for range tc.want {
+				require.NoError(t, ch.Commit(ch.Committed()+1))
+				got = append(got, ch.Committed()/page)
+			}
+			assert.Equal(t, tc.want, got)
+			c.Put(ch)
+		})
+	}
+	_, err := pmdcache.New(pmdcache.Config{MaxRunPages: -1})
+	require.Error(t, err)
+}
+
 // TestIdleReuse checks that a Put chunk comes back from Get with its
 // committed OS pages and without a new mapping; the control (no idle chunks
 // kept) gets a fresh, uncommitted chunk.

@@ -54,6 +54,7 @@
 // 256 KiB, ≈ 1.3–3.5 ms of faults): growth keeps the number of slow-path
 // trips logarithmic while a heap warms up, and the cap bounds both the stall
 // of one trip and the committed-but-unused memory to 256 KiB per chunk.
+// Config.MaxRunPages changes the cap (1: commit exactly what is asked).
 //
 // Callers must write only to committed OS pages; the cache expects a chunk
 // handed to Put to be wiped already (the allocator wipes every block on
