@@ -29,7 +29,8 @@ type Result struct {
 	Proc       string
 	Hits       []Hit
 	BytesRead  uint64
-	Unreadable int
+	Unreadable int // mappings the attack was refused (or the dump left out)
+	Secret     int // of those, memfd_secret mappings
 	Err        error
 }
 
@@ -158,9 +159,19 @@ func (s *Suite) attack(ctx context.Context, t Target, m Mode, a Attack, p Proc, 
 		res.Hits = im.Search(r.Needles)
 		res.BytesRead = im.BytesRead
 		res.Unreadable = len(im.Unreadable)
+		for _, m := range im.Unreadable {
+			if m.Label() == "secretmem" {
+				res.Secret++
+			}
+		}
 	}
 	s.Results = append(s.Results, res)
 }
+
+// minBytesRead is the least a protected run's attack must read for its
+// "nothing found" to count: every target has megabytes of ordinary memory
+// (libraries' data, heap, stack) outside the secret pages.
+const minBytesRead = 256 << 10
 
 // Failure is one reason the suite fails.
 type Failure struct{ Target, Mode, Attack, Why string }
@@ -191,6 +202,12 @@ func (s *Suite) Check() []Failure {
 			fails = append(fails, Failure{r.Target, string(r.Mode), r.Attack,
 				fmt.Sprintf("%s: error: %v", r.Proc, r.Err)})
 			continue
+		}
+		if r.Mode.Protected() && r.BytesRead < minBytesRead {
+			// Finding nothing proves something only if the attack read
+			// the process's ordinary memory.
+			fails = append(fails, Failure{r.Target, string(r.Mode), r.Attack,
+				fmt.Sprintf("%s: read only %d bytes: the attack did not really run", r.Proc, r.BytesRead)})
 		}
 		for _, h := range r.Hits {
 			found[k][h.Needle.Kind] = true
@@ -361,6 +378,28 @@ func (s *Suite) Table() string {
 				rows = append(rows, row)
 			}
 		}
+	}
+	return renderTable(rows)
+}
+
+// ReadsTable shows, per attack, what the runs with the library read and
+// were refused: "nothing found" means something only next to megabytes read.
+func (s *Suite) ReadsTable() string {
+	rows := [][]string{{"attack", "runs", "MiB read", "mappings refused", "of them memfd_secret"}}
+	for _, a := range s.Attacks {
+		var runs, refused, secret int
+		var read uint64
+		for _, r := range s.Results {
+			if r.Attack != a.Name || !r.Mode.Protected() || r.Err != nil {
+				continue
+			}
+			runs++
+			read += r.BytesRead
+			refused += r.Unreadable
+			secret += r.Secret
+		}
+		rows = append(rows, []string{a.Name, fmt.Sprint(runs), fmt.Sprintf("%.1f", float64(read)/(1<<20)),
+			fmt.Sprint(refused), fmt.Sprint(secret)})
 	}
 	return renderTable(rows)
 }
