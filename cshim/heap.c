@@ -71,9 +71,13 @@ static pthread_once_t init_once_ctl = PTHREAD_ONCE_INIT;
 static _Atomic bool reserve_enabled; /* set once by the OpenSSL skin (mode all) */
 
 /*
- * Magazine capacity per class: 64 KiB of blocks, between 4 and 64 blocks. 64
- * small blocks make a refill (one lock round trip, ~50 ns) cost < 2 ns per
- * allocation; the byte bound keeps a thread from hoarding big blocks.
+ * Magazine capacity per class: 16 KiB of blocks, between 4 and 32 blocks.
+ * 32 small blocks make a refill (one lock round trip, ~100 ns) cost ~6 ns
+ * per allocation at worst and nothing in alloc/free pairs. The byte bound
+ * matters for memory: cached blocks are scattered over slabs and keep them
+ * (and their committed OS pages) in use. An s_server after 100 TLS 1.3
+ * handshakes commits 1,652 KiB with this bound, 1,912 KiB with 64 KiB/64
+ * blocks, against 1,085 KiB of peak live OpenSSL bytes (ossl_peak.so).
  */
 static uint32_t mag_cap[SH_NUM_CLASSES];
 
@@ -99,8 +103,8 @@ static void init_once(void) {
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (int i = 0; i < SH_NUM_CLASSES; i++) {
         pthread_mutex_init(&classes[i].mu, NULL);
-        uint32_t c = (64u << 10) / sh_class_size[i];
-        mag_cap[i] = c < 4 ? 4 : c > 64 ? 64 : c;
+        uint32_t c = (16u << 10) / sh_class_size[i];
+        mag_cap[i] = c < 4 ? 4 : c > 32 ? 32 : c;
     }
     pthread_key_create(&tc_key, tcache_destroy);
     int e = sh_chunk_init();
@@ -221,7 +225,7 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
     for (uint32_t i = 0; i < n; i++) {
         uintptr_t p = (uintptr_t)items[i].p;
         struct sh_chunk *c = sh_chunk_of(p);
-        struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
+        struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_acquire);
         uint32_t idx = (uint32_t)(items[i].req - s->req);
         s->freebits[idx >> 6] |= 1ULL << (idx & 63);
         s->nfree++;
@@ -509,7 +513,7 @@ void secretheap_free(void *ptr) {
         }
         bad_free(p, "free");
     }
-    struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
+    struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_acquire);
     if (sh_unlikely(s == NULL || s->kind != SH_SPAN_SLAB)) {
         free_span(p, s);
         return;
