@@ -432,7 +432,60 @@ static void test_nodump(void) {
     CHECK_MSG(ch.exited && ch.code == 1, "control: exit %d: %s", ch.code, ch.err);
 }
 
+/* Blocks freed by an exit handler that runs after the allocator's own: the
+ * chunks must stay mapped (never unmap at exit), frees and mallocs work. */
+static char *late_blocks[64];
+static unsigned long long mapped_at(void) {
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    return st.chunks_mapped;
+}
+static void late_handler(void) {
+    unsigned long long before = mapped_at();
+    for (int i = 0; i < 64; i++) {
+        if (late_blocks[i][0] != (char)(i + 1))
+            _exit(80);
+        secretheap_free(late_blocks[i]);
+    }
+    char *p = secretheap_malloc(100);
+    if (!p || p[0] != 0)
+        _exit(81);
+    secretheap_free(p);
+    _exit(mapped_at() == before ? 0 : 82);
+}
+static void fill_late_blocks(void) {
+    for (int i = 0; i < 64; i++) {
+        size_t n = i == 0 ? (3u << 20) : (i % 2 ? 30000 : 200000); /* a large region and two chunks' worth */
+        late_blocks[i] = secretheap_malloc(n);
+        memset(late_blocks[i], i + 1, n);
+    }
+}
+static int mode_free_after_exit(void) {
+    atexit(late_handler); /* registered before the allocator's: runs after it */
+    fill_late_blocks();
+    return 0;
+}
+/* Control: the same frees before exit do unmap (IDLE_CHUNKS=0). */
+static int mode_free_before_exit(void) {
+    fill_late_blocks();
+    unsigned long long before = mapped_at();
+    for (int i = 0; i < 64; i++)
+        secretheap_free(late_blocks[i]);
+    return mapped_at() < before ? 0 : 83;
+}
+
+static void test_free_after_exit_handlers(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_IDLE_CHUNKS=0", NULL};
+    h_reexec("free_after_exit", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    h_reexec("free_before_exit", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "control: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
 static const struct h_mode modes[] = {
+    {"free_after_exit", mode_free_after_exit},
+    {"free_before_exit", mode_free_before_exit},
     {"no_secretmem", mode_no_secretmem},
     {"dumpable", mode_dumpable},
     {"alloc_some", mode_alloc_some},
@@ -462,6 +515,7 @@ int main(int argc, char **argv) {
     RUN(test_locked_backend);
     RUN(test_without_memfd_secret);
     RUN(test_nodump);
+    RUN(test_free_after_exit_handlers);
     CHECK(secretheap_check() == 0);
     return h_done();
 }
