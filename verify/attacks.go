@@ -26,10 +26,10 @@ func Attacks() []Attack {
 		liveAttack("mem", "/proc/PID/mem", attack.ProcMem),
 		liveAttack("vm_readv", "process_vm_readv", attack.ProcessVMReadv),
 		liveAttack("ptrace", "ptrace PEEKDATA", attack.PtracePeek),
-		{Short: "gcore", Name: "gcore (gdb)", Run: func(ctx context.Context, p Proc, r *Running) (*Image, error) {
+		{Short: "gcore", Name: "gcore (gdb)", Dump: true, Run: func(ctx context.Context, p Proc, r *Running) (*Image, error) {
 			return Gcore(ctx, p.PID, r.Dir)
 		}},
-		{Short: "core", Name: "core dump (SIGABRT)", Kills: true, Run: func(_ context.Context, p Proc, r *Running) (*Image, error) {
+		{Short: "core", Name: "core dump (SIGABRT)", Kills: true, Dump: true, Run: func(_ context.Context, p Proc, r *Running) (*Image, error) {
 			return KernelCore(p.PID, r.Dir, p.wait)
 		}},
 	}

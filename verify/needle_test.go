@@ -94,14 +94,16 @@ func TestSearch(t *testing.T) {
 // the mappings the library cannot reach, and never for an unprotected run.
 func TestClaims(t *testing.T) {
 	hit := func(k Kind, mapping string) Hit { return Hit{Needle: Needle{Kind: k}, Mapping: mapping} }
-	assert.True(t, claimBroken(ModeAll, hit(KindTLS, "[heap]")))
-	assert.True(t, claimBroken(ModeAll, hit(KindKeyLE, "anon")))
-	assert.False(t, claimBroken(ModeAll, hit(KindTLS, "[stack]")), "stack copies are named, not claimed")
-	assert.False(t, claimBroken(ModeAll, hit(KindPEM, "[heap]")), "stdio buffer: not claimed")
-	assert.False(t, claimBroken(ModeSecure, hit(KindTLS, "[heap]")))
-	assert.True(t, claimBroken(ModeSecure, hit(KindKeyLE, "[heap]")))
-	assert.False(t, claimBroken(ModePlain, hit(KindKeyLE, "[heap]")))
-	assert.True(t, claimBroken(ModeSecret, hit(KindGo, "anon")))
+	assert.True(t, claimBroken(ModeAll, false, hit(KindTLS, "[heap]")))
+	assert.True(t, claimBroken(ModeAll, false, hit(KindKeyLE, "anon")))
+	assert.False(t, claimBroken(ModeAll, false, hit(KindTLS, "[stack]")), "stack copies are named, not claimed")
+	assert.False(t, claimBroken(ModeAll, false, hit(KindPEM, "[heap]")), "stdio buffer: not claimed")
+	assert.False(t, claimBroken(ModeSecure, false, hit(KindTLS, "[heap]")))
+	assert.True(t, claimBroken(ModeSecure, false, hit(KindKeyLE, "[heap]")))
+	assert.False(t, claimBroken(ModePlain, false, hit(KindKeyLE, "[heap]")))
+	assert.True(t, claimBroken(ModeSecret, false, hit(KindGo, "anon")))
+	assert.False(t, claimBroken(ModeLocked, false, hit(KindKeyLE, "anon")), "locked: live reads not claimed")
+	assert.True(t, claimBroken(ModeLocked, true, hit(KindKeyLE, "anon")), "locked: dumps claimed")
 }
 
 // TestKeylogNeedles parses an NSS key log.

@@ -18,7 +18,10 @@ type Attack struct {
 	// Kills: the process is gone afterwards (a crash dump); such attacks
 	// run last, once per process.
 	Kills bool
-	Run   func(ctx context.Context, p Proc, r *Running) (*Image, error)
+	// Dump: the attack reads a core file (gcore, a crash), which leaves
+	// out MADV_DONTDUMP mappings; the locked backend protects only here.
+	Dump bool
+	Run  func(ctx context.Context, p Proc, r *Running) (*Image, error)
 }
 
 // Result is one attack on one process.
@@ -31,6 +34,7 @@ type Result struct {
 	BytesRead  uint64
 	Unreadable int // mappings the attack was refused (or the dump left out)
 	Secret     int // of those, memfd_secret mappings
+	Dump       bool
 	Err        error
 }
 
@@ -56,6 +60,10 @@ var Coverage = map[Mode]map[Kind]bool{
 	ModeAll:    {KindKeyBE: true, KindKeyLE: true, KindPrimeLE: true, KindTLS: true},
 	ModeSecure: {KindKeyLE: true},
 	ModeSecret: {KindGo: true},
+	// locked: the same claims as all, against dumps only (Attack.Dump): the
+	// pages carry MADV_DONTDUMP, but /proc/PID/mem, process_vm_readv and
+	// ptrace read them like any memory.
+	ModeLocked: {KindKeyBE: true, KindKeyLE: true, KindPrimeLE: true, KindTLS: true},
 }
 
 // Unreachable says whether a mapping is out of the library's reach: the
@@ -64,8 +72,12 @@ var Coverage = map[Mode]map[Kind]bool{
 // the suite; anywhere else ([heap], anonymous memory) it does.
 func Unreachable(mapping string) bool { return mapping == "[stack]" }
 
-// claimBroken says whether hit h in a run of mode m breaks the coverage claim.
-func claimBroken(m Mode, h Hit) bool {
+// claimBroken says whether hit h, found in a run of mode m by an attack
+// that reads a core file (dump) or live memory, breaks the coverage claim.
+func claimBroken(m Mode, dump bool, h Hit) bool {
+	if m == ModeLocked && !dump {
+		return false
+	}
 	return m.Protected() && Coverage[m][h.Needle.Kind] && !Unreachable(h.Mapping)
 }
 
@@ -151,7 +163,7 @@ func (s *Suite) runOne(ctx context.Context, t Target, m Mode) {
 }
 
 func (s *Suite) attack(ctx context.Context, t Target, m Mode, a Attack, p Proc, r *Running) {
-	res := Result{Target: t.Name(), Mode: m, Attack: a.Name, Proc: p.Role}
+	res := Result{Target: t.Name(), Mode: m, Attack: a.Name, Proc: p.Role, Dump: a.Dump}
 	im, err := a.Run(ctx, p, r)
 	if err != nil {
 		res.Err = err
@@ -211,7 +223,7 @@ func (s *Suite) Check() []Failure {
 		}
 		for _, h := range r.Hits {
 			found[k][h.Needle.Kind] = true
-			if claimBroken(r.Mode, h) {
+			if claimBroken(r.Mode, r.Dump, h) {
 				fails = append(fails, Failure{r.Target, string(r.Mode), r.Attack,
 					fmt.Sprintf("%s: protected secret %s (%s, %s match) found in %s at %#x",
 						r.Proc, h.Needle.Name, h.Needle.Kind, h.Match, h.Mapping, h.Addr)})
@@ -263,7 +275,7 @@ func (s *Suite) cell(target string, m Mode, attack string, k Kind) string {
 				where[mp] = map[string]bool{}
 			}
 			where[mp][shortRole(r.Proc)] = true
-			broken = broken || claimBroken(m, h)
+			broken = broken || claimBroken(m, r.Dump, h)
 		}
 	}
 	if !ran {
@@ -408,13 +420,17 @@ func (s *Suite) ReadsTable() string {
 // kinds were found in this run: unclaimed kinds anywhere, claimed kinds in
 // mappings out of the library's reach.
 func (s *Suite) CoverageTable() string {
-	rows := [][]string{{"secret", "SECRETHEAP_OPENSSL=all", "SECRETHEAP_OPENSSL=secure"}}
+	rows := [][]string{{"secret", "SECRETHEAP_OPENSSL=all", "SECRETHEAP_OPENSSL=secure", "all, locked backend: live reads / dumps"}}
 	for _, k := range []Kind{KindKeyBE, KindKeyLE, KindPrimeLE, KindPEM, KindTLS} {
 		row := []string{string(k)}
-		for _, m := range []Mode{ModeAll, ModeSecure} {
+		for _, col := range []struct {
+			m    Mode
+			dump int // -1 any attack, 0 live reads only, 1 dumps only
+		}{{ModeAll, -1}, {ModeSecure, -1}, {ModeLocked, 0}, {ModeLocked, 1}} {
+			m := col.m
 			wheres := map[string]bool{}
 			for _, r := range s.Results {
-				if r.Mode != m {
+				if r.Mode != m || (col.dump == 0 && r.Dump) || (col.dump == 1 && !r.Dump) {
 					continue
 				}
 				for _, h := range r.Hits {
@@ -428,24 +444,30 @@ func (s *Suite) CoverageTable() string {
 				ws = append(ws, w)
 			}
 			sort.Strings(ws)
-			claimed := Coverage[m][k]
+			claimed := Coverage[m][k] && !(m == ModeLocked && col.dump == 0)
 			var reachable []string
 			for _, w := range ws {
 				if !Unreachable(w) {
 					reachable = append(reachable, w)
 				}
 			}
+			var cell string
 			switch {
 			case claimed && len(reachable) > 0:
-				row = append(row, "CLAIM BROKEN: "+strings.Join(ws, ", "))
+				cell = "CLAIM BROKEN: " + strings.Join(ws, ", ")
 			case claimed && len(ws) == 0:
-				row = append(row, "protected")
+				cell = "protected"
 			case claimed:
-				row = append(row, "protected; copy left in "+strings.Join(ws, ", "))
+				cell = "protected; copy left in " + strings.Join(ws, ", ")
 			case len(ws) == 0:
-				row = append(row, "not claimed (none found this run)")
+				cell = "not claimed (none found this run)"
 			default:
-				row = append(row, "NOT protected: "+strings.Join(ws, ", "))
+				cell = "NOT protected: " + strings.Join(ws, ", ")
+			}
+			if col.m == ModeLocked && col.dump == 1 {
+				row[len(row)-1] += " / " + cell
+			} else {
+				row = append(row, cell)
 			}
 		}
 		rows = append(rows, row)

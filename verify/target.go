@@ -28,7 +28,27 @@ const (
 	ModeAll    Mode = "all"     // LD_PRELOAD, SECRETHEAP_OPENSSL=all
 	ModeSecure Mode = "secure"  // LD_PRELOAD, SECRETHEAP_OPENSSL=secure
 	ModeSecret Mode = "secret"  // Go: the secret lives in an alloc.Secret
+	// ModeLocked: SECRETHEAP_OPENSSL=all on the locked backend (what auto
+	// falls back to without memfd_secret): mlock + MADV_DONTDUMP keep the
+	// pages out of swap and core dumps, but they stay ordinary memory.
+	ModeLocked Mode = "all/locked"
 )
+
+// openSSLMode is the SECRETHEAP_OPENSSL value of a C mode.
+func (m Mode) openSSLMode() string {
+	if m == ModeLocked {
+		return string(ModeAll)
+	}
+	return string(m)
+}
+
+// backend is the SECRETHEAP_BACKEND value of a mode.
+func (m Mode) backend() string {
+	if m == ModeLocked {
+		return "locked"
+	}
+	return "secret"
+}
 
 // Protected says whether the mode runs with the library.
 func (m Mode) Protected() bool { return m != ModePlain }
@@ -133,8 +153,8 @@ func (w *lineWatcher) text() string {
 func libEnv(env Env, mode Mode) []string {
 	out := os.Environ()
 	if mode.Protected() {
-		out = append(out, "LD_PRELOAD="+env.Library, "SECRETHEAP_OPENSSL="+string(mode),
-			"SECRETHEAP_BACKEND=secret", "SECRETHEAP_VERBOSE=1")
+		out = append(out, "LD_PRELOAD="+env.Library, "SECRETHEAP_OPENSSL="+mode.openSSLMode(),
+			"SECRETHEAP_BACKEND="+mode.backend(), "SECRETHEAP_VERBOSE=1")
 	}
 	return out
 }
@@ -249,7 +269,12 @@ type SServer struct{ Alg string }
 func (t SServer) Name() string { return "s_server " + t.Alg }
 
 // Modes implements Target.
-func (t SServer) Modes() []Mode { return []Mode{ModePlain, ModeAll, ModeSecure} }
+func (t SServer) Modes() []Mode {
+	if t.Alg == "ec-p256" {
+		return []Mode{ModePlain, ModeAll, ModeSecure, ModeLocked}
+	}
+	return []Mode{ModePlain, ModeAll, ModeSecure}
+}
 
 var (
 	acceptRe = regexp.MustCompile(`^ACCEPT .*:(\d+)$`)
