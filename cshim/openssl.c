@@ -610,12 +610,23 @@ SH_EXPORT int CRYPTO_secure_malloc_initialized(void)
 		       : 0;
 }
 
+/* os_real_arena_on: OpenSSL's own arena exists. Its CRYPTO_secure_used and
+ * CRYPTO_secure_actual_size take the arena's lock without checking, and
+ * crash when it was never built (which is always the case once our
+ * CRYPTO_secure_malloc_init answered instead). */
+static bool os_real_arena_on(const struct ossl_reals *real)
+{
+	return real != NULL && real->secure_malloc_initialized != NULL &&
+	       real->secure_malloc_initialized();
+}
+
 SH_EXPORT size_t CRYPTO_secure_actual_size(void *p)
 {
 	if (os_ours(p))
 		return secretheap_usable_size(p);
 	const struct ossl_reals *real = os_reals();
-	return real != NULL && real->secure_actual_size != NULL ? real->secure_actual_size(p) : 0;
+	return os_real_arena_on(real) && real->secure_actual_size != NULL ? real->secure_actual_size(p)
+									  : 0;
 }
 
 SH_EXPORT size_t CRYPTO_secure_used(void)
@@ -623,7 +634,7 @@ SH_EXPORT size_t CRYPTO_secure_used(void)
 	long ours = atomic_load_explicit(&os_secure_live, memory_order_relaxed);
 	size_t n = ours > 0 ? (size_t)ours : 0;
 	const struct ossl_reals *real = os_reals();
-	if (real != NULL && real->secure_used != NULL)
+	if (os_real_arena_on(real) && real->secure_used != NULL)
 		n += real->secure_used();
 	return n;
 }

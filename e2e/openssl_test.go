@@ -181,6 +181,39 @@ func TestDlopenLibcrypto(t *testing.T) {
 	}
 }
 
+// TestSecureHeapAPI runs a program that turns on OpenSSL's own secure heap
+// and uses it. Under the library (all, secure) the calls are answered from
+// secret memory (backend 1) and keep the API's promises (zeroed, sizes,
+// usage, done once empty); with the library off or absent OpenSSL's arena
+// serves them (backend 0 / -1), which is the control.
+func TestSecureHeapAPI(t *testing.T) {
+	lib := setup(t)
+	prog := compileC(t, t.TempDir(), "secure_heap.c", "-lcrypto", "-ldl")
+	promises := map[string]string{"init": "1", "initialized": "1", "zeroed": "1",
+		"actual_size_ok": "1", "used_ok": "1", "done": "1"}
+	cases := []struct {
+		name    string
+		environ []string
+		backend string
+	}{
+		{"all", env(lib), "1"},
+		{"secure", env(lib, "SECRETHEAP_OPENSSL=secure"), "1"},
+		{"off", env(lib, "SECRETHEAP_OPENSSL=off"), "0"},
+		{"no library", env(""), "-1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.environ, "", prog)
+			requireOK(t, r, "secure_heap")
+			got := parseOutput(r.stdout)
+			assert.Equal(t, tc.backend, got["backend"], r.stdout)
+			for k, v := range promises {
+				assert.Equal(t, v, got[k], "%s\n%s", k, r.stdout)
+			}
+		})
+	}
+}
+
 // TestDlopenKeepsCallerRunpath: glibc's dlopen searches a bare file name in
 // the calling object's DT_RUNPATH, and our dlopen wrapper is the caller the
 // real dlopen sees. A program whose plugin is found only through its own
