@@ -214,6 +214,36 @@ func TestSecureHeapAPI(t *testing.T) {
 	}
 }
 
+// TestPythonSSL is the case the dlopen hook exists for: CPython loads its
+// _ssl module (linked with libssl/libcrypto) with dlopen long after start.
+// Skipped where python3 has no ssl module. Launchers such as pyenv's shims
+// run other processes first, so any process's report may be Python's.
+func TestPythonSSL(t *testing.T) {
+	lib := setup(t)
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	script := "import ssl; c = ssl.create_default_context(); print('ssl ok', ssl.OPENSSL_VERSION)"
+	if r := run(t, env(""), "", py, "-c", script); r.err != nil {
+		t.Skipf("python3 has no usable ssl module: %v %s", r.err, r.stderr)
+	}
+	st := filepath.Join(t.TempDir(), "python.stats")
+	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", py, "-c", script)
+	requireOK(t, r, "python3 ssl")
+	assert.Contains(t, r.stdout, "ssl ok")
+	b, err := os.ReadFile(st)
+	require.NoError(t, err)
+	var python stats
+	for _, s := range parseStatsAll(string(b)) {
+		if s["openssl_hooks"] == "yes" {
+			python = s
+		}
+	}
+	require.NotNil(t, python, "no process hooked OpenSSL:\n%s", b)
+	requireServedFromSecret(t, python)
+}
+
 // TestDlopenKeepsCallerRunpath: glibc's dlopen searches a bare file name in
 // the calling object's DT_RUNPATH, and our dlopen wrapper is the caller the
 // real dlopen sees. A program whose plugin is found only through its own
