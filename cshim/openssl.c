@@ -158,6 +158,12 @@ static unsigned long os_sum(int which)
 }
 
 SH_EXPORT int CRYPTO_set_mem_functions(ossl_malloc_fn m, ossl_realloc_fn r, ossl_free_fn f);
+/* Our own definition's address. Plain CRYPTO_set_mem_functions goes through
+ * the GOT and means libcrypto's when libcrypto comes first in the global
+ * scope; a hidden alias always means ours. */
+extern __typeof__(CRYPTO_set_mem_functions) os_self_set_fn
+	__attribute__((alias("CRYPTO_set_mem_functions"), visibility("hidden")));
+#define os_self_set ((ossl_set_mem_fn)os_self_set_fn)
 void sh_openssl_stats_print(int fd);
 
 /* ---- the hooks installed with CRYPTO_set_mem_functions ---------------- */
@@ -376,7 +382,7 @@ static void os_scan(void *handle, const char *where)
 	*(void **)&set = dlsym(handle, "CRYPTO_set_mem_functions");
 	/* dlsym on a handle that searches the global scope (dlopen(NULL),
 	 * RTLD_DEFAULT) finds our own interposed definition: skip it. */
-	if (set == NULL || set == (ossl_set_mem_fn)CRYPTO_set_mem_functions)
+	if (set == NULL || set == os_self_set)
 		return;
 	if (os_mode == SH_OPENSSL_OFF) {
 		/* Nothing to hook, but our interposed functions forward here. */
@@ -397,7 +403,12 @@ __attribute__((constructor)) static void os_init(void)
 	atexit(os_at_exit);
 	sh_init();
 	os_mode = sh_opt.openssl;
+	/* RTLD_NEXT finds a libcrypto after us in the global scope (we are
+	 * preloaded, or linked before it); RTLD_DEFAULT one before us (a program
+	 * linked -lcrypto -lsecretheap). os_scan skips our own definition. */
 	os_scan(RTLD_NEXT, "linked at start");
+	if (!atomic_load(&os_reals_ready))
+		os_scan(RTLD_DEFAULT, "linked at start");
 }
 
 /* ---- interposed: dlopen -------------------------------------------------- */
