@@ -244,7 +244,12 @@ static inline void sh_wipe(void *p, size_t n) { explicit_bzero(p, n); }
  * a memset call.
  */
 typedef uint64_t sh_v16 __attribute__((vector_size(16)));
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) static inline void sh_wipe_block(void *p, size_t n) {
+#if defined(__clang__)
+#define SH_NO_MEMSET_IDIOM /* clang may call memset here: still not dropped, only slower */
+#else
+#define SH_NO_MEMSET_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+SH_NO_MEMSET_IDIOM static inline void sh_wipe_block(void *p, size_t n) {
     if (n <= 128) {
         sh_v16 *q = p, z = {0, 0};
         for (size_t i = 0; i < n / 16; i++)
