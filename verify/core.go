@@ -149,6 +149,7 @@ func parseSmapsHeader(l string) (Mapping, bool) {
 // ErrSkipped says an attack cannot run on this machine, and why.
 type ErrSkipped struct{ Reason string }
 
+// Error implements error.
 func (e ErrSkipped) Error() string { return "skipped: " + e.Reason }
 
 // CorePattern describes where the kernel writes core dumps, from

@@ -188,6 +188,7 @@ const minBytesRead = 256 << 10
 // Failure is one reason the suite fails.
 type Failure struct{ Target, Mode, Attack, Why string }
 
+// String formats the failure as target / mode / attack: why.
 func (f Failure) String() string {
 	return fmt.Sprintf("%s / %s / %s: %s", f.Target, f.Mode, f.Attack, f.Why)
 }
