@@ -76,9 +76,19 @@ func Gcore(ctx context.Context, pid int, dir string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	var defect string
 	if total, largest := undumpable(pid); total > gcoreMaxFile {
-		return nil, fmt.Errorf("verify: gcore of %d would write %d GiB of zeros: PROT_NONE mappings "+
-			"without MADV_DONTDUMP (largest %s); not run", pid, total>>30, largest)
+		defect = fmt.Sprintf("gcore would write %d GiB of zeros: PROT_NONE mappings without "+
+			"MADV_DONTDUMP (largest %s)", total>>30, largest)
+		// What the fix in the library would do, done from outside so
+		// that the attack can still run: gdb makes the process mark its
+		// empty reservations MADV_DONTDUMP (needs libc's madvise).
+		if err := dontdumpReservations(ctx, pid); err != nil {
+			return nil, fmt.Errorf("verify: %s; not run (%v)", defect, err)
+		}
+		if total, _ := undumpable(pid); total > gcoreMaxFile {
+			return nil, fmt.Errorf("verify: %s; not run", defect)
+		}
 	}
 	prefix := filepath.Join(dir, "gcore")
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -98,7 +108,40 @@ func Gcore(ctx context.Context, pid int, dir string) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify: gcore %d: %w: %s", pid, err, lastLines(out, 3))
 	}
-	return ReadCore(path, maps)
+	im, err := ReadCore(path, maps)
+	if im != nil {
+		im.Defect = defect
+	}
+	return im, err
+}
+
+// dontdumpReservations has gdb call madvise(MADV_DONTDUMP) in process pid
+// on each of its PROT_NONE mappings of 1 GiB or more that lack the flag.
+func dontdumpReservations(ctx context.Context, pid int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return err
+	}
+	args := []string{"-p", fmt.Sprint(pid), "-batch", "-nx"}
+	var cur Mapping
+	for _, l := range strings.Split(string(b), "\n") {
+		if m, ok := parseSmapsHeader(l); ok {
+			cur = m
+			continue
+		}
+		if strings.HasPrefix(l, "VmFlags:") && cur.Perms[:3] == "---" && !strings.Contains(l+" ", " dd ") &&
+			cur.End-cur.Start >= 1<<30 {
+			args = append(args, "-ex", fmt.Sprintf("call (int)madvise((void*)%#x, %#x, %d)",
+				cur.Start, cur.End-cur.Start, unix.MADV_DONTDUMP))
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "gdb", args...).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "No symbol") {
+		return fmt.Errorf("gdb call madvise: %v: %s", err, lastLines(out, 2))
+	}
+	return nil
 }
 
 // gcoreMaxFile bounds a gcore file. A process of these targets dumps to a

@@ -51,6 +51,9 @@ type Image struct {
 	Segments   []Segment
 	BytesRead  uint64
 	Unreadable []Mapping // mappings (or parts) the attack was refused
+	// Defect is a fault of the library the attack met on the way (the
+	// suite fails on it even if nothing was found).
+	Defect string
 }
 
 // Hit is one needle found in one image.
