@@ -22,7 +22,7 @@ FUZZ_C_TIME  ?= 30
 FUZZ_GO_TIME ?= 20s
 SOAK_SAN     ?= 1
 SOAK_ARGS    ?=
-FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unknown-attributes -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread
 
 .PHONY: fuzz-c-short fuzz-c fuzz-c-merge fuzz-go-short fuzz-short soak soak-tsan
