@@ -114,13 +114,8 @@ type classCounters struct {
 
 // New builds a heap. It maps nothing until the first allocation.
 func New(cfg Config) (*Heap, error) {
-	idle := cfg.MaxIdleChunks
-	if idle < 0 {
-		idle = 0
-	} else if idle == 0 {
-		idle = 2
-	}
-	c, err := pmdcache.New(pmdcache.Config{Policy: cfg.Policy, Limit: cfg.Limit, MaxIdleChunks: idle, MaxRunPages: commitRunPages})
+	// pmdcache shares the convention (0 = default, negative = none): pass it through.
+	c, err := pmdcache.New(pmdcache.Config{Policy: cfg.Policy, Limit: cfg.Limit, MaxIdleChunks: cfg.MaxIdleChunks, MaxRunPages: commitRunPages})
 	if err != nil {
 		return nil, err
 	}

@@ -626,3 +626,27 @@ func TestStats(t *testing.T) {
 	}
 	assert.Zero(t, h.Stats().LiveBlocks)
 }
+
+// TestIdleChunkBound checks that MaxIdleChunks reaches the chunk cache: a
+// negative bound unmaps a chunk as soon as it empties, the default keeps it.
+func TestIdleChunkBound(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		idle       int
+		wantIdle   uint64
+		wantMapped uint64
+	}{
+		{"none kept", -1, 0, 0},
+		{"default keeps it", 0, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHeap(t, alloc.Config{MaxIdleChunks: tc.idle})
+			b, err := h.Alloc(64 << 10)
+			require.NoError(t, err)
+			require.NoError(t, h.Free(b))
+			st := h.Stats()
+			assert.Equal(t, tc.wantIdle, st.IdleChunks, "idle chunks")
+			assert.Equal(t, tc.wantMapped, st.ChunksMapped, "chunks mapped")
+		})
+	}
+}
