@@ -39,7 +39,14 @@
  * CRYPTO_secure_malloc_initialized reports 1, so code that asks first (the
  * DRBG, applications) takes its secure path into secret memory.
  *
- * Limits: one libcrypto per process gets the interposed secure calls (the first
+ * CRYPTO_secure_allocated keeps libcrypto's answer (see there); used and
+ * actual_size report our blocks; malloc_done succeeds once no secure block of
+ * ours is live.
+ *
+ * Limits: when OpenSSL refused the hooks but secure interposition works, a
+ * secure block freed with plain CRYPTO_free would reach libc free; OpenSSL
+ * pairs the two APIs (its own arena needs that too), so this is only a
+ * caller's bug made louder. One libcrypto per process gets the interposed secure calls (the first
  * one found); a second, different libcrypto loaded later is hooked (all mode)
  * but its secure calls forward to the first. The dlopen wrapper makes our
  * library the "caller" of dlopen; os_caller_path restores the caller's

@@ -181,6 +181,30 @@ func TestDlopenLibcrypto(t *testing.T) {
 	}
 }
 
+// TestHooksRefused: a module whose constructor allocates through OpenSSL is
+// dlopen()ed, so OpenSSL has used its default allocator before our dlopen
+// wrapper can install hooks and refuses them. The library must say so once
+// on stderr and in the stats, leave ordinary allocations to libc, still
+// serve the secure-heap API from secret memory, and not crash.
+func TestHooksRefused(t *testing.T) {
+	lib := setup(t)
+	dir := t.TempDir()
+	prog := compileC(t, dir, "dlopen_crypto.c", "-ldl")
+	plugin := compileShared(t, dir, "plugin.c", "-DALLOC_IN_CTOR", "-lcrypto")
+	st := filepath.Join(dir, "refused.stats")
+	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", prog, plugin)
+	requireOK(t, r, "dlopen_crypto with an allocating constructor")
+	assert.Equal(t, 1, strings.Count(r.stderr, "OpenSSL refused CRYPTO_set_mem_functions"), r.stderr)
+	got := parseOutput(r.stdout)
+	assert.Equal(t, "0", got["malloc_backend"], r.stdout)
+	assert.Equal(t, "1", got["secure_backend"], r.stdout)
+	assert.Equal(t, "0", got["set_mem_functions"], "OpenSSL's own answer, forwarded")
+	s := readStats(t, st)
+	assert.Equal(t, "no", s.str(t, "openssl_hooks"))
+	assert.Equal(t, uint64(1), s.num(t, "openssl_refused"))
+	assert.Equal(t, uint64(2), s.num(t, "openssl_hooked"), "the core's field: 2 = refused")
+}
+
 // TestSecureHeapAPI runs a program that turns on OpenSSL's own secure heap
 // and uses it. Under the library (all, secure) the calls are answered from
 // secret memory (backend 1) and keep the API's promises (zeroed, sizes,

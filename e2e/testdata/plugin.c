@@ -7,6 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef ALLOC_IN_CTOR
+/* Built with -DALLOC_IN_CTOR: allocate through OpenSSL in our constructor,
+ * which runs inside dlopen, before the library's dlopen wrapper can install
+ * its hooks; OpenSSL then refuses them. */
+__attribute__((constructor)) static void early(void) { OPENSSL_free(OPENSSL_malloc(16)); }
+#endif
+
 static int theirs;
 static void *their_malloc(size_t n, const char *f, int l) { (void)n, (void)f, (void)l; theirs++; return NULL; }
 static void *their_realloc(void *p, size_t n, const char *f, int l) { (void)p, (void)n, (void)f, (void)l; theirs++; return NULL; }
