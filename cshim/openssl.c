@@ -46,9 +46,9 @@
  * Limits: when OpenSSL refused the hooks but secure interposition works, a
  * secure block freed with plain CRYPTO_free would reach libc free; OpenSSL
  * pairs the two APIs (its own arena needs that too), so this is only a
- * caller's bug made louder. One libcrypto per process gets the interposed secure calls (the first
- * one found); a second, different libcrypto loaded later is hooked (all mode)
- * but its secure calls forward to the first. The dlopen wrapper makes our
+ * caller's bug made louder. One libcrypto per process gets the interposed
+ * secure calls (the first one found); a second, different libcrypto loaded
+ * later is hooked (all mode) but its secure calls forward to the first. The dlopen wrapper makes our
  * library the "caller" of dlopen; os_caller_path restores the caller's
  * DT_RPATH/DT_RUNPATH search for bare names (not ld.so.cache's place in that
  * order, nor $ORIGIN inside a file name that has a slash, nor dlmopen
