@@ -33,7 +33,7 @@
 // to 128 B, then four classes per doubling up to 32 KiB. Every class is a
 // multiple of 16 B, so every block is 16-byte aligned. A block wastes at most
 // max(15 B, 20%) of itself; a slab's tail after its last block is at most
-// 1/8 of the slab; a run wastes less than one OS page. Slabs hold at most 256
+// 1/32 of the slab; a run wastes less than one OS page. Slabs hold at most 256
 // blocks, so the free set of a slab fits a four-word bitmap.
 //
 // # Data structures
