@@ -48,28 +48,30 @@ static unsigned take(const uint8_t **d, size_t *n)
 	return *(*d)++;
 }
 
-/* size_from picks a size from two bytes, biased to the interesting ranges:
- * tiny, the small classes (≤ 32 KiB), page runs, and now and then a request
- * larger than half a chunk, which gets a region of its own. */
+/* size_from picks a size from three bytes, biased to the interesting
+ * ranges: tiny, the 16-byte classes, every small class (<= 32 KiB), page
+ * runs, whole OS pages, and rarely (1 in 32) a request larger than half a
+ * chunk, which gets a region of its own. Big blocks are rare because the
+ * checker after every op walks all committed memory. */
 static size_t size_from(const uint8_t **d, size_t *n)
 {
 	unsigned sel = take(d, n);
 	unsigned v = take(d, n) | (take(d, n) << 8);
-	switch (sel & 7) {
+	switch (sel & 15) {
 	case 0:
-		return v & 31;                 /* 0..31, incl. 0 */
-	case 1:
-	case 2:
-		return v & 1023;               /* 16-byte classes */
-	case 3:
-	case 4:
-		return (v % 32768) + 1;        /* every small class */
-	case 5:
+		return v & 31; /* 0..31, incl. 0 */
+	case 1: case 2: case 3: case 4: case 5:
+		return v & 1023; /* 16-byte classes */
+	case 6: case 7: case 8: case 9: case 10:
+		return (v % 32768) + 1; /* every small class */
+	case 11: case 12:
 		return 32768 + (v % (256 * 1024)); /* page runs */
-	case 6:
-		return (size_t)4096 * (v % 64);  /* exact OS pages */
+	case 13:
+		return (size_t)4096 * (v % 64); /* exact OS pages */
+	case 14:
+		return (size_t)1 << (v % 18); /* powers of two up to 128 KiB */
 	default:
-		return (sel & 8) ? (size_t)1100 * 1024 + v : (size_t)1 << (v % 21);
+		return (sel & 16) ? (size_t)1100 * 1024 + v : (size_t)1 << (v % 21);
 	}
 }
 
@@ -125,7 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = size;
 	unsigned ops = 0;
 
-	while (n > 0 && ops++ < 4096) {
+	while (n > 0 && ops++ < 1024) {
 		unsigned op = take(&d, &n);
 		struct slot *s = &slots[take(&d, &n) % NSLOTS];
 		unsigned char val = (unsigned char)(op | 1); /* never 0: a wipe shows */
@@ -161,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 2: { /* realloc: NULL → malloc, 0 → free, else keep the prefix */
 			check_block(s);
 			size_t sz = size_from(&d, &n);
+			size_t old_usable = s->p ? secretheap_usable_size(s->p) : 0;
 			unsigned char *p = secretheap_realloc(s->p, sz);
 			if (sz == 0 && s->p != NULL) {
 				if (p != NULL)
@@ -176,10 +179,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!all_equal(p, keep, s->val))
 				fail("realloc lost the old contents", keep, sz);
 			/* A block that moved is a fresh one and must be zero past
-			 * the copy; one grown in place may hold what this harness
-			 * wrote into its usable tail. */
-			if (p != s->p && sz > keep && !all_equal(p + keep, sz - keep, 0))
-				fail("realloc moved to a block that is not zero", keep, sz);
+			 * what was copied: realloc may copy the old block's whole
+			 * usable size, which holds what this harness wrote into the
+			 * usable tail. One grown in place may hold that tail too. */
+			size_t copied = old_usable > keep ? old_usable : keep;
+			if (p != s->p && sz > copied && !all_equal(p + copied, sz - copied, 0))
+				fail("realloc moved to a block that is not zero", copied, sz);
 			put(s, p, sz, val);
 			break;
 		}
