@@ -183,7 +183,7 @@ func (b *bench) estimateSteps() int {
 		case "startup":
 			n += r + 1
 		case "memory":
-			n += len(cBackends) + len(goProbeBackends) + 4
+			n += len(cBackends) + len(goProbeBackends) + 5
 		case "first-use":
 			n += (len(cBackends) - 1 + len(goProbeBackends)) * b.firstReps()
 			n += b.firstReps()

@@ -90,3 +90,15 @@ func TestParseHyperfine(t *testing.T) {
 	_, err = parseHyperfine(path)
 	assert.Error(t, err)
 }
+
+func TestParseServerMemory(t *testing.T) {
+	assert.Equal(t, 123456.0, parsePeak("openssl_allocations 9\nopenssl_peak_live_bytes 123456\n"))
+	assert.Equal(t, 0.0, parsePeak("nothing"))
+	stats := `secretheap stats (pid 1, version 0.1.0)
+  backend secret; chunks 1 secret; mapped 2048 KiB; committed 1064 KiB
+secretheap stats (pid 2, version 0.1.0)
+  backend secret; chunks 1 secret; mapped 2048 KiB; committed 932 KiB
+`
+	assert.Equal(t, 932.0, parseCommittedKiB(stats), "the last report is the process's final one")
+	assert.Equal(t, 0.0, parseCommittedKiB(""))
+}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +80,12 @@ func (b *bench) memory() error {
 						Backend: be.label, Round: 1, Value: c / q, Unit: "ratio"})
 				}
 			}
+		}
+	}
+	b.prog.step("memory: openssl s_server after 100 handshakes")
+	if err := b.sserverMemory(); err != nil {
+		if err := b.fail(err, "s_server memory"); err != nil {
+			return err
 		}
 	}
 	probe := filepath.Join(b.bin, "goprobe")
@@ -306,4 +315,131 @@ func (b *bench) goBench() error {
 		}
 	}
 	return nil
+}
+
+// sserverMemory compares the committed secret memory of `openssl s_server`
+// under the library after 100 full handshakes with the peak of live bytes
+// OpenSSL asks for in the same workload, counted by examples/openssl's
+// measuring preload build/ossl_peak.so (reused, not duplicated here).
+func (b *bench) sserverMemory() error {
+	peakSO := filepath.Join(b.cfg.root, "build", "ossl_peak.so")
+	if b.lib == "" {
+		return nil
+	}
+	if _, err := os.Stat(peakSO); err != nil {
+		b.note("s_server memory skipped: build/ossl_peak.so (examples/openssl) not built")
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "benchreport-sserver")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	tlsbench := filepath.Join(b.bin, "tlsbench")
+	if _, err := run(time.Minute, cleanEnv(), tlsbench, "gencert", dir); err != nil {
+		return err
+	}
+	peakOut, statsOut := filepath.Join(dir, "peak.txt"), filepath.Join(dir, "stats.txt")
+	for _, v := range []struct{ preload, env string }{
+		{peakSO, "OSSL_PEAK_OUT=" + peakOut},
+		{b.lib, "SECRETHEAP_STATS=" + statsOut},
+	} {
+		if err := b.sserver100(dir, v.preload, v.env); err != nil {
+			return err
+		}
+	}
+	peakTxt, err := os.ReadFile(peakOut)
+	if err != nil {
+		return fmt.Errorf("ossl_peak.so wrote nothing: %w", err)
+	}
+	statsTxt, err := os.ReadFile(statsOut)
+	if err != nil {
+		return fmt.Errorf("libsecretheap.so wrote no stats: %w", err)
+	}
+	peak, committed := parsePeak(string(peakTxt)), parseCommittedKiB(string(statsTxt))*1024
+	if peak <= 0 || committed <= 0 {
+		return fmt.Errorf("s_server memory: peak %v, committed %v (peak file %q)", peak, committed, peakTxt)
+	}
+	const wl = "openssl s_server, 100 handshakes: "
+	b.add(Sample{Section: "memory", Workload: wl + "peak live OpenSSL bytes (no library, ossl_peak.so)", Backend: "OpenSSL", Round: 1, Value: peak, Unit: "bytes"})
+	b.add(Sample{Section: "memory", Workload: wl + "committed secret bytes at exit", Backend: "OpenSSL+secretheap", Round: 1, Value: committed, Unit: "bytes"})
+	b.add(Sample{Section: "memory", Workload: wl + "committed ÷ peak live OpenSSL bytes", Backend: "OpenSSL+secretheap", Round: 1, Value: committed / peak, Unit: "ratio"})
+	return nil
+}
+
+// sserver100 runs `openssl s_server -naccept 100` with a preload and drives
+// it with 100 connections: one probe that the port is up, then tlsbench's
+// checked first connection and 98 more.
+func (b *bench) sserver100(dir, preload, env string) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("openssl", "s_server", "-accept", fmt.Sprintf("127.0.0.1:%d", port),
+		"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
+		"-tls1_3", "-naccept", "100", "-rev", "-no_cache", "-num_tickets", "0")
+	cmd.Env = cleanEnv("LD_PRELOAD="+preload, env)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	up := false
+	for i := 0; i < 100 && !up; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			up = true
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !up {
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("s_server did not listen on %d", port)
+	}
+	_, cerr := run(2*time.Minute, cleanEnv(), filepath.Join(b.bin, "tlsbench"), "client", "-p", strconv.Itoa(port),
+		"-ca", filepath.Join(dir, "cert.pem"), "-n", "98", "-w", "0", "-j", "1", "-s", "60")
+	select {
+	case err := <-done:
+		if cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			return fmt.Errorf("s_server: %w", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("s_server did not exit after 100 connections (client: %v)", cerr)
+	}
+	return nil
+}
+
+var (
+	peakRE      = regexp.MustCompile(`openssl_peak_live_bytes\s+(\d+)`)
+	committedRE = regexp.MustCompile(`committed (\d+) KiB`)
+)
+
+// parsePeak reads ossl_peak.so's "openssl_peak_live_bytes N" (0 if absent).
+func parsePeak(s string) float64 {
+	m := peakRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// parseCommittedKiB reads the last "committed N KiB" of the library's stats
+// report (the process's final stats; 0 if absent).
+func parseCommittedKiB(s string) float64 {
+	all := committedRE.FindAllStringSubmatch(s, -1)
+	if len(all) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(all[len(all)-1][1], 64)
+	return v
 }
