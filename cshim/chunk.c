@@ -298,6 +298,7 @@ static void span_init(struct sh_span *s, struct sh_chunk *c, uintptr_t start, ui
     s->kind = (uint8_t)kind;
     s->cls = (uint8_t)cls;
     s->listed = 0;
+    s->owner = NULL;
     s->next = s->prev = NULL;
     atomic_store_explicit(&s->run_req, 0, memory_order_relaxed);
     for (int i = 0; i < SH_MAX_SLAB_BLOCKS; i++)

@@ -84,6 +84,10 @@ struct sh_span {
     uint16_t nfree;            /* (C) blocks free in freebits (not counting magazines) */
     uint16_t listed;           /* (C) 1 while on its class's partial list */
     uint16_t check_mag;        /* secretheap_check scratch: blocks seen in magazines */
+    /* (C) the thread cache refilling from this slab, NULL if none: refills
+     * prefer their own slab, so two threads do not write the req slots of
+     * one cache line (false sharing) in their fast paths. */
+    const void *owner;
     uint64_t freebits[4];      /* (C) bit i set: block i is free and held centrally */
     struct sh_span *next, *prev; /* (C) partial list of the class */
     /* Run/large: requested bytes + 1 while live, 0 when free. */

@@ -217,10 +217,72 @@ static void test_free_after_owner_exit(void) {
     CHECK(secretheap_check() == 0);
 }
 
+/* Two threads' blocks of one class never have their req slots (written on
+ * every malloc/free) in the same cache line: each refill takes from the
+ * thread's own slab. Both threads are alive while the second refills. */
+static pthread_barrier_t bar1, bar2;
+#define BATCH 16 /* one refill of class 32 B (half a 32-block magazine) */
+static uintptr_t req_line(void *p) {
+    struct sh_chunk *c = sh_chunk_of((uintptr_t)p);
+    struct sh_span *s = atomic_load(&c->pagemap[((uintptr_t)p - c->base) >> SH_OS_PAGE_SHIFT]);
+    uint32_t idx = sh_block_index(s, (uintptr_t)p - s->start);
+    return (uintptr_t)&s->req[idx] / 64;
+}
+
+/* out[i]: the cache line of block i's req slot, taken while it is live. */
+static void *first_thread(void *arg) {
+    uintptr_t *out = arg;
+    void *p[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        p[i] = secretheap_malloc(32);
+        out[i] = req_line(p[i]);
+    }
+    pthread_barrier_wait(&bar1);
+    pthread_barrier_wait(&bar2);
+    for (int i = 0; i < BATCH; i++)
+        secretheap_free(p[i]);
+    return NULL;
+}
+static void *second_thread(void *arg) {
+    uintptr_t *out = arg;
+    void *p[BATCH];
+    pthread_barrier_wait(&bar1);
+    for (int i = 0; i < BATCH; i++) {
+        p[i] = secretheap_malloc(32);
+        out[i] = req_line(p[i]);
+    }
+    pthread_barrier_wait(&bar2);
+    for (int i = 0; i < BATCH; i++)
+        secretheap_free(p[i]);
+    return NULL;
+}
+
+static void test_no_false_sharing_of_req_slots(void) {
+    for (int round = 0; round < 3; round++) {
+        uintptr_t a[BATCH] = {0}, b[BATCH] = {0};
+        pthread_t ta, tb;
+        pthread_barrier_init(&bar1, NULL, 2);
+        pthread_barrier_init(&bar2, NULL, 2);
+        pthread_create(&ta, NULL, first_thread, a);
+        pthread_create(&tb, NULL, second_thread, b);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        pthread_barrier_destroy(&bar1);
+        pthread_barrier_destroy(&bar2);
+        int shared = 0;
+        for (int i = 0; i < BATCH; i++)
+            for (int j = 0; j < BATCH; j++)
+                shared += a[i] == b[j];
+        CHECK_MSG(shared == 0, "round %d: %d pairs of blocks of two threads share a req cache line", round, shared);
+    }
+    CHECK(secretheap_check() == 0);
+}
+
 int main(void) {
     RUN(test_two_threads);
     RUN(test_four_threads);
     RUN(test_free_after_thread_cache_destroyed);
     RUN(test_free_after_owner_exit);
+    RUN(test_no_false_sharing_of_req_slots);
     return h_done();
 }
