@@ -83,8 +83,9 @@ c-test-tsan: $(addprefix $(BUILD)/cshim-test-tsan/,$(CSHIM_TESTS))
 $(BUILD)/cshim-bench: cshim/bench/bench.c $(BUILD)/libsecretheap.a cshim/secretheap.h
 	$(CC) $(CFLAGS_COMMON) -pthread -Icshim -o $@ cshim/bench/bench.c $(BUILD)/libsecretheap.a -pthread
 
+# Also kept in $(BUILD)/cshim-bench.txt for the benchmark report.
 c-bench: $(BUILD)/cshim-bench
-	$(BUILD)/cshim-bench
+	$(BUILD)/cshim-bench | tee $(BUILD)/cshim-bench.txt
 
 $(BUILD)/secretheap.pc: cshim/secretheap.pc.in cshim/secretheap.h
 	@mkdir -p $(BUILD)
