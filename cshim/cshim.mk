@@ -85,7 +85,7 @@ $(BUILD)/cshim-bench: cshim/bench/bench.c $(BUILD)/libsecretheap.a cshim/secreth
 
 # Also kept in $(BUILD)/cshim-bench.txt for the benchmark report.
 c-bench: $(BUILD)/cshim-bench
-	$(BUILD)/cshim-bench | tee $(BUILD)/cshim-bench.txt
+	@$(BUILD)/cshim-bench > $(BUILD)/cshim-bench.txt; rc=$$?; cat $(BUILD)/cshim-bench.txt; exit $$rc
 
 $(BUILD)/secretheap.pc: cshim/secretheap.pc.in cshim/secretheap.h
 	@mkdir -p $(BUILD)
