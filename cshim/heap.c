@@ -548,10 +548,12 @@ void secretheap_free(void *ptr) {
     uint32_t idx = sh_block_index(s, boff);
     if (sh_unlikely((uintptr_t)idx * s->block_size != boff || idx >= s->nblocks))
         bad_free(p, "free");
-    if (sh_unlikely(atomic_load_explicit(&s->req[idx], memory_order_relaxed) == 0))
+    /* An atomic exchange (one locked instruction, ~5 ns): of two threads
+     * freeing the same block at the same time exactly one sees it live, so
+     * a racing double free is caught too, not handed out twice later. */
+    if (sh_unlikely(atomic_exchange_explicit(&s->req[idx], 0, memory_order_relaxed) == 0))
         bad_free(p, "free");
     sh_wipe_block(ptr, s->block_size);
-    atomic_store_explicit(&s->req[idx], 0, memory_order_relaxed);
     struct sh_tcache *tc = sh_tls_cache;
     if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {
         struct sh_mag *m = &tc->mags[s->cls];
