@@ -20,7 +20,10 @@
 #   SECRETHEAP_REQUIRE=1  tests fail (instead of skipping) where memfd_secret is missing
 #   FUZZTIME=20s      length of each fuzz run in `make fuzz`
 
-CC      ?= gcc
+# make's built-in CC is `cc`, so `?=` would never apply: override only the default.
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
 GO      ?= go
 PREFIX  ?= /usr/local
 BUILD   := build
