@@ -13,8 +13,8 @@
  *   1. p outside the arena → not ours → libc free;
  *   2. chunk = slot table[(p - arena) >> 22], span = pagemap[OS page];
  *      index by multiply; not on a block boundary → interior-pointer abort;
- *      req slot already 0 → double-free abort;
- *   3. wipe the whole block, req = 0, push on the magazine; a full magazine
+ *   3. exchange the req slot with 0; it was already 0 → double-free abort;
+ *   4. wipe the whole block, push it on the magazine; a full magazine
  *      gives its older half back to the slabs under the class lock.
  * Blocks in magazines are free and already wiped, so malloc never zeroes:
  * every block is zero because every free wiped it (and fresh OS pages are

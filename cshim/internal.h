@@ -95,9 +95,10 @@ struct sh_span {
     /*
      * Slab: per block, requested bytes + 1 while live, 0 while free (in the
      * bitmap or in a magazine). Written by whichever thread allocates or
-     * frees the block, with relaxed atomic stores (plain moves on x86): this
-     * is what makes double-free detection and the requested-bytes statistic
-     * free of locks and of locked instructions on the fast path.
+     * frees the block without a lock: malloc with a relaxed store (a plain
+     * move on x86), free with one atomic exchange (so of two racing frees
+     * exactly one sees the block live). Double-free detection and the
+     * requested-bytes statistic need nothing more.
      */
     _Atomic uint16_t req[SH_MAX_SLAB_BLOCKS];
 };
