@@ -69,6 +69,13 @@ func Reserve(size, align uintptr) (*Reservation, error) {
 			return nil, fmt.Errorf("secretmem: trimming reservation: %w", err)
 		}
 	}
+	// Without MADV_DONTDUMP a core dump writer that copies PROT_NONE ranges
+	// (gdb's gcore does: it writes zeros for them) would emit the whole
+	// reservation — 64 GiB for pmdcache's arena.
+	if err := madvise(unsafe.Add(p, head), size, unix.MADV_DONTDUMP); err != nil {
+		_ = unix.MunmapPtr(unsafe.Add(p, head), size)
+		return nil, fmt.Errorf("secretmem: madvise(MADV_DONTDUMP) on reservation: %w", err)
+	}
 	r := &Reservation{p: unsafe.Add(p, head), base: base, size: size}
 	reservations.mu.Lock()
 	reservations.list = append(reservations.list, r)
@@ -132,6 +139,10 @@ func guard(addr unsafe.Pointer, size uintptr) error {
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE|unix.MAP_FIXED)
 	if err != nil {
 		return fmt.Errorf("secretmem: restoring guard at %p: %w", addr, err)
+	}
+	// The fresh mapping lost the reservation's MADV_DONTDUMP (see Reserve).
+	if err := madvise(addr, size, unix.MADV_DONTDUMP); err != nil {
+		return fmt.Errorf("secretmem: madvise(MADV_DONTDUMP) on guard at %p: %w", addr, err)
 	}
 	return nil
 }

@@ -193,8 +193,15 @@ func TestReservation(t *testing.T) {
 	defer res.Release()
 	base := uintptr(res.Base())
 	assert.Zero(t, base%(4<<20), "aligned")
-	line, _ := mappingOf(t, base)
+	line, flags := mappingOf(t, base)
 	assert.Contains(t, line, " ---p ")
+	assert.Contains(t, flags, "dd", "a core dump writer must skip the reservation (gcore would write it as zeros)")
+	// Control: a plain PROT_NONE mapping is not marked dd.
+	plain, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	require.NoError(t, err)
+	_, plainFlags := mappingOf(t, uintptr(unsafe.Pointer(&plain[0])))
+	assert.NotContains(t, plainFlags, "dd")
+	require.NoError(t, unix.Munmap(plain))
 
 	for _, p := range []secretmem.Policy{secretmem.PolicySecret, secretmem.PolicyLocked} {
 		t.Run(p.String(), func(t *testing.T) {
@@ -214,8 +221,9 @@ func TestReservation(t *testing.T) {
 			assert.Equal(t, m0.Locked+2<<20, m1.Locked)
 
 			require.NoError(t, r.Close())
-			line, _ = mappingOf(t, uintptr(addr))
+			line, flags := mappingOf(t, uintptr(addr))
 			assert.Contains(t, line, " ---p ", "guard is back")
+			assert.Contains(t, flags, "dd", "the guard is left out of core dumps again")
 			assert.NotContains(t, line, "/secretmem")
 			m2, err := secretmem.ReadMemlock()
 			require.NoError(t, err)
