@@ -25,15 +25,18 @@ type inspectReport struct {
 	LockedMaps    int    `json:"locked_mappings"` // anonymous, mlocked, dontdump
 	LockedBytes   uint64 `json:"locked_bytes"`
 
-	VmLck         uint64            `json:"vmlck_bytes"`
-	MemlockSoft   uint64            `json:"memlock_soft"` // MaxUint64 = unlimited
-	MemlockHard   uint64            `json:"memlock_hard"`
-	CapIPCLock    bool              `json:"cap_ipc_lock"`
-	Settings      map[string]string `json:"settings,omitempty"` // SECRETHEAP_* from the initial environment
-	EnvReadable   bool              `json:"environ_readable"`
-	OpenSSLHook   string            `json:"openssl_hook"` // what can be said from outside
-	LiveStats     string            `json:"live_stats,omitempty"`
-	LiveStatsNote string            `json:"live_stats_note"`
+	VmLck       uint64            `json:"vmlck_bytes"`
+	MemlockSoft uint64            `json:"memlock_soft"` // MaxUint64 = unlimited
+	MemlockHard uint64            `json:"memlock_hard"`
+	CapIPCLock  bool              `json:"cap_ipc_lock"`
+	Settings    map[string]string `json:"settings,omitempty"` // SECRETHEAP_* from the initial environment
+	EnvReadable bool              `json:"environ_readable"`
+	OpenSSLHook string            `json:"openssl_hook"` // what can be said from outside
+	// Counters are the library's live counters (openssl_hooked, fallbacks,
+	// fork_reprivatised, misuse_caught) read from its memory; CountersErr
+	// says why they could not be read.
+	Counters    map[string]uint64 `json:"counters,omitempty"`
+	CountersErr string            `json:"counters_error,omitempty"`
 }
 
 func runInspect(args []string, stdout, stderr io.Writer) int {
@@ -41,8 +44,11 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		"Shows what a running process keeps in secret memory, from /proc alone: whether\n"+
 			"libsecretheap.so and libcrypto are loaded, its memfd_secret mappings (count,\n"+
 			"bytes mapped, bytes committed), locked-backend mappings, VmLck against its\n"+
-			"RLIMIT_MEMLOCK, and the SECRETHEAP_* settings it was started with. Needs the\n"+
-			"same user as the process, or root.", stderr)
+			"RLIMIT_MEMLOCK, and the SECRETHEAP_* settings it was started with; and the\n"+
+			"library's live counters (openssl_hooked, fallbacks, fork_reprivatised,\n"+
+			"misuse_caught), read from its memory at the addresses its symbol table gives\n"+
+			"(not available when the library file was stripped). Needs the same user as the\n"+
+			"process, or root.", stderr)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if done, st := parseFlags(fs, args); done {
 		return st
@@ -137,8 +143,15 @@ func inspect(pid int) (inspectReport, error) {
 			}
 		}
 	}
+	if rep.Library != "" {
+		c, err := readLiveCounters(pid, rep.Library, maps)
+		if err != nil {
+			rep.CountersErr = err.Error()
+		} else {
+			rep.Counters = c
+		}
+	}
 	rep.OpenSSLHook = judgeHook(rep)
-	rep.LiveStatsNote = "the library publishes no live stats yet: only at exit (SECRETHEAP_STATS)"
 	return rep, nil
 }
 
@@ -155,6 +168,23 @@ func judgeHook(r inspectReport) string {
 		return "no OpenSSL in this process (libcrypto not loaded)"
 	case mode == "off":
 		return "no: SECRETHEAP_OPENSSL=off"
+	}
+	if h, ok := r.Counters["openssl_hooked"]; ok {
+		switch h {
+		case 1:
+			if fb := r.Counters["fallbacks"]; fb > 0 {
+				return fmt.Sprintf("yes, but %d allocations fell back to ordinary memory (secret memory ran out: raise SECRETHEAP_LIMIT or RLIMIT_MEMLOCK)", fb)
+			}
+			return "yes: every OpenSSL allocation goes to secret memory (openssl_hooked 1, read from the library)"
+		case 2:
+			return "no: OpenSSL refused the hooks, it had allocated before the library was loaded (openssl_hooked 2)"
+		}
+		if mode == "secure" {
+			return "only CRYPTO_secure_* allocations (SECRETHEAP_OPENSSL=secure; openssl_hooked 0)"
+		}
+		return "not yet: the library has not hooked this libcrypto (openssl_hooked 0)"
+	}
+	switch {
 	case r.SecretMaps == 0 && r.LockedMaps == 0:
 		return "probably not: the library and libcrypto are loaded but no secret memory is mapped yet"
 	}
@@ -209,9 +239,10 @@ func printInspect(w io.Writer, r inspectReport) {
 	} else {
 		fmt.Fprintln(w, "settings       environ unreadable (another user's process?)")
 	}
-	if r.LiveStats != "" {
-		fmt.Fprintf(w, "live stats\n%s", r.LiveStats)
-	} else {
-		fmt.Fprintf(w, "live stats     %s\n", r.LiveStatsNote)
+	switch {
+	case r.Counters != nil:
+		fmt.Fprintf(w, "counters       %s (live, from the library's memory; the full report comes at exit with SECRETHEAP_STATS)\n", formatCounters(r.Counters))
+	case r.CountersErr != "":
+		fmt.Fprintf(w, "counters       unreadable: %s\n", r.CountersErr)
 	}
 }

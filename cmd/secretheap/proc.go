@@ -31,6 +31,7 @@ func procPath(pid int, name string) string {
 type mapping struct {
 	Start, End uint64
 	Perms      string
+	Offset     uint64 // file offset of Start
 	Path       string
 	// From smaps only (zero when read from maps):
 	Rss     uint64   // bytes resident: for a secretmem mapping, its committed OS pages
@@ -133,7 +134,11 @@ func parseMapsLine(line string) (mapping, error) {
 	if err != nil {
 		return mapping{}, fmt.Errorf("maps line %q: %w", line, err)
 	}
-	m := mapping{Start: start, End: end, Perms: f[1]}
+	off, err := strconv.ParseUint(f[2], 16, 64)
+	if err != nil {
+		return mapping{}, fmt.Errorf("maps line %q: %w", line, err)
+	}
+	m := mapping{Start: start, End: end, Perms: f[1], Offset: off}
 	if len(f) > 5 {
 		// The path is everything after the inode, and may hold spaces
 		// ("/secretmem (deleted)").

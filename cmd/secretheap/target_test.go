@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +38,9 @@ type tlsTarget struct {
 
 var acceptRE = regexp.MustCompile(`ACCEPT 127\.0\.0\.1:(\d+)`)
 
-func startTLSTarget(t *testing.T, lib string) tlsTarget {
+// startTLSTarget starts the server (preloading lib unless it is "") with env
+// added, and makes handshakes TLS handshakes against it.
+func startTLSTarget(t *testing.T, lib string, handshakes int, env ...string) tlsTarget {
 	t.Helper()
 	ossl := requireOpenSSL(t)
 	dir := t.TempDir()
@@ -62,6 +65,7 @@ func startTLSTarget(t *testing.T, lib string) tlsTarget {
 	if lib != "" {
 		cmd.Env = append(withPreload(cmd.Env, lib), "SECRETHEAP_OPENSSL=all", "SECRETHEAP_BACKEND=secret")
 	}
+	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = io.Discard
@@ -89,7 +93,7 @@ func startTLSTarget(t *testing.T, lib string) tlsTarget {
 	tg := tlsTarget{pid: cmd.Process.Pid, port: port, scalarLE: le}
 	// A few handshakes, so the key has been used (signatures) and freed
 	// buffers have been through the allocator.
-	for i := 0; i < 3; i++ {
+	for i := 0; i < handshakes; i++ {
 		c, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{InsecureSkipVerify: true})
 		require.NoError(t, err)
 		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
@@ -99,13 +103,50 @@ func startTLSTarget(t *testing.T, lib string) tlsTarget {
 	return tg
 }
 
+// startWaitingClient starts `openssl s_client` with the library preloaded
+// and env added, against a listener that accepts and never answers (so it
+// stays up once started), and returns its pid at once.
+func startWaitingClient(t *testing.T, lib string, env ...string) int {
+	t.Helper()
+	ossl := requireOpenSSL(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	cmd := exec.Command(ossl, "s_client", "-connect", ln.Addr().String())
+	cmd.Env = append(withPreload(os.Environ(), lib), env...)
+	stdin, err := cmd.StdinPipe() // held open: s_client would quit at EOF
+	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.WaitDelay = 2 * time.Second
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	t.Cleanup(func() {
+		select {
+		case c := <-accepted:
+			c.Close()
+		default:
+		}
+	})
+	return cmd.Process.Pid
+}
+
 // TestInspect inspects a preloaded TLS server and, as the control, the same
 // server without the library.
 func TestInspect(t *testing.T) {
 	testutil.RequireSecretMem(t)
 	lib := requireLibrary(t)
 	t.Run("preloaded", func(t *testing.T) {
-		tg := startTLSTarget(t, lib)
+		tg := startTLSTarget(t, lib, 3)
 		rep, err := inspect(tg.pid)
 		require.NoError(t, err)
 		assert.Equal(t, lib, rep.Library)
@@ -117,7 +158,9 @@ func TestInspect(t *testing.T) {
 		assert.LessOrEqual(t, rep.SecretRss, rep.SecretBytes)
 		assert.GreaterOrEqual(t, rep.VmLck, rep.SecretBytes, "memfd_secret mappings are charged as locked memory")
 		assert.Equal(t, "all", rep.Settings["SECRETHEAP_OPENSSL"])
-		assert.Contains(t, rep.OpenSSLHook, "likely")
+		require.Empty(t, rep.CountersErr)
+		assert.Equal(t, map[string]uint64{"openssl_hooked": 1, "fallbacks": 0, "fork_reprivatised": 0, "misuse_caught": 0}, rep.Counters)
+		assert.Contains(t, rep.OpenSSLHook, "yes: every OpenSSL allocation")
 
 		// The same through the command, as JSON and as text.
 		var out, errb bytes.Buffer
@@ -131,8 +174,47 @@ func TestInspect(t *testing.T) {
 		assert.Regexp(t, `secretmem +\d+ mappings, `, out.String())
 		assert.Contains(t, out.String(), "library        loaded: "+lib)
 	})
+	t.Run("fallbacks under a small limit", func(t *testing.T) {
+		// The counters are read from the process's memory: a limit far
+		// below what OpenSSL needs must show up as live fallbacks, or the
+		// zeros above prove nothing. An s_client waiting for a server that
+		// never answers is a target that stays up after a short start.
+		pid := startWaitingClient(t, lib, "SECRETHEAP_LIMIT=128K")
+		var rep inspectReport
+		require.Eventually(t, func() bool {
+			var err error
+			rep, err = inspect(pid)
+			return err == nil && rep.Counters["fallbacks"] > 0
+		}, 20*time.Second, 20*time.Millisecond, "no fallbacks seen: %+v", rep)
+		assert.Empty(t, rep.CountersErr)
+		assert.Equal(t, uint64(1), rep.Counters["openssl_hooked"])
+		assert.LessOrEqual(t, rep.SecretBytes, uint64(128<<10))
+		assert.Contains(t, rep.OpenSSLHook, "fell back to ordinary memory")
+	})
+	t.Run("stripped library", func(t *testing.T) {
+		// Distribution packages strip .symtab: inspect must say why it has
+		// no counters, and still report the rest.
+		strip, err := exec.LookPath("strip")
+		if err != nil {
+			t.Skipf("no strip command: %v", err)
+		}
+		stripped := filepath.Join(t.TempDir(), "libsecretheap.so")
+		out, err := exec.Command(strip, "--strip-all", "-o", stripped, lib).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		pid := startWaitingClient(t, stripped)
+		var rep inspectReport
+		require.Eventually(t, func() bool {
+			var err error
+			rep, err = inspect(pid)
+			return err == nil && rep.Library != "" && rep.SecretMaps > 0
+		}, 20*time.Second, 20*time.Millisecond, "%+v", rep)
+		assert.Equal(t, stripped, rep.Library)
+		assert.Nil(t, rep.Counters)
+		assert.Contains(t, rep.CountersErr, "no symbol table")
+		assert.Contains(t, rep.OpenSSLHook, "likely")
+	})
 	t.Run("control without library", func(t *testing.T) {
-		tg := startTLSTarget(t, "")
+		tg := startTLSTarget(t, "", 3)
 		rep, err := inspect(tg.pid)
 		require.NoError(t, err)
 		assert.Empty(t, rep.Library)
@@ -140,6 +222,7 @@ func TestInspect(t *testing.T) {
 		assert.Zero(t, rep.SecretMaps)
 		assert.Zero(t, rep.SecretBytes)
 		assert.Contains(t, rep.OpenSSLHook, "no: libsecretheap.so is not loaded")
+		assert.Nil(t, rep.Counters)
 	})
 	t.Run("no such process", func(t *testing.T) {
 		_, err := inspect(1 << 30)
@@ -167,7 +250,7 @@ func TestScanTLSKey(t *testing.T) {
 		{"protected vmreadv", lib, "vmreadv", false, "EFAULT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tg := startTLSTarget(t, tc.lib)
+			tg := startTLSTarget(t, tc.lib, 3)
 			var out, errb bytes.Buffer
 			code := dispatch([]string{"scan", strconv.Itoa(tg.pid), "--json", "--method", tc.method,
 				"--hex", "le=" + hex.EncodeToString(tg.scalarLE)}, &out, &errb)
