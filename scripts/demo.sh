@@ -161,7 +161,7 @@ say "server pid $SERVER on 127.0.0.1:$PORT"
 handshakes "$HANDSHAKES"
 say "its secret memory, as /proc/$SERVER/maps shows it:"
 grep -F /secretmem "/proc/$SERVER/maps" | sed 's/^/  /' || say "  (no /secretmem mapping!)"
-"$BIN" inspect "$SERVER" | grep -E '^(library|libcrypto|secretmem|memlock) ' | sed 's/^/  /'
+"$BIN" inspect "$SERVER" | grep -E '^(library|openssl hook|secretmem|memlock) ' | sed 's/^/  /'
 say "reading the server's memory from outside (/proc/$SERVER/mem):"
 scan_server yes
 say "(refused: the kernel will not read memfd_secret pages for another process — EIO from"
