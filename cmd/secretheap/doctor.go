@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -530,7 +531,7 @@ type hookResult struct {
 // the check is the library's own verdict on this libcrypto, not a guess from
 // the outside.
 func probeHook(info opensslInfo) hookResult {
-	lib, err := findLibrary("")
+	lib, err := ldpreload.Resolve("")
 	if err != nil {
 		return hookResult{Skipped: err.Error()}
 	}
@@ -549,7 +550,7 @@ func probeHook(info opensslInfo) hookResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, info.Binary, "version")
-	env := withPreload(os.Environ(), lib)
+	env := ldpreload.Env(os.Environ(), lib)
 	env = setEnv(env, "SECRETHEAP_STATS", statsPath)
 	// The question is what the library can do with this libcrypto, not what
 	// the caller's settings make it do: openssl_hooked is 1 only in mode all,

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/secretheap/secretheap/internal/testutil"
+	"github.com/secretheap/secretheap/preload/ldpreload"
 )
 
 // envCLIMain makes the test binary behave as the secretheap command: tests
@@ -107,7 +108,7 @@ func runCLI(t *testing.T, env []string, args ...string) cliResult {
 // SECRETHEAP_REQUIRE=1, where `make test` has built it first.
 func requireLibrary(t *testing.T) string {
 	t.Helper()
-	lib, err := findLibrary("")
+	lib, err := ldpreload.Resolve("")
 	if err == nil {
 		return lib
 	}
@@ -214,41 +215,6 @@ func TestNeedleFile(t *testing.T) {
 	require.NoError(t, os.WriteFile(p, []byte("zz\n"), 0o600))
 	_, err = readNeedleFile(p)
 	assert.ErrorContains(t, err, ":1:")
-}
-
-func TestWithPreload(t *testing.T) {
-	const lib = "/x/libsecretheap.so"
-	for _, tc := range []struct {
-		name string
-		env  []string
-		want string
-	}{
-		{"none", []string{"A=1"}, "LD_PRELOAD=" + lib},
-		{"kept after", []string{"LD_PRELOAD=/a.so"}, "LD_PRELOAD=" + lib + ":/a.so"},
-		{"spaces", []string{"LD_PRELOAD=/a.so /b.so"}, "LD_PRELOAD=" + lib + ":/a.so:/b.so"},
-		{"moved first", []string{"LD_PRELOAD=/a.so:" + lib}, "LD_PRELOAD=" + lib + ":/a.so"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := withPreload(tc.env, lib)
-			assert.Equal(t, tc.want, got[len(got)-1])
-			n := 0
-			for _, kv := range got {
-				if strings.HasPrefix(kv, "LD_PRELOAD=") {
-					n++
-				}
-			}
-			assert.Equal(t, 1, n)
-		})
-	}
-}
-
-func TestFindLibraryExplicit(t *testing.T) {
-	_, err := findLibrary("/nonexistent/libsecretheap.so")
-	assert.Error(t, err)
-	notELF := t.TempDir() + "/libsecretheap.so"
-	require.NoError(t, os.WriteFile(notELF, []byte("not a library"), 0o644))
-	_, err = findLibrary(notELF)
-	assert.ErrorContains(t, err, "not an ELF file")
 }
 
 func TestRunMissingLibrary(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -149,12 +150,12 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	lib, err := findLibrary(*library)
+	lib, err := ldpreload.Resolve(*library)
 	if err != nil {
 		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
 		return 127
 	}
-	env = withPreload(env, lib)
+	env = ldpreload.Env(env, lib)
 
 	// Stats: an explicit --stats (or SECRETHEAP_STATS already set) is the
 	// user's; otherwise the library writes them to a private temporary file

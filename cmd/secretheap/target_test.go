@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/internal/testutil"
+	"github.com/secretheap/secretheap/preload/ldpreload"
 )
 
 // tlsTarget is an `openssl s_server` holding a throwaway P-256 key, with or
@@ -63,7 +64,7 @@ func startTLSTarget(t *testing.T, lib string, handshakes int, env ...string) tls
 	cmd := exec.Command(ossl, "s_server", "-key", key, "-cert", cert, "-accept", "127.0.0.1:0", "-www")
 	cmd.Env = os.Environ()
 	if lib != "" {
-		cmd.Env = append(withPreload(cmd.Env, lib), "SECRETHEAP_OPENSSL=all", "SECRETHEAP_BACKEND=secret")
+		cmd.Env = append(ldpreload.Env(cmd.Env, lib), "SECRETHEAP_OPENSSL=all", "SECRETHEAP_BACKEND=secret")
 	}
 	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
@@ -119,7 +120,7 @@ func startWaitingClient(t *testing.T, lib string, env ...string) int {
 		}
 	}()
 	cmd := exec.Command(ossl, "s_client", "-connect", ln.Addr().String())
-	cmd.Env = append(withPreload(os.Environ(), lib), env...)
+	cmd.Env = append(ldpreload.Env(os.Environ(), lib), env...)
 	stdin, err := cmd.StdinPipe() // held open: s_client would quit at EOF
 	require.NoError(t, err)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
