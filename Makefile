@@ -8,7 +8,7 @@
 #   make bench        benchmark suites, written to docs/benchmarks/
 #   make demo         TLS server with and without the library, and an outside read of its key
 #   make verify       the attack suite: every attack against protected and unprotected targets
-#   make install      library, header and pkg-config file under $(PREFIX)
+#   make install      library, header, pkg-config file and the secretheap command under $(PREFIX)
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
 #   make clean
 #
@@ -87,6 +87,8 @@ verify: all
 	@if [ -x scripts/verify.sh ]; then scripts/verify.sh; else echo "verify not built yet"; exit 1; fi
 
 install: all $(INSTALL_TARGETS)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/secretheap $(DESTDIR)$(PREFIX)/bin/secretheap
 
 generate:
 	cd alloc && $(GO) run mksizeclasses.go
