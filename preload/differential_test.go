@@ -408,7 +408,7 @@ func (r *runner) free(i int, o op) error {
 	return checkWiped(i, o, "C", b.c)
 }
 
-func (r *runner) write(_ int, o op) error {
+func (r *runner) write(i int, o op) error {
 	if len(r.live) == 0 {
 		return nil
 	}
@@ -416,6 +416,13 @@ func (r *runner) write(_ int, o op) error {
 	n := len(b.model)
 	off := n * o.off / 256
 	end := min(n, off+max(1, n*o.span/256))
+	// Any sub-slice of a live block is inside it, on both sides, with the
+	// same backend.
+	gbe, gok := r.g.Backend(b.g[off:end])
+	cbe, cok := r.c.Backend(b.c[off:end])
+	if !gok || !cok || gbe != cbe {
+		return stepErr(i, o, "Backend of bytes [%d,%d): Go %v %v, C %v %v", off, end, gbe, gok, cbe, cok)
+	}
 	conformance.Fill(b.model[off:end], o.seed)
 	copy(b.g[off:end], b.model[off:end])
 	copy(b.c[off:end], b.model[off:end])
