@@ -481,8 +481,7 @@ void sh_chunk_postfork_child(void) {
         for (int l = 0; l < 2; l++) {
             for (struct sh_chunk *c = lists[l]; c; c = c->next) {
                 c->lost = 1;
-                mmap((void *)c->base, c->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                     -1, 0);
+                sh_source_guard(c->base, c->size);
                 bytes_mapped -= c->size;
                 bytes_committed -= c->committed;
                 if (c->backend == SH_BACKEND_SECRET)

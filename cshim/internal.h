@@ -197,7 +197,8 @@ static inline bool sh_in_arena(uintptr_t p) {
 }
 
 /* ---- source.c ---- */
-/* Reserve size bytes aligned to align, PROT_NONE + MAP_NORESERVE (no memory, no memlock). */
+/* Reserve size bytes aligned to align, PROT_NONE + MAP_NORESERVE + MADV_DONTDUMP
+ * (no memory, no memlock, nothing in a core dump). */
 SH_HIDDEN int sh_source_reserve(size_t size, size_t align, uintptr_t *out);
 /* Reserved → mapped: secret memory MAP_FIXED at addr, nothing committed.
  * Picks the backend from the policy; *backend tells which. 0, ENOMEM (memlock
@@ -205,6 +206,8 @@ SH_HIDDEN int sh_source_reserve(size_t size, size_t align, uintptr_t *out);
 SH_HIDDEN int sh_source_map(uintptr_t addr, size_t size, int *backend);
 /* Mapped → committed for [addr, addr+n). 0 or ENOMEM (refused page). */
 SH_HIDDEN int sh_source_commit(uintptr_t addr, size_t n, int backend);
+/* Anything → reserved: PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP over [addr, addr+size). */
+SH_HIDDEN void sh_source_guard(uintptr_t addr, size_t size);
 /* Committed/mapped → reserved: wipe the committed part, unmap, PROT_NONE again. */
 SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend);
 /* RLIMIT_MEMLOCK headroom in bytes; *unlimited for RLIM_INFINITY or CAP_IPC_LOCK. */

@@ -11,6 +11,10 @@
  *                          kernel reports a refused OS page as EFAULT instead of
  *                          a SIGBUS at first touch) or mlock (locked)
  *   committed → reserved   sh_source_unmap: wipe, mmap PROT_NONE over it
+ * Every reserved range is MADV_DONTDUMP: a core dump writer that copies
+ * PROT_NONE ranges (gdb's gcore writes zeros for them) would otherwise emit
+ * the whole 64 GiB arena. A fresh PROT_NONE mapping does not inherit the
+ * flag, so sh_source_guard sets it again wherever one is laid down.
  * memfd_secret OS pages cannot be released one by one (MADV_DONTNEED and
  * fallocate fail): they go back to the kernel only when the mapping goes.
  */
@@ -36,6 +40,11 @@ static int zero_fd = -1;            /* /dev/zero, opened on first commit */
 static _Atomic int backend_in_use;  /* SH_BACKEND_* of the last successful mapping */
 static _Atomic int secret_broken;   /* errno of a failed memfd_secret (ENOSYS/EPERM), sticky */
 
+void sh_source_guard(uintptr_t addr, size_t size) {
+    mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    madvise((void *)addr, size, MADV_DONTDUMP);
+}
+
 int sh_source_reserve(size_t size, size_t align, uintptr_t *out) {
     size_t len = size + align;
     void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -47,6 +56,7 @@ int sh_source_reserve(size_t size, size_t align, uintptr_t *out) {
     uintptr_t tail = (uintptr_t)p + len - (a + size);
     if (tail)
         munmap((void *)(a + size), tail);
+    madvise((void *)a, size, MADV_DONTDUMP);
     *out = a;
     return 0;
 }
@@ -65,7 +75,7 @@ static int map_secret(uintptr_t addr, size_t size) {
     close(fd); /* the mapping keeps the file alive */
     if (p == MAP_FAILED) {
         /* A failed MAP_FIXED may have removed the reservation: put it back. */
-        mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+        sh_source_guard(addr, size);
         return e == EAGAIN ? ENOMEM : e; /* EAGAIN: past RLIMIT_MEMLOCK */
     }
     if (sh_opt.fork == SH_FORK_DONTFORK)
@@ -76,8 +86,11 @@ static int map_secret(uintptr_t addr, size_t size) {
 static int map_locked(uintptr_t addr, size_t size) {
     void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-    if (p == MAP_FAILED)
-        return errno;
+    if (p == MAP_FAILED) {
+        int e = errno;
+        sh_source_guard(addr, size); /* as in map_secret */
+        return e;
+    }
     madvise(p, size, MADV_DONTDUMP);
     /* Copy policy: a fork child gets copy-on-write copies and re-locks them
      * (sh_source_reprivatise); dontfork: the child loses the mapping. We do
@@ -156,7 +169,7 @@ void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend)
      * keeps the promise independent of the backend and of kernel versions. */
     if (committed)
         sh_wipe((void *)addr, committed);
-    mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    sh_source_guard(addr, size);
 }
 
 /* One read of /proc/self/status (without stdio: no malloc); copies the
