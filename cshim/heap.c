@@ -68,7 +68,8 @@ static pthread_mutex_t tc_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sh_tcache *tc_list; /* guarded by tc_mu */
 static pthread_key_t tc_key;
 static pthread_once_t init_once_ctl = PTHREAD_ONCE_INIT;
-static _Atomic bool reserve_enabled; /* set once by the OpenSSL skin (mode all) */
+static _Atomic bool reserve_enabled;
+void (*sh_test_hook_release)(void); /* set once by the OpenSSL skin (mode all) */
 
 /*
  * Magazine capacity per class: 16 KiB of blocks, between 4 and 32 blocks.
@@ -265,6 +266,8 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
         }
     }
     pthread_mutex_unlock(&k->mu);
+    if (sh_unlikely(release != NULL && sh_test_hook_release != NULL))
+        sh_test_hook_release();
     while (release) {
         struct sh_span *s = release;
         release = s->next;
@@ -725,21 +728,48 @@ void sh_heap_postfork_parent(void) {
 }
 
 /*
- * Child, copy policy, after the orphans were put back: a block with req 0
- * that is neither in a slab's bitmap nor in our magazine was in flight in a
- * thread that does not exist here (popped but not yet marked live, or wiped
- * but not yet pushed). It is free: wipe it and give it back. The child is
- * single-threaded here, so the class state is touched under the chunk lock
- * alone.
+ * Child, copy policy, after the orphans were put back. Another thread may
+ * have been between two steps of a lock-free path when the address space
+ * was copied; that thread does not exist here, so its step is finished for
+ * it:
+ *  - a slab block with req 0 that is neither in the bitmap nor in our
+ *    magazine (popped but not yet marked live, or wiped but not yet pushed)
+ *    is free: wipe it and give it back;
+ *  - a page run or large region with run_req 0 (returned by the chunk layer
+ *    but not yet marked live by malloc_large, or cleared by free_span but
+ *    not yet given back) is free: wipe it and give it back;
+ *  - a slab with every block free that is on no class list was taken off it
+ *    by put_blocks to be released (k->slabs already counts it out): release
+ *    it. Only put_blocks makes such a slab (a slab with a free block is
+ *    always listed, and put_blocks keeps the only empty one listed).
+ * The child is single-threaded here, so the class state is touched under
+ * the chunk lock alone; spans to give back are collected (linked through
+ * next, unused by runs and by a slab off its list) and released after it.
  */
 static void mark_none(struct sh_span *s, void *arg) {
     (void)arg;
     s->check_mag = 0;
 }
+struct reclaim {
+    struct sh_tcache *self;
+    struct sh_span *release; /* spans to give back after the chunk lock */
+};
 static void reclaim_span(struct sh_span *s, void *arg) {
-    if (s->kind != SH_SPAN_SLAB)
+    struct reclaim *rc = arg;
+    if (s->kind != SH_SPAN_SLAB) {
+        if (atomic_load_explicit(&s->run_req, memory_order_relaxed) == 0) {
+            s->next = rc->release;
+            rc->release = s;
+        }
         return;
-    if (s->owner != arg)
+    }
+    if (!s->listed && s->nfree == s->nblocks) {
+        s->check_mag = 0;
+        s->next = rc->release;
+        rc->release = s;
+        return;
+    }
+    if (s->owner != rc->self)
         s->owner = NULL; /* owned by a thread that does not exist here */
     struct sh_class *k = &classes[s->cls];
     for (uint32_t i = 0; i < s->nblocks; i++) {
@@ -775,8 +805,24 @@ static void reclaim_in_transit(struct sh_tcache *self) {
                     atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
                 s->check_mag = 1;
             }
-    sh_chunk_foreach_span(reclaim_span, self);
+    struct reclaim rc = {self, NULL};
+    sh_chunk_foreach_span(reclaim_span, &rc);
     sh_chunk_unlock();
+    while (rc.release) {
+        struct sh_span *s = rc.release;
+        rc.release = s->next;
+        s->next = NULL;
+        if (s->kind == SH_SPAN_SLAB) {
+            size_t used = (size_t)s->nblocks * s->block_size;
+            sh_wipe((void *)(s->start + used), (size_t)s->npages * SH_OS_PAGE - used);
+            sh_span_free(s);
+        } else if (s->kind == SH_SPAN_LARGE) {
+            sh_large_free(s); /* wipes as it unmaps */
+        } else {
+            sh_wipe((void *)s->start, (size_t)s->npages * SH_OS_PAGE);
+            sh_span_free(s);
+        }
+    }
 }
 
 /*

@@ -155,6 +155,10 @@ SH_HIDDEN void sh_heap_postfork_parent(void);
 SH_HIDDEN void sh_heap_postfork_child(bool lost_chunks);
 SH_HIDDEN void sh_heap_stats(struct secretheap_stats *st); /* per-class fields + live totals */
 extern _Thread_local struct sh_tcache *sh_tls_cache;
+/* Tests only (NULL otherwise): called by put_blocks between taking empty
+ * slabs off their class list and giving them back, so a test can fork
+ * inside that window. */
+SH_HIDDEN extern void (*sh_test_hook_release)(void);
 
 /* ---- chunk.c ---- */
 SH_HIDDEN int sh_chunk_init(void);              /* reserve the arena; 0 or errno */

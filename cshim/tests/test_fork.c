@@ -8,6 +8,7 @@
  * "never shows" checks can fail), and under copy a grandchild can read.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -189,6 +190,93 @@ static void test_fork_with_threads_alive(void) {
     CHECK(secretheap_check() == 0);
 }
 
+/* Threads that allocate and free page runs (and whole slabs of a large
+ * class) while the main thread forks: the child, the only thread left,
+ * must find the heap exact (secretheap_check), including runs and slabs
+ * another thread held between its lock-free steps at fork time — a run
+ * whose req was cleared by free but not yet given back, a run returned by
+ * the chunk layer but not yet marked live, a slab taken off its class
+ * list to be released. Exact because the child has one thread. */
+static _Atomic int run_stop;
+static void *run_churn(void *arg) {
+    uint64_t x = (uintptr_t)arg * 0x9E3779B97F4A7C15ULL + 1;
+    void *p[8] = {0};
+    while (!atomic_load(&run_stop)) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned k = (unsigned)(x >> 40) % 8;
+        secretheap_free(p[k]);
+        size_t n = (x & 3) ? 32769 + (size_t)(x >> 20) % (240000 - 32769) : 16384 + (size_t)(x >> 20) % 16384;
+        p[k] = secretheap_malloc(n);
+    }
+    for (int k = 0; k < 8; k++)
+        secretheap_free(p[k]);
+    return NULL;
+}
+
+static int child_check_only(void *arg) {
+    (void)arg;
+    return secretheap_check() == 0 ? 0 : 1;
+}
+
+static void test_fork_while_threads_move_runs(void) {
+    pthread_t t[3];
+    atomic_store(&run_stop, 0);
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, run_churn, (void *)(uintptr_t)(i + 1));
+    int bad = 0;
+    for (int r = 0; r < 30; r++) {
+        struct h_child ch;
+        h_fork(child_check_only, NULL, &ch);
+        if (!(ch.exited && ch.code == 0) && bad++ < 3)
+            CHECK_MSG(0, "fork %d: exit %d sig %d: %s", r, ch.code, ch.sig, ch.err);
+    }
+    CHECK_MSG(bad == 0, "%d of 30 fork children failed secretheap_check", bad);
+    atomic_store(&run_stop, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    CHECK(secretheap_check() == 0);
+}
+
+/* Deterministic: a thread is inside put_blocks' release window (empty
+ * slabs off their class list, not yet given back to the chunk) while the
+ * main thread forks. */
+static _Atomic int hook_armed, in_window, forked;
+static void release_hook(void) {
+    int one = 1;
+    if (!atomic_compare_exchange_strong(&hook_armed, &one, 0))
+        return;
+    atomic_store(&in_window, 1);
+    while (!atomic_load(&forked))
+        sched_yield();
+}
+static void *release_slabs(void *arg) {
+    (void)arg;
+    void *p[8];
+    for (int i = 0; i < 8; i++) /* class 32 KiB: one block per slab */
+        p[i] = secretheap_malloc(32768);
+    atomic_store(&hook_armed, 1);
+    for (int i = 0; i < 8; i++) /* overflows the 4-block magazine: put_blocks releases */
+        secretheap_free(p[i]);
+    return NULL;
+}
+
+static void test_fork_inside_slab_release(void) {
+    pthread_t t;
+    atomic_store(&in_window, 0);
+    atomic_store(&forked, 0);
+    sh_test_hook_release = release_hook;
+    pthread_create(&t, NULL, release_slabs, NULL);
+    while (!atomic_load(&in_window))
+        sched_yield();
+    struct h_child ch;
+    h_fork(child_check_only, NULL, &ch);
+    atomic_store(&forked, 1);
+    pthread_join(t, NULL);
+    sh_test_hook_release = NULL;
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK(secretheap_check() == 0);
+}
+
 /* ---- dontfork, in a fresh process with SECRETHEAP_FORK=dontfork ---- */
 
 static int touch_in_grandchild(volatile unsigned char *p) {
@@ -296,6 +384,8 @@ int main(int argc, char **argv) {
     RUN(test_children_private_copies);
     RUN(test_parent_writes_invisible_to_child);
     RUN(test_fork_with_threads_alive);
+    RUN(test_fork_while_threads_move_runs);
+    RUN(test_fork_inside_slab_release);
     RUN(test_dontfork);
     return h_done();
 }
