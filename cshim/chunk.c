@@ -98,11 +98,41 @@ static void slots_mark(size_t first, size_t n, bool used) {
     }
 }
 
+/*
+ * RLIMIT_MEMLOCK headroom, read at most once per change of our own
+ * mappings. A read costs ~4 system calls (~0.2 ms each here: getrlimit,
+ * open/read/close of /proc/self/status), and once memory runs out every
+ * fallback allocation asks again: an s_server under SECRETHEAP_LIMIT=128K
+ * took 19 s to start. The value is kept until something of ours that
+ * memlock counts changes (a chunk mapped or unmapped, OS pages committed:
+ * headroom_forget), or a fork child starts (its account is empty), and is
+ * read again after HEADROOM_REREAD uses in any case, so that headroom freed
+ * outside the allocator (munlock, a raised limit) is seen eventually at a
+ * cost of 4 system calls per 1024 exhausted requests. Guarded by chunk_mu.
+ */
+#define HEADROOM_REREAD 1024
+static bool headroom_known;
+static uint64_t headroom_value;
+static unsigned headroom_uses;
+
+static void headroom_forget(void) { headroom_known = false; }
+
+static uint64_t headroom(void) {
+    if (headroom_known && headroom_uses < HEADROOM_REREAD) {
+        headroom_uses++;
+        return headroom_value;
+    }
+    bool unlimited;
+    headroom_value = sh_source_headroom(&unlimited);
+    headroom_known = true;
+    headroom_uses = 0;
+    return headroom_value;
+}
+
 /* Bytes a new mapping may take: the smaller of SECRETHEAP_LIMIT and the
  * RLIMIT_MEMLOCK headroom, less the secure reserve for ordinary requests. */
 static uint64_t room_for(bool secure) {
-    bool unlimited;
-    uint64_t room = sh_source_headroom(&unlimited);
+    uint64_t room = headroom();
     if (sh_opt.limit) {
         uint64_t l = sh_opt.limit > bytes_mapped ? sh_opt.limit - bytes_mapped : 0;
         if (l < room)
@@ -175,6 +205,10 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
     int backend = 0;
     int e = sh_source_map(base, size, &backend);
     if (e) {
+        /* Refused although room_for allowed it (memlock taken outside the
+         * allocator): remember, or every later request maps and fails again. */
+        if (e == ENOMEM && headroom_known && headroom_value >= size)
+            headroom_value = size - 1;
         c->large = large;
         meta_park(c);
         errno = e;
@@ -211,6 +245,7 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
     for (size_t i = 0; i < nslots; i++)
         atomic_store_explicit(&sh_slots[(size_t)slot + i], c, memory_order_release);
     bytes_mapped += size;
+    headroom_forget();
     if (backend == SH_BACKEND_SECRET)
         n_secret++;
     else
@@ -235,6 +270,7 @@ static void chunk_destroy(struct sh_chunk *c) {
     sh_source_unmap(c->base, c->size, c->committed, c->backend);
     bytes_mapped -= c->size;
     bytes_committed -= c->committed;
+    headroom_forget();
     if (c->backend == SH_BACKEND_SECRET)
         n_secret--;
     else
@@ -288,6 +324,8 @@ static int commit_to(struct sh_chunk *c, size_t end) {
     }
     bytes_committed += want - c->committed;
     c->committed = want;
+    if (c->backend == SH_BACKEND_LOCKED)
+        headroom_forget(); /* mlock charged it */
     return 0;
 }
 
@@ -472,6 +510,7 @@ void sh_chunk_postfork_parent(void) {
 /* Child, still holding chunk_mu (taken in prefork), only thread alive. */
 void sh_chunk_postfork_child(void) {
     struct sh_chunk *lists[2] = {chunks, larges};
+    headroom_forget(); /* the child's RLIMIT_MEMLOCK account starts empty */
     if (fork_pipe[0] >= 0)
         close(fork_pipe[0]);
     if (sh_opt.fork == SH_FORK_DONTFORK) {

@@ -214,8 +214,10 @@ SH_HIDDEN int sh_source_commit(uintptr_t addr, size_t n, int backend);
 SH_HIDDEN void sh_source_guard(uintptr_t addr, size_t size);
 /* Committed/mapped → reserved: wipe the committed part, unmap, PROT_NONE again. */
 SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend);
-/* RLIMIT_MEMLOCK headroom in bytes; *unlimited for RLIM_INFINITY or CAP_IPC_LOCK. */
+/* RLIMIT_MEMLOCK headroom in bytes; *unlimited for RLIM_INFINITY or CAP_IPC_LOCK.
+ * ~4 system calls: chunk.c caches it (headroom()). */
 SH_HIDDEN uint64_t sh_source_headroom(bool *unlimited);
+SH_HIDDEN extern _Atomic uint64_t sh_stat_headroom_reads; /* calls of the above (tests) */
 /* Fork child: give the mapping at addr private pages holding the same
  * committed bytes (copy policy) or re-lock them (locked backend). 0 or errno. */
 SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committed, int backend);

@@ -206,7 +206,10 @@ static void status_fields(const char *const *keys, char (*vals)[64], int n) {
     }
 }
 
+_Atomic uint64_t sh_stat_headroom_reads;
+
 uint64_t sh_source_headroom(bool *unlimited) {
+    atomic_fetch_add_explicit(&sh_stat_headroom_reads, 1, memory_order_relaxed);
     static const char *const keys[] = {"CapEff", "VmLck"};
     char vals[2][64];
     struct rlimit rl;

@@ -199,7 +199,59 @@ static void test_control_unlimited(void) {
               ch.err);
 }
 
+/* Once secret memory is exhausted, a fallback must not re-read the memlock
+ * headroom (~4 system calls) each time: 10,000 fallback requests of all
+ * kinds (small classes, page runs, large regions) may read it a handful of
+ * times at most. Prints the reads and fallbacks for the parent. */
+static int mode_fallback_reads(void) {
+    static void *keep[4096];
+    int nk = 0;
+    for (;;) { /* fill until the first fallback */
+        void *p = secretheap_malloc(3000);
+        if (!p)
+            return 90;
+        if (secretheap_backend(p) == SECRETHEAP_BACKEND_NONE) {
+            secretheap_free(p);
+            break;
+        }
+        if (nk == 4096)
+            return 91;
+        keep[nk++] = p;
+    }
+    uint64_t reads0 = atomic_load(&sh_stat_headroom_reads);
+    struct secretheap_stats st0, st1;
+    secretheap_stats(&st0, sizeof st0);
+    for (int i = 0; i < 10000; i++) {
+        static const size_t sizes[] = {16, 200, 3000, 20000, 40000, 300000, 1500000};
+        void *p = secretheap_malloc(sizes[i % 7]);
+        if (!p)
+            return 92;
+        secretheap_free(p);
+    }
+    secretheap_stats(&st1, sizeof st1);
+    printf("reads=%llu fallbacks=%llu\n", (unsigned long long)(atomic_load(&sh_stat_headroom_reads) - reads0),
+           (unsigned long long)(st1.fallbacks - st0.fallbacks));
+    for (int i = 0; i < nk; i++)
+        secretheap_free(keep[i]);
+    return secretheap_check() == 0 ? 0 : 93;
+}
+
+static void test_exhausted_no_headroom_rereads(void) {
+    struct h_child ch;
+    h_reexec("fallback_reads", NULL, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "memlock: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "fallbacks=") >= 5000, "memlock: %s", ch.err);
+    CHECK_MSG(field(ch.err, "reads=") <= 20, "memlock: %s", ch.err);
+    /* SECRETHEAP_LIMIT as root: memlock is unlimited, the limit refuses. */
+    const char *env[] = {"SECRETHEAP_LIMIT=128K", NULL};
+    h_reexec("fallback_reads", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "limit: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "fallbacks=") >= 5000, "limit: %s", ch.err);
+    CHECK_MSG(field(ch.err, "reads=") <= 20, "limit: %s", ch.err);
+}
+
 static const struct h_mode modes[] = {
+    {"fallback_reads", mode_fallback_reads},
     {"fill", mode_fill},
     {"realloc_worlds", mode_realloc_worlds},
     {NULL, NULL},
@@ -216,5 +268,6 @@ int main(int argc, char **argv) {
     RUN(test_limit_option);
     RUN(test_control_unlimited);
     RUN(test_realloc_between_worlds);
+    RUN(test_exhausted_no_headroom_rereads);
     return h_done();
 }
