@@ -229,10 +229,21 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
             c->pagefree[i >> 6] |= 1ULL << (i & 63);
         for (uint32_t i = 0; i < SH_CHUNK_MAX_PAGES; i++)
             atomic_store_explicit(&c->pagemap[i], NULL, memory_order_relaxed);
-        c->next = chunks;
-        if (chunks)
-            chunks->prev = c;
-        chunks = c;
+        /* The list is kept in address order, and spans go to the first
+         * chunk in use that fits (sh_span_alloc): long-lived spans and the
+         * slabs classes keep gather in the low chunks, so the high ones
+         * empty out when demand drops and can be given back. */
+        struct sh_chunk *after = NULL;
+        for (struct sh_chunk *x = chunks; x && x->base < base; x = x->next)
+            after = x;
+        c->prev = after;
+        c->next = after ? after->next : chunks;
+        if (c->next)
+            c->next->prev = c;
+        if (after)
+            after->next = c;
+        else
+            chunks = c;
         n_idle++;
     } else {
         c->next = larges;

@@ -117,6 +117,10 @@ struct sh_chunk {
     uint64_t pagefree[SH_CHUNK_MAX_PAGES / 64]; /* (L) bit set: OS page free */
     struct sh_chunk *next, *prev;               /* (L) list of live chunks */
     size_t meta_size;          /* bytes of this descriptor (mmap'd) */
+    /* (L) heap.c trim scratch: holds a span in use. Not next to the fields
+     * free reads without a lock (backend, large, lost): a wider load of
+     * those would race with its writes. */
+    uint32_t busy;
     /* OS page → span covering it, NULL if free. Relaxed atomic: read by free without a lock. */
     _Atomic(struct sh_span *) *pagemap;
     struct sh_span *spans;     /* indexed by first OS page (normal) or [0] (large) */

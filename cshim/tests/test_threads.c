@@ -278,11 +278,71 @@ static void test_no_false_sharing_of_req_slots(void) {
     CHECK(secretheap_check() == 0);
 }
 
-int main(void) {
+/*
+ * After every thread that allocated has exited (their magazines flushed at
+ * exit) and nothing is live, the heap keeps at most the idle chunks
+ * (SECRETHEAP_IDLE_CHUNKS, default 2) plus what one empty slab per class
+ * needs — not empty slabs of 40 classes scattered over as many chunks.
+ * Runs in a fresh process; the main thread allocates nothing (its
+ * magazine would legitimately pin slabs).
+ */
+static void *drain_thread(void *arg) {
+    (void)arg;
+    drain_queue();
+    return NULL;
+}
+static int mode_exit_trim(void) {
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, stress, (void *)(uintptr_t)(i + 101));
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    pthread_create(&t[0], NULL, drain_thread, NULL);
+    pthread_join(t[0], NULL);
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    uint64_t slab_bytes = 0, max_per_class = 0;
+    for (int i = 0; i < SH_NUM_CLASSES; i++) {
+        slab_bytes += st.classes[i].slabs * sh_class_slab_pages[i] * SH_OS_PAGE;
+        if (st.classes[i].slabs > max_per_class)
+            max_per_class = st.classes[i].slabs;
+    }
+    uint64_t bound = (uint64_t)sh_opt.idle_chunks + (slab_bytes + SH_CHUNK_MAX - 1) / SH_CHUNK_MAX;
+    printf("chunks=%llu bound=%llu max_per_class=%llu live=%llu committed=%llu errors=%d\n",
+           (unsigned long long)st.chunks_mapped, (unsigned long long)bound, (unsigned long long)max_per_class,
+           (unsigned long long)st.live_blocks, (unsigned long long)st.committed_bytes, atomic_load(&errors));
+    if (atomic_load(&errors) || st.live_blocks || secretheap_check())
+        return 1;
+    if (max_per_class > 1)
+        return 2;
+    if (st.chunks_mapped > bound || st.committed_bytes > bound * SH_CHUNK_MAX)
+        return 3;
+    return 0;
+}
+
+static void test_empty_slabs_do_not_pin_chunks(void) {
+    struct h_child ch;
+    h_reexec("exit_trim", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    const char *env[] = {"SECRETHEAP_IDLE_CHUNKS=0", NULL};
+    h_reexec("exit_trim", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "IDLE_CHUNKS=0: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
+static const struct h_mode modes[] = {
+    {"exit_trim", mode_exit_trim},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv) {
+    int r = h_dispatch(argc, argv, modes);
+    if (r >= 0)
+        return r;
     RUN(test_two_threads);
     RUN(test_four_threads);
     RUN(test_free_after_thread_cache_destroyed);
     RUN(test_free_after_owner_exit);
     RUN(test_no_false_sharing_of_req_slots);
+    RUN(test_empty_slabs_do_not_pin_chunks);
     return h_done();
 }
