@@ -4,11 +4,13 @@
 # Targets
 #   make              build the Go packages, the secretheap CLI and build/libsecretheap.so
 #   make test         every test: gofmt, go vet, staticcheck, go test -race, C unit tests,
-#                     and the C tests again under ASan/UBSan and TSan
+#                     the C tests again under ASan/UBSan and TSan, short fuzz runs, the soak
 #   make bench        benchmark suites, written to docs/benchmarks/
 #   make demo         TLS server with and without the library, and an outside read of its key
 #   make verify       the attack suite: every attack against protected and unprotected targets
 #   make install      library, header, pkg-config file and the secretheap command under $(PREFIX)
+#   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
+#   make soak         threads and forks allocating and verifying for 20 s
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
 #   make clean
 #
@@ -18,7 +20,7 @@
 #   PREFIX=/usr/local install prefix (DESTDIR is honoured too)
 #   DEBUG=1           build C with -O0 -g and assertions
 #   SECRETHEAP_REQUIRE=1  tests fail (instead of skipping) where memfd_secret is missing
-#   FUZZTIME=20s      length of each fuzz run in `make fuzz`
+#   FUZZ_C_TIME=30 FUZZ_GO_TIME=20s  fuzz run lengths; SECRETHEAP_SOAK_SECONDS=20 (fuzz/fuzz.mk)
 
 # make's built-in CC is `cc`, so `?=` would never apply: override only the default.
 ifeq ($(origin CC),default)
@@ -27,7 +29,6 @@ endif
 GO      ?= go
 PREFIX  ?= /usr/local
 BUILD   := build
-FUZZTIME ?= 20s
 
 ifeq ($(DEBUG),1)
 C_OPT := -O0 -g
@@ -47,7 +48,13 @@ INSTALL_TARGETS :=
 -include fuzz/fuzz.mk
 -include verify/verify.mk
 
-.PHONY: all go-build test go-test go-lint bench demo verify install generate fuzz clean
+# make test also runs the short fuzz runs (C libFuzzer 30 s, each Go fuzz
+# target 20 s) and the 20 s soak of threads and forks: about 2 minutes.
+ifneq ($(wildcard fuzz/fuzz.mk),)
+TEST_TARGETS += fuzz-short soak
+endif
+
+.PHONY: all go-build test go-test go-lint bench demo verify install generate clean
 
 all: go-build $(BUILD_TARGETS)
 
@@ -68,13 +75,6 @@ go-lint:
 
 go-test:
 	$(GO) test -race -count=1 ./...
-
-fuzz:
-	@for t in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go') | xargs -n1 dirname | sort -u); do \
-	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$t/*_test.go | sed 's/func //'); do \
-	    echo "fuzz $$t $$f ($(FUZZTIME))"; \
-	    $(GO) test ./$$t -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
-	  done; done
 
 bench: all $(BENCH_TARGETS)
 	@if [ -d cmd/benchreport ]; then $(GO) run ./cmd/benchreport; \
