@@ -39,6 +39,8 @@ static unsigned n_idle;              /* normal chunks without a live span */
 static uint64_t bytes_mapped, bytes_committed, n_secret, n_locked, n_large;
 static bool exiting;
 static bool reserve_on; /* OpenSSL mode all: keep secure_reserve for secure allocations */
+/* OS pages (bytes) in live spans taken for ordinary and for secure requests. */
+static uint64_t ord_bytes, sec_bytes;
 
 void sh_chunk_lock(void) { pthread_mutex_lock(&chunk_mu); }
 void sh_chunk_unlock(void) { pthread_mutex_unlock(&chunk_mu); }
@@ -130,17 +132,41 @@ static uint64_t headroom(void) {
 }
 
 /* Bytes a new mapping may take: the smaller of SECRETHEAP_LIMIT and the
- * RLIMIT_MEMLOCK headroom, less the secure reserve for ordinary requests. */
-static uint64_t room_for(bool secure) {
+ * RLIMIT_MEMLOCK headroom. */
+static uint64_t room_for(void) {
     uint64_t room = headroom();
     if (sh_opt.limit) {
         uint64_t l = sh_opt.limit > bytes_mapped ? sh_opt.limit - bytes_mapped : 0;
         if (l < room)
             room = l;
     }
-    if (reserve_on && !secure && room != UINT64_MAX)
-        room = room > sh_opt.secure_reserve ? room - sh_opt.secure_reserve : 0;
     return room;
+}
+
+/*
+ * The secure reserve, counted in OS pages of live spans rather than in
+ * mappings: gating only new mappings let ordinary blocks fill the chunk a
+ * secure request had mapped, so under a 64 KiB RLIMIT_MEMLOCK every secure
+ * allocation of an s_server fell back. An ordinary span may be taken only
+ * if, afterwards, the reserve (less what secure spans already hold) still
+ * fits in what may be mapped at most (mapped now + room for more). Secure
+ * spans also get their own slabs (heap.c), so ordinary requests never take
+ * their blocks. Chunk lock held.
+ */
+static bool reserve_allows(bool secure, uint64_t need) {
+    if (!reserve_on || secure)
+        return true;
+    uint64_t room = room_for();
+    if (room > UINT64_MAX / 4)
+        return true; /* unlimited */
+    uint64_t cap = bytes_mapped + room;
+    uint64_t keep = sec_bytes >= sh_opt.secure_reserve ? 0 : sh_opt.secure_reserve - sec_bytes;
+    return ord_bytes + sec_bytes + need + keep <= cap;
+}
+
+static void span_account(bool secure, uint64_t bytes, bool add) {
+    uint64_t *b = secure ? &sec_bytes : &ord_bytes;
+    *b = add ? *b + bytes : *b - bytes;
 }
 
 static struct sh_chunk *meta_new(bool large, size_t npages) {
@@ -347,6 +373,7 @@ static void span_init(struct sh_span *s, struct sh_chunk *c, uintptr_t start, ui
     s->kind = (uint8_t)kind;
     s->cls = (uint8_t)cls;
     s->listed = 0;
+    s->secure = 0;
     s->owner = NULL;
     s->next = s->prev = NULL;
     atomic_store_explicit(&s->run_req, 0, memory_order_relaxed);
@@ -373,6 +400,11 @@ struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure) {
     pthread_mutex_lock(&chunk_mu);
     struct sh_chunk *c;
     long idx = -1;
+    if (!reserve_allows(secure, (uint64_t)npages * SH_OS_PAGE)) {
+        pthread_mutex_unlock(&chunk_mu);
+        errno = ENOMEM;
+        return NULL;
+    }
     /* Prefer chunks in use over idle ones, so idle ones can be given back. */
     for (int pass = 0; pass < 2 && idx < 0; pass++) {
         for (c = chunks; c; c = c->next) {
@@ -384,7 +416,7 @@ struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure) {
         }
     }
     if (idx < 0) {
-        uint64_t room = room_for(secure);
+        uint64_t room = room_for();
         size_t size = SH_CHUNK_MAX;
         while (size > SH_CHUNK_MIN && size > room)
             size >>= 1;
@@ -417,6 +449,8 @@ struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure) {
     c->free_pages -= npages;
     struct sh_span *s = &c->spans[idx];
     span_init(s, c, c->base + (uintptr_t)idx * SH_OS_PAGE, npages, kind, cls);
+    s->secure = secure;
+    span_account(secure, (uint64_t)npages * SH_OS_PAGE, true);
     for (uint32_t i = (uint32_t)idx; i < (uint32_t)idx + npages; i++)
         atomic_store_explicit(&c->pagemap[i], s, memory_order_release);
     pthread_mutex_unlock(&chunk_mu);
@@ -433,6 +467,7 @@ void sh_span_free(struct sh_span *s) {
     }
     c->free_pages += s->npages;
     s->kind = SH_SPAN_FREE;
+    span_account(s->secure, (uint64_t)s->npages * SH_OS_PAGE, false);
     if (c->free_pages == c->npages) {
         if (!exiting && !c->lost && n_idle >= (unsigned)sh_opt.idle_chunks)
             chunk_destroy(c);
@@ -449,7 +484,7 @@ struct sh_span *sh_large_alloc(size_t size, bool secure) {
     }
     size = (size + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
     pthread_mutex_lock(&chunk_mu);
-    if (room_for(secure) < size) {
+    if (room_for() < size || !reserve_allows(secure, size)) {
         pthread_mutex_unlock(&chunk_mu);
         errno = ENOMEM;
         return NULL;
@@ -469,6 +504,8 @@ struct sh_span *sh_large_alloc(size_t size, bool secure) {
     }
     struct sh_span *s = &c->spans[0];
     span_init(s, c, c->base, c->npages, SH_SPAN_LARGE, 0);
+    s->secure = secure;
+    span_account(secure, c->size, true);
     pthread_mutex_unlock(&chunk_mu);
     return s;
 }
@@ -477,6 +514,7 @@ void sh_large_free(struct sh_span *s) {
     pthread_mutex_lock(&chunk_mu);
     struct sh_chunk *c = s->chunk;
     s->kind = SH_SPAN_FREE;
+    span_account(s->secure, c->size, false);
     if (exiting || c->lost) {
         /* Never unmap at exit: other exit handlers may still read their
          * neighbours. The region stays, wiped, until the process is gone. */
@@ -544,6 +582,7 @@ void sh_chunk_postfork_child(void) {
         }
         chunks = larges = NULL;
         n_idle = 0;
+        ord_bytes = sec_bytes = 0;
         pthread_mutex_unlock(&chunk_mu);
         return;
     }
@@ -646,6 +685,26 @@ int sh_chunk_check(void) {
                 bad = 1;
             }
         }
+    }
+    uint64_t in_spans[2] = {0, 0};
+    for (struct sh_chunk *c = chunks; c; c = c->next)
+        for (uint32_t i = 0; i < c->npages;) {
+            struct sh_span *s = atomic_load_explicit(&c->pagemap[i], memory_order_relaxed);
+            if (!s || s != &c->spans[i]) {
+                i++;
+                continue;
+            }
+            in_spans[s->secure != 0] += (uint64_t)s->npages * SH_OS_PAGE;
+            i += s->npages ? s->npages : 1;
+        }
+    for (struct sh_chunk *c = larges; c; c = c->next)
+        if (c->spans[0].kind == SH_SPAN_LARGE)
+            in_spans[c->spans[0].secure != 0] += c->size;
+    if (in_spans[0] != ord_bytes || in_spans[1] != sec_bytes) {
+        fprintf(stderr, "secretheap: check: bytes in spans: ordinary %llu/%llu, secure %llu/%llu\n",
+                (unsigned long long)in_spans[0], (unsigned long long)ord_bytes, (unsigned long long)in_spans[1],
+                (unsigned long long)sec_bytes);
+        bad = 1;
     }
     if (mapped != bytes_mapped || committed != bytes_committed) {
         fprintf(stderr, "secretheap: check: totals mapped %llu/%llu committed %llu/%llu\n",

@@ -59,8 +59,9 @@ _Thread_local struct sh_tcache *sh_tls_cache __attribute__((tls_model("initial-e
 
 struct sh_class {
     pthread_mutex_t mu;
-    struct sh_span *partial; /* slabs with centrally free blocks, guarded by mu */
-    uint64_t slabs;          /* guarded by mu */
+    struct sh_span *partial;  /* slabs with centrally free blocks, guarded by mu */
+    struct sh_span *spartial; /* the same for secure slabs (the secure reserve), guarded by mu */
+    uint64_t slabs;           /* both kinds, guarded by mu */
 } __attribute__((aligned(64)));
 
 static struct sh_class classes[SH_NUM_CLASSES];
@@ -168,12 +169,19 @@ static _Noreturn void misuse(const char *fmt, ...) {
 
 /* ---- central (per-class) free lists ---- */
 
+/* Secure slabs (taken for the secure reserve) have a list of their own:
+ * ordinary refills never see their blocks. */
+static inline struct sh_span **list_of(struct sh_class *k, const struct sh_span *s) {
+    return s->secure ? &k->spartial : &k->partial;
+}
+
 static inline void partial_push(struct sh_class *k, struct sh_span *s) {
+    struct sh_span **head = list_of(k, s);
     s->prev = NULL;
-    s->next = k->partial;
-    if (k->partial)
-        k->partial->prev = s;
-    k->partial = s;
+    s->next = *head;
+    if (*head)
+        (*head)->prev = s;
+    *head = s;
     s->listed = 1;
 }
 
@@ -181,7 +189,7 @@ static inline void partial_remove(struct sh_class *k, struct sh_span *s) {
     if (s->prev)
         s->prev->next = s->next;
     else
-        k->partial = s->next;
+        *list_of(k, s) = s->next;
     if (s->next)
         s->next->prev = s->prev;
     s->next = s->prev = NULL;
@@ -200,7 +208,7 @@ static inline void partial_remove(struct sh_class *k, struct sh_span *s) {
 static struct sh_span *refill_slab(struct sh_class *k, unsigned cls, const void *self, bool secure) {
     struct sh_span *unowned = NULL;
     int n = 0;
-    for (struct sh_span *s = k->partial; s && n < OWNER_SCAN; s = s->next, n++) {
+    for (struct sh_span *s = secure ? k->spartial : k->partial; s && n < OWNER_SCAN; s = s->next, n++) {
         if (self && s->owner == self)
             return s;
         if (!unowned && s->owner == NULL)
@@ -214,7 +222,9 @@ static struct sh_span *refill_slab(struct sh_class *k, unsigned cls, const void 
         partial_push(k, s);
         return s;
     }
-    return k->partial; /* exhausted: share rather than fail */
+    /* Exhausted: share rather than fail (a secure request whose reserve
+     * is used up may take an ordinary block too). */
+    return secure && k->spartial ? k->spartial : k->partial;
 }
 
 /* Moves up to want blocks of class cls into items[*count..]; class lock held. */
@@ -257,7 +267,7 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
         s->nfree++;
         if (!s->listed)
             partial_push(k, s);
-        if (s->nfree == s->nblocks && (k->partial != s || s->next)) {
+        if (s->nfree == s->nblocks && (*list_of(k, s) != s || s->next)) {
             partial_remove(k, s);
             k->slabs--;
             s->owner = NULL;
@@ -357,7 +367,19 @@ static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls,
     struct sh_class *k = &classes[cls];
     struct sh_mag_item it;
     uint32_t got = 0;
-    if (tc != NULL && tc != TC_DEAD) {
+    if (secure) {
+        /* Secure reserve: one block from a secure slab, no magazine (free
+         * puts it straight back too), so ordinary requests never get it. */
+        sh_init();
+        pthread_mutex_lock(&k->mu);
+        take_blocks(k, cls, NULL, &it, &got, 1, true);
+        pthread_mutex_unlock(&k->mu);
+        if (!got && flush_own_magazines()) {
+            pthread_mutex_lock(&k->mu);
+            take_blocks(k, cls, NULL, &it, &got, 1, true);
+            pthread_mutex_unlock(&k->mu);
+        }
+    } else if (tc != NULL && tc != TC_DEAD) {
         struct sh_mag *m = &tc->mags[cls];
         pthread_mutex_lock(&k->mu);
         take_blocks(k, cls, tc, m->items, &m->count, m->cap / 2 ? m->cap / 2 : 1, secure);
@@ -411,6 +433,8 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
 }
 
 static inline void *malloc_impl(size_t n, bool secure) {
+    if (secure)
+        return n <= SH_MAX_SMALL_SIZE ? malloc_small_slow(n, size_class(n), true) : malloc_large(n, true);
     if (sh_likely(n <= SH_MAX_SMALL_SIZE)) {
         unsigned cls = size_class(n);
         struct sh_tcache *tc = sh_tls_cache;
@@ -500,11 +524,12 @@ static __attribute__((noinline)) void free_span(uintptr_t p, struct sh_span *s) 
 static __attribute__((noinline)) void free_slow(void *ptr, struct sh_span *s, uint32_t idx) {
     struct sh_tcache *tc = sh_tls_cache;
     struct sh_mag_item it = {ptr, &s->req[idx]};
-    if (tc == NULL)
+    if (tc == NULL && !s->secure)
         tc = tcache_create();
-    if (tc == NULL || tc == TC_DEAD) {
+    if (tc == NULL || tc == TC_DEAD || s->secure) {
         /* After this thread's cache was destroyed (thread-exit destructors),
-         * or if it could not be created: straight back to the slab. */
+         * or if it could not be created, or a block of a secure slab (kept
+         * out of magazines): straight back to the slab. */
         put_blocks(s->cls, &it, 1);
         return;
     }
@@ -558,7 +583,7 @@ void secretheap_free(void *ptr) {
         bad_free(p, "free");
     sh_wipe_block(ptr, s->block_size);
     struct sh_tcache *tc = sh_tls_cache;
-    if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {
+    if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD && !s->secure)) {
         struct sh_mag *m = &tc->mags[s->cls];
         if (sh_likely(m->count < m->cap)) {
             m->items[m->count].p = ptr;
@@ -904,6 +929,7 @@ void sh_heap_postfork_child(bool lost_chunks) {
     if (lost_chunks) {
         for (int i = 0; i < SH_NUM_CLASSES; i++) {
             classes[i].partial = NULL;
+            classes[i].spartial = NULL;
             classes[i].slabs = 0;
             if ((uintptr_t)self > (uintptr_t)TC_DEAD)
                 self->mags[i].count = 0;

@@ -80,9 +80,10 @@ struct sh_span {
     uint64_t recip;            /* (L) ceil(2^32 / (block_size/16)): index without a divide */
     uint8_t kind;              /* (L) SH_SPAN_* */
     uint8_t cls;               /* (L) size class of a slab */
+    uint8_t secure;            /* (L) 1: taken for the secure reserve (sh_malloc_secure) */
     uint16_t nblocks;          /* (L) blocks in a slab */
     uint16_t nfree;            /* (C) blocks free in freebits (not counting magazines) */
-    uint16_t listed;           /* (C) 1 while on its class's partial list */
+    uint16_t listed;           /* (C) 1 while on its class's partial list (secure slabs: the secure list) */
     uint16_t check_mag;        /* secretheap_check scratch: blocks seen in magazines */
     /* (C) the thread cache refilling from this slab, NULL if none: refills
      * prefer their own slab, so two threads do not write the req slots of
@@ -170,7 +171,11 @@ SH_HIDDEN extern _Atomic uintptr_t sh_arena_base;
 SH_HIDDEN extern _Atomic size_t sh_arena_size;  /* 0 until the arena exists: everything is foreign */
 SH_HIDDEN extern _Atomic(struct sh_chunk *) sh_slots[SH_ARENA_SLOTS];
 /* A span of npages OS pages, committed and zero, registered in the pagemap.
- * kind/cls set up a slab's bitmap. NULL + errno ENOMEM when exhausted. */
+ * kind/cls set up a slab's bitmap. NULL + errno ENOMEM when exhausted.
+ * secure: for the secure reserve. While the reserve is on, ordinary spans
+ * may not bring the OS pages in ordinary spans to within
+ * SECRETHEAP_SECURE_RESERVE bytes (less what secure spans already hold) of
+ * the most that memlock and SECRETHEAP_LIMIT allow mapped. */
 SH_HIDDEN struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure);
 SH_HIDDEN void sh_span_free(struct sh_span *s);  /* span contents already wiped */
 SH_HIDDEN struct sh_span *sh_large_alloc(size_t size, bool secure); /* own region, committed */

@@ -250,7 +250,81 @@ static void test_exhausted_no_headroom_rereads(void) {
     CHECK_MSG(field(ch.err, "reads=") <= 20, "limit: %s", ch.err);
 }
 
+/*
+ * The secure reserve (OpenSSL mode all): ordinary allocations may not take
+ * the last SECRETHEAP_SECURE_RESERVE bytes of what memlock/the limit allows,
+ * and secure ones (sh_malloc_secure, the skin's entry point) get them even
+ * after ordinary ones have filled everything else. Interleaved as in
+ * OpenSSL: one secure request per ten ordinary ones, all kept live. Prints
+ * the secret bytes each kind got and the secure fallbacks that happened
+ * before the secure ones had used the reserve.
+ */
+static int mode_secure_reserve(void) {
+    sh_secure_reserve_enable(true);
+    uint64_t reserve = sh_opt.secure_reserve;
+    /* What may be mapped at most: RLIMIT_MEMLOCK as uid 65534, or the limit. */
+    struct rlimit rl;
+    getrlimit(RLIMIT_MEMLOCK, &rl);
+    uint64_t cap = getuid() != 0 ? rl.rlim_cur : sh_opt.limit;
+    if (sh_opt.limit && sh_opt.limit < cap)
+        cap = sh_opt.limit;
+    uint64_t due = reserve < cap ? reserve : cap; /* what secure requests are owed */
+    size_t ord_secret = 0, ord_fallback = 0, sec_secret = 0, sec_early_fallback = 0, sec_n = 0;
+    for (int i = 0; i < 4000; i++) {
+        bool secure = i % 10 == 9;
+        /* Secure: two classes (one OS page per slab), so at most two
+         * partly used secure slabs; ordinary: many classes. */
+        size_t n = secure ? (i % 20 == 9 ? 64 : 256) : 100 + (size_t)(i * 37) % 400;
+        void *p = secure ? sh_malloc_secure(n) : secretheap_malloc(n);
+        if (!p)
+            return 100;
+        memset(p, 0x5a, n);
+        bool in_secret = secretheap_backend(p) != SECRETHEAP_BACKEND_NONE;
+        if (secure) {
+            sec_n++;
+            if (in_secret)
+                sec_secret += secretheap_usable_size(p);
+            else if (sec_secret + 2 * 4096 < due)
+                sec_early_fallback++;
+        } else if (in_secret) {
+            ord_secret += secretheap_usable_size(p);
+        } else {
+            ord_fallback++;
+        }
+        /* blocks stay live: the heap fills up */
+    }
+    printf("cap=%llu reserve=%llu ord_secret=%zu ord_fallback=%zu sec_n=%zu sec_secret=%zu sec_early_fallback=%zu\n",
+           (unsigned long long)cap, (unsigned long long)reserve, ord_secret, ord_fallback, sec_n, sec_secret, sec_early_fallback);
+    return secretheap_check() == 0 ? 0 : 101;
+}
+
+static void test_secure_reserve(void) {
+    struct h_child ch;
+    /* 64 KiB of memlock, 32 KiB reserved: each kind gets about half. */
+    const char *env[] = {"SECRETHEAP_SECURE_RESERVE=32K", NULL};
+    h_reexec("secure_reserve", env, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "32K: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0, "32K: %s", ch.err);
+    CHECK_MSG(field(ch.err, "sec_secret=") >= 24 << 10, "32K: %s", ch.err);
+    CHECK_MSG(field(ch.err, "ord_secret=") > 0 && field(ch.err, "ord_secret=") <= 32 << 10, "32K: %s", ch.err);
+    CHECK_MSG(field(ch.err, "ord_fallback=") > 0, "32K: %s", ch.err);
+    /* The default 256 KiB reserve is more than the limit: every ordinary
+     * request falls back, no secure one does (73 is what s_server made). */
+    h_reexec("secure_reserve", NULL, 65534, 64 << 10, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "default: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0 && field(ch.err, "ord_secret=") == 0, "default: %s", ch.err);
+    CHECK_MSG(field(ch.err, "sec_secret=") >= 48 << 10, "default: %s", ch.err);
+    /* SECRETHEAP_LIMIT works the same way (as root: memlock unlimited). */
+    const char *env2[] = {"SECRETHEAP_LIMIT=128K", "SECRETHEAP_SECURE_RESERVE=64K", NULL};
+    h_reexec("secure_reserve", env2, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "limit: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0 && field(ch.err, "sec_secret=") >= 56 << 10,
+              "limit: %s", ch.err);
+    CHECK_MSG(field(ch.err, "ord_secret=") <= 64 << 10 && field(ch.err, "ord_fallback=") > 0, "limit: %s", ch.err);
+}
+
 static const struct h_mode modes[] = {
+    {"secure_reserve", mode_secure_reserve},
     {"fallback_reads", mode_fallback_reads},
     {"fill", mode_fill},
     {"realloc_worlds", mode_realloc_worlds},
@@ -269,5 +343,6 @@ int main(int argc, char **argv) {
     RUN(test_control_unlimited);
     RUN(test_realloc_between_worlds);
     RUN(test_exhausted_no_headroom_rereads);
+    RUN(test_secure_reserve);
     return h_done();
 }
