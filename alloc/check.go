@@ -43,8 +43,15 @@ func (h *Heap) checkInvariants() error {
 	slabs := map[key]uint64{}
 	inPartial := map[*span]bool{}
 	var runs, runReq, runRes uint64
+	type shardClass struct {
+		sh *shard
+		c  uint8
+	}
+	emptySlabs := map[shardClass]int{}
+	husks := 0
 
 	for _, cm := range h.chunks {
+		nspans, nkept := 0, 0
 		if cm.ch.Owner != cm {
 			bad("chunk %p: Owner is not its metadata", cm.base)
 		}
@@ -82,6 +89,13 @@ func (h *Heap) checkInvariants() error {
 					bad("chunk %p OS page %d: not covered by the span at page %d", cm.base, q, p)
 				}
 			}
+			nspans++
+			if sp.kept {
+				nkept++
+				if sp.kind != kindSlab {
+					bad("span %p: a page run marked kept", sp.base)
+				}
+			}
 			if p+int(sp.npages) > committed {
 				bad("chunk %p: span at OS pages [%d,%d) beyond the committed %d", cm.base, p, p+int(sp.npages), committed)
 			}
@@ -101,6 +115,14 @@ func (h *Heap) checkInvariants() error {
 					}
 				}
 				inPartial[sp] = sp.inPartial
+				if sp.used == 0 {
+					// Free releases an empty slab unless its shard has
+					// no other slab of the class with a free block.
+					if !sp.kept {
+						bad("slab %p class %d B: empty but not marked kept", sp.base, sp.size)
+					}
+					emptySlabs[shardClass{sp.shard, sp.class}]++
+				}
 			case kindRun:
 				if sp.used != 1 || sp.nblocks != 1 || sp.size != sp.npages<<osPageShift {
 					bad("run %p: used %d nblocks %d size %d", sp.base, sp.used, sp.nblocks, sp.size)
@@ -112,6 +134,23 @@ func (h *Heap) checkInvariants() error {
 				bad("span %p: kind %d inside a shared chunk", sp.base, sp.kind)
 			}
 			p += int(sp.npages)
+		}
+		if cm.nspans != nspans || cm.nkept != nkept {
+			bad("chunk %p: counts %d spans %d kept, the OS-page table says %d %d", cm.base, cm.nspans, cm.nkept, nspans, nkept)
+		}
+		if husk := nspans > 0 && nspans == nkept; cm.husk != husk {
+			bad("chunk %p: husk %v, its spans say %v", cm.base, cm.husk, husk)
+		}
+		if cm.husk {
+			husks++
+		}
+	}
+	if husks != h.husks {
+		bad("heap counts %d chunks holding only kept slabs, the chunks say %d", h.husks, husks)
+	}
+	for k, n := range emptySlabs {
+		if n > 1 {
+			bad("shard %d class %d B: %d empty slabs kept, at most one", shardIndex[k.sh], classSize[k.c], n)
 		}
 	}
 

@@ -51,9 +51,10 @@
 //     reads it before locking); per-class counters (requested bytes, live
 //     blocks, slabs). A full slab is in no list; Free finds it through the
 //     OS-page table.
-//   - chunkMeta (Chunk.Owner): a free-OS-page bitmap of the chunk and an
+//   - chunkMeta (Chunk.Owner): a free-OS-page bitmap of the chunk, an
 //     OS-page → span table (one atomic pointer per OS page, nil when free),
-//     which makes Free O(1).
+//     which makes Free O(1), and the number of its spans and of its kept
+//     slabs (Free path, step 6); a chunk where the two are equal is a husk.
 //   - span: base address, OS pages, class, block size and its reciprocal
 //     (offset × ⌈2³²/size⌉ >> 32 is the block index, exact for every offset
 //     of every slab: TestBlockIndex), the free bitmap ([4]uint64, bit set =
@@ -107,7 +108,7 @@
 //     start. A nil pointer is ignored.
 //  2. pmdcache Lookup(addr): one shift into an atomic slot table. No chunk:
 //     ErrForeign (Go memory, another heap, a freed region, an idle chunk).
-//  3. Chunk.Owner is the chunkMeta; a region goes to step 8. The OS-page
+//  3. Chunk.Owner is the chunkMeta; a region goes to step 9. The OS-page
 //     table gives the span; none: the OS page is free, panic ("not a
 //     block", a double free of a run or of a slab already given back).
 //  4. Block index from the reciprocal; not at a block start, or in the
@@ -118,12 +119,31 @@
 //     that was full goes back into the buckets; one that crossed a bucket
 //     boundary moves. A slab that became empty gives its OS pages back to
 //     the chunk (under the slow-path lock) unless it is the shard's only
-//     slab with free blocks for the class: that one stays, so an Alloc/Free
-//     pair never carves and releases.
+//     slab with free blocks for the class: that one stays (it is "kept":
+//     at most one empty slab per class per shard), so an Alloc/Free pair
+//     never carves and releases. The first time a slab is kept it is
+//     marked, under the slow-path lock; the mark stays while the slab is
+//     reused, so a pair on a kept slab takes no further lock.
 //  7. A chunk whose every OS page is free goes back to the cache, which
 //     keeps MaxIdleChunks of them mapped and committed and unmaps the rest
 //     (wiping what was committed).
-//  8. Runs and regions: same checks under the slow-path lock; a run's OS
+//  8. Kept slabs must not pin chunks: with S shards × 40 classes of them,
+//     a burst of mixed blocks freed again would leave a dozen chunks
+//     (2 MiB of RLIMIT_MEMLOCK each) mapped with no live block. A chunk
+//     whose spans are all marked kept slabs is a husk. When a Free makes
+//     husks + the cache's idle chunks exceed MaxIdleChunks (at least 1:
+//     the chunk of the kept slabs), that Free, once it holds no lock, trims:
+//     it takes every shard lock in index order, then the slow-path lock,
+//     unmarks the kept slabs it finds in use (their chunk is no husk), and
+//     gives back the slabs of every husk whose slabs are all empty, so the
+//     husk goes to the cache, which keeps MaxIdleChunks and unmaps the
+//     rest. After everything is freed, at most max(MaxIdleChunks, 1) chunks
+//     stay mapped (TestEmptySlabsDoNotPinChunks); a class whose kept slab
+//     went carves a new one at its next Alloc, in a chunk with live blocks
+//     if one has room, else in an idle chunk (no system call). Only the
+//     Frees that mark a slab kept or release a span evaluate the bound, so
+//     the fast paths are unchanged (BenchmarkChurn trims never).
+//  9. Runs and regions: same checks under the slow-path lock; a run's OS
 //     pages go back to its chunk, a region is wiped and unmapped.
 //
 // # Zeroing
@@ -148,7 +168,8 @@
 // classes end up with one slab per busy shard and goroutines stop meeting
 // (BenchmarkAllocFreeParallel: CPU time per op is the same as in one
 // goroutine). Only the slow path (carving a slab, runs,
-// regions, chunk get/put) takes the heap's lock. The OS-page table is written
+// regions, chunk get/put, marking a kept slab) takes the heap's lock, and
+// only trim (Free path, step 8) takes every lock. The OS-page table is written
 // under the slow-path lock and read without it (atomic pointers); a span is
 // fully initialised before it is published, and a correct caller's block
 // was published before the block was handed out.

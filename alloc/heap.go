@@ -51,7 +51,8 @@ const (
 	// path.
 	commitRunPages = 16
 	// maxShards bounds the shards of a heap (each costs ~1 KiB of Go memory
-	// and keeps up to one empty slab per class).
+	// and keeps up to one empty slab per class; chunks holding nothing else
+	// count against the idle bound: see trim).
 	maxShards = 64
 )
 
@@ -86,6 +87,11 @@ type Heap struct {
 	chunks []*chunkMeta            // guarded by mu: chunks holding slabs and runs
 	larges map[*chunkMeta]struct{} // guarded by mu: live regions of their own
 	runs   runCounters             // guarded by mu
+	// husks counts the chunks in chunks whose every span is a kept slab
+	// (chunkMeta.husk); guarded by mu. With the cache's idle chunks they
+	// are held to idleBound (see trim).
+	husks     int
+	idleBound int // max(effective MaxIdleChunks, 1): chunks with no live block kept mapped
 }
 
 // runCounters are the statistics of page runs and large regions.
@@ -124,6 +130,13 @@ func New(cfg Config) (*Heap, error) {
 	for n < 2*runtime.GOMAXPROCS(0) && n < maxShards {
 		n *= 2
 	}
+	// The cache's bound (0 = its default, negative = none), but at least
+	// one chunk: the one holding the kept empty slabs, so that an
+	// Alloc/Free pair never maps and unmaps a chunk.
+	idle := cfg.MaxIdleChunks
+	if idle == 0 {
+		idle = pmdcache.DefaultMaxIdleChunks
+	}
 	h := &Heap{
 		cache:     c,
 		cfg:       cfg,
@@ -131,6 +144,7 @@ func New(cfg Config) (*Heap, error) {
 		shards:    make([]shard, n),
 		mask:      uint32(n - 1),
 		larges:    make(map[*chunkMeta]struct{}),
+		idleBound: max(idle, 1),
 	}
 	for i := range h.shards {
 		h.shards[i].index = uint32(i)
@@ -389,6 +403,8 @@ func (h *Heap) takeLocked(cm *chunkMeta, i, npages int) (*span, error) {
 	}
 	clearBits(cm.freeBits, i, npages)
 	cm.nfree -= npages
+	cm.nspans++
+	h.noteChunkLocked(cm)
 	return &span{
 		base:      unsafe.Add(cm.base, uintptr(i)<<osPageShift),
 		cm:        cm,
@@ -406,16 +422,133 @@ func (h *Heap) publishLocked(sp *span) {
 }
 
 // releaseLocked returns sp's OS pages to its chunk (they are wiped already)
-// and a wholly free chunk to the cache. h.mu is held.
-func (h *Heap) releaseLocked(sp *span) {
+// and a wholly free chunk to the cache. It reports whether the chunks with
+// no live block now exceed the idle bound: the caller then calls trim once
+// it holds no lock. h.mu is held (and sp's shard lock, for a slab).
+func (h *Heap) releaseLocked(sp *span) bool {
 	cm := sp.cm
 	for p := sp.firstPage; p < sp.firstPage+sp.npages; p++ {
 		cm.pages[p].Store(nil)
 	}
 	setBits(cm.freeBits, int(sp.firstPage), int(sp.npages))
 	cm.nfree += int(sp.npages)
+	cm.nspans--
+	if sp.kept {
+		sp.kept = false
+		cm.nkept--
+	}
 	if cm.nfree == cm.npages {
+		h.noteChunkLocked(cm)
 		h.dropChunkLocked(cm)
+		// One more idle chunk in the cache.
+		return h.husks > 0 && h.overIdleLocked()
+	}
+	return h.noteChunkLocked(cm)
+}
+
+// keepLocked marks sp, a slab that just became empty and that its shard
+// keeps (Free), as kept, and reports whether the caller must trim (see
+// releaseLocked). sp's shard lock and h.mu are held. A slab stays marked
+// until it is released or trim finds it in use, so an Alloc/Free pair on
+// the kept slab comes here once, not every time.
+func (h *Heap) keepLocked(sp *span) bool {
+	sp.kept = true
+	sp.cm.nkept++
+	return h.noteChunkLocked(sp.cm)
+}
+
+// noteChunkLocked updates cm.husk and h.husks after cm's spans changed and
+// reports whether cm just became a husk that puts the heap over its idle
+// bound. h.mu is held.
+func (h *Heap) noteChunkLocked(cm *chunkMeta) bool {
+	husk := cm.nspans > 0 && cm.nspans == cm.nkept
+	if husk == cm.husk {
+		return false
+	}
+	cm.husk = husk
+	if !husk {
+		h.husks--
+		return false
+	}
+	h.husks++
+	return h.overIdleLocked()
+}
+
+// overIdleLocked reports whether the chunks that hold no live block — husks
+// and the cache's idle chunks — exceed idleBound. h.mu is held.
+func (h *Heap) overIdleLocked() bool {
+	if h.husks == 0 {
+		return false
+	}
+	if h.husks > h.idleBound {
+		return true
+	}
+	return h.husks+h.cache.Stats().IdleChunks > h.idleBound
+}
+
+// trim gives back the OS pages of the kept empty slabs of every husk, so
+// that those chunks go to the cache, which keeps MaxIdleChunks of them and
+// unmaps the rest: chunks that hold no live block stay within the idle
+// bound, as DESIGN.md requires of wholly free chunks (each mapped chunk
+// holds 2 MiB of RLIMIT_MEMLOCK). A kept slab found in use is unmarked
+// instead: its chunk is not a husk. The next Alloc of a class whose kept
+// slab went carves a new one, preferably in a chunk with live blocks, else
+// in an idle chunk (committed already, no system call).
+//
+// It runs only when a Free made the heap cross the bound (releaseLocked,
+// keepLocked), with no lock held: it takes every shard lock in index order,
+// then h.mu, the lock order of the rest of the heap.
+func (h *Heap) trim() {
+	for i := range h.shards {
+		h.shards[i].mu.Lock()
+	}
+	h.mu.Lock()
+	defer func() {
+		h.mu.Unlock()
+		for i := range h.shards {
+			h.shards[i].mu.Unlock()
+		}
+	}()
+	if h.closed.Load() || !h.overIdleLocked() {
+		return // another trim got here first
+	}
+	var husks []*chunkMeta
+	for _, cm := range h.chunks {
+		if cm.husk {
+			husks = append(husks, cm)
+		}
+	}
+	for _, cm := range husks {
+		inUse := false
+		for p := 0; p < cm.npages; {
+			sp := cm.pages[p].Load()
+			if sp == nil {
+				p++
+				continue
+			}
+			if sp.used != 0 {
+				inUse = true
+				sp.kept = false
+				cm.nkept--
+			}
+			p += int(sp.npages)
+		}
+		if inUse {
+			h.noteChunkLocked(cm)
+			continue
+		}
+		for p := 0; p < cm.npages; {
+			sp := cm.pages[p].Load()
+			if sp == nil {
+				p++
+				continue
+			}
+			p += int(sp.npages)
+			sh := sp.shard
+			sh.remove(sp)
+			sh.stats[sp.class].slabs--
+			h.releaseLocked(sp) // the last one gives the chunk to the cache
+		}
 	}
 }
 
@@ -606,19 +739,26 @@ func (h *Heap) Free(b []byte) error {
 	st.requested -= uint64(sp.req[i])
 	st.live--
 	sp.req[i] = 0
+	trim := false
 	if wasFull {
 		sh.insert(sp)
 	} else if sp.used == 0 {
 		// Empty. If the shard has another slab of the class to allocate
-		// from, give the OS pages back; the last one stays, so an
-		// Alloc/Free pair does not carve and release every time.
+		// from, give the OS pages back; the last one stays (kept), so an
+		// Alloc/Free pair does not carve and release every time. Kept
+		// slabs must not pin chunks: see trim.
 		sh.remove(sp)
 		if sh.mask[sp.class].Load() == 0 {
 			sh.insert(sp)
+			if !sp.kept {
+				h.mu.Lock()
+				trim = h.keepLocked(sp)
+				h.mu.Unlock()
+			}
 		} else {
 			st.slabs--
 			h.mu.Lock()
-			h.releaseLocked(sp)
+			trim = h.releaseLocked(sp)
 			h.mu.Unlock()
 		}
 	} else if b := sp.bucketOf(); b != sp.bucket {
@@ -626,6 +766,9 @@ func (h *Heap) Free(b []byte) error {
 		sh.insert(sp)
 	}
 	sh.mu.Unlock()
+	if trim {
+		h.trim()
+	}
 	return nil
 }
 
@@ -648,8 +791,11 @@ func (h *Heap) freeRun(sp *span, addr uintptr) error {
 	h.runs.runs--
 	h.runs.runRequested -= uint64(sp.req[0])
 	h.runs.runReserved -= uint64(sp.size)
-	h.releaseLocked(sp)
+	trim := h.releaseLocked(sp)
 	h.mu.Unlock()
+	if trim {
+		h.trim()
+	}
 	return nil
 }
 

@@ -52,8 +52,12 @@ type span struct {
 	req        []uint32                   // requested length of each live block
 	next, prev *span                      // shard's partial bucket list
 	inPartial  bool
-	bucket     uint8  // occupancy bucket while inPartial
-	bucketMul  uint32 // ⌈2^32/nblocks⌉, for bucketOf
+	// kept: the slab became empty and its shard kept it (Free). Written
+	// with both shard.mu and Heap.mu held, so either lock suffices to read
+	// it. Cleared when the slab is released, or by trim if it is in use.
+	kept      bool
+	bucket    uint8  // occupancy bucket while inPartial
+	bucketMul uint32 // ⌈2^32/nblocks⌉, for bucketOf
 }
 
 // numBuckets is the number of occupancy buckets of a class's partial slabs.
@@ -135,6 +139,9 @@ type chunkMeta struct {
 	// Guarded by Heap.mu.
 	freeBits []uint64 // bit set = OS page free
 	nfree    int
+	nspans   int  // spans (slabs and runs) carved from the chunk
+	nkept    int  // of which slabs marked kept (span.kept)
+	husk     bool // nspans > 0 && nspans == nkept: no live block unless a kept slab was reused since
 	large    bool // a region of its own holding one kindLarge span
 
 	// Set for a region of its own (large), read-only afterwards.
