@@ -239,8 +239,13 @@ SH_HIDDEN extern _Atomic uint64_t sh_stat_fallbacks;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
-SH_HIDDEN void sh_stats_at_exit_register(void);
+/* The whole report (core block, then the skin's) to fd; fd < 0: where
+ * SECRETHEAP_STATS says. Format: see stats.c. */
 SH_HIDDEN void sh_stats_print(int fd);
+
+/* ---- openssl.c (the skin; absent from the C unit tests but one) ---- */
+/* Its block of the stats report, once per process; called by sh_stats_print. */
+SH_HIDDEN void sh_openssl_stats_print(int fd) __attribute__((weak));
 
 /* ---- fork.c ---- */
 SH_HIDDEN void sh_fork_init(void);               /* pthread_atfork, once */

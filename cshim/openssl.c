@@ -171,7 +171,6 @@ SH_EXPORT int CRYPTO_set_mem_functions(ossl_malloc_fn m, ossl_realloc_fn r, ossl
 extern __typeof__(CRYPTO_set_mem_functions) os_self_set_fn
 	__attribute__((alias("CRYPTO_set_mem_functions"), visibility("hidden")));
 #define os_self_set ((ossl_set_mem_fn)os_self_set_fn)
-void sh_openssl_stats_print(int fd);
 
 /* ---- the hooks installed with CRYPTO_set_mem_functions ---------------- */
 
@@ -401,13 +400,8 @@ static void os_scan(void *handle, const char *where)
 	pthread_mutex_unlock(&os_lock);
 }
 
-static void os_at_exit(void);
-
 __attribute__((constructor)) static void os_init(void)
 {
-	/* Before sh_init, whose at-exit report must come first (atexit runs
-	 * handlers in reverse order). */
-	atexit(os_at_exit);
 	sh_init();
 	os_mode = sh_opt.openssl;
 	/* RTLD_NEXT finds a libcrypto after us in the global scope (we are
@@ -681,7 +675,9 @@ SH_EXPORT int CRYPTO_secure_malloc_done(void)
 /* ---- stats ------------------------------------------------------------- */
 
 /* sh_openssl_stats_print writes the skin's block of the stats report to fd,
- * in the style of the core's (stats.c), once per process. */
+ * once per process. The core's sh_stats_print calls it right after its own
+ * block (see stats.c for the format): a summary for people, then one
+ * "  openssl_<key> value" line per value. */
 static atomic_int os_stats_printed;
 
 void sh_openssl_stats_print(int fd)
@@ -691,15 +687,27 @@ void sh_openssl_stats_print(int fd)
 	if (atomic_exchange(&os_stats_printed, 1))
 		return;
 	long live = atomic_load(&os_secure_live);
-	char buf[640];
+	const char *mode = modes[os_mode];
+	const char *hooks = atomic_load(&os_hooked) ? "yes" : "no";
+	const char *ip = interp[atomic_load(&os_interpose_state) + 1];
+	unsigned long c[OSC_N];
+	for (int i = 0; i < OSC_N; i++)
+		c[i] = os_sum(i);
+	char buf[1536];
 	int n = snprintf(buf, sizeof buf,
 			 "secretheap openssl (pid %d): mode %s; hooks %s; refused %d; secure interposed %s\n"
 			 "  calls: malloc %lu, realloc %lu, free %lu, secure alloc %lu, secure free %lu; "
-			 "secure live %ld B; set_mem_functions ignored %lu\n",
-			 (int)getpid(), modes[os_mode], atomic_load(&os_hooked) ? "yes" : "no",
-			 atomic_load(&os_refused), interp[atomic_load(&os_interpose_state) + 1],
-			 os_sum(OSC_MALLOC), os_sum(OSC_REALLOC), os_sum(OSC_FREE),
-			 os_sum(OSC_SECURE_ALLOC), os_sum(OSC_SECURE_FREE), live > 0 ? live : 0,
+			 "secure live %ld B; set_mem_functions ignored %lu\n"
+			 "  openssl_mode %s\n  openssl_hooks %s\n  openssl_refused %d\n"
+			 "  openssl_secure_interposed %s\n  openssl_malloc_calls %lu\n"
+			 "  openssl_realloc_calls %lu\n  openssl_free_calls %lu\n"
+			 "  openssl_secure_alloc_calls %lu\n  openssl_secure_free_calls %lu\n"
+			 "  openssl_secure_live_bytes %ld\n  openssl_set_mem_functions_ignored %lu\n",
+			 (int)getpid(), mode, hooks, atomic_load(&os_refused), ip, c[OSC_MALLOC],
+			 c[OSC_REALLOC], c[OSC_FREE], c[OSC_SECURE_ALLOC], c[OSC_SECURE_FREE],
+			 live > 0 ? live : 0, atomic_load(&os_set_ignored), mode, hooks,
+			 atomic_load(&os_refused), ip, c[OSC_MALLOC], c[OSC_REALLOC], c[OSC_FREE],
+			 c[OSC_SECURE_ALLOC], c[OSC_SECURE_FREE], live > 0 ? live : 0,
 			 atomic_load(&os_set_ignored));
 	if (n <= 0)
 		return;
@@ -710,21 +718,4 @@ void sh_openssl_stats_print(int fd)
 			break;
 		off += (size_t)w;
 	}
-}
-
-/* os_at_exit prints our block after the core's report (registered before
- * sh_init registers the core's handler, so it runs after it). */
-static void os_at_exit(void)
-{
-	if (sh_opt.stats[0] == 0)
-		return;
-	if (strcmp(sh_opt.stats, "stderr") == 0) {
-		sh_openssl_stats_print(2);
-		return;
-	}
-	int fd = open(sh_opt.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return; /* the core has said why already */
-	sh_openssl_stats_print(fd);
-	close(fd);
 }

@@ -2,6 +2,17 @@
  * stats.c — statistics (secretheap_stats) and the report printed at exit
  * when SECRETHEAP_STATS is set. Live-block figures are counted from the
  * out-of-band req slots when asked for, so the fast paths keep no counters.
+ *
+ * The report is for people and for programs at once. Each block opens with
+ * a header line ("secretheap stats (pid N, version V)", then the OpenSSL
+ * skin's "secretheap openssl (pid N): …" if it is linked in), has summary
+ * lines for people (kept as they were: cmd/secretheap, e2e/ and
+ * cmd/benchreport read some of them), then one "  key value" line per
+ * value: two spaces, a snake_case key, one space, a value without spaces.
+ * Core keys are the field names of struct secretheap_stats (backend as its
+ * number), per class "class_<bytes>_<field>" for classes with a slab; the
+ * skin's keys start with "openssl_". Keys are stable; new ones are only
+ * added. No human line has that two-token shape.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,7 +83,7 @@ void sh_stats_print(int fd) {
     }
     struct secretheap_stats st;
     secretheap_stats(&st, sizeof st);
-    char buf[8192];
+    char buf[16384];
     size_t n = 0;
 #define OUT(...) out(buf, &n, sizeof buf, __VA_ARGS__)
     OUT("secretheap stats (pid %d, version %s)\n", (int)getpid(), SECRETHEAP_VERSION);
@@ -100,6 +111,40 @@ void sh_stats_print(int fd) {
             (unsigned long long)c->requested_bytes, (unsigned long long)c->reserved_bytes,
             (unsigned long long)c->slabs);
     }
+    /* Machine-readable: "  key value", keys = struct secretheap_stats fields. */
+#define KV(f) OUT("  " #f " %llu\n", (unsigned long long)st.f)
+    KV(backend);
+    KV(requested_bytes);
+    KV(reserved_bytes);
+    KV(live_blocks);
+    KV(run_blocks);
+    KV(run_requested_bytes);
+    KV(run_reserved_bytes);
+    KV(large_regions);
+    KV(large_requested_bytes);
+    KV(large_reserved_bytes);
+    KV(chunks_mapped);
+    KV(chunks_secret);
+    KV(chunks_locked);
+    KV(large_regions_mapped);
+    KV(bytes_mapped);
+    KV(committed_bytes);
+    KV(idle_chunks);
+    KV(fallbacks);
+    KV(fork_reprivatised);
+    KV(misuse_caught);
+    KV(openssl_hooked);
+#undef KV
+    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
+        const struct secretheap_class_stats *c = &st.classes[i];
+        if (c->slabs == 0)
+            continue;
+        OUT("  class_%llu_requested_bytes %llu\n  class_%llu_reserved_bytes %llu\n  class_%llu_live_blocks %llu\n"
+            "  class_%llu_slabs %llu\n",
+            (unsigned long long)c->size, (unsigned long long)c->requested_bytes, (unsigned long long)c->size,
+            (unsigned long long)c->reserved_bytes, (unsigned long long)c->size, (unsigned long long)c->live_blocks,
+            (unsigned long long)c->size, (unsigned long long)c->slabs);
+    }
 #undef OUT
     size_t off = 0;
     while (off < n) {
@@ -108,6 +153,11 @@ void sh_stats_print(int fd) {
             break;
         off += (size_t)w;
     }
+    /* The OpenSSL skin's block right after ours, to the same place: not
+     * from an exit handler of its own, whose order against ours depends on
+     * which constructor ran first. Weak: the core links without the skin. */
+    if (sh_openssl_stats_print)
+        sh_openssl_stats_print(fd);
     if (close_fd)
         close(fd);
 }

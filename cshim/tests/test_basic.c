@@ -389,6 +389,21 @@ static void test_stats_at_exit(void) {
     CHECK_MSG(ch.exited && ch.code == 0 && h_contains(ch.err, "secretheap stats (pid") &&
                   h_contains(ch.err, "backend secret"),
               "stderr: %s", ch.err);
+    /* Machine-readable too: one "  key value" line per struct field. */
+    static const char *const fields[] = {
+        "backend", "requested_bytes", "reserved_bytes", "live_blocks", "run_blocks", "run_requested_bytes",
+        "run_reserved_bytes", "large_regions", "large_requested_bytes", "large_reserved_bytes", "chunks_mapped",
+        "chunks_secret", "chunks_locked", "large_regions_mapped", "bytes_mapped", "committed_bytes", "idle_chunks",
+        "fallbacks", "fork_reprivatised", "misuse_caught", "openssl_hooked",
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\n  %s ", fields[i]);
+        CHECK_MSG(h_contains(ch.err, want), "no \"%s\" line: %s", fields[i], ch.err);
+    }
+    CHECK_MSG(h_contains(ch.err, "\n  live_blocks 0\n") && h_contains(ch.err, "\n  class_112_slabs 1\n") &&
+                  h_contains(ch.err, "\n  backend 1\n"),
+              "stderr: %s", ch.err);
     char path[] = "/tmp/secretheap-stats-XXXXXX";
     int fd = mkstemp(path);
     close(fd);
