@@ -4,16 +4,34 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"unsafe"
 )
 
-// checkInvariants verifies the whole heap, as mimalloc's _mi_page_is_valid
-// does for a page: for every slab used + free == capacity, every free block
-// lies inside its slab and is wiped; the OS-page table agrees with the chunk's
-// free-page bitmap; every used OS page is committed; the partial lists hold
-// exactly the slabs with a free block; the counters behind Stats agree with
-// the slabs. It stops the world of this heap (takes every lock) and is meant
-// for tests: it reads every free block.
-func (h *Heap) checkInvariants() error {
+// Check verifies the heap's invariants and returns every violation found
+// (at most 20, joined), or nil. It is for tests and debugging, as mimalloc's
+// _mi_page_is_valid is for a page: a violation means a bug in the heap or
+// memory corruption by its caller (a write after free, or past a block's
+// requested length through unsafe).
+//
+// It verifies, for every slab, that used + free == capacity, that every free
+// block is wiped and its requested length zero, and that at most one empty
+// slab per class and shard is kept; that the bytes of every live block past
+// its requested length, every slab's tail after its last block and every
+// committed OS page outside all spans are zero (so nothing the heap is not
+// handing out holds old bytes); that the OS-page table agrees with each
+// chunk's free-page bitmap and span counts; that every used OS page is
+// committed; that the partial lists hold exactly the slabs with a free block;
+// and that the counters behind Stats agree with the slabs, runs and regions.
+//
+// Cost: it takes every lock of the heap for the whole walk (Alloc and Free
+// wait), allocates a few maps, and reads every committed byte of every chunk
+// and region: O(committed memory), ~0.2 ms per committed MiB here (~0.7 ms
+// under -race).
+// It is exact only when no other goroutine is using the heap: it cannot tell
+// a block another goroutine is writing past its length from corruption, and
+// a concurrent caller's operations are seen before or after, not during. On
+// a closed heap it returns nil.
+func (h *Heap) Check() error {
 	for i := range h.shards {
 		h.shards[i].mu.Lock()
 	}
@@ -76,6 +94,9 @@ func (h *Heap) checkInvariants() error {
 				if !isFree {
 					bad("chunk %p OS page %d: used in the bitmap but no span", cm.base, p)
 				}
+				if p < committed && !isZero(unsafe.Add(cm.base, p<<osPageShift), osPageSize) {
+					bad("chunk %p OS page %d: free but not zero", cm.base, p)
+				}
 				p++
 				continue
 			}
@@ -126,6 +147,9 @@ func (h *Heap) checkInvariants() error {
 			case kindRun:
 				if sp.used != 1 || sp.nblocks != 1 || sp.size != sp.npages<<osPageShift {
 					bad("run %p: used %d nblocks %d size %d", sp.base, sp.used, sp.nblocks, sp.size)
+				}
+				if !zeroRange(sp.base, uintptr(sp.req[0]), uintptr(sp.size)) {
+					bad("run %p: bytes past its requested %d B are not zero", sp.base, sp.req[0])
 				}
 				runs++
 				runReq += uint64(sp.req[0])
@@ -215,6 +239,9 @@ func (h *Heap) checkInvariants() error {
 		if uint64(cm.ch.Committed()) < size {
 			bad("large region %p: %d bytes committed of %d", cm.base, cm.ch.Committed(), size)
 		}
+		if !zeroRange(sp.base, uintptr(cm.largeReq), uintptr(size)) {
+			bad("large region %p: bytes past its requested %d B are not zero", cm.base, cm.largeReq)
+		}
 		larges++
 		largeReq += cm.largeReq
 		largeRes += size
@@ -226,7 +253,9 @@ func (h *Heap) checkInvariants() error {
 }
 
 // checkSlab checks one slab: used + free == capacity, no free bit past the
-// last block, every free block wiped and its requested length zero.
+// last block, every free block wiped and its requested length zero, every
+// live block zero past its requested length, the tail after the last block
+// zero.
 func (h *Heap) checkSlab(sp *span, bad func(string, ...any)) {
 	c := int(sp.class)
 	if sp.size != classSize[c] || sp.nblocks != classSlabBlocks[c] || sp.npages != classSlabPages[c] {
@@ -258,6 +287,8 @@ func (h *Heap) checkSlab(sp *span, bad func(string, ...any)) {
 		if !sp.isFree(i) {
 			if sp.req[i] == 0 || sp.req[i] > sp.size {
 				bad("slab %p block %d: requested length %d for class %d B", sp.base, i, sp.req[i], sp.size)
+			} else if !zeroRange(sp.blockPtr(i), uintptr(sp.req[i]), uintptr(sp.size)) {
+				bad("slab %p block %d (%#x, class %d B): bytes past its requested %d B are not zero", sp.base, i, uintptr(sp.blockPtr(i)), sp.size, sp.req[i])
 			}
 			continue
 		}
@@ -268,4 +299,17 @@ func (h *Heap) checkSlab(sp *span, bad func(string, ...any)) {
 			bad("slab %p block %d (%#x, class %d B): free but not wiped", sp.base, i, uintptr(sp.blockPtr(i)), sp.size)
 		}
 	}
+	if !zeroRange(sp.base, uintptr(sp.nblocks)*uintptr(sp.size), uintptr(sp.npages)<<osPageShift) {
+		bad("slab %p class %d B: tail after the last block is not zero", sp.base, sp.size)
+	}
+}
+
+// zeroRange reports whether the bytes [from, to) at p are all zero.
+func zeroRange(p unsafe.Pointer, from, to uintptr) bool {
+	for ; from < to && from%8 != 0; from++ {
+		if *(*byte)(unsafe.Add(p, from)) != 0 {
+			return false
+		}
+	}
+	return from >= to || isZero(unsafe.Add(p, from), to-from)
 }

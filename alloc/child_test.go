@@ -49,7 +49,7 @@ func TestMemlockChild(t *testing.T) {
 					rep.Bytes += len(b)
 				}
 				rep.ChunkBytes = h.Stats().BytesMapped
-				require.NoError(t, h.CheckInvariants())
+				require.NoError(t, h.Check())
 				for _, b := range held {
 					require.NoError(t, h.Free(b))
 				}
@@ -57,7 +57,7 @@ func TestMemlockChild(t *testing.T) {
 					rep.ReusedAfter = true
 					_ = h.Free(b)
 				}
-				require.NoError(t, h.CheckInvariants())
+				require.NoError(t, h.Check())
 				testutil.Report("memlock", rep)
 				return
 			}

@@ -1,8 +1,5 @@
 package alloc
 
-// CheckInvariants exposes the invariant checker to the external tests.
-func (h *Heap) CheckInvariants() error { return h.checkInvariants() }
-
 // Test hooks for internal constants and tables.
 const (
 	MaxSmallSize = maxSmallSize

@@ -130,7 +130,7 @@ func (m *model) free(i int) {
 
 func (m *model) check() {
 	m.t.Helper()
-	require.NoError(m.t, m.h.CheckInvariants())
+	require.NoError(m.t, m.h.Check())
 	for _, blk := range m.live {
 		require.True(m.t, intact(blk.b, blk.seed), "live block %p (%d B) changed", unsafe.SliceData(blk.b), len(blk.b))
 	}
@@ -319,7 +319,7 @@ func TestStress(t *testing.T) {
 	for err := range errc {
 		require.NoError(t, err)
 	}
-	require.NoError(t, h.CheckInvariants())
+	require.NoError(t, h.Check())
 	st := h.Stats()
 	assert.Zero(t, st.LiveBlocks)
 	assert.Zero(t, st.RequestedBytes)
@@ -476,7 +476,7 @@ func TestMisuse(t *testing.T) {
 			assert.ErrorIs(t, err, alloc.ErrTooLarge, "Alloc(%d)", n)
 		}
 	})
-	require.NoError(t, h.CheckInvariants())
+	require.NoError(t, h.Check())
 	assert.GreaterOrEqual(t, h.Stats().MisuseCaught, uint64(5))
 }
 
@@ -574,7 +574,7 @@ func TestExhausted(t *testing.T) {
 	b, err := h.Alloc(64 << 10)
 	require.NoError(t, err, "memory is usable again after the frees")
 	require.NoError(t, h.Free(b))
-	require.NoError(t, h.CheckInvariants())
+	require.NoError(t, h.Check())
 
 	t.Run("abort", func(t *testing.T) {
 		h := newHeap(t, alloc.Config{Limit: 2 << 20, OnExhausted: alloc.ExhaustedAbort})
@@ -647,6 +647,47 @@ func TestIdleChunkBound(t *testing.T) {
 			st := h.Stats()
 			assert.Equal(t, tc.wantIdle, st.IdleChunks, "idle chunks")
 			assert.Equal(t, tc.wantMapped, st.ChunksMapped, "chunks mapped")
+		})
+	}
+}
+
+// TestCheckCatches: Check reports each kind of corruption it is meant to
+// see, and is clean again once the corruption is undone. Each case is its
+// own control: Check passes before the write.
+func TestCheckCatches(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int                   // block size to allocate
+		free bool                  // free the block before the stray write
+		at   func(b []byte) []byte // where the stray write goes (through unsafe, as a buggy caller would)
+		want string
+	}{
+		{"write after free (slab block)", 48, true, func(b []byte) []byte { return b[:1] }, "free but not wiped"},
+		{"write past the requested length", 40, false, func(b []byte) []byte { return unsafe.Slice(unsafe.SliceData(b), 48)[44:] }, "past its requested 40 B"},
+		{"write after free (page run)", 40000, true, func(b []byte) []byte { return b[5000:] }, "free but not zero"},
+		{"write past a run's requested length", 40000, false, func(b []byte) []byte { return unsafe.Slice(unsafe.SliceData(b), 40960)[40000:] }, "past its requested 40000 B"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHeap(t, alloc.Config{})
+			keep, err := h.Alloc(tc.n) // keeps the slab or chunk mapped after the Free
+			require.NoError(t, err)
+			b, err := h.Alloc(tc.n)
+			require.NoError(t, err)
+			if tc.free {
+				require.NoError(t, h.Free(b))
+			}
+			require.NoError(t, h.Check(), "control: clean before the stray write")
+			stray := tc.at(b)
+			stray[0] = 0x5a
+			err = h.Check()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			stray[0] = 0
+			require.NoError(t, h.Check(), "clean once undone")
+			if !tc.free {
+				require.NoError(t, h.Free(b))
+			}
+			require.NoError(t, h.Free(keep))
 		})
 	}
 }

@@ -76,7 +76,7 @@ func TestEmptySlabsDoNotPinChunks(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			require.NoError(t, h.CheckInvariants())
+			require.NoError(t, h.Check())
 			st := h.Stats()
 			require.Zero(t, st.LiveBlocks)
 			assert.LessOrEqual(t, st.ChunksMapped, tc.wantMapped,
@@ -85,7 +85,7 @@ func TestEmptySlabsDoNotPinChunks(t *testing.T) {
 			b, err := h.Alloc(100)
 			require.NoError(t, err)
 			require.NoError(t, h.Free(b))
-			require.NoError(t, h.CheckInvariants())
+			require.NoError(t, h.Check())
 		})
 	}
 }

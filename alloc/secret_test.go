@@ -91,7 +91,7 @@ func TestRead(t *testing.T) {
 	_, err = h.Read(bytes.NewReader(testKey), 64)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "short input")
 	assert.Zero(t, h.Stats().LiveBlocks, "the partial secret was freed")
-	require.NoError(t, h.CheckInvariants(), "and wiped")
+	require.NoError(t, h.Check(), "and wiped")
 }
 
 func TestReadFile(t *testing.T) {
@@ -144,5 +144,5 @@ func TestReadFile(t *testing.T) {
 		_, err := h.ReadFile(filepath.Join(dir, "nope"))
 		assert.ErrorIs(t, err, os.ErrNotExist)
 	})
-	require.NoError(t, h.CheckInvariants())
+	require.NoError(t, h.Check())
 }
