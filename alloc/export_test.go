@@ -1,5 +1,7 @@
 package alloc
 
+import "io"
+
 // Test hooks for internal constants and tables.
 const (
 	MaxSmallSize = maxSmallSize
@@ -17,3 +19,7 @@ func SlabBlocks(c int) int { return int(classSlabBlocks[c]) }
 
 // ShardCount is the number of shards of h.
 func (h *Heap) ShardCount() int { return len(h.shards) }
+
+// ReadAll is the growth path of ReadFile (files without a size), open to
+// tests with readers other than *os.File.
+func (h *Heap) ReadAll(r io.Reader, name string) (*Secret, error) { return h.readAll(r, name) }

@@ -111,8 +111,9 @@ var errFileChanged = errors.New("secretheap: file changed size while being read"
 // from fstat, the bytes go from read(2) straight into secret memory (no
 // copy on the Go heap). A file that changes size while it is read is
 // rejected. Files that report no size (/proc, pipes) are read into secret
-// memory that grows by doubling; each outgrown block is wiped and freed.
-// On any error everything read is wiped.
+// memory that grows by doubling; each outgrown block is wiped and freed,
+// and the block kept is zero past the bytes read. On any error everything
+// read is wiped.
 func (h *Heap) ReadFile(path string) (*Secret, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -184,6 +185,9 @@ func (h *Heap) readAll(r io.Reader, name string) (*Secret, error) {
 		_ = h.Free(buf)
 		return &Secret{h: h}, nil
 	}
+	// io.Reader may use all of p as scratch space, even past what it
+	// returns: wipe the rest of the block, which stays ours until Destroy.
+	clear(buf[n:])
 	// Keep the block; Bytes shows only what was read. Free takes the
 	// block start, so a shorter slice frees the whole block.
 	return &Secret{h: h, b: buf[:n:n]}, nil
