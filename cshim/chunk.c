@@ -332,17 +332,21 @@ static long pages_find(struct sh_chunk *c, uint32_t n) {
     return -1;
 }
 
-/* Commits up to end, plus a little read-ahead: half of what is committed,
- * at most 64 KiB. Committing costs ~20–100 µs per OS page whatever the batch
- * (the kernel removes each page from the direct map and flushes TLBs), so
- * large batches save only system calls (~1 µs each) while every page
- * committed ahead is secret memory nobody uses: the read-ahead keeps the
- * calls few while a chunk fills, and bounds the excess to 64 KiB per chunk.
- * The first allocation commits only its own span (one slab ~35–100 µs). */
+/* Commits up to end, plus a little read-ahead once the chunk is warm: none
+ * below READAHEAD_WARM committed, then half of what is committed, at most
+ * 64 KiB. Committing costs ~20–100 µs per OS page whatever the batch (the
+ * kernel removes each page from the direct map and flushes TLBs), so large
+ * batches save only system calls (~1 µs each) while every page committed
+ * ahead is secret memory nobody uses. A short-lived program (`openssl
+ * version`: 74 KB of peak live blocks) never gets warm and commits only the
+ * spans it uses — with read-ahead from the first slab on it committed 16 OS
+ * pages (64 KiB, ~0.3 ms) that were never used; a server that fills the
+ * chunk keeps the calls few, and the excess stays bounded to 64 KiB. */
+#define READAHEAD_WARM ((size_t)256 << 10)
 static int commit_to(struct sh_chunk *c, size_t end) {
     if (end <= c->committed)
         return 0;
-    size_t ahead = c->committed / 2;
+    size_t ahead = c->committed < READAHEAD_WARM ? 0 : c->committed / 2;
     if (ahead > ((size_t)64 << 10))
         ahead = (size_t)64 << 10;
     size_t want = c->committed + ahead;
@@ -384,7 +388,8 @@ static void span_init(struct sh_span *s, struct sh_chunk *c, uintptr_t start, ui
         uint32_t bs = sh_class_size[cls];
         s->block_size = bs;
         s->recip = (((uint64_t)1 << 32) + (bs >> 4) - 1) / (bs >> 4);
-        s->nblocks = sh_class_slab_blocks[cls];
+        uint32_t fit = npages * (uint32_t)SH_OS_PAGE / bs; /* a short first slab (heap.c) */
+        s->nblocks = (uint16_t)(fit < sh_class_slab_blocks[cls] ? fit : sh_class_slab_blocks[cls]);
         s->nfree = s->nblocks;
         for (uint32_t i = 0; i < s->nblocks; i++)
             s->freebits[i >> 6] |= 1ULL << (i & 63);

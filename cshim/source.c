@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -208,27 +209,29 @@ static void status_fields(const char *const *keys, char (*vals)[64], int n) {
 
 _Atomic uint64_t sh_stat_headroom_reads;
 
+/* CAP_IPC_LOCK in the effective set (one capget; reading CapEff from
+ * /proc/self/status costs three system calls). */
+static bool has_ipc_lock(void) {
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) != 0)
+        return false;
+    return d[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
+}
+
 uint64_t sh_source_headroom(bool *unlimited) {
     atomic_fetch_add_explicit(&sh_stat_headroom_reads, 1, memory_order_relaxed);
-    static const char *const keys[] = {"CapEff", "VmLck"};
-    char vals[2][64];
+    static const char *const keys[] = {"VmLck"};
+    char vals[1][64];
     struct rlimit rl;
     *unlimited = false;
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) {
-        *unlimited = true;
-        return UINT64_MAX;
-    }
-    status_fields(keys, vals, 2);
     /* CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK (memfd_secret checks capable()). */
-    if (vals[0][0] && (strtoull(vals[0], NULL, 16) & (1ULL << 14))) {
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || has_ipc_lock()) {
         *unlimited = true;
         return UINT64_MAX;
     }
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) {
-        *unlimited = true;
-        return UINT64_MAX;
-    }
-    uint64_t locked = vals[1][0] ? strtoull(vals[1], NULL, 10) * 1024 : 0;
+    status_fields(keys, vals, 1);
+    uint64_t locked = vals[0][0] ? strtoull(vals[0], NULL, 10) * 1024 : 0;
     return rl.rlim_cur > locked ? rl.rlim_cur - locked : 0;
 }
 
