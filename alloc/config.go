@@ -59,7 +59,11 @@ type Config struct {
 	// RLIMIT_MEMLOCK as the bound.
 	Limit uint64
 	// MaxIdleChunks bounds the wholly free chunks kept mapped for reuse.
-	// 0 means the default (2); a negative value keeps none.
+	// 0 means the default (2); a negative value keeps none. Chunks that
+	// hold nothing but the empty slabs the heap keeps for reuse (one per
+	// class and shard at most) count against the bound, which for them is
+	// at least 1: with a negative value one such chunk may stay mapped, so
+	// that an Alloc/Free pair never maps and unmaps a chunk.
 	MaxIdleChunks int
 	// OnExhausted says what Alloc does when memory runs out.
 	OnExhausted OnExhausted
