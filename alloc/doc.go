@@ -54,7 +54,8 @@
 //   - chunkMeta (Chunk.Owner): a free-OS-page bitmap of the chunk, an
 //     OS-page → span table (one atomic pointer per OS page, nil when free),
 //     which makes Free O(1), and the number of its spans and of its kept
-//     slabs (Free path, step 6); a chunk where the two are equal is a husk.
+//     slabs (Free path, step 6); a chunk where the two are equal is a husk
+//     (step 8).
 //   - span: base address, OS pages, class, block size and its reciprocal
 //     (offset × ⌈2³²/size⌉ >> 32 is the block index, exact for every offset
 //     of every slab: TestBlockIndex), the free bitmap ([4]uint64, bit set =
@@ -131,8 +132,8 @@
 //     a burst of mixed blocks freed again would leave a dozen chunks
 //     (2 MiB of RLIMIT_MEMLOCK each) mapped with no live block. A chunk
 //     whose spans are all marked kept slabs is a husk. When a Free makes
-//     husks + the cache's idle chunks exceed MaxIdleChunks (at least 1:
-//     the chunk of the kept slabs), that Free, once it holds no lock, trims:
+//     husks + the cache's idle chunks exceed the idle bound (MaxIdleChunks,
+//     but at least 1: the chunk of the kept slabs), that Free, once it holds no lock, trims:
 //     it takes every shard lock in index order, then the slow-path lock,
 //     unmarks the kept slabs it finds in use (their chunk is no husk), and
 //     gives back the slabs of every husk whose slabs are all empty, so the
@@ -154,8 +155,10 @@
 // drop the wipe: the block is reached through an unsafe.Pointer into a
 // mapping that stays reachable (through the heap's chunk table) and is read
 // again by a later Alloc, so the stores are not dead. The invariant checker
-// and TestFreeWipes verify it, and Config.CheckZero (SECRETHEAP_CHECK_ZERO=1)
-// makes every Alloc verify it, catching writes through a stale slice.
+// (Heap.Check: every free block, free committed OS page, slab tail and live
+// block past its requested length is zero) and TestFreeWipes verify it, and
+// Config.CheckZero (SECRETHEAP_CHECK_ZERO=1) makes every Alloc verify it,
+// catching writes through a stale slice.
 //
 // # Concurrency
 //
