@@ -99,6 +99,7 @@ func TestParseServerMemory(t *testing.T) {
 secretheap stats (pid 2, version 0.1.0)
   backend secret; chunks 1 secret; mapped 2048 KiB; committed 932 KiB
 `
-	assert.Equal(t, 932.0, parseCommittedKiB(stats), "the last report is the process's final one")
-	assert.Equal(t, 0.0, parseCommittedKiB(""))
+	assert.Equal(t, 932.0*1024, parseCommitted(stats), "the last report is the process's final one")
+	assert.Equal(t, 151552.0, parseCommitted(stats+"  committed_bytes 151552\n"), "the exact field wins")
+	assert.Equal(t, 0.0, parseCommitted(""))
 }

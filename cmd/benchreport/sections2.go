@@ -356,7 +356,7 @@ func (b *bench) sserverMemory() error {
 	if err != nil {
 		return fmt.Errorf("libsecretheap.so wrote no stats: %w", err)
 	}
-	peak, committed := parsePeak(string(peakTxt)), parseCommittedKiB(string(statsTxt))*1024
+	peak, committed := parsePeak(string(peakTxt)), parseCommitted(string(statsTxt))
 	if peak <= 0 || committed <= 0 {
 		return fmt.Errorf("s_server memory: peak %v, committed %v (peak file %q)", peak, committed, peakTxt)
 	}
@@ -420,7 +420,8 @@ func (b *bench) sserver100(dir, preload, env string) error {
 
 var (
 	peakRE      = regexp.MustCompile(`openssl_peak_live_bytes\s+(\d+)`)
-	committedRE = regexp.MustCompile(`committed (\d+) KiB`)
+	committedRE      = regexp.MustCompile(`committed (\d+) KiB`)
+	committedBytesRE = regexp.MustCompile(`(?m)^\s*committed_bytes (\d+)$`)
 )
 
 // parsePeak reads ossl_peak.so's "openssl_peak_live_bytes N" (0 if absent).
@@ -433,13 +434,18 @@ func parsePeak(s string) float64 {
 	return v
 }
 
-// parseCommittedKiB reads the last "committed N KiB" of the library's stats
-// report (the process's final stats; 0 if absent).
-func parseCommittedKiB(s string) float64 {
+// parseCommitted reads the committed bytes of the library's last stats
+// report (the process's final one): the exact "committed_bytes N" line where
+// the report has it, else "committed N KiB"; 0 if absent.
+func parseCommitted(s string) float64 {
+	if all := committedBytesRE.FindAllStringSubmatch(s, -1); len(all) > 0 {
+		v, _ := strconv.ParseFloat(all[len(all)-1][1], 64)
+		return v
+	}
 	all := committedRE.FindAllStringSubmatch(s, -1)
 	if len(all) == 0 {
 		return 0
 	}
 	v, _ := strconv.ParseFloat(all[len(all)-1][1], 64)
-	return v
+	return v * 1024
 }
