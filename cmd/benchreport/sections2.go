@@ -419,7 +419,7 @@ func (b *bench) sserver100(dir, preload, env string) error {
 }
 
 var (
-	peakRE      = regexp.MustCompile(`openssl_peak_live_bytes\s+(\d+)`)
+	peakRE           = regexp.MustCompile(`openssl_peak_live_bytes\s+(\d+)`)
 	committedRE      = regexp.MustCompile(`committed (\d+) KiB`)
 	committedBytesRE = regexp.MustCompile(`(?m)^\s*committed_bytes (\d+)$`)
 )
