@@ -83,7 +83,7 @@ static uint64_t thread_cpu_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void die(const char *fmt, ...) {
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fputs("allocbench: ", stderr);
@@ -96,7 +96,7 @@ static void die(const char *fmt, ...) {
 static char check_reason[512];
 
 /* check_fail records why a self-check failed; the caller returns -1. */
-static int check_fail(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static int check_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(check_reason, sizeof check_reason, fmt, ap);

@@ -46,13 +46,13 @@
 
 #include "secretheap.h"
 
-static void die(const char *m) {
+__attribute__((noreturn)) static void die(const char *m) {
     fprintf(stderr, "tlsbench: %s\n", m);
     ERR_print_errors_fp(stderr);
     exit(2);
 }
 
-static void check_failed(const char *m) {
+__attribute__((noreturn)) static void check_failed(const char *m) {
     fprintf(stderr, "tlsbench: self-check failed: %s\n", m);
     exit(3);
 }
@@ -187,7 +187,7 @@ static void check_session(SSL *c) {
 
 static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int check) {
     SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
-    BIO *sb, *cb;
+    BIO *sb = NULL, *cb = NULL;
     if (s == NULL || c == NULL || !BIO_new_bio_pair(&sb, 0, &cb, 0)) die("SSL_new");
     SSL_set_bio(s, sb, sb);
     SSL_set_bio(c, cb, cb);
