@@ -99,8 +99,35 @@ static void at_exit(void) {
 
 static void tcache_destroy(void *arg);
 
+bool sh_wipe_avx2_ok;
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* See sh_wipe_block. The empty asm that takes p and clobbers memory keeps
+ * the stores (as explicit_bzero's barrier does). */
+__attribute__((target("avx2"))) void sh_wipe_avx2(void *p, size_t n) {
+    __m256i z = _mm256_setzero_si256();
+    char *c = p, *end = c + n;
+    for (; c + 128 <= end; c += 128) {
+        _mm256_storeu_si256((__m256i *)c, z);
+        _mm256_storeu_si256((__m256i *)(c + 32), z);
+        _mm256_storeu_si256((__m256i *)(c + 64), z);
+        _mm256_storeu_si256((__m256i *)(c + 96), z);
+    }
+    for (; c < end; c += 32)
+        _mm256_storeu_si256((__m256i *)c, z);
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+}
+#else
+void sh_wipe_avx2(void *p, size_t n) { explicit_bzero(p, n); }
+#endif
+
 static void init_once(void) {
     sh_options_init();
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    sh_wipe_avx2_ok = __builtin_cpu_supports("avx2");
+#endif
     if (sh_opt.nodump)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (int i = 0; i < SH_NUM_CLASSES; i++) {

@@ -277,12 +277,24 @@ typedef uint64_t sh_v16 __attribute__((vector_size(16)));
 #else
 #define SH_NO_MEMSET_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
+/*
+ * Larger blocks up to 8 KiB (class sizes above 128 B are multiples of 32):
+ * an AVX2 store loop where the CPU has it (sh_wipe_avx2_ok, set once at
+ * init). glibc's memset switches to rep stosb from 2 KiB on, which on this
+ * machine (AMD EPYC) wipes 4 KiB in ~46-49 ns against ~40 ns for the loop,
+ * and 256 B in 4.6 ns against 3.1 ns; from 16 KiB on they are equal. The
+ * 4096 B malloc+free pair is almost all wipe (cshim/bench).
+ */
+SH_HIDDEN extern bool sh_wipe_avx2_ok;
+SH_HIDDEN void sh_wipe_avx2(void *p, size_t n); /* n a multiple of 32 */
 SH_NO_MEMSET_IDIOM static inline void sh_wipe_block(void *p, size_t n) {
     if (n <= 128) {
         sh_v16 *q = p, z = {0, 0};
         for (size_t i = 0; i < n / 16; i++)
             q[i] = z;
         __asm__ __volatile__("" : : "r"(p) : "memory");
+    } else if (n <= 8192 && sh_wipe_avx2_ok) {
+        sh_wipe_avx2(p, n);
     } else {
         explicit_bzero(p, n);
     }

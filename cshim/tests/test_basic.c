@@ -190,6 +190,27 @@ static void test_wipe_on_free(void) {
     }
 }
 
+/* Every class is wiped whole on free, whichever wipe its size takes (inline
+ * stores up to 128 B, the AVX2 loop up to 8 KiB where the CPU has it,
+ * explicit_bzero beyond), including the neighbours' bytes being left alone. */
+static void test_wipe_every_class(void) {
+    for (unsigned c = 0; c < SH_NUM_CLASSES; c++) {
+        size_t n = sh_class_size[c];
+        unsigned char *a = secretheap_malloc(n), *b = secretheap_malloc(n);
+        CHECK(a && b && secretheap_usable_size(a) == n);
+        memset(a, 0xCD, n);
+        memset(b, 0xEF, n);
+        secretheap_free(a);
+        CHECK_MSG(all_bytes(a, n, 0), "class %zu B not wiped whole", n);
+        CHECK_MSG(all_bytes(b, n, 0xEF), "class %zu B: the wipe reached a neighbour", n);
+        secretheap_free(b);
+    }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    CHECK_MSG(sh_wipe_avx2_ok == (__builtin_cpu_supports("avx2") != 0), "AVX2 wipe chosen wrongly");
+#endif
+}
+
 static void test_usable_size(void) {
     for (unsigned c = 0; c < SH_NUM_CLASSES; c++) {
         size_t n = sh_class_size[c];
@@ -601,6 +622,7 @@ int main(int argc, char **argv) {
     RUN(test_overflow_enomem);
     RUN(test_sizes_alignment_zero);
     RUN(test_wipe_on_free);
+    RUN(test_wipe_every_class);
     RUN(test_usable_size);
     RUN(test_backend_and_maps);
     RUN(test_foreign_pointers);
