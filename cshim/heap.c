@@ -7,8 +7,11 @@
  *   2. pop a block from this thread's magazine for the class: no lock, no
  *      atomic read-modify-write, no system call; record n+1 in the block's
  *      out-of-band req slot (a relaxed store) — this marks it live;
- *   3. magazine empty: refill half of it from the class's partial slabs
- *      under the class lock, taking a new slab (chunk.c) when none is left.
+ *   3. magazine empty: refill up to half of it from the class's partial
+ *      slabs under the class lock, taking a new slab (chunk.c) only when
+ *      nothing was found (a refill is worth no commit of its own).
+ * Secure requests (sh_malloc_secure, secure reserve on) skip magazines and
+ * take one block from the class's secure slabs under the class lock.
  * free(p):
  *   1. p outside the arena → not ours → libc free;
  *   2. chunk = slot table[(p - arena) >> 22], span = pagemap[OS page];

@@ -17,11 +17,25 @@
  *   span     a run of OS pages inside a chunk: a slab, a page run (one
  *            request of 32 KiB+1 .. 1 MiB) or the single span of a large
  *            region. Descriptors live out of band, indexed by first OS page.
- *   slab     a span holding blocks of one size class.
+ *   slab     a span holding blocks of one size class. A class's first
+ *            slab is short (a quarter of the generated size, at least one
+ *            block: heap.c slab_pages), later ones have the generated size.
+ *   kept slab the one empty slab a class keeps on its list so that an
+ *            alloc/free pair around zero live blocks does not carve and
+ *            release a slab each time; at thread exit a chunk holding
+ *            nothing but kept slabs gives them back (heap.c disown).
+ *   secure slab a slab taken for the secure reserve (OpenSSL mode all,
+ *            sh_malloc_secure): on a list of its own, its blocks never go
+ *            into magazines, and ordinary spans may not eat into the
+ *            reserve's OS pages (chunk.c reserve_allows).
  *   block    one allocation handed to a caller.
  *   magazine a per-thread stack of free (already wiped) blocks of one class.
  *   commit   fault OS pages in (pread from /dev/zero for memfd_secret, mlock
  *            for the locked backend) so a refusal is an error, not SIGBUS.
+ *            A chunk's committed part is a prefix; read-ahead starts once a
+ *            chunk has 256 KiB committed (chunk.c commit_to).
+ *   guard    PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP address space: the
+ *            arena, and every chunk's place again after it is unmapped.
  *
  * No allocator metadata lives in secret memory: descriptors, bitmaps and
  * magazines are ordinary memory (mmap or libc), so an overflow of a secret
