@@ -88,7 +88,14 @@ func readLiveCounters(pid int, libPath string, maps []mapping) (map[string]uint6
 		if !ok {
 			return nil, fmt.Errorf("%s: no symbol %s (a library of another version?)", libPath, c.symbol)
 		}
-		b, err := attack.Read(pid, uintptr(base+s.Value), 8, attack.ProcMem)
+		addr := base + s.Value
+		// While ld.so is still loading the library, the counters' addresses
+		// lie in its first read-only mapping of the file, and a read there
+		// returns file bytes, not counters: trust only a writable mapping.
+		if !inWritableMapping(maps, addr) {
+			return nil, fmt.Errorf("%s is still being loaded in process %d (its data segment is not mapped yet)", libPath, pid)
+		}
+		b, err := attack.Read(pid, uintptr(addr), 8, attack.ProcMem)
 		if err != nil {
 			return nil, err
 		}
@@ -98,6 +105,17 @@ func readLiveCounters(pid int, libPath string, maps []mapping) (map[string]uint6
 		out[c.field] = binary.NativeEndian.Uint64(b)
 	}
 	return out, nil
+}
+
+// inWritableMapping reports whether addr lies in a mapping that is readable
+// and writable (the library's data segment or its .bss).
+func inWritableMapping(maps []mapping, addr uint64) bool {
+	for _, m := range maps {
+		if addr >= m.Start && addr < m.End {
+			return len(m.Perms) >= 2 && m.Perms[:2] == "rw"
+		}
+	}
+	return false
 }
 
 // formatCounters prints the counters in liveCounters order.

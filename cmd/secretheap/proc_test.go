@@ -166,3 +166,29 @@ secretheap stats (pid 11, version 0.1.0)
 	_, ok = statsSecureInterposed([]byte("nothing"))
 	assert.False(t, ok)
 }
+
+// TestInWritableMapping: live counters are read only from the library's
+// writable data segment; while ld.so is still mapping the library the same
+// address lies in a read-only mapping of the file, whose bytes are not
+// counters.
+func TestInWritableMapping(t *testing.T) {
+	maps := []mapping{
+		{Start: 0x1000, End: 0x3000, Perms: "r--p", Path: "/lib/libsecretheap.so"},
+		{Start: 0x3000, End: 0x4000, Perms: "rw-p", Path: "/lib/libsecretheap.so"},
+		{Start: 0x4000, End: 0x5000, Perms: "rw-p"},
+	}
+	for _, tc := range []struct {
+		name string
+		addr uint64
+		want bool
+	}{
+		{"read-only file mapping", 0x2ff8, false},
+		{"data segment", 0x3008, true},
+		{"bss", 0x4ff8, true},
+		{"unmapped", 0x9000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, inWritableMapping(maps, tc.addr))
+		})
+	}
+}
