@@ -8,7 +8,6 @@
 #   c-test                   C unit tests (cshim/tests/*.c)
 #   c-test-asan              the same under ASan + UBSan
 #   c-test-tsan              the same under TSan
-#   c-bench                  glibc malloc vs secretheap_malloc (cshim/bench)
 #   c-install                library, header, pkg-config file under $(DESTDIR)$(PREFIX)
 
 CSHIM_CORE   := cshim/source.c cshim/chunk.c cshim/heap.c cshim/options.c cshim/stats.c cshim/fork.c
@@ -22,10 +21,9 @@ CSHIM_VERSION := $(shell sed -n 's/^\#define SECRETHEAP_VERSION "\(.*\)"/\1/p' c
 
 BUILD_TARGETS   += $(BUILD)/libsecretheap.so $(BUILD)/libsecretheap.a
 TEST_TARGETS    += c-test c-test-asan c-test-tsan
-BENCH_TARGETS   += c-bench
 INSTALL_TARGETS += c-install
 
-.PHONY: c-test c-test-asan c-test-tsan c-bench c-install
+.PHONY: c-test c-test-asan c-test-tsan c-install
 
 $(BUILD)/libsecretheap.so: $(CSHIM_SO_SRC) $(CSHIM_HDRS) cshim/libsecretheap.map cshim/cshim.mk
 	@mkdir -p $(BUILD)
@@ -79,13 +77,6 @@ c-test-asan: $(addprefix $(BUILD)/cshim-test-asan/,$(CSHIM_TESTS))
 
 c-test-tsan: $(addprefix $(BUILD)/cshim-test-tsan/,$(CSHIM_TESTS))
 	$(call cshim_test_run,cshim-test-tsan,TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1)
-
-$(BUILD)/cshim-bench: cshim/bench/bench.c $(BUILD)/libsecretheap.a cshim/secretheap.h
-	$(CC) $(CFLAGS_COMMON) -pthread -Icshim -o $@ cshim/bench/bench.c $(BUILD)/libsecretheap.a -pthread
-
-# Also kept in $(BUILD)/cshim-bench.txt for the benchmark report.
-c-bench: $(BUILD)/cshim-bench
-	@$(BUILD)/cshim-bench > $(BUILD)/cshim-bench.txt; rc=$$?; cat $(BUILD)/cshim-bench.txt; exit $$rc
 
 $(BUILD)/secretheap.pc: cshim/secretheap.pc.in cshim/secretheap.h
 	@mkdir -p $(BUILD)
