@@ -192,3 +192,29 @@ func TestInWritableMapping(t *testing.T) {
 		})
 	}
 }
+
+// TestHumanStats: the exit report shown by run keeps the human lines and drops
+// the machine-readable "  key value" lines that follow them.
+func TestHumanStats(t *testing.T) {
+	report := "secretheap stats (pid 7, version 0.1.0)\n" +
+		"  backend secret; chunks 1 secret + 0 locked (0 idle) + 0 large regions; mapped 2048 KiB; committed 1536 KiB\n" +
+		"  live 0 blocks: 0 B requested, 0 B reserved\n" +
+		"  fallbacks 0; fork re-privatisations 0; misuse caught 0; openssl hooked 1\n" +
+		"  backend secret\n" +
+		"  committed_bytes 1572864\n" +
+		"  class_3072_slabs 2\n" +
+		"secretheap openssl (pid 7): mode all; hooks yes; refused 0; secure interposed yes\n" +
+		"  calls: malloc 242626, realloc 5122, free 260371\n" +
+		"  openssl_hooks yes\n"
+	got := string(humanStats([]byte(report)))
+	assert.Equal(t, "secretheap stats (pid 7, version 0.1.0)\n"+
+		"  backend secret; chunks 1 secret + 0 locked (0 idle) + 0 large regions; mapped 2048 KiB; committed 1536 KiB\n"+
+		"  live 0 blocks: 0 B requested, 0 B reserved\n"+
+		"  fallbacks 0; fork re-privatisations 0; misuse caught 0; openssl hooked 1\n"+
+		"secretheap openssl (pid 7): mode all; hooks yes; refused 0; secure interposed yes\n"+
+		"  calls: malloc 242626, realloc 5122, free 260371\n", got)
+	// The verdicts the command parses are in the human lines.
+	hooked, ok := statsHooked([]byte(got))
+	assert.True(t, ok)
+	assert.Equal(t, "1", hooked)
+}

@@ -98,7 +98,8 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"OpenSSL's allocations (and the C API's) live in secret memory. Each option sets\n"+
 			"the SECRETHEAP_* variable named in brackets; variables already in the\n"+
 			"environment pass through when the option is not given. The library's stats are\n"+
-			"printed to stderr when PROGRAM exits, unless --quiet or --stats is given.\n"+
+			"printed to stderr when PROGRAM exits (the human lines; --stats FILE keeps the whole\n"+
+			"report, with its machine-readable key value lines), unless --quiet or --stats is given.\n"+
 			"Signals sent to secretheap are passed on to PROGRAM (SIGINT and SIGQUIT only\n"+
 			"when secretheap is not in the terminal's foreground: there the terminal sends\n"+
 			"them to PROGRAM itself). The exit status is PROGRAM's (128+N when it was killed\n"+
@@ -194,6 +195,7 @@ func printRunStats(w io.Writer, path, prog string) {
 		return
 	}
 	fmt.Fprintf(w, "secretheap: stats of %s at exit:\n", filepath.Base(prog))
+	b = humanStats(b)
 	w.Write(b)
 	if b[len(b)-1] != '\n' {
 		fmt.Fprintln(w)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"regexp"
 )
 
@@ -34,4 +35,22 @@ func statsSecureInterposed(b []byte) (string, bool) {
 		return "", false
 	}
 	return string(m[len(m)-1][1]), true
+}
+
+// keyValueRE matches the report's machine-readable lines, "  key value" with
+// a snake_case key (the fields of struct secretheap_stats, class_<bytes>_*,
+// openssl_*), which follow the human lines for scripts.
+var keyValueRE = regexp.MustCompile(`^ +[a-z][a-z0-9_]* [^ ;,]+$`)
+
+// humanStats returns the report without its machine-readable lines: what a
+// person reads when the program exits (the whole report stays available with
+// run --stats FILE).
+func humanStats(b []byte) []byte {
+	var out []byte
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if !keyValueRE.Match(bytes.TrimRight(line, "\n")) {
+			out = append(out, line...)
+		}
+	}
+	return out
 }
