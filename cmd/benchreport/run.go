@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -104,4 +105,24 @@ func vmstat() map[string]int64 {
 // splits is the sum of level-2 and level-3 direct-map splits.
 func splits(m map[string]int64) int64 {
 	return m["direct_map_level2_splits"] + m["direct_map_level3_splits"]
+}
+
+// records runs a benchmark program and parses the JSON records it prints.
+// A failed run goes to fail: ok is false when the caller should skip this
+// measurement and go on, err is non-nil only when the whole run must stop
+// (a self-check failed, or the program printed what it should not). want > 0
+// asks for exactly that many records.
+func (b *bench) records(what string, want int, timeout time.Duration, env []string, name string, args ...string) (recs []Record, ok bool, err error) {
+	out, err := run(timeout, env, name, args...)
+	if err != nil {
+		return nil, false, b.fail(err, what)
+	}
+	recs, err = ParseRecords(out)
+	if err == nil && want > 0 && len(recs) != want {
+		err = fmt.Errorf("%d records, want %d", len(recs), want)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %s output %q: %w", what, filepath.Base(name), out, err)
+	}
+	return recs, true, nil
 }

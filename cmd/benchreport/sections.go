@@ -117,18 +117,14 @@ func (b *bench) cAlloc() error {
 			if skip[be.id] || (be.preload && b.lib == "") {
 				continue
 			}
-			out, err := run(5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
+			recs, ok, err := b.records("C alloc "+be.label, 0, 5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
 				"time", be.id, "-m", strconv.Itoa(b.budgetMS()), "-t", "1,2")
 			if err != nil {
-				skip[be.id] = true
-				if err := b.fail(err, "C alloc "+be.label); err != nil {
-					return err
-				}
-				continue
-			}
-			recs, err := ParseRecords(out)
-			if err != nil {
 				return err
+			}
+			if !ok {
+				skip[be.id] = true
+				continue
 			}
 			for _, rec := range recs {
 				th, _ := rec.Num("threads")
@@ -169,16 +165,12 @@ func (b *bench) tls() error {
 	for r := 1; r <= b.cfg.rounds; r++ {
 		for _, v := range rotate(variants, r-1) {
 			b.prog.step("TLS in-process round %d/%d: %s", r, b.cfg.rounds, v.label)
-			out, err := run(2*time.Minute, b.env(v.preload), tlsbench, "inproc", "-s", secs)
+			recs, ok, err := b.records("TLS in-process "+v.label, 1, 2*time.Minute, b.env(v.preload), tlsbench, "inproc", "-s", secs)
 			if err != nil {
-				if err := b.fail(err, "TLS in-process "+v.label); err != nil {
-					return err
-				}
-				continue
+				return err
 			}
-			recs, err := ParseRecords(out)
-			if err != nil || len(recs) != 1 {
-				return fmt.Errorf("tlsbench output %q: %v", out, err)
+			if !ok {
+				continue
 			}
 			rate, _ := recs[0].Num("rate")
 			b.add(Sample{Section: "tls-inproc", Workload: "full handshake (in-process), per wall second", Backend: v.label,

@@ -33,18 +33,14 @@ func (b *bench) memory() error {
 			continue // same allocator as "secretheap"
 		}
 		before := splits(vmstat())
-		out, err := run(5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
+		recs, ok, err := b.records("locked memory "+be.label, 1, 5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
 			"locked", be.id, strconv.Itoa(lockedN))
 		after := splits(vmstat())
 		if err != nil {
-			if err := b.fail(err, "locked memory "+be.label); err != nil {
-				return err
-			}
-			continue
+			return err
 		}
-		recs, err := ParseRecords(out)
-		if err != nil || len(recs) != 1 {
-			return fmt.Errorf("allocbench locked output %q: %v", out, err)
+		if !ok {
+			continue
 		}
 		v, _ := recs[0].Num("bytes_per_secret")
 		b.add(Sample{Section: "locked", Workload: fmt.Sprintf("C: VmLck ÷ %d live 32-B secrets", lockedN),
@@ -60,17 +56,13 @@ func (b *bench) memory() error {
 		}
 		for _, th := range []string{"1", "2"} {
 			b.prog.step("memory: churn committed ÷ live, %s, %s thread(s)", be.label, th)
-			out, err := run(5*time.Minute, b.env(true), filepath.Join(b.bin, "allocbench"),
+			recs, ok, err := b.records("churn memory "+be.label, 0, 5*time.Minute, b.env(true), filepath.Join(b.bin, "allocbench"),
 				"time", be.id, "-w", "churn", "-t", th, "-m", strconv.Itoa(b.budgetMS()))
 			if err != nil {
-				if err := b.fail(err, "churn memory "+be.label); err != nil {
-					return err
-				}
-				continue
-			}
-			recs, err := ParseRecords(out)
-			if err != nil {
 				return err
+			}
+			if !ok {
+				continue
 			}
 			for _, rec := range recs {
 				c, _ := rec.Num("bytes_committed")
@@ -95,17 +87,13 @@ func (b *bench) memory() error {
 			continue
 		}
 		before := splits(vmstat())
-		out, err := run(5*time.Minute, cleanEnv(), probe, "locked", be, strconv.Itoa(lockedN))
+		recs, ok, err := b.records("Go locked memory "+be, 1, 5*time.Minute, cleanEnv(), probe, "locked", be, strconv.Itoa(lockedN))
 		after := splits(vmstat())
 		if err != nil {
-			if err := b.fail(err, "Go locked memory "+be); err != nil {
-				return err
-			}
-			continue
+			return err
 		}
-		recs, err := ParseRecords(out)
-		if err != nil || len(recs) != 1 {
-			return fmt.Errorf("goprobe locked output %q: %v", out, err)
+		if !ok {
+			continue
 		}
 		v, _ := recs[0].Num("bytes_per_secret")
 		b.add(Sample{Section: "locked", Workload: fmt.Sprintf("Go: VmLck ÷ %d live 32-B secrets", lockedN),
@@ -171,17 +159,13 @@ func (b *bench) firstUse() error {
 			if _, err := os.Stat(probe); err != nil {
 				continue
 			}
-			out, err := run(time.Minute, cleanEnv(), probe, "first", be)
+			recs, ok, err := b.records("Go first use "+be, 1, time.Minute, cleanEnv(), probe, "first", be)
 			if err != nil {
-				failed["go-"+be] = true
-				if err := b.fail(err, "Go first use "+be); err != nil {
-					return err
-				}
-				continue
+				return err
 			}
-			recs, err := ParseRecords(out)
-			if err != nil || len(recs) != 1 {
-				return fmt.Errorf("goprobe first output %q: %v", out, err)
+			if !ok {
+				failed["go-"+be] = true
+				continue
 			}
 			first, _ := recs[0].Num("first_ns")
 			b.add(Sample{Section: "first-use", Workload: "Go: first 32-B allocation in a fresh process",
@@ -191,16 +175,12 @@ func (b *bench) firstUse() error {
 	// A chunk's first fault-in.
 	for rep := 1; rep <= reps; rep++ {
 		b.prog.step("fault-in %d/%d", rep, reps)
-		out, err := run(time.Minute, b.env(b.lib != ""), filepath.Join(b.bin, "allocbench"), "faultin")
-		if err != nil {
-			if err := b.fail(err, "fault-in"); err != nil {
-				return err
-			}
-			break
-		}
-		recs, err := ParseRecords(out)
+		recs, ok, err := b.records("fault-in", 0, time.Minute, b.env(b.lib != ""), filepath.Join(b.bin, "allocbench"), "faultin")
 		if err != nil {
 			return err
+		}
+		if !ok {
+			break
 		}
 		for _, rec := range recs {
 			get := func(k string) float64 { v, _ := rec.Num(k); return v / 1e3 }
@@ -234,17 +214,13 @@ func (b *bench) fork() error {
 				if be.preload && b.lib == "" {
 					continue
 				}
-				out, err := run(5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
+				recs, ok, err := b.records("fork "+be.label, 1, 5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
 					"fork", be.id, strconv.Itoa(mib), reps)
 				if err != nil {
-					if err := b.fail(err, "fork "+be.label); err != nil {
-						return err
-					}
-					continue
+					return err
 				}
-				recs, err := ParseRecords(out)
-				if err != nil || len(recs) != 1 {
-					return fmt.Errorf("allocbench fork output %q: %v", out, err)
+				if !ok {
+					continue
 				}
 				if be.preload {
 					if n, _ := recs[0].Num("reprivatised_chunks"); n == 0 {
