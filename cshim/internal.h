@@ -81,6 +81,7 @@ enum { SH_BACKEND_NONE = 0, SH_BACKEND_SECRET = 1, SH_BACKEND_LOCKED = 2 };
 enum { SH_SPAN_FREE = 0, SH_SPAN_SLAB = 1, SH_SPAN_RUN = 2, SH_SPAN_LARGE = 3 };
 
 struct sh_chunk;
+struct sh_tcache; /* heap.c: a thread's magazines and own slabs */
 
 /*
  * A span descriptor. Fields marked (L) are guarded by the chunk lock and
@@ -99,10 +100,11 @@ struct sh_span {
     uint16_t nfree;            /* (C) blocks free in freebits (not counting magazines) */
     uint16_t listed;           /* (C) 1 while on its class's partial list (secure slabs: the secure list) */
     uint16_t check_mag;        /* secretheap_check scratch: blocks seen in magazines */
-    /* (C) the thread cache refilling from this slab, NULL if none: refills
-     * prefer their own slab, so two threads do not write the req slots of
-     * one cache line (false sharing) in their fast paths. */
-    const void *owner;
+    /* (C) the thread cache refilling from this slab, NULL if none. A
+     * listed slab is on its owner's list (heap.c list_of): refills take
+     * from their own slabs first, so two threads do not write the req slots
+     * of one cache line (false sharing) in their fast paths. */
+    struct sh_tcache *owner;
     uint64_t freebits[4];      /* (C) bit i set: block i is free and held centrally */
     struct sh_span *next, *prev; /* (C) partial list of the class */
     /* Run/large: requested bytes + 1 while live, 0 when free. */
