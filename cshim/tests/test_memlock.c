@@ -7,6 +7,8 @@
  * Control: the same child without a limit gets everything in secret memory.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -323,10 +325,57 @@ static void test_secure_reserve(void) {
     CHECK_MSG(field(ch.err, "ord_secret=") <= 64 << 10 && field(ch.err, "ord_fallback=") > 0, "limit: %s", ch.err);
 }
 
+/*
+ * Exhausted, a thread takes free blocks from slabs another (live) thread
+ * owns rather than failing: B fills SECRETHEAP_LIMIT with 2048-B blocks and
+ * frees every other one (no slab becomes empty, so no OS page is free);
+ * then A, with nothing of its own, must get those blocks back — all but
+ * what B's magazine keeps (8 for this class). Prints the counts.
+ */
+#define ADOPT_MAX 4096
+static void *adopt_blocks[ADOPT_MAX];
+static size_t adopt_n, adopt_freed;
+static pthread_barrier_t adopt_bar;
+static void *adopt_b(void *arg) {
+    (void)arg;
+    while (adopt_n < ADOPT_MAX && (adopt_blocks[adopt_n] = secretheap_malloc(2048)) != NULL)
+        adopt_n++;
+    for (size_t i = 1; i < adopt_n; i += 2, adopt_freed++)
+        secretheap_free(adopt_blocks[i]);
+    pthread_barrier_wait(&adopt_bar); /* A takes now; B stays alive and owns its slabs */
+    pthread_barrier_wait(&adopt_bar);
+    return NULL;
+}
+static int mode_adopt(void) {
+    pthread_t t;
+    pthread_barrier_init(&adopt_bar, NULL, 2);
+    pthread_create(&t, NULL, adopt_b, NULL);
+    pthread_barrier_wait(&adopt_bar);
+    size_t got = 0;
+    static void *mine[ADOPT_MAX];
+    while (got < ADOPT_MAX && (mine[got] = secretheap_malloc(2048)) != NULL)
+        got++;
+    pthread_barrier_wait(&adopt_bar);
+    pthread_join(t, NULL);
+    fprintf(stderr, "filled=%zu freed=%zu adopted=%zu\n", adopt_n, adopt_freed, got);
+    return secretheap_check() == 0 ? 0 : 1;
+}
+
+static void test_exhausted_adopts_other_threads_slabs(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_LIMIT=1M", "SECRETHEAP_ON_EXHAUSTED=null", NULL};
+    h_reexec("adopt", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    unsigned long long freed = field(ch.err, "freed="), adopted = field(ch.err, "adopted=");
+    CHECK_MSG(field(ch.err, "filled=") > 100 && freed > 50 && adopted + 8 >= freed && adopted <= freed, "%s",
+              ch.err);
+}
+
 static const struct h_mode modes[] = {
     {"secure_reserve", mode_secure_reserve},
     {"fallback_reads", mode_fallback_reads},
     {"fill", mode_fill},
+    {"adopt", mode_adopt},
     {"realloc_worlds", mode_realloc_worlds},
     {NULL, NULL},
 };
@@ -344,5 +393,6 @@ int main(int argc, char **argv) {
     RUN(test_realloc_between_worlds);
     RUN(test_exhausted_no_headroom_rereads);
     RUN(test_secure_reserve);
+    RUN(test_exhausted_adopts_other_threads_slabs);
     return h_done();
 }
