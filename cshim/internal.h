@@ -20,10 +20,14 @@
  *   slab     a span holding blocks of one size class. A class's first
  *            slab is short (a quarter of the generated size, at least one
  *            block: heap.c slab_pages), later ones have the generated size.
- *   kept slab the one empty slab a class keeps on its list so that an
- *            alloc/free pair around zero live blocks does not carve and
- *            release a slab each time; at thread exit a chunk holding
- *            nothing but kept slabs gives them back (heap.c disown).
+ *   own slab  a partial slab on the list of the thread that last refilled
+ *            from it (heap.c list_of): refills take their own slabs first,
+ *            then unowned ones, and carve only when neither has a block.
+ *            At thread exit its slabs become unowned (heap.c disown).
+ *   kept slab the one empty slab a class keeps listed (on whichever list)
+ *            so that an alloc/free pair around zero live blocks does not
+ *            carve and release a slab each time; at thread exit a chunk
+ *            holding nothing but kept slabs gives them back (heap.c disown).
  *   secure slab a slab taken for the secure reserve (OpenSSL mode all,
  *            sh_malloc_secure): on a list of its own, its blocks never go
  *            into magazines, and ordinary spans may not eat into the
