@@ -187,8 +187,10 @@
 // cshim follows this design with these differences, each for a C-side reason:
 //
 //   - Concurrency: per-thread magazines of free, already-wiped blocks
-//     (initial-exec TLS) instead of shards, so malloc/free take no lock;
-//     refills prefer the thread's own slab. A magazine pins its slabs until
+//     (initial-exec TLS) instead of shards, so malloc/free take no lock.
+//     Each thread owns the partial slabs it refills from (a list per thread
+//     and class): a refill takes its own, then unowned ones, and carves only
+//     when neither has a free block. A magazine pins its slabs until
 //     the thread exits, and chunks holding only empty slabs are trimmed at
 //     thread exit rather than on the Free that crosses the idle bound.
 //   - Carving: a class's first slab is a quarter of its normal size (at least
@@ -198,7 +200,8 @@
 //   - Commits: no read-ahead until a chunk has 256 KiB committed, then
 //     min(half of what is committed, 64 KiB); Go's runs double from one OS
 //     page up to 16.
-//   - Empty slabs: one kept per class per list (ordinary and secure).
+//   - Empty slabs: one ordinary empty slab kept per class (on whichever
+//     thread's list), plus one secure.
 //   - Secure reserve: in the LD_PRELOAD library's `all` mode, OpenSSL's
 //     secure-heap allocations get their own slab list and a reserve
 //     (SECRETHEAP_SECURE_RESERVE) that ordinary spans may not eat into.
