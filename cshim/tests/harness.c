@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <grp.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -135,3 +137,25 @@ int h_dispatch(int argc, char **argv, const struct h_mode *modes) {
 }
 
 int h_contains(const char *s, const char *sub) { return strstr(s, sub) != NULL; }
+
+void h_smaps_flags(const void *p, char *flags, size_t n) {
+    flags[0] = 0;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return;
+    char buf[512];
+    int in = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        unsigned long lo, hi;
+        char dash;
+        if (sscanf(buf, "%lx%c%lx", &lo, &dash, &hi) == 3 && dash == '-') {
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+            continue;
+        }
+        if (in && strncmp(buf, "VmFlags:", 8) == 0) {
+            snprintf(flags, n, "%s", buf);
+            break;
+        }
+    }
+    fclose(f);
+}

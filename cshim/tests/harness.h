@@ -60,4 +60,7 @@ int h_dispatch(int argc, char **argv, const struct h_mode *modes);
 /* True if s contains sub. */
 int h_contains(const char *s, const char *sub);
 
+/* The VmFlags line of the /proc/self/smaps entry covering p, or "". */
+void h_smaps_flags(const void *p, char *flags, size_t n);
+
 #endif

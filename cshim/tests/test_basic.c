@@ -45,29 +45,6 @@ static void maps_line(const void *p, char *line, size_t n) {
 }
 
 
-/* The VmFlags line of the /proc/self/smaps entry covering p, or "". */
-static void smaps_flags(const void *p, char *flags, size_t n) {
-    flags[0] = 0;
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        return;
-    char buf[512];
-    int in = 0;
-    while (fgets(buf, sizeof buf, f)) {
-        unsigned long lo, hi;
-        char dash;
-        if (sscanf(buf, "%lx%c%lx", &lo, &dash, &hi) == 3 && dash == '-') {
-            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-            continue;
-        }
-        if (in && strncmp(buf, "VmFlags:", 8) == 0) {
-            snprintf(flags, n, "%s", buf);
-            break;
-        }
-    }
-    fclose(f);
-}
-
 /* The PROT_NONE arena and every guard laid down again when a region is
  * unmapped are MADV_DONTDUMP ("dd"), or gcore writes all 64 GiB as zeros.
  * Control: a plain PROT_NONE mapping is not. */
@@ -78,7 +55,7 @@ static void test_arena_dontdump(void) {
     uintptr_t base = atomic_load(&sh_arena_base);
     CHECK(base != 0);
     /* The last slot: never mapped by this test program. */
-    smaps_flags((void *)(base + atomic_load(&sh_arena_size) - SH_OS_PAGE), fl, sizeof fl);
+    h_smaps_flags((void *)(base + atomic_load(&sh_arena_size) - SH_OS_PAGE), fl, sizeof fl);
     CHECK_MSG(h_contains(fl, " dd"), "arena end: %s", fl);
     /* A large region, unmapped on free: its slot is a guard again. */
     char *big = secretheap_malloc(3u << 20);
@@ -88,12 +65,12 @@ static void test_arena_dontdump(void) {
     char line[512];
     maps_line(big, line, sizeof line);
     CHECK_MSG(h_contains(line, "---p"), "freed region: %s", line);
-    smaps_flags(big, fl, sizeof fl);
+    h_smaps_flags(big, fl, sizeof fl);
     CHECK_MSG(h_contains(fl, " dd"), "guard after unmap: %s", fl);
     /* Control. */
     void *plain = mmap(NULL, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     CHECK(plain != MAP_FAILED);
-    smaps_flags(plain, fl, sizeof fl);
+    h_smaps_flags(plain, fl, sizeof fl);
     CHECK_MSG(fl[0] && !h_contains(fl, " dd"), "control: %s", fl);
     munmap(plain, 1 << 20);
 }

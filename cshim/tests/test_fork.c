@@ -292,29 +292,6 @@ static int touch_in_grandchild(volatile unsigned char *p) {
     return st;
 }
 
-/* The VmFlags line of the /proc/self/smaps entry covering p, or "". */
-static void smaps_flags(const void *p, char *flags, size_t n) {
-    flags[0] = 0;
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        return;
-    char buf[512];
-    int in = 0;
-    while (fgets(buf, sizeof buf, f)) {
-        unsigned long lo, hi;
-        char dash;
-        if (sscanf(buf, "%lx%c%lx", &lo, &dash, &hi) == 3 && dash == '-') {
-            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-            continue;
-        }
-        if (in && strncmp(buf, "VmFlags:", 8) == 0) {
-            snprintf(flags, n, "%s", buf);
-            break;
-        }
-    }
-    fclose(f);
-}
-
 static int mode_dontfork(void) {
     unsigned char *p = secretheap_malloc(64);
     memset(p, 0x42, 64);
@@ -325,7 +302,7 @@ static int mode_dontfork(void) {
             _exit(40);
         /* The hole is a guard again, and like every guard MADV_DONTDUMP. */
         char fl[512];
-        smaps_flags(p, fl, sizeof fl);
+        h_smaps_flags(p, fl, sizeof fl);
         if (!strstr(fl, " dd"))
             _exit(43);
         secretheap_free(p); /* the block went with the mapping: ignored */
