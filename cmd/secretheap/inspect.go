@@ -48,7 +48,8 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 			"library's live counters (openssl_hooked, fallbacks, fork_reprivatised,\n"+
 			"misuse_caught), read from its memory at the addresses its symbol table gives\n"+
 			"(not available when the library file was stripped). Needs the same user as the\n"+
-			"process, or root.", stderr)
+			"process, or root. A process caught in its first milliseconds, while ld.so is\n"+
+			"still mapping its libraries, shows a partial picture: inspect it again.", stderr)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if done, st := parseFlags(fs, args); done {
 		return st

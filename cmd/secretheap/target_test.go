@@ -185,7 +185,10 @@ func TestInspect(t *testing.T) {
 		require.Eventually(t, func() bool {
 			var err error
 			rep, err = inspect(pid)
-			return err == nil && rep.CountersErr == "" && rep.Counters["fallbacks"] > 0
+			// A process inspected while ld.so is still mapping its
+			// libraries shows a partial picture (libcrypto not yet in
+			// maps): wait until it has started.
+			return err == nil && rep.Libcrypto != "" && rep.CountersErr == "" && rep.Counters["fallbacks"] > 0
 		}, 20*time.Second, 20*time.Millisecond, "no fallbacks seen: %+v", rep)
 		assert.Empty(t, rep.CountersErr)
 		assert.Equal(t, uint64(1), rep.Counters["openssl_hooked"])
