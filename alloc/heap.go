@@ -772,10 +772,12 @@ func (h *Heap) Free(b []byte) error {
 	return nil
 }
 
-// freeRun frees a page run.
-func (h *Heap) freeRun(sp *span, addr uintptr) error {
+// lockLiveSpan is the start of freeing a page run or a region (kind names
+// it in messages): addr must be the span's start and the span live. It
+// returns with h.mu held, or ErrClosed with it released; misuse panics.
+func (h *Heap) lockLiveSpan(sp *span, addr uintptr, kind string) error {
 	if addr != uintptr(sp.base) {
-		h.fail("interior pointer", addr, 0, fmt.Sprintf("secretheap: free of %#x, inside a page run at %#x but not at its start", addr, uintptr(sp.base)))
+		h.fail("interior pointer", addr, 0, fmt.Sprintf("secretheap: free of %#x, inside a %s at %#x but not at its start", addr, kind, uintptr(sp.base)))
 	}
 	h.mu.Lock()
 	if h.closed.Load() {
@@ -784,7 +786,15 @@ func (h *Heap) freeRun(sp *span, addr uintptr) error {
 	}
 	if sp.used == 0 {
 		h.mu.Unlock()
-		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (page run)", addr))
+		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (%s)", addr, kind))
+	}
+	return nil
+}
+
+// freeRun frees a page run.
+func (h *Heap) freeRun(sp *span, addr uintptr) error {
+	if err := h.lockLiveSpan(sp, addr, "page run"); err != nil {
+		return err
 	}
 	wipe(sp.base, uintptr(sp.size))
 	sp.used = 0
@@ -802,17 +812,8 @@ func (h *Heap) freeRun(sp *span, addr uintptr) error {
 // freeLarge frees a region of its own.
 func (h *Heap) freeLarge(cm *chunkMeta, addr uintptr) error {
 	sp := cm.largeSpan
-	if addr != uintptr(sp.base) {
-		h.fail("interior pointer", addr, 0, fmt.Sprintf("secretheap: free of %#x, inside a region at %#x but not at its start", addr, uintptr(sp.base)))
-	}
-	h.mu.Lock()
-	if h.closed.Load() {
-		h.mu.Unlock()
-		return ErrClosed
-	}
-	if sp.used == 0 {
-		h.mu.Unlock()
-		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (region)", addr))
+	if err := h.lockLiveSpan(sp, addr, "region"); err != nil {
+		return err
 	}
 	sp.used = 0
 	delete(h.larges, cm)
