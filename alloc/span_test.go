@@ -70,14 +70,7 @@ func TestFindRun(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for iter := 0; iter < 20000; iter++ {
-		n := 1 + r.IntN(512)
-		b := make([]uint64, (n+63)/64+1)
-		density := r.Float64()
-		for i := 0; i < len(b)*64; i++ { // bits past n (uncommitted OS pages) may be set
-			if r.Float64() < density {
-				b[i>>6] |= 1 << (i & 63)
-			}
-		}
+		n, b := randomBitmap(r)
 		k := 1 + r.IntN(40)
 		if got, want := findRun(b, n, k), naive(b, n, k); got != want {
 			t.Fatalf("n=%d k=%d bits=%x: got %d want %d", n, k, b, got, want)
@@ -114,17 +107,25 @@ func TestBestRun(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for iter := 0; iter < 20000; iter++ {
-		n := 1 + r.IntN(512)
-		b := make([]uint64, (n+63)/64+1)
-		density := r.Float64()
-		for i := 0; i < len(b)*64; i++ { // bits past n (uncommitted OS pages) may be set
-			if r.Float64() < density {
-				b[i>>6] |= 1 << (i & 63)
-			}
-		}
+		n, b := randomBitmap(r)
 		k := 1 + r.IntN(8)
 		if got, want := bestRun(b, n, k), naive(b, n, k); got != want {
 			t.Fatalf("n=%d k=%d bits=%x: got %d want %d", n, k, b, got, want)
 		}
 	}
+}
+
+// randomBitmap returns n (1 to 512) and a free-page bitmap of random density
+// with a spare word: bits past n stand for uncommitted OS pages and may be
+// set, as they may be in a chunk.
+func randomBitmap(r *rand.Rand) (int, []uint64) {
+	n := 1 + r.IntN(512)
+	b := make([]uint64, (n+63)/64+1)
+	density := r.Float64()
+	for i := 0; i < len(b)*64; i++ {
+		if r.Float64() < density {
+			b[i>>6] |= 1 << (i & 63)
+		}
+	}
+	return n, b
 }
