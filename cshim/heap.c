@@ -764,12 +764,21 @@ void *secretheap_realloc(void *ptr, size_t n) {
     struct sh_span *s = live_block(p, &usable, &idx);
     if (!s)
         bad_free(p, "realloc");
+    /* Resized in place: a shrink wipes what it gives up, so the secret bytes
+     * are gone now rather than at free, and a later grow shows zeros past the
+     * old size, as a fresh block would. */
     if (s->kind == SH_SPAN_SLAB) {
         if (n <= SH_MAX_SMALL_SIZE && size_class(n) == s->cls) {
+            size_t old = (size_t)atomic_load_explicit(&s->req[idx], memory_order_relaxed) - 1;
+            if (n < old)
+                sh_wipe((char *)ptr + n, old - n);
             atomic_store_explicit(&s->req[idx], (uint16_t)(n + 1), memory_order_relaxed);
             return ptr;
         }
     } else if (n <= usable && n > SH_MAX_SMALL_SIZE && n > usable / 2) {
+        size_t old = (size_t)atomic_load_explicit(&s->run_req, memory_order_relaxed) - 1;
+        if (n < old)
+            sh_wipe((char *)ptr + n, old - n);
         atomic_store_explicit(&s->run_req, n + 1, memory_order_relaxed);
         return ptr;
     }

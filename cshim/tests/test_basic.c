@@ -271,6 +271,28 @@ static void test_realloc_moves_and_wipes(void) {
     CHECK(secretheap_check() == 0);
 }
 
+/* A realloc that shrinks a block in place wipes what it gives up, so a later
+ * grow in place shows zeros past the smaller size, as realloc promises (the
+ * differential test against the Go heap found the old bytes coming back).
+ * A slab block (48 -> 33 B keeps class 48) and a page run (40,000 ->
+ * 36,000 B keeps its 10 OS pages). */
+static void test_realloc_in_place_shrink_wipes(void) {
+    static const struct { size_t big, small; } cases[] = {{48, 33}, {40000, 36000}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t big = cases[i].big, small = cases[i].small;
+        unsigned char *p = secretheap_malloc(big);
+        CHECK(p != NULL);
+        memset(p, 0xab, big);
+        CHECK(secretheap_realloc(p, small) == p); /* in place */
+        CHECK_MSG(all_bytes(p + small, big - small, 0), "shrink %zu -> %zu in place left the old bytes", big, small);
+        CHECK(secretheap_realloc(p, big) == p);
+        CHECK_MSG(all_bytes(p + small, big - small, 0), "grow %zu -> %zu in place shows old bytes", small, big);
+        CHECK(all_bytes(p, small, 0xab));
+        secretheap_free(p);
+    }
+    CHECK(secretheap_check() == 0);
+}
+
 static void test_stats(void) {
     struct secretheap_stats before, after;
     CHECK(secretheap_stats(&before, sizeof before) == 0);
@@ -604,6 +626,7 @@ int main(int argc, char **argv) {
     RUN(test_backend_and_maps);
     RUN(test_foreign_pointers);
     RUN(test_realloc_moves_and_wipes);
+    RUN(test_realloc_in_place_shrink_wipes);
     RUN(test_stats);
     RUN(test_block_index_exact);
     RUN(test_parse_size);
