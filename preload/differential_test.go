@@ -1,7 +1,6 @@
 package preload
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -190,43 +189,6 @@ var sharedGoHeap = sync.OnceValues(func() (*alloc.Heap, error) {
 type block struct {
 	g, c  []byte
 	model []byte
-	// stale[k], where non-zero, is a byte C may show at offset k instead of
-	// model[k] (which is then 0): what the block's lineage last held there
-	// before a realloc shrank it in place and a later realloc grew it
-	// again. See staleTail.
-	stale []byte
-	// hist[k] is the last byte written at offset k in this block's
-	// lineage (across reallocs), 0 if none.
-	hist []byte
-}
-
-// staleTail says whether C may show stale bytes after an in-place realloc.
-// secretheap_realloc resizes a block in place when the new size keeps its
-// size class (or its page run) and neither wipes the bytes a shrink gives
-// up nor zeroes the bytes a grow adds, so a shrink followed by a grow shows
-// the block's own earlier bytes where realloc's contract (and the Go
-// equivalent) gives zeros. They never come from another block, and free
-// wipes them, so this is tolerated, counted and logged, not failed, unless
-// SECRETHEAP_DIFF_STRICT=1 (use it once the C core wipes on shrink).
-var staleTail = os.Getenv("SECRETHEAP_DIFF_STRICT") != "1"
-
-// compareC compares a C block with the model, accepting stale[k] where
-// staleTail allows it; it returns how many bytes were stale.
-func compareC(c, model, stale []byte) (int, error) {
-	if !staleTail || bytes.Equal(c, model) {
-		return 0, conformance.Compare(c, model)
-	}
-	n := 0
-	for k := range model {
-		switch {
-		case c[k] == model[k]:
-		case model[k] == 0 && stale[k] != 0 && c[k] == stale[k]:
-			n++
-		default:
-			return n, fmt.Errorf("byte %d differs: %#x vs %#x", k, c[k], model[k])
-		}
-	}
-	return n, nil
 }
 
 // runner executes a sequence on both sides.
@@ -235,7 +197,6 @@ type runner struct {
 	gBase, cBase uint64 // live blocks before the run
 	live         []block
 	liveBytes    int
-	staleBytes   int // most bytes compareC accepted as stale in one check
 }
 
 // fail formats a difference with the step that showed it.
@@ -244,12 +205,11 @@ func stepErr(i int, o op, format string, args ...any) error {
 }
 
 // runDifferential runs ops on the Go heap and the C core, returning the
-// first difference or broken invariant, and the most stale bytes (see
-// staleTail) seen in one check. It frees every block it allocated.
-func runDifferential(ops []op) (stale int, err error) {
+// first difference or broken invariant. It frees every block it allocated.
+func runDifferential(ops []op) (err error) {
 	gh, err := sharedGoHeap()
 	if err != nil {
-		return 0, fmt.Errorf("alloc.New: %w", err)
+		return fmt.Errorf("alloc.New: %w", err)
 	}
 	r := &runner{g: goSide{gh}, c: cSide{Core()}}
 	r.gBase, r.cBase = r.g.LiveBlocks(), r.c.LiveBlocks()
@@ -266,17 +226,16 @@ func runDifferential(ops []op) (stale int, err error) {
 		if err == nil {
 			err = r.checkBoth(len(ops), op{}, 0)
 		}
-		stale = r.staleBytes
 	}()
 	for i, o := range ops {
 		if err := r.step(i, o); err != nil {
-			return 0, err
+			return err
 		}
 		if err := r.checkBoth(i, o, len(r.live)); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return 0, nil
+	return nil
 }
 
 // checkBoth runs both invariant checkers, compares live-block counts with
@@ -298,11 +257,9 @@ func (r *runner) checkBoth(i int, o op, live int) error {
 		if err := conformance.Compare(b.g, b.model); err != nil {
 			return stepErr(i, o, "Go block #%d (%d bytes) differs from the model: %v", k, len(b.model), err)
 		}
-		n, err := compareC(b.c, b.model, b.stale)
-		if err != nil {
+		if err := conformance.Compare(b.c, b.model); err != nil {
 			return stepErr(i, o, "C block #%d (%d bytes) differs from the model: %v", k, len(b.model), err)
 		}
-		r.staleBytes = max(r.staleBytes, n)
 	}
 	return nil
 }
@@ -379,7 +336,7 @@ func (r *runner) alloc(i int, o op) error {
 		return err
 	}
 	// Zeroing is checked by the comparison with the all-zero model.
-	r.live = append(r.live, block{g: gb, c: cb, model: make([]byte, o.size), stale: make([]byte, o.size)})
+	r.live = append(r.live, block{g: gb, c: cb, model: make([]byte, o.size)})
 	r.liveBytes += o.size
 	return nil
 }
@@ -426,12 +383,6 @@ func (r *runner) write(i int, o op) error {
 	conformance.Fill(b.model[off:end], o.seed)
 	copy(b.g[off:end], b.model[off:end])
 	copy(b.c[off:end], b.model[off:end])
-	clear(b.stale[off:end])
-	if len(b.hist) < end {
-		b.hist = append(b.hist, make([]byte, end-len(b.hist))...)
-		r.live[o.idx%len(r.live)].hist = b.hist
-	}
-	copy(b.hist[off:end], b.model[off:end])
 	return nil
 }
 
@@ -461,11 +412,6 @@ func (r *runner) realloc(i int, o op) error {
 	// never written). The model says so; checkBoth compares.
 	model := make([]byte, o.size)
 	copy(model, b.model)
-	stale := make([]byte, o.size)
-	copy(stale, b.stale)
-	if len(b.model) < o.size && len(b.hist) > len(b.model) {
-		copy(stale[len(b.model):], b.hist[len(b.model):])
-	}
 	// A moved block's old bytes must be wiped: on both sides, if it moved.
 	if unsafe.SliceData(gb) != unsafe.SliceData(b.g) {
 		if err := checkWiped(i, o, "Go", b.g); err != nil {
@@ -477,7 +423,7 @@ func (r *runner) realloc(i int, o op) error {
 			return err
 		}
 	}
-	r.live[k] = block{g: gb, c: cb, model: model, stale: stale, hist: b.hist}
+	r.live[k] = block{g: gb, c: cb, model: model}
 	r.liveBytes += o.size - len(b.model)
 	return nil
 }
@@ -517,11 +463,7 @@ func FuzzDifferential(f *testing.F) {
 		f.Add(buf)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		stale, err := runDifferential(decodeOps(data, maxOps))
-		require.NoError(t, err)
-		if stale > 0 {
-			t.Logf("C realloc left up to %d stale bytes in a grown block (tolerated, see staleTail)", stale)
-		}
+		require.NoError(t, runDifferential(decodeOps(data, maxOps)))
 	})
 }
 
@@ -543,11 +485,7 @@ func TestDifferentialRandom(t *testing.T) {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 0x5ec2e7))
 			ops := randomOps(r, nops)
-			stale, err := runDifferential(ops)
-			require.NoError(t, err)
-			if stale > 0 {
-				t.Logf("C realloc left up to %d stale bytes in a grown block (tolerated, see staleTail)", stale)
-			}
+			require.NoError(t, runDifferential(ops))
 		})
 	}
 }
