@@ -16,9 +16,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -27,6 +29,29 @@ _Atomic uint64_t sh_stat_fallbacks;
 _Atomic uint64_t sh_stat_reprivatised;
 _Atomic uint64_t sh_stat_misuse;
 _Atomic uint64_t sh_stat_openssl_hooked;
+
+/*
+ * What `secretheap inspect` reads from a running process's memory
+ * (cmd/secretheap/ident.go). It finds this object by name in the library's
+ * dynamic symbol table, which strip keeps, so the answer comes from the
+ * process itself: not from a file path a process can fake, and without
+ * opening any file. The magic proves the object is this library whatever
+ * its file is called; the pointers lead to the live counters (relocated at
+ * load, so the reader needs no symbol table). Layout is read from outside:
+ * fields are only appended, and ident_counters grows with them.
+ */
+struct sh_ident {
+    char magic[16];   /* "secretheap-ident" (no NUL) */
+    char version[16]; /* SECRETHEAP_VERSION, NUL-padded */
+    uint64_t ncounters;
+    _Atomic uint64_t *counters[4]; /* openssl_hooked, fallbacks, fork_reprivatised, misuse_caught */
+};
+__attribute__((visibility("default"), used)) const struct sh_ident secretheap_ident = {
+    .magic = {'s', 'e', 'c', 'r', 'e', 't', 'h', 'e', 'a', 'p', '-', 'i', 'd', 'e', 'n', 't'},
+    .version = SECRETHEAP_VERSION,
+    .ncounters = 4,
+    .counters = {&sh_stat_openssl_hooked, &sh_stat_fallbacks, &sh_stat_reprivatised, &sh_stat_misuse},
+};
 
 int secretheap_stats(struct secretheap_stats *out, size_t out_size) {
     if (!out || out_size < sizeof(uint64_t))
@@ -66,6 +91,34 @@ static void out(char *buf, size_t *n, size_t cap, const char *fmt, ...) {
         *n += (size_t)r < cap - *n ? (size_t)r : cap - *n - 1;
 }
 
+/* Writes buf to fd, waiting at most STATS_WRITE_MS in all for a full pipe
+ * or FIFO (opened non-blocking) to drain: a reader that stops reading cuts
+ * the report short, it never holds the program. */
+#define STATS_WRITE_MS 1000
+static void stats_write(int fd, const char *buf, size_t n) {
+    int budget = STATS_WRITE_MS;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, buf + off, n - off);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && budget > 0) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            (void)poll(&p, 1, budget);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            budget -= (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000) + 1;
+            continue;
+        }
+        break;
+    }
+}
+
 /* fd < 0: where SECRETHEAP_STATS says (stderr, or appended to a file). */
 void sh_stats_print(int fd) {
     bool close_fd = false;
@@ -73,9 +126,12 @@ void sh_stats_print(int fd) {
         if (strcmp(sh_opt.stats, "stderr") == 0) {
             fd = 2;
         } else {
-            fd = open(sh_opt.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+            /* O_NONBLOCK: a FIFO with no reader fails at once (ENXIO)
+             * instead of holding the program's exit until one comes. */
+            fd = open(sh_opt.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
             if (fd < 0) {
-                sh_log(0, "cannot write stats to %s: %s", sh_opt.stats, strerror(errno));
+                sh_log(0, "cannot write stats to %s: %s%s", sh_opt.stats, strerror(errno),
+                       errno == ENXIO ? " (a FIFO nobody reads)" : "");
                 return;
             }
             close_fd = true;
@@ -146,13 +202,7 @@ void sh_stats_print(int fd) {
             (unsigned long long)c->size, (unsigned long long)c->slabs);
     }
 #undef OUT
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, buf + off, n - off);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
+    stats_write(fd, buf, n);
     /* The OpenSSL skin's block right after ours, to the same place: not
      * from an exit handler of its own, whose order against ours depends on
      * which constructor ran first. Weak: the core links without the skin. */

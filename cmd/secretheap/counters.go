@@ -6,20 +6,15 @@ package main
 // libsecretheap.so (cshim/stats.c: sh_stat_openssl_hooked, sh_stat_fallbacks,
 // sh_stat_reprivatised, sh_stat_misuse) — not in secret memory, so a reader
 // with ptrace access to the process (its uid, or root) can read them with
-// /proc/PID/mem. Their addresses come from the library's own symbol table
-// (.symtab: the library is built with -fvisibility=hidden, so they are local
-// symbols, present unless the file was stripped) plus the address the
-// library was loaded at. This is what "live stats" can be without the
-// library's help; chunk and byte totals come from /proc/PID/smaps instead.
+// /proc/PID/mem. Their addresses come from the library's exported
+// secretheap_ident (ident.go), relocated by ld.so: no symbol table and no
+// file is needed. This is what "live stats" can be without the library's
+// help; chunk and byte totals come from /proc/PID/smaps instead.
 
 import (
-	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"path/filepath"
 	"strconv"
-
-	"github.com/secretheap/secretheap/internal/attack"
 )
 
 // liveCounter names one counter: the C symbol and the stats field.
@@ -27,8 +22,8 @@ type liveCounter struct {
 	symbol, field string
 }
 
-// liveCounters are read in this order and printed with these names (the
-// names of struct secretheap_stats).
+// liveCounters are read in this order (the order of sh_ident.counters) and
+// printed with these names (the names of struct secretheap_stats).
 var liveCounters = []liveCounter{
 	{"sh_stat_openssl_hooked", "openssl_hooked"},
 	{"sh_stat_fallbacks", "fallbacks"},
@@ -36,71 +31,24 @@ var liveCounters = []liveCounter{
 	{"sh_stat_misuse", "misuse_caught"},
 }
 
-// readLiveCounters reads the counters of the libsecretheap.so mapped at
-// libPath in process pid. maps must be the process's mappings.
-func readLiveCounters(pid int, libPath string, maps []mapping) (map[string]uint64, error) {
-	// The file as the process sees it: through its root, so a process in
-	// another mount namespace (a container) is read correctly.
-	f, err := elf.Open(filepath.Join(procPath(pid, "root"), libPath))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	syms, err := f.Symbols()
-	if err != nil {
-		return nil, fmt.Errorf("%s has no symbol table (stripped?): %w", libPath, err)
-	}
-	want := map[string]elf.Symbol{}
-	for _, s := range syms {
-		for _, c := range liveCounters {
-			if s.Name == c.symbol && s.Size == 8 {
-				want[c.symbol] = s
-			}
-		}
-	}
-	// Load base: where the file's first PT_LOAD (file offset 0) is mapped,
-	// less that segment's page-aligned virtual address.
-	var firstLoad *elf.Prog
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD {
-			firstLoad = p
-			break
-		}
-	}
-	if firstLoad == nil {
-		return nil, fmt.Errorf("%s: no PT_LOAD segment", libPath)
-	}
-	var base uint64
-	found := false
-	for _, m := range maps {
-		if m.Path == libPath && m.Offset == 0 {
-			base = m.Start - (firstLoad.Vaddr &^ 0xfff)
-			found = true
-			break
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("%s is not mapped from offset 0 in process %d", libPath, pid)
+// readLiveCounters reads the counters the ident points at. maps must be the
+// process's mappings.
+func readLiveCounters(r memReader, id libraryIdent, maps []mapping) (map[string]uint64, error) {
+	if len(id.counters) < len(liveCounters) {
+		return nil, fmt.Errorf("the library (version %s) names %d counters, want %d", escape(id.Version), len(id.counters), len(liveCounters))
 	}
 	out := map[string]uint64{}
-	for _, c := range liveCounters {
-		s, ok := want[c.symbol]
-		if !ok {
-			return nil, fmt.Errorf("%s: no symbol %s (a library of another version?)", libPath, c.symbol)
-		}
-		addr := base + s.Value
-		// While ld.so is still loading the library, the counters' addresses
-		// lie in its first read-only mapping of the file, and a read there
-		// returns file bytes, not counters: trust only a writable mapping.
+	for i, c := range liveCounters {
+		addr := id.counters[i]
+		// While ld.so is still loading the library its pointers are not
+		// relocated yet: trust only an address in a writable mapping (the
+		// library's data segment or .bss).
 		if !inWritableMapping(maps, addr) {
-			return nil, fmt.Errorf("%s is still being loaded in process %d (its data segment is not mapped yet)", libPath, pid)
+			return nil, fmt.Errorf("the library is still being loaded (its counters are not mapped yet)")
 		}
-		b, err := attack.Read(pid, uintptr(addr), 8, attack.ProcMem)
+		b, err := r.read(addr, 8)
 		if err != nil {
 			return nil, err
-		}
-		if len(b) != 8 {
-			return nil, fmt.Errorf("short read of %s", c.symbol)
 		}
 		out[c.field] = binary.NativeEndian.Uint64(b)
 	}

@@ -10,20 +10,35 @@ import (
 	"strings"
 )
 
-// inspectReport is what inspect finds out about a process from /proc alone:
-// nothing here needs the library's cooperation or ptrace.
+// inspectReport is what inspect finds out about a process from /proc and
+// its memory: nothing here needs the library's cooperation or ptrace.
 type inspectReport struct {
 	PID     int    `json:"pid"`
 	Command string `json:"command"`
 
-	Library       string `json:"library,omitempty"` // path of libsecretheap.so mapped in, "" if not
+	// Library is the name maps gives the object that holds the library's
+	// secretheap_ident, "" if none; LibraryVersion is the version that
+	// ident carries. LibraryEvidence says how the library was recognised:
+	// "memory" (its ident read from the process), or "file name" when the
+	// process's memory was unreadable and only maps could be read.
+	Library         string `json:"library,omitempty"`
+	LibraryVersion  string `json:"library_version,omitempty"`
+	LibraryEvidence string `json:"library_evidence,omitempty"`
+	// Libcrypto is the object that exports CRYPTO_set_mem_functions (the
+	// hook the library uses): a libcrypto.so, or the program itself when
+	// OpenSSL is linked in statically (OpenSSLStatic).
 	Libcrypto     string `json:"libcrypto,omitempty"`
+	OpenSSLStatic bool   `json:"openssl_static,omitempty"`
 	SecretMaps    int    `json:"secretmem_mappings"`
 	SecretBytes   uint64 `json:"secretmem_bytes"`
 	SecretRss     uint64 `json:"secretmem_committed_bytes"` // resident OS pages; 0 when smaps is unreadable
 	SmapsReadable bool   `json:"smaps_readable"`
 	LockedMaps    int    `json:"locked_mappings"` // anonymous, mlocked, dontdump
 	LockedBytes   uint64 `json:"locked_bytes"`
+	Mappings      int    `json:"mappings"`
+	// Partial says why the mappings were read only in part (more than
+	// procMapsLimit of them), "" when all were.
+	Partial string `json:"partial,omitempty"`
 
 	VmLck       uint64            `json:"vmlck_bytes"`
 	MemlockSoft uint64            `json:"memlock_soft"` // MaxUint64 = unlimited
@@ -41,15 +56,19 @@ type inspectReport struct {
 
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("inspect", "inspect [--json] PID",
-		"Shows what a running process keeps in secret memory, from /proc alone: whether\n"+
-			"libsecretheap.so and libcrypto are loaded, its memfd_secret mappings (count,\n"+
-			"bytes mapped, bytes committed), locked-backend mappings, VmLck against its\n"+
-			"RLIMIT_MEMLOCK, and the SECRETHEAP_* settings it was started with; and the\n"+
-			"library's live counters (openssl_hooked, fallbacks, fork_reprivatised,\n"+
-			"misuse_caught), read from its memory at the addresses its symbol table gives\n"+
-			"(not available when the library file was stripped). Needs the same user as the\n"+
-			"process, or root. A process caught in its first milliseconds, while ld.so is\n"+
-			"still mapping its libraries, shows a partial picture: inspect it again.", stderr)
+		"Shows what a running process keeps in secret memory, from /proc and its memory:\n"+
+			"whether libsecretheap.so is loaded (recognised by the secretheap_ident it exports,\n"+
+			"read from the process's memory, so a renamed or stripped library counts and a\n"+
+			"file merely named so does not) and its version, which object is OpenSSL (a\n"+
+			"libcrypto, or a program with OpenSSL linked in, such as node), its memfd_secret\n"+
+			"mappings (count, bytes mapped, bytes committed), locked-backend mappings, VmLck\n"+
+			"against its RLIMIT_MEMLOCK, the SECRETHEAP_* settings it was started with, and\n"+
+			"the library's live counters (openssl_hooked, fallbacks, fork_reprivatised,\n"+
+			"misuse_caught). No file named by the process is opened; /proc files are read\n"+
+			"without following links, at most 64 MiB of smaps and 20 s per read; text from\n"+
+			"the process is printed with control characters as \\xNN. Needs the same user\n"+
+			"as the process, or root (else only file names are seen). A process caught while\n"+
+			"ld.so is still mapping its libraries shows a partial picture: inspect it again.", stderr)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if done, st := parseFlags(fs, args); done {
 		return st
@@ -83,28 +102,23 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 
 func inspect(pid int) (inspectReport, error) {
 	rep := inspectReport{PID: pid}
-	if b, err := readProc(pid, "cmdline"); err == nil {
+	d, err := openProcDir(pid)
+	if err != nil {
+		return rep, err
+	}
+	defer d.Close()
+	if b, err := d.read("cmdline", procSmallLimit); err == nil {
 		rep.Command = strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 	}
 	// smaps gives committed bytes (Rss) and VmFlags; it needs the same
-	// access as /proc/PID/mem's owner check, so fall back to maps.
+	// access as /proc/PID/mem's owner check, so fall back to maps. Both are
+	// streamed: a process may have 65530 mappings with 4 KiB names each,
+	// and only the names of the objects' first mappings are kept.
 	var maps []mapping
-	if b, err := readProc(pid, "smaps"); err == nil {
-		if maps, err = parseMaps(b); err != nil {
-			return rep, fmt.Errorf("process %d: %w", pid, err)
-		}
-		rep.SmapsReadable = true
-	} else {
-		b, err := readProc(pid, "maps")
-		if err != nil {
-			return rep, fmt.Errorf("process %d: %w", pid, err)
-		}
-		if maps, err = parseMaps(b); err != nil {
-			return rep, fmt.Errorf("process %d: %w", pid, err)
-		}
-	}
-	for _, m := range maps {
-		base := filepath.Base(m.Path)
+	var libByName, cryptoByName string
+	named := 0
+	keep := func(m mapping) {
+		rep.Mappings++
 		switch {
 		case m.isSecretmem():
 			rep.SecretMaps++
@@ -113,13 +127,42 @@ func inspect(pid int) (inspectReport, error) {
 		case m.isLocked():
 			rep.LockedMaps++
 			rep.LockedBytes += m.Size()
-		case strings.HasPrefix(base, "libsecretheap.so") && rep.Library == "":
-			rep.Library = m.Path
-		case strings.HasPrefix(base, "libcrypto.so") && rep.Libcrypto == "":
-			rep.Libcrypto = m.Path
 		}
+		base := filepath.Base(m.Path)
+		if strings.HasPrefix(base, "libsecretheap.so") && libByName == "" {
+			libByName = m.Path
+		}
+		if strings.HasPrefix(base, "libcrypto.so") && cryptoByName == "" {
+			cryptoByName = m.Path
+		}
+		if m.Offset != 0 || named >= maxObjects {
+			m.Path = ""
+		} else if m.Path != "" {
+			named++
+		}
+		m.VmFlags = nil
+		maps = append(maps, m)
 	}
-	b, err := readProc(pid, "status")
+	readMaps := func(name string) error {
+		maps, rep.Mappings, rep.SecretMaps, rep.SecretBytes, rep.SecretRss, rep.LockedMaps, rep.LockedBytes = nil, 0, 0, 0, 0, 0, 0
+		libByName, cryptoByName, named = "", "", 0
+		p := mapsParser{emit: keep}
+		partial, err := d.lines(name, p.line)
+		if err != nil {
+			return err
+		}
+		p.done()
+		if partial != nil {
+			rep.Partial = partial.Error()
+		}
+		return nil
+	}
+	if err := readMaps("smaps"); err == nil {
+		rep.SmapsReadable = true
+	} else if err := readMaps("maps"); err != nil {
+		return rep, fmt.Errorf("process %d: %w", pid, err)
+	}
+	b, err := d.read("status", procSmallLimit)
 	if err != nil {
 		return rep, fmt.Errorf("process %d: %w", pid, err)
 	}
@@ -130,12 +173,12 @@ func inspect(pid int) (inspectReport, error) {
 	if v, ok := st["CapEff"]; ok {
 		rep.CapIPCLock, _ = hasCap(v, capIPCLock)
 	}
-	if b, err := readProc(pid, "limits"); err == nil {
+	if b, err := d.read("limits", procSmallLimit); err == nil {
 		if l, err := parseMemlockLimit(b); err == nil {
 			rep.MemlockSoft, rep.MemlockHard = l.Soft, l.Hard
 		}
 	}
-	if b, err := readProc(pid, "environ"); err == nil {
+	if b, err := d.read("environ", procSmallLimit); err == nil {
 		rep.EnvReadable = true
 		rep.Settings = make(map[string]string)
 		for k, v := range parseEnviron(b) {
@@ -144,16 +187,62 @@ func inspect(pid int) (inspectReport, error) {
 			}
 		}
 	}
-	if rep.Library != "" {
-		c, err := readLiveCounters(pid, rep.Library, maps)
-		if err != nil {
-			rep.CountersErr = err.Error()
-		} else {
-			rep.Counters = c
-		}
-	}
+	inspectObjects(d, &rep, maps, libByName, cryptoByName)
 	rep.OpenSSLHook = judgeHook(rep)
 	return rep, nil
+}
+
+// inspectObjects fills in the library, OpenSSL and the counters from the
+// process's memory; when that is unreadable, from the file names in maps,
+// saying so.
+func inspectObjects(d *procDir, rep *inspectReport, maps []mapping, libByName, cryptoByName string) {
+	f, err := d.open("mem")
+	if err == nil {
+		defer f.Close()
+		r := memReader{f}
+		var lib *objectReport
+		var id libraryIdent
+		var idErr error
+		var ossl []objectReport
+		err = withTimeout(func() error {
+			lib, id, idErr, ossl, _ = findObjects(r, maps)
+			return nil
+		})
+		if err == nil {
+			if lib != nil {
+				rep.Library, rep.LibraryEvidence = lib.Path, "memory"
+				if idErr != nil {
+					rep.CountersErr = idErr.Error()
+				} else {
+					rep.LibraryVersion = id.Version
+					err := withTimeout(func() error {
+						c, err := readLiveCounters(r, id, maps)
+						rep.Counters = c
+						return err
+					})
+					if err != nil {
+						rep.Counters, rep.CountersErr = nil, err.Error()
+					}
+				}
+			}
+			if len(ossl) > 0 {
+				rep.Libcrypto = ossl[0].Path
+				rep.OpenSSLStatic = !strings.HasPrefix(filepath.Base(ossl[0].Path), "libcrypto")
+			}
+			return
+		}
+	}
+	// Memory unreadable (another user's process without root, or a
+	// non-dumpable one): file names are all there is.
+	why := "its memory is unreadable"
+	if err != nil {
+		why += ": " + err.Error()
+	}
+	if libByName != "" {
+		rep.Library, rep.LibraryEvidence = libByName, "file name"
+		rep.CountersErr = why
+	}
+	rep.Libcrypto = cryptoByName
 }
 
 // judgeHook says what can be known from outside about OpenSSL's allocations.
@@ -166,7 +255,7 @@ func judgeHook(r inspectReport) string {
 	case r.Library == "":
 		return "no: libsecretheap.so is not loaded"
 	case r.Libcrypto == "":
-		return "no OpenSSL in this process (libcrypto not loaded)"
+		return "no OpenSSL in this process (nothing exports CRYPTO_set_mem_functions)"
 	case mode == "off":
 		return "no: SECRETHEAP_OPENSSL=off"
 	}
@@ -196,18 +285,27 @@ func judgeHook(r inspectReport) string {
 }
 
 func printInspect(w io.Writer, r inspectReport) {
-	fmt.Fprintf(w, "process        %d  %s\n", r.PID, r.Command)
-	if r.Library != "" {
-		fmt.Fprintf(w, "library        loaded: %s\n", r.Library)
-	} else {
+	fmt.Fprintf(w, "process        %d  %s\n", r.PID, escape(r.Command))
+	switch {
+	case r.Library != "" && r.LibraryEvidence == "memory":
+		fmt.Fprintf(w, "library        loaded: %s (version %s, recognised in its memory)\n", escape(r.Library), escape(r.LibraryVersion))
+	case r.Library != "":
+		fmt.Fprintf(w, "library        a file named %s is mapped (its memory is unreadable: not confirmed)\n", escape(r.Library))
+	default:
 		fmt.Fprintln(w, "library        not loaded (start the program with `secretheap run -- …`)")
 	}
-	if r.Libcrypto != "" {
-		fmt.Fprintf(w, "libcrypto      loaded: %s\n", r.Libcrypto)
-	} else {
+	switch {
+	case r.Libcrypto != "" && r.OpenSSLStatic:
+		fmt.Fprintf(w, "libcrypto      linked into %s (it exports CRYPTO_set_mem_functions)\n", escape(r.Libcrypto))
+	case r.Libcrypto != "":
+		fmt.Fprintf(w, "libcrypto      loaded: %s\n", escape(r.Libcrypto))
+	default:
 		fmt.Fprintln(w, "libcrypto      not loaded")
 	}
-	fmt.Fprintf(w, "openssl hook   %s\n", r.OpenSSLHook)
+	if r.Partial != "" {
+		fmt.Fprintf(w, "mappings       %d read, partial: %s\n", r.Mappings, escape(r.Partial))
+	}
+	fmt.Fprintf(w, "openssl hook   %s\n", escape(r.OpenSSLHook))
 	committed := "committed: smaps unreadable"
 	if r.SmapsReadable {
 		committed = formatBytes(r.SecretRss) + " committed"
@@ -235,7 +333,7 @@ func printInspect(w io.Writer, r inspectReport) {
 			if i > 0 {
 				label = ""
 			}
-			fmt.Fprintf(w, "%-14s %s=%s\n", label, k, r.Settings[k])
+			fmt.Fprintf(w, "%-14s %s=%s\n", label, escape(k), escape(r.Settings[k]))
 		}
 	} else {
 		fmt.Fprintln(w, "settings       environ unreadable (another user's process?)")
@@ -244,6 +342,6 @@ func printInspect(w io.Writer, r inspectReport) {
 	case r.Counters != nil:
 		fmt.Fprintf(w, "counters       %s (live, from the library's memory; the full report comes at exit with SECRETHEAP_STATS)\n", formatCounters(r.Counters))
 	case r.CountersErr != "":
-		fmt.Fprintf(w, "counters       unreadable: %s\n", r.CountersErr)
+		fmt.Fprintf(w, "counters       unreadable: %s\n", escape(r.CountersErr))
 	}
 }

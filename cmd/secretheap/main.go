@@ -7,7 +7,7 @@
 //	secretheap run [options] -- PROGRAM ARGS…  run PROGRAM with libsecretheap.so preloaded
 //	secretheap inspect [--json] PID            what a running process has in secret memory
 //	secretheap scan PID --hex|--string NEEDLE  read another process's memory for a secret
-//	secretheap version
+//	secretheap version                         (also --version)
 //
 // Every subcommand takes --help. doctor exits 0 when the machine is ready and 1
 // when it is not; run exits with the program's status; scan exits like grep: 0
@@ -25,6 +25,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/secretheap/secretheap/preload/ldpreload"
 )
 
 // exitUsage is the exit status for a command line that could not be parsed,
@@ -48,8 +50,6 @@ var commands = []command{
 	{"version", "print the version of this command", runVersion},
 }
 
-// version is set at link time by release builds; a tree build says "devel".
-var version = "devel"
 
 func main() {
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
@@ -66,6 +66,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
+	case "-version", "--version":
+		return runVersion(nil, stdout, stderr)
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
@@ -122,10 +124,14 @@ func parseFlags(fs *flag.FlagSet, args []string) (done bool, status int) {
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("version", "version", "Prints the version of this command.", stderr)
+	fs := newFlagSet("version", "version",
+		"Prints the version of secretheap (also --version): the command's, the Go\n"+
+			"module's and, for the library in the same tree, libsecretheap.so's\n"+
+			"(SECRETHEAP_VERSION); `secretheap inspect` shows the version a running\n"+
+			"process has loaded.", stderr)
 	if done, st := parseFlags(fs, args); done {
 		return st
 	}
-	fmt.Fprintf(stdout, "secretheap %s\n", version)
+	fmt.Fprintf(stdout, "secretheap %s\n", ldpreload.Version)
 	return 0
 }

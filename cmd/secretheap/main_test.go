@@ -315,3 +315,13 @@ func TestAccessHint(t *testing.T) {
 	assert.Contains(t, accessHint(fmt.Errorf("open: %w", unix.EPERM)), "CAP_SYS_PTRACE")
 	assert.Empty(t, accessHint(fmt.Errorf("open: %w", unix.ENOENT)))
 }
+
+// TestVersion: `secretheap version` and `--version` print the one version
+// (ldpreload.Version, checked against cshim/secretheap.h by its own test).
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var out, errb bytes.Buffer
+		require.Equal(t, 0, dispatch(args, &out, &errb), errb.String())
+		assert.Equal(t, "secretheap "+ldpreload.Version+"\n", out.String())
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -70,37 +69,61 @@ func (m mapping) hasFlag(f string) bool {
 // VmFlags lines that follow each mapping's header are attached to it.
 func parseMaps(data []byte) ([]mapping, error) {
 	var out []mapping
+	p := mapsParser{emit: func(m mapping) { out = append(out, m) }}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			continue
-		}
-		if k, v, ok := smapsField(line); ok {
-			if len(out) == 0 {
-				return nil, fmt.Errorf("smaps field %q before any mapping", k)
-			}
-			cur := &out[len(out)-1]
-			switch k {
-			case "Rss":
-				n, err := parseKB(v)
-				if err != nil {
-					return nil, fmt.Errorf("smaps Rss %q: %w", v, err)
-				}
-				cur.Rss = n
-			case "VmFlags":
-				cur.VmFlags = strings.Fields(v)
-			}
-			continue
-		}
-		m, err := parseMapsLine(line)
-		if err != nil {
+		if err := p.line(sc.Text()); err != nil {
 			return nil, err
 		}
-		out = append(out, m)
 	}
+	p.done()
 	return out, sc.Err()
+}
+
+// mapsParser parses maps or smaps a line at a time and hands each mapping to
+// emit once its smaps fields are in, so that a caller streaming a large file
+// keeps only what it needs.
+type mapsParser struct {
+	cur  *mapping
+	emit func(mapping)
+}
+
+func (p *mapsParser) line(line string) error {
+	if line == "" {
+		return nil
+	}
+	if k, v, ok := smapsField(line); ok {
+		if p.cur == nil {
+			return fmt.Errorf("smaps field %q before any mapping", k)
+		}
+		switch k {
+		case "Rss":
+			n, err := parseKB(v)
+			if err != nil {
+				return fmt.Errorf("smaps Rss %q: %w", v, err)
+			}
+			p.cur.Rss = n
+		case "VmFlags":
+			p.cur.VmFlags = strings.Fields(v)
+		}
+		return nil
+	}
+	m, err := parseMapsLine(line)
+	if err != nil {
+		return err
+	}
+	p.done()
+	p.cur = &m
+	return nil
+}
+
+// done emits the mapping being parsed.
+func (p *mapsParser) done() {
+	if p.cur != nil {
+		p.emit(*p.cur)
+		p.cur = nil
+	}
 }
 
 // smapsField recognises "Name:   value" lines of smaps. A maps header line
@@ -228,10 +251,6 @@ func parseEnviron(data []byte) map[string]string {
 		}
 	}
 	return out
-}
-
-func readProc(pid int, name string) ([]byte, error) {
-	return os.ReadFile(procPath(pid, name))
 }
 
 // formatBytes prints a byte count the way the kernel's limits are usually

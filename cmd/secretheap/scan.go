@@ -11,9 +11,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/alloc"
 	"github.com/secretheap/secretheap/internal/attack"
 )
 
@@ -124,15 +127,35 @@ type unreadable struct {
 	Secret  bool   `json:"secretmem"`
 }
 
+// skipped groups the readable mappings scan left out, by name and reason.
+type skipped struct {
+	Mapping string `json:"mapping"`
+	Reason  string `json:"reason"`
+	Count   int    `json:"count"`
+	Bytes   uint64 `json:"bytes"`
+}
+
 type scanReport struct {
 	PID        int                `json:"pid"`
 	Command    string             `json:"command"`
 	Method     string             `json:"method"`
 	BytesRead  uint64             `json:"bytes_read"`
 	Unreadable []unreadable       `json:"unreadable"`
+	Skipped    []skipped          `json:"skipped"`
+	Partial    string             `json:"partial,omitempty"` // why only some of the mappings were listed
 	Needles    []scanNeedleResult `json:"needles"`
 	Found      bool               `json:"found"`
 }
+
+// defaultScanMax is scan's default bound on the bytes it reads per needle.
+const defaultScanMax = 64 << 30
+
+// progressAbove is the size of readable memory above which scan reports
+// progress; progressEvery is how often.
+const (
+	progressAbove = 256 << 20
+	progressEvery = 2 * time.Second
+)
 
 func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("scan", "scan [options] PID (--hex [LABEL=]HEX | --string TEXT | --file PATH)…",
@@ -140,6 +163,12 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			"with the same uid (or root) would, and reports where each needle occurs. Also\n"+
 			"lists the mappings the read was refused for, and why: memfd_secret mappings\n"+
 			"give EIO (/proc/PID/mem, ptrace) or EFAULT (process_vm_readv).\n\n"+
+			"Every readable mapping is read, whatever its size, up to --max bytes in all\n"+
+			"(default 64G); mappings past the bound are listed as skipped. Progress goes to\n"+
+			"stderr every 2 s when there is more than 256 MiB to read. At most 64 MiB of\n"+
+			"/proc/PID/maps is read (a process may have 65530 mappings with long names);\n"+
+			"a read that makes no progress for 20 s stops the scan with a message. Text from\n"+
+			"the process is printed with control characters as \\xNN.\n\n"+
 			"Exit status as grep: 0 when a needle was found, 1 when none was, 2 on error.", stderr)
 	var needles []needle
 	fs.Var(needleList{&needles, "hex"}, "hex", "a needle as hex, optionally labelled: `[LABEL=]HEX` (spaces and colons ignored); repeatable")
@@ -147,6 +176,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	file := fs.String("file", "", "read needles from `PATH`, one [LABEL=]HEX per line (# comments)")
 	method := fs.String("method", "procmem", "how to read: procmem (/proc/PID/mem), vmreadv (process_vm_readv), ptrace (PTRACE_PEEKDATA; stops the process while it reads)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	maxStr := fs.String("max", "64G", "read at most `SIZE` bytes of the process per needle (K, M, G suffixes)")
 	// Flags may come after the PID as well: parse, take the PID, parse the rest.
 	if done, st := parseFlags(fs, args); done {
 		return st
@@ -192,7 +222,12 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "secretheap scan: refusing to scan itself (the needles are in its own memory)")
 		return exitUsage
 	}
-	rep, err := scan(pid, needles, m)
+	maxBytes, err := alloc.ParseSize(*maxStr)
+	if err != nil || maxBytes == 0 {
+		fmt.Fprintf(stderr, "secretheap scan: --max=%q: want a byte count with an optional K, M or G suffix\n", *maxStr)
+		return exitUsage
+	}
+	rep, err := scan(pid, needles, m, maxBytes, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "secretheap scan: %v%s\n", err, accessHint(err))
 		return exitUsage
@@ -213,28 +248,63 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-// scan runs one attack.Scan per needle. Each pass reads the whole address
+// scan runs one attack scan per needle. Each pass reads the whole address
 // space again; for the few needles a key has (a handful of MiB per server
 // process) that is simpler than a multi-needle matcher and fast enough.
-func scan(pid int, needles []needle, m attack.Method) (scanReport, error) {
+// maxBytes bounds each pass; progress goes to progress.
+func scan(pid int, needles []needle, m attack.Method, maxBytes uint64, progress io.Writer) (scanReport, error) {
 	rep := scanReport{PID: pid, Method: m.Describe()}
-	if b, err := readProc(pid, "cmdline"); err == nil {
+	d, err := openProcDir(pid)
+	if err != nil {
+		return rep, err
+	}
+	defer d.Close()
+	if b, err := d.read("cmdline", procSmallLimit); err == nil {
 		rep.Command = strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 	}
-	names := mappingNames(pid)
+	maps, partial, err := scanMaps(d)
+	if err != nil {
+		return rep, err
+	}
+	if partial != nil {
+		rep.Partial = partial.Error()
+	}
+	// The bound: readable mappings are taken in address order while they
+	// fit in maxBytes; the rest are listed as skipped.
+	var todo []attack.Mapping
+	var total uint64
+	skipIdx := map[string]int{}
+	for _, mp := range maps {
+		if !mp.Readable() || kernelMappings[mp.Name] {
+			continue
+		}
+		if total+uint64(mp.Size()) > maxBytes {
+			name := mappingLabel(mp.Name)
+			i, ok := skipIdx[name]
+			if !ok {
+				i = len(rep.Skipped)
+				skipIdx[name] = i
+				rep.Skipped = append(rep.Skipped, skipped{Mapping: name, Reason: "past --max " + formatBytes(maxBytes)})
+			}
+			rep.Skipped[i].Count++
+			rep.Skipped[i].Bytes += uint64(mp.Size())
+			continue
+		}
+		total += uint64(mp.Size())
+		todo = append(todo, mp)
+	}
 	for i, nd := range needles {
-		res, err := attack.Scan(pid, nd.Bytes, m)
+		res, err := scanOne(pid, nd.Bytes, m, todo, total, fmt.Sprintf("needle %d/%d", i+1, len(needles)), progress)
 		if err != nil {
 			return rep, err
 		}
 		if i == 0 {
 			rep.BytesRead = res.BytesRead
-			rep.Unreadable = groupUnreadable(res.Errors, names)
+			rep.Unreadable = groupUnreadable(res.Errors)
 		}
 		nr := scanNeedleResult{Label: nd.Label, Len: len(nd.Bytes), Hits: []scanHit{}}
 		for _, h := range res.Hits {
-			name := names.of(h.Mapping)
-			nr.Hits = append(nr.Hits, scanHit{Addr: fmt.Sprintf("%#x", h.Addr), Mapping: name})
+			nr.Hits = append(nr.Hits, scanHit{Addr: fmt.Sprintf("%#x", h.Addr), Mapping: mappingLabel(h.Mapping.Name)})
 		}
 		if len(nr.Hits) > 0 {
 			rep.Found = true
@@ -244,28 +314,74 @@ func scan(pid int, needles []needle, m attack.Method) (scanReport, error) {
 	return rep, nil
 }
 
-// mappingNamer names a mapping from our own parse of /proc/PID/maps, keyed
-// by start address: the name attack.Mapping carries can include the maps
-// columns before it when the inode is 0, and a report must say "[heap]".
-type mappingNamer map[uint64]string
-
-func mappingNames(pid int) mappingNamer {
-	out := mappingNamer{}
-	if b, err := readProc(pid, "maps"); err == nil {
-		if maps, err := parseMaps(b); err == nil {
-			for _, m := range maps {
-				out[m.Start] = m.Path
+// scanOne reads todo (total bytes) for one needle, printing progress when
+// there is much to read, and gives up when a read makes no progress for
+// procReadTimeout (a process can stall reads of its memory, with
+// userfaultfd for one): the reading goroutine is then left behind.
+func scanOne(pid int, needle []byte, m attack.Method, todo []attack.Mapping, total uint64, what string, progress io.Writer) (*attack.ScanResult, error) {
+	var done atomic.Uint64
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	type result struct {
+		res *attack.ScanResult
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		res, err := attack.ScanWith(pid, needle, m, attack.ScanOptions{
+			MaxMapping: ^uintptr(0),
+			Maps:       todo,
+			Progress: func(n uint64) {
+				done.Store(n)
+				last.Store(time.Now().UnixNano())
+			},
+		})
+		ch <- result{res, err}
+	}()
+	if total > progressAbove {
+		fmt.Fprintf(progress, "secretheap scan: %s to read in %d mappings, %s\n", formatBytes(total), len(todo), what)
+	}
+	tick := time.NewTicker(progressEvery / 4)
+	defer tick.Stop()
+	lastPrint := time.Now()
+	for {
+		select {
+		case r := <-ch:
+			return r.res, r.err
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, last.Load())) > procReadTimeout {
+				return nil, fmt.Errorf("process %d: a read of its memory made no progress for %v after %s (the process may be stalling it, e.g. with userfaultfd): stopped", pid, procReadTimeout, formatBytes(done.Load()))
+			}
+			if total > progressAbove && now.Sub(lastPrint) >= progressEvery {
+				lastPrint = now
+				fmt.Fprintf(progress, "secretheap scan: %s of %s read (%d%%), %s\n", formatBytes(done.Load()), formatBytes(total), done.Load()*100/total, what)
 			}
 		}
 	}
-	return out
 }
 
-func (n mappingNamer) of(m attack.Mapping) string {
-	name, ok := n[uint64(m.Start)]
-	if !ok {
-		name = m.Name
+// scanMaps reads the mappings of the process, bounded like inspect's read.
+// Names are interned: a file mapped thousands of times is one string.
+func scanMaps(d *procDir) ([]attack.Mapping, error, error) {
+	var out []attack.Mapping
+	names := map[string]string{}
+	p := mapsParser{emit: func(m mapping) {
+		name, ok := names[m.Path]
+		if !ok {
+			names[m.Path], name = m.Path, m.Path
+		}
+		out = append(out, attack.Mapping{Start: uintptr(m.Start), End: uintptr(m.End), Perms: m.Perms, Offset: m.Offset, Name: name})
+	}}
+	partial, err := d.lines("maps", p.line)
+	if err != nil {
+		return nil, nil, err
 	}
+	p.done()
+	return out, partial, nil
+}
+
+// mappingLabel is how a report names a mapping: its name, or "anonymous".
+func mappingLabel(name string) string {
 	if name == "" {
 		return "anonymous"
 	}
@@ -276,11 +392,11 @@ func (n mappingNamer) of(m attack.Mapping) string {
 // refused read of them says nothing about secrets.
 var kernelMappings = map[string]bool{"[vvar]": true, "[vvar_vclock]": true, "[vsyscall]": true, "[vdso]": true}
 
-func groupUnreadable(errs []attack.MappingError, names mappingNamer) []unreadable {
+func groupUnreadable(errs []attack.MappingError) []unreadable {
 	idx := map[string]int{}
 	var out []unreadable
 	for _, e := range errs {
-		name := names.of(e.Mapping)
+		name := mappingLabel(e.Mapping.Name)
 		if kernelMappings[name] {
 			continue
 		}
@@ -306,17 +422,23 @@ func groupUnreadable(errs []attack.MappingError, names mappingNamer) []unreadabl
 }
 
 func printScan(w io.Writer, r scanReport) {
-	fmt.Fprintf(w, "scan of pid %d (%s) with %s: %s read\n", r.PID, shorten(r.Command, 60), r.Method, formatBytes(r.BytesRead))
+	fmt.Fprintf(w, "scan of pid %d (%s) with %s: %s read\n", r.PID, escape(shorten(r.Command, 60)), r.Method, formatBytes(r.BytesRead))
 	for _, u := range r.Unreadable {
 		what := u.Mapping
 		if u.Secret {
 			what = "memfd_secret"
 		}
-		fmt.Fprintf(w, "refused    %d %s mapping(s), %s: %s\n", u.Count, what, formatBytes(u.Bytes), u.Errno)
+		fmt.Fprintf(w, "refused    %d %s mapping(s), %s: %s\n", u.Count, escape(what), formatBytes(u.Bytes), escape(u.Errno))
+	}
+	for _, u := range r.Skipped {
+		fmt.Fprintf(w, "skipped    %d %s mapping(s), %s: %s\n", u.Count, escape(u.Mapping), formatBytes(u.Bytes), u.Reason)
+	}
+	if r.Partial != "" {
+		fmt.Fprintf(w, "partial    %s\n", escape(r.Partial))
 	}
 	for _, n := range r.Needles {
 		if len(n.Hits) == 0 {
-			fmt.Fprintf(w, "not found  %s (%d B)\n", n.Label, n.Len)
+			fmt.Fprintf(w, "not found  %s (%d B)\n", escape(n.Label), n.Len)
 			continue
 		}
 		var where []string
@@ -325,9 +447,9 @@ func printScan(w io.Writer, r scanReport) {
 				where = append(where, fmt.Sprintf("… %d more", len(n.Hits)-i))
 				break
 			}
-			where = append(where, h.Addr+" "+h.Mapping)
+			where = append(where, h.Addr+" "+escape(h.Mapping))
 		}
-		fmt.Fprintf(w, "FOUND      %s (%d B): %d hit(s) at %s\n", n.Label, n.Len, len(n.Hits), strings.Join(where, ", "))
+		fmt.Fprintf(w, "FOUND      %s (%d B): %d hit(s) at %s\n", escape(n.Label), n.Len, len(n.Hits), strings.Join(where, ", "))
 	}
 }
 

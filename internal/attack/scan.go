@@ -109,6 +109,12 @@ type ScanOptions struct {
 	MaxMapping uintptr
 	// Filter, when non-nil, scans only the mappings it accepts.
 	Filter func(Mapping) bool
+	// Maps, when non-nil, are scanned instead of the mappings read from
+	// /proc/PID/maps (a caller that read them with bounds of its own).
+	Maps []Mapping
+	// Progress, when non-nil, is called after each block read with the
+	// bytes read so far.
+	Progress func(bytesRead uint64)
 }
 
 // skipNames are kernel-provided mappings that are not the target's data.
@@ -128,9 +134,12 @@ func ScanWith(pid int, needle []byte, m Method, opt ScanOptions) (*ScanResult, e
 	if len(needle) == 0 {
 		return nil, fmt.Errorf("attack: empty needle")
 	}
-	maps, err := Maps(pid)
-	if err != nil {
-		return nil, err
+	maps := opt.Maps
+	if maps == nil {
+		var err error
+		if maps, err = Maps(pid); err != nil {
+			return nil, err
+		}
 	}
 	r, err := open(pid, m)
 	if err != nil {
@@ -162,6 +171,9 @@ func scan(r reader, maps []Mapping, needle []byte, m Method, opt ScanOptions) *S
 			n := min(uintptr(blockSize), mp.End-addr)
 			k, err := r.readAt(buf[carry:carry+int(n)], addr)
 			res.BytesRead += uint64(k)
+			if opt.Progress != nil {
+				opt.Progress(res.BytesRead)
+			}
 			window := buf[:carry+k]
 			base := addr - uintptr(carry)
 			for off := 0; ; {

@@ -1,0 +1,250 @@
+package main
+
+// The CLI against hostile processes: a target running as nobody that plants
+// a FIFO or a symbolic link where inspect once opened the library file, one
+// whose command line and file names hold terminal escape sequences, one with
+// tens of thousands of long-named mappings, one with a mapping larger than
+// scan once read.
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/testutil"
+)
+
+const nobodyUID = 65534
+
+// requireRoot skips unless the test can start processes as nobody.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the hostile target runs as nobody")
+	}
+}
+
+// nobodyDir is a fresh directory owned by nobody (under the system temporary
+// directory: nobody cannot reach into t.TempDir()).
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "secretheap-hostile-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, os.Chown(dir, nobodyUID, nobodyUID))
+	return dir
+}
+
+// startTarget starts argv (as nobody when asNobody) with env added, waits
+// for it to print "ready", and keeps its stdin open until the test ends.
+func startTarget(t *testing.T, asNobody bool, env []string, argv ...string) int {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	if asNobody {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID}}
+		cmd.Dir = "/"
+	}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	cmd.WaitDelay = 2 * time.Second
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+			}
+		}
+		close(ready)
+	}()
+	select {
+	case ok := <-ready:
+		require.True(t, ok, "target exited before it was ready: %s", errb.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("target not ready in 60 s: %s", errb.String())
+	}
+	return cmd.Process.Pid
+}
+
+// runCLIWithin runs the CLI and fails the test if it has not finished after
+// d: a hostile target must get a message, never a hang.
+func runCLIWithin(t *testing.T, d time.Duration, args ...string) cliResult {
+	t.Helper()
+	cmd, out, errb := startCLI(t, nil, args...)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("secretheap %v hung (killed after %v)\nstdout: %s\nstderr: %s", args, d, out, errb)
+	}
+	return cliResult{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
+}
+
+// assertPrintable fails on any control character but newline in out.
+func assertPrintable(t *testing.T, out string) {
+	t.Helper()
+	for i, c := range []byte(out) {
+		if (c < 0x20 && c != '\n') || c == 0x7f {
+			t.Fatalf("raw control byte %#x at %d in output:\n%s", c, i, out)
+		}
+	}
+}
+
+// TestInspectHostileLibraryFile runs a preloaded target as nobody that then
+// deletes its copy of the library and plants, at the name maps shows
+// ("… (deleted)"), a FIFO or a link to a root-only file. inspect once opened
+// /proc/PID/root/<that name>: the FIFO hung it, the link made root read the
+// file and print its first bytes. Now no file is opened, and the library is
+// still recognised, from the process's memory.
+func TestInspectHostileLibraryFile(t *testing.T) {
+	requireRoot(t)
+	lib := requireLibrary(t)
+	secret := filepath.Join(t.TempDir(), "root-only")
+	require.NoError(t, os.WriteFile(secret, []byte("TOPS-secret-bytes-of-root\n"), 0o600))
+	for _, tc := range []struct{ name, plant string }{
+		{"fifo", `mkfifo "$D/libsecretheap.so (deleted)"`},
+		{"symlink", `ln -s "$SECRET" "$D/libsecretheap.so (deleted)"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := nobodyDir(t)
+			copyTo(t, lib, filepath.Join(dir, "libsecretheap.so"), nobodyUID)
+			pid := startTarget(t, true, []string{"D=" + dir, "SECRET=" + secret, "LD_PRELOAD=" + filepath.Join(dir, "libsecretheap.so")},
+				"sh", "-c", `unset LD_PRELOAD; rm "$D/libsecretheap.so" && `+tc.plant+` && echo ready && while read x; do :; done`)
+			r := runCLIWithin(t, 30*time.Second, "inspect", strconv.Itoa(pid))
+			require.Equal(t, 0, r.code, r.stderr)
+			assert.Contains(t, r.stdout, "recognised in its memory")
+			assert.Contains(t, r.stdout, "counters       openssl_hooked 0")
+			for _, leak := range []string{"TOPS", "84 79 80 83"} {
+				assert.NotContains(t, r.stdout+r.stderr, leak, "inspect read the file the link names")
+			}
+		})
+	}
+}
+
+// copyTo copies src to dst owned by uid.
+func copyTo(t *testing.T, src, dst string, uid int) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dst, b, 0o755))
+	require.NoError(t, os.Chown(dst, uid, uid))
+}
+
+// TestHostileEscapes: a process whose command line, environment and mapped
+// file names carry terminal escape sequences. inspect and scan print them
+// as \xNN, never raw.
+func TestHostileEscapes(t *testing.T) {
+	lib := requireLibrary(t)
+	const evil = "\x1b]2;pwned\x07\x1b[2J"
+	dir := t.TempDir()
+	evilLib := filepath.Join(dir, "lib"+evil+".so")
+	copyTo(t, lib, evilLib, os.Getuid())
+	pid := startTarget(t, false, []string{"LD_PRELOAD=" + evilLib, "SECRETHEAP_EVIL=" + evil},
+		"sh", "-c", `echo ready; while read x; do :; done`, evil)
+	r := runCLIWithin(t, 30*time.Second, "inspect", strconv.Itoa(pid))
+	require.Equal(t, 0, r.code, r.stderr)
+	assertPrintable(t, r.stdout)
+	assert.Contains(t, r.stdout, `\x1b]2;pwned\x07\x1b[2J`)
+	assert.Contains(t, r.stdout, "recognised in its memory", "a library under another name is still recognised")
+	assert.Contains(t, r.stdout, `SECRETHEAP_EVIL=\x1b]2;pwned`)
+
+	// scan: the command line in its header, the file name of a hit.
+	r = runCLIWithin(t, 60*time.Second, "scan", strconv.Itoa(pid), "--string", "secretheap-ident")
+	require.Equal(t, 0, r.code, r.stderr)
+	assertPrintable(t, r.stdout)
+	assert.Contains(t, r.stdout, `lib\x1b]2;pwned\x07\x1b[2J.so`)
+}
+
+// hostileBinary builds testdata/hostile.c once per test run.
+var hostileBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "secretheap-hostile-bin-")
+	if err != nil {
+		return "", err
+	}
+	exe := filepath.Join(dir, "hostile")
+	out, err := exec.Command("cc", "-O1", "-o", exe, "testdata/hostile.c").CombinedOutput()
+	if err != nil {
+		return "", &exec.ExitError{Stderr: out}
+	}
+	return exe, nil
+})
+
+func requireHostile(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("cc"); err != nil {
+		if os.Getenv(testutil.RequireEnv) == "1" {
+			t.Fatalf("%s=1 but no C compiler: %v", testutil.RequireEnv, err)
+		}
+		t.Skipf("needs cc to build testdata/hostile.c: %v", err)
+	}
+	exe, err := hostileBinary()
+	require.NoError(t, err)
+	return exe
+}
+
+// TestInspectManyMappings: 30,000 mappings of a file with a 4000-byte path
+// make smaps far larger than inspect reads. It reads the first 64 MiB,
+// says the picture is partial, and does not keep the names.
+func TestInspectManyMappings(t *testing.T) {
+	exe := requireHostile(t)
+	dir := t.TempDir()
+	long := dir
+	for len(long) < 3900 {
+		long = filepath.Join(long, strings.Repeat("d", 200))
+	}
+	require.NoError(t, os.MkdirAll(long, 0o755))
+	file := filepath.Join(long, "mapped")
+	require.NoError(t, os.WriteFile(file, make([]byte, 4096), 0o644))
+	pid := startTarget(t, false, nil, exe, "maps", file, "30000")
+	r := runCLIWithin(t, 60*time.Second, "inspect", strconv.Itoa(pid))
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Regexp(t, `mappings +\d+ read, partial: /proc/\d+/smaps is larger than 64 MiB`, r.stdout)
+}
+
+// TestScanHugeMapping: a mapping over 1 GiB (scan once skipped those
+// without a word) with the needle in its last bytes is read, with progress.
+func TestScanHugeMapping(t *testing.T) {
+	exe := requireHostile(t)
+	needle := "needle-at-the-end-" + strconv.Itoa(os.Getpid())
+	pid := startTarget(t, false, nil, exe, "big", "1536", needle)
+	r := runCLIWithin(t, 5*time.Minute, "scan", strconv.Itoa(pid), "--string", needle)
+	require.Equal(t, 0, r.code, "stdout %s\nstderr %s", r.stdout, r.stderr)
+	assert.Contains(t, r.stdout, "FOUND")
+	assert.Contains(t, r.stderr, "secretheap scan: 1.5 GiB to read", "progress on a large target")
+}
+
+// TestScanBound: past --max, mappings are listed as skipped, not read.
+func TestScanBound(t *testing.T) {
+	exe := requireHostile(t)
+	needle := "needle-past-the-bound-" + strconv.Itoa(os.Getpid())
+	pid := startTarget(t, false, nil, exe, "big", "1536", needle)
+	r := runCLIWithin(t, 5*time.Minute, "scan", strconv.Itoa(pid), "--max", "1G", "--string", needle)
+	require.Equal(t, 1, r.code, "stdout %s\nstderr %s", r.stdout, r.stderr)
+	assert.Regexp(t, `skipped +1 anonymous mapping\(s\), 1\.5 GiB: past --max 1 GiB`, r.stdout)
+	assert.Contains(t, r.stdout, "not found")
+}
