@@ -550,7 +550,13 @@ func probeHook(info opensslInfo) hookResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, info.Binary, "version")
-	env := ldpreload.Env(os.Environ(), lib)
+	name, _, cleanup, err := ldpreload.Loadable(lib)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer cleanup()
+	env := ldpreload.Env(os.Environ(), name)
 	env = setEnv(env, "SECRETHEAP_STATS", statsPath)
 	// The question is what the library can do with this libcrypto, not what
 	// the caller's settings make it do: openssl_hooked is 1 only in mode all,

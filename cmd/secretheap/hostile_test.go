@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,12 +197,7 @@ var hostileBinary = sync.OnceValues(func() (string, error) {
 
 func requireHostile(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("cc"); err != nil {
-		if os.Getenv(testutil.RequireEnv) == "1" {
-			t.Fatalf("%s=1 but no C compiler: %v", testutil.RequireEnv, err)
-		}
-		t.Skipf("needs cc to build testdata/hostile.c: %v", err)
-	}
+	requireCC(t)
 	exe, err := hostileBinary()
 	require.NoError(t, err)
 	return exe
@@ -247,4 +243,45 @@ func TestScanBound(t *testing.T) {
 	require.Equal(t, 1, r.code, "stdout %s\nstderr %s", r.stdout, r.stderr)
 	assert.Regexp(t, `skipped +1 anonymous mapping\(s\), 1\.5 GiB: past --max 1 GiB`, r.stdout)
 	assert.Contains(t, r.stdout, "not found")
+}
+
+// TestInspectStaticOpenSSL: a program with OpenSSL linked in (as node is)
+// exports CRYPTO_set_mem_functions from its own binary, and the library
+// hooks it there. inspect once looked for a file named libcrypto.so and
+// said "libcrypto not loaded".
+func TestInspectStaticOpenSSL(t *testing.T) {
+	lib := requireLibrary(t)
+	cc := requireCC(t)
+	exe := filepath.Join(t.TempDir(), "staticssl")
+	out, err := exec.Command(cc, "-O1", "-o", exe, "testdata/staticssl.c", "-Wl,--export-dynamic",
+		"-Wl,-Bstatic", "-lcrypto", "-Wl,-Bdynamic", "-pthread", "-ldl").CombinedOutput()
+	if err != nil {
+		if os.Getenv(testutil.RequireEnv) == "1" {
+			t.Fatalf("building a program with a static libcrypto: %v: %s", err, out)
+		}
+		t.Skipf("cannot build a program with a static libcrypto (libssl-dev's libcrypto.a): %v: %s", err, out)
+	}
+	pid := startTarget(t, false, []string{"LD_PRELOAD=" + lib}, exe)
+	rep, err := inspect(pid)
+	require.NoError(t, err)
+	assert.Equal(t, exe, rep.Libcrypto)
+	assert.True(t, rep.OpenSSLStatic)
+	assert.Equal(t, lib, rep.Library)
+	require.Empty(t, rep.CountersErr)
+	assert.Equal(t, uint64(1), rep.Counters["openssl_hooked"], "the library hooked the program's own OpenSSL")
+	var o, e bytes.Buffer
+	require.Equal(t, 0, dispatch([]string{"inspect", strconv.Itoa(pid)}, &o, &e), e.String())
+	assert.Contains(t, o.String(), "libcrypto      linked into "+exe)
+}
+
+func requireCC(t *testing.T) string {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		if os.Getenv(testutil.RequireEnv) == "1" {
+			t.Fatalf("%s=1 but no C compiler: %v", testutil.RequireEnv, err)
+		}
+		t.Skipf("needs cc: %v", err)
+	}
+	return cc
 }

@@ -50,7 +50,6 @@ var commands = []command{
 	{"version", "print the version of this command", runVersion},
 }
 
-
 func main() {
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }

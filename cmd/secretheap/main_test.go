@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,4 +325,48 @@ func TestVersion(t *testing.T) {
 		require.Equal(t, 0, dispatch(args, &out, &errb), errb.String())
 		assert.Equal(t, "secretheap "+ldpreload.Version+"\n", out.String())
 	}
+}
+
+// TestRunFromAwkwardPath runs secretheap run from, and with the library in,
+// a directory whose path holds a space and a colon ("My Projects:v2"). ld.so
+// splits LD_PRELOAD on both and cannot escape them: the program once ran
+// unprotected, the loader trying the pieces (relative ones against the
+// working directory). Now the library is preloaded through a link, the
+// user's LD_PRELOAD is kept, and -v says so.
+func TestRunFromAwkwardPath(t *testing.T) {
+	lib := requireLibrary(t)
+	dir := filepath.Join(t.TempDir(), "My Projects:v2")
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "build"), 0o755))
+	awkward := filepath.Join(dir, "build", "libsecretheap.so")
+	b, err := os.ReadFile(lib)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(awkward, b, 0o755))
+
+	cmd, out, errb := startCLI(t, []string{"LD_PRELOAD=libm.so.6"}, "run", "-v", "--quiet", "--library", awkward, "--",
+		"sh", "-c", `echo "$LD_PRELOAD"; grep -c secretheap /proc/$$/maps`)
+	cmd.Dir = dir
+	require.NoError(t, cmd.Wait(), "stdout %s\nstderr %s", out, errb)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 2, "stdout %s\nstderr %s", out, errb)
+	entries := strings.Split(lines[0], ":")
+	require.Len(t, entries, 2, "the library's link, then the user's libm: %q", lines[0])
+	assert.True(t, filepath.IsAbs(entries[0]), "the loader is never given a relative name: %q", entries[0])
+	assert.Equal(t, "libm.so.6", entries[1], "the user's LD_PRELOAD is kept")
+	assert.NotEqual(t, "0", lines[1], "the library is mapped in the program")
+	assert.NotContains(t, errb.String(), "cannot be preloaded")
+	assert.Contains(t, errb.String(), "preloading it through the link "+entries[0])
+	_, err = os.Lstat(entries[0])
+	assert.ErrorIs(t, err, os.ErrNotExist, "the link is removed when the program ends")
+}
+
+// TestRunStatsToFIFO: SECRETHEAP_STATS naming a FIFO nobody reads once held
+// the program's exit for ever (a blocking open). The library now opens it
+// non-blocking, says why it wrote nothing, and the program exits.
+func TestRunStatsToFIFO(t *testing.T) {
+	requireLibrary(t)
+	fifo := filepath.Join(t.TempDir(), "stats.fifo")
+	require.NoError(t, unix.Mkfifo(fifo, 0o600))
+	r := runCLIWithin(t, 30*time.Second, "run", "--stats", fifo, "--", "true")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "a FIFO nobody reads")
 }

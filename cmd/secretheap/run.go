@@ -106,7 +106,10 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"by signal N); a killed program writes no stats.\n\n"+
 			"The library is $SECRETHEAP_LIBRARY, else libsecretheap.so next to this binary\n"+
 			"or in ../lib next to it, else build/ of the source tree holding the working\n"+
-			"directory, else $PREFIX/lib, else /usr/local/lib.", stderr)
+			"directory, else $PREFIX/lib, else /usr/local/lib. A library path that LD_PRELOAD\n"+
+			"cannot carry (a space, a colon: ld.so splits on them) is preloaded through a\n"+
+			"symbolic link in a private directory under $XDG_RUNTIME_DIR or the temporary\n"+
+			"directory, removed when PROGRAM exits. An existing LD_PRELOAD is kept after it.", stderr)
 	values := make(map[string]*string)
 	for _, o := range runOptions {
 		values[o.flag] = fs.String(o.flag, "", fmt.Sprintf("%s [%s]", o.usage, o.env))
@@ -118,6 +121,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	statsDest := fs.String("stats", "", "where the library writes its stats at exit: stderr or a file path, instead of printing them here [SECRETHEAP_STATS]")
 	quiet := fs.Bool("quiet", false, "do not print the stats at exit")
 	library := fs.String("library", "", "path of libsecretheap.so (default: found as described above) [SECRETHEAP_LIBRARY]")
+	say := fs.Bool("v", false, "say what run does: the library, how it is put in LD_PRELOAD, the variables set")
 	if done, st := parseFlags(fs, args); done {
 		return st
 	}
@@ -156,7 +160,28 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
 		return 127
 	}
-	env = ldpreload.Env(env, lib)
+	// LD_PRELOAD cannot carry a path with a space or a colon (ld.so splits
+	// on them, and would then try the pieces, relative ones against the
+	// program's working directory): such a library is preloaded through a
+	// link in a private directory instead, removed when the program ends.
+	name, linked, cleanup, err := ldpreload.Loadable(lib)
+	if err != nil {
+		fmt.Fprintf(stderr, "secretheap run: %v\n", err)
+		return 127
+	}
+	defer cleanup()
+	env = ldpreload.Env(env, name)
+	if *say {
+		fmt.Fprintf(stderr, "secretheap run: library %s\n", escape(lib))
+		if linked {
+			fmt.Fprintf(stderr, "secretheap run: its path holds a space, tab, newline or colon, which LD_PRELOAD cannot carry: preloading it through the link %s (removed at exit)\n", escape(name))
+		}
+		for _, kv := range env {
+			if strings.HasPrefix(kv, "LD_PRELOAD=") || strings.HasPrefix(kv, "SECRETHEAP_") {
+				fmt.Fprintf(stderr, "secretheap run: %s\n", escape(kv))
+			}
+		}
+	}
 
 	// Stats: an explicit --stats (or SECRETHEAP_STATS already set) is the
 	// user's; otherwise the library writes them to a private temporary file
@@ -176,6 +201,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		defer os.RemoveAll(dir)
 		statsFile = filepath.Join(dir, "stats")
 		env = setEnv(env, "SECRETHEAP_STATS", statsFile)
+		if *say {
+			fmt.Fprintf(stderr, "secretheap run: SECRETHEAP_STATS=%s (printed here at exit)\n", escape(statsFile))
+		}
 	}
 
 	status := execForward(argv, env, stderr)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // LibraryName is the file name of the LD_PRELOAD library that `make` builds
@@ -211,10 +212,15 @@ func checkLibrary(path string) error {
 // Command returns an exec.Cmd that runs name with args and libsecretheap.so
 // preloaded: the environment is the current one with the library prepended
 // to LD_PRELOAD (an existing LD_PRELOAD is kept after it). The library is
-// found by LibraryPath. Callers that set cmd.Env themselves should build it
-// with Env, or they lose the preload.
+// found by LibraryPath and made Loadable (a link that outlives the command:
+// callers that care use Loadable themselves). Callers that set cmd.Env
+// themselves should build it with Env, or they lose the preload.
 func Command(name string, args ...string) (*exec.Cmd, error) {
 	lib, err := LibraryPath()
+	if err != nil {
+		return nil, err
+	}
+	lib, _, _, err = Loadable(lib)
 	if err != nil {
 		return nil, err
 	}
@@ -251,4 +257,76 @@ func Env(env []string, lib string) []string {
 		}
 	}
 	return append(out, key+strings.Join(list, ":"))
+}
+
+// preloadDelims are the characters ld.so splits LD_PRELOAD on; it has no
+// way to escape them.
+const preloadDelims = " :\t\n"
+
+// Preloadable reports whether LD_PRELOAD can carry path as it is: absolute
+// (ld.so would resolve a relative name against the program's working
+// directory) and free of the characters ld.so splits on.
+func Preloadable(path string) bool {
+	return filepath.IsAbs(path) && !strings.ContainsAny(path, preloadDelims)
+}
+
+// Loadable returns a name for the library lib that LD_PRELOAD can carry. A
+// Preloadable lib is returned as it is. Any other (a project under "~/My
+// Projects", a directory named "a:b") is given a symbolic link in a fresh
+// private directory (mode 0700, made by mkdtemp so no other user can have
+// placed anything there) under $XDG_RUNTIME_DIR when that is ours and safe,
+// else under the system temporary directory, else /tmp; link names that
+// path. cleanup removes the directory: call it once the program (and any
+// child that loads the library again) is done. Either way the name is
+// absolute, so the loader never resolves a relative one.
+func Loadable(lib string) (name string, link bool, cleanup func(), err error) {
+	abs, err := filepath.Abs(lib)
+	if err != nil {
+		return "", false, nil, err
+	}
+	if Preloadable(abs) {
+		return abs, false, func() {}, nil
+	}
+	var lastErr error
+	for _, base := range linkBases() {
+		dir, err := os.MkdirTemp(base, "secretheap-preload-")
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		cleanup := func() { os.RemoveAll(dir) }
+		name := filepath.Join(dir, LibraryName)
+		if err := os.Symlink(abs, name); err != nil {
+			cleanup()
+			lastErr = err
+			continue
+		}
+		return name, true, cleanup, nil
+	}
+	return "", false, nil, fmt.Errorf("%q cannot be put in LD_PRELOAD (it holds a space, tab, newline or colon) and no link to it could be made: %w", abs, lastErr)
+}
+
+// linkBases are the directories Loadable may make its private directory
+// in, safest first: each is absolute, Preloadable, and (for
+// $XDG_RUNTIME_DIR) a directory of ours that no one else can write.
+func linkBases() []string {
+	var out []string
+	if d := os.Getenv("XDG_RUNTIME_DIR"); Preloadable(d) && privateDir(d) {
+		out = append(out, d)
+	}
+	if d := os.TempDir(); Preloadable(d) {
+		out = append(out, d)
+	}
+	return append(out, "/tmp")
+}
+
+// privateDir reports whether d is a directory owned by us with no access
+// for group or others, reached without a symbolic link at its end.
+func privateDir(d string) bool {
+	st, err := os.Lstat(d)
+	if err != nil || !st.IsDir() || st.Mode().Perm()&0o077 != 0 {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && int(sys.Uid) == os.Geteuid()
 }
