@@ -37,6 +37,9 @@ C_OPT := -O2 -g -DNDEBUG
 endif
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(C_OPT)
 
+# `make` alone builds everything (the fragments' rules come first otherwise).
+.DEFAULT_GOAL := all
+
 # Fragments append their targets to these lists.
 BUILD_TARGETS   :=
 TEST_TARGETS    :=
@@ -52,6 +55,23 @@ INSTALL_TARGETS :=
 # target 20 s) and the 20 s soak of threads and forks: about 2 minutes.
 ifneq ($(wildcard fuzz/fuzz.mk),)
 TEST_TARGETS += fuzz-short soak
+endif
+
+# Prerequisites are checked before anything is built (scripts/prereq.sh,
+# under a second): a missing tool stops make at once, naming the package to
+# install, instead of failing minutes into `make test`. PREREQ=0 skips it.
+PREREQ_FOR := $(sort $(foreach g,$(or $(MAKECMDGOALS),all),\
+  $(if $(filter all go-build install,$(g)),build)\
+  $(if $(filter test go-test c-test% fuzz% soak%,$(g)),test)\
+  $(if $(filter bench,$(g)),bench)\
+  $(if $(filter demo verify,$(g)),build run)))
+ifneq ($(PREREQ),0)
+ifneq ($(PREREQ_FOR),)
+PREREQ_STATUS := $(shell CC='$(CC)' FUZZ_CC='$(FUZZ_CC)' GO='$(GO)' scripts/prereq.sh $(PREREQ_FOR) >&2; echo $$?)
+ifneq ($(PREREQ_STATUS),0)
+$(error missing prerequisites (listed above); PREREQ=0 skips this check)
+endif
+endif
 endif
 
 .PHONY: all go-build test go-test go-lint bench demo verify install generate clean

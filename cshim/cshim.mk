@@ -78,7 +78,13 @@ c-test-asan: $(addprefix $(BUILD)/cshim-test-asan/,$(CSHIM_TESTS))
 c-test-tsan: $(addprefix $(BUILD)/cshim-test-tsan/,$(CSHIM_TESTS))
 	$(call cshim_test_run,cshim-test-tsan,TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1)
 
-$(BUILD)/secretheap.pc: cshim/secretheap.pc.in cshim/secretheap.h
+# The pkg-config file holds PREFIX: a stamp holding the PREFIX it was made
+# for is rewritten (while make reads this file) whenever PREFIX changes, so
+# `make install PREFIX=…` never installs a file naming an old prefix.
+CSHIM_PREFIX_STAMP := $(BUILD)/secretheap.pc.prefix
+$(shell mkdir -p $(BUILD) && { [ "$$(cat $(CSHIM_PREFIX_STAMP) 2>/dev/null)" = '$(PREFIX)' ] || printf '%s\n' '$(PREFIX)' > $(CSHIM_PREFIX_STAMP); })
+
+$(BUILD)/secretheap.pc: cshim/secretheap.pc.in cshim/secretheap.h $(CSHIM_PREFIX_STAMP)
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(CSHIM_VERSION)|' $< > $@
 

@@ -5,9 +5,10 @@
 #                  fuzz/corpus/heap; new inputs go to build/fuzz/corpus (not the repo)
 #   fuzz-c         the same for FUZZ_C_TIME=600
 #   fuzz-c-merge   minimise build/fuzz/corpus into the committed corpus
-#   fuzz-go-short  go test -fuzz for each Go fuzz target (FuzzHeapOps in alloc,
-#                  FuzzDifferential in preload, when present), FUZZ_GO_TIME each (default 20s);
-#                  -fuzzminimizetime 2s, or minimising one new input eats a short run
+#   fuzz-go-short  each Go fuzz target (FuzzHeapOps in alloc, FuzzDifferential in preload,
+#                  when present) through fuzz/go-fuzz.sh: its seed corpus as a test, then
+#                  FUZZ_GO_TIME (default 20s) of fuzzing, retried only on the coordinator's
+#                  "context deadline exceeded" (never on a crash)
 #   fuzz-short     fuzz-c-short + fuzz-go-short
 #   soak           soak/soak.c: threads and forked processes allocate, verify, free for
 #                  SECRETHEAP_SOAK_SECONDS (default 20), invariant checker on; the core is
@@ -50,8 +51,7 @@ fuzz-go-short:
 	@for spec in alloc:FuzzHeapOps preload:FuzzDifferential; do \
 	  pkg=$${spec%%:*}; fn=$${spec##*:}; \
 	  if grep -qs "^func $$fn(" $$pkg/*_test.go; then \
-	    echo "go fuzz ./$$pkg $$fn ($(FUZZ_GO_TIME))"; \
-	    $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_GO_TIME) -fuzzminimizetime 2s || exit 1; \
+	    GO=$(GO) fuzz/go-fuzz.sh ./$$pkg $$fn $(FUZZ_GO_TIME) || exit 1; \
 	  else echo "go fuzz ./$$pkg $$fn: not present yet, skipped"; fi; \
 	done
 
