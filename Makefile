@@ -5,7 +5,8 @@
 #   make              build the Go packages, the secretheap CLI and build/libsecretheap.so
 #   make test         every test: gofmt, go vet, staticcheck, go test -race, C unit tests,
 #                     the C tests again under ASan/UBSan and TSan, short fuzz runs, the soak
-#   make bench        benchmark suites, written to docs/benchmarks/
+#   make bench        benchmark suites, written to docs/benchmarks/ (cmd/benchreport, a Go
+#                     module of its own: its plotting dependencies are not the main module's)
 #   make demo         TLS server with and without the library, and an outside read of its key
 #   make verify       the attack suite: every attack against protected and unprotected targets
 #   make install      library, header, pkg-config file and the secretheap command under $(PREFIX)
@@ -20,6 +21,7 @@
 #   PREFIX=/usr/local install prefix (DESTDIR is honoured too)
 #   DEBUG=1           build C with -O0 -g and assertions
 #   SECRETHEAP_REQUIRE=1  tests fail (instead of skipping) where memfd_secret is missing
+#   BENCH_ARGS=-quick     arguments of cmd/benchreport for make bench (-quick, -only a,b, …)
 #   FUZZ_C_TIME=30 FUZZ_GO_TIME=20s  fuzz run lengths; SECRETHEAP_SOAK_SECONDS=20 (fuzz/fuzz.mk)
 
 # make's built-in CC is `cc`, so `?=` would never apply: override only the default.
@@ -85,19 +87,27 @@ go-build:
 
 test: all go-lint go-test $(TEST_TARGETS)
 
+# Go modules of the tree: the main one, and the benchmark report's (its
+# plotting dependencies stay out of the main module: `make demo` and `go get`
+# never fetch them). Lint and tests cover each.
+GO_MODULES := . $(patsubst %/go.mod,%,$(wildcard cmd/benchreport/go.mod))
+
 go-lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	@if command -v staticcheck >/dev/null; then staticcheck ./...; \
-	  elif [ -x "$$($(GO) env GOPATH)/bin/staticcheck" ]; then "$$($(GO) env GOPATH)/bin/staticcheck" ./...; \
-	  else echo "staticcheck not installed: skipped (CI installs it)"; fi
+	@sc=$$(command -v staticcheck || echo "$$($(GO) env GOPATH)/bin/staticcheck"); \
+	for m in $(GO_MODULES); do \
+	  echo "go vet ($$m)"; (cd $$m && $(GO) vet ./...) || exit 1; \
+	  if [ -x "$$sc" ]; then echo "staticcheck ($$m)"; (cd $$m && "$$sc" ./...) || exit 1; \
+	  else echo "staticcheck not installed: skipped (CI installs it)"; fi; \
+	done
 
 go-test:
-	$(GO) test -race -count=1 ./...
+	@for m in $(GO_MODULES); do (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
 
 bench: all $(BENCH_TARGETS)
-	@if [ -d cmd/benchreport ]; then $(GO) run ./cmd/benchreport; \
+	@if [ -d cmd/benchreport ]; then \
+	  (cd cmd/benchreport && $(GO) build -o $(CURDIR)/$(BUILD)/benchreport .) && $(BUILD)/benchreport $(BENCH_ARGS); \
 	  else $(GO) test -run '^$$' -bench . -benchmem -count 5 ./alloc/... ; fi
 
 demo: all

@@ -8,7 +8,10 @@
 // rotates from round to round, and every ratio is taken against the baseline
 // of the same round before the median over rounds is reported.
 //
-//	go run ./cmd/benchreport [-quick] [-rounds N] [-out DIR] [-only a,b] [-keep-going]
+//	make bench BENCH_ARGS='[-quick] [-rounds N] [-out DIR] [-only a,b] [-keep-going]'
+//
+// (a module of its own, cmd/benchreport/go.mod: make builds it into
+// build/benchreport and runs it from the repository root, which it measures)
 package main
 
 import (

@@ -85,3 +85,13 @@ func TestMakePkgConfigFollowsPrefix(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, strings.Contains(string(got), "Version: "+ldpreload.Version+"\n"), "pkg-config has the one version: %s", got)
 }
+
+// TestMainModuleHasNoBenchDeps: the benchmark report's plotting library
+// (gonum, ~40 MB of modules) once made `make demo` and `go get` download it.
+func TestMainModuleHasNoBenchDeps(t *testing.T) {
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, f))
+		require.NoError(t, err)
+		assert.NotContains(t, string(b), "gonum.org", "%s of the main module", f)
+	}
+}
