@@ -8,6 +8,7 @@
 #   make bench        benchmark suites, written to docs/benchmarks/ (cmd/benchreport, a Go
 #                     module of its own: its plotting dependencies are not the main module's)
 #   make demo         TLS server with and without the library, and an outside read of its key
+#                     (builds only build/secretheap and the library)
 #   make verify       the attack suite: every attack against protected and unprotected targets
 #   make install      library, header, pkg-config file and the secretheap command under $(PREFIX)
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
@@ -63,7 +64,7 @@ endif
 # under a second): a missing tool stops make at once, naming the package to
 # install, instead of failing minutes into `make test`. PREREQ=0 skips it.
 PREREQ_FOR := $(sort $(foreach g,$(or $(MAKECMDGOALS),all),\
-  $(if $(filter all go-build install,$(g)),build)\
+  $(if $(filter all go-build cli install,$(g)),build)\
   $(if $(filter test go-test c-test% fuzz% soak%,$(g)),test)\
   $(if $(filter bench,$(g)),bench)\
   $(if $(filter demo verify,$(g)),build run)))
@@ -76,12 +77,15 @@ endif
 endif
 endif
 
-.PHONY: all go-build test go-test go-lint bench demo verify install generate clean
+.PHONY: all go-build cli test go-test go-lint bench demo verify install generate clean
 
 all: go-build $(BUILD_TARGETS)
 
-go-build:
+go-build: cli
 	$(GO) build ./...
+
+# The secretheap command alone (what make demo needs of the Go side).
+cli:
 	@mkdir -p $(BUILD)
 	@if [ -d cmd/secretheap ]; then $(GO) build -o $(BUILD)/secretheap ./cmd/secretheap; fi
 
@@ -110,7 +114,9 @@ bench: all $(BENCH_TARGETS)
 	  (cd cmd/benchreport && $(GO) build -o $(CURDIR)/$(BUILD)/benchreport .) && $(BUILD)/benchreport $(BENCH_ARGS); \
 	  else $(GO) test -run '^$$' -bench . -benchmem -count 5 ./alloc/... ; fi
 
-demo: all
+# The demo needs the command and the library only: it builds just those, so
+# that a first `make demo` is quick.
+demo: cli $(BUILD)/libsecretheap.so
 	@if [ -x scripts/demo.sh ]; then scripts/demo.sh; else echo "demo not built yet"; exit 1; fi
 
 verify: all

@@ -196,7 +196,7 @@
 //   - Carving: a class's first slab is a quarter of its normal size (at least
 //     one block), and spans go first fit to the lowest-address chunk in use:
 //     a short-lived process (openssl version) then commits 148 KiB instead of
-//     228 KiB, at ~20 µs per OS page.
+//     228 KiB, at ~13 µs per OS page.
 //   - Commits: no read-ahead until a chunk has 256 KiB committed, then
 //     min(half of what is committed, 64 KiB); Go's runs double from one OS
 //     page up to 16.
