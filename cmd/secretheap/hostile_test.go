@@ -285,3 +285,27 @@ func requireCC(t *testing.T) string {
 	}
 	return cc
 }
+
+// TestInspectFakeLibrary: a file named libsecretheap.so that is another
+// library (here libz or libm under that name) is not the library. inspect
+// once decided "loaded" from the name alone.
+func TestInspectFakeLibrary(t *testing.T) {
+	var real string
+	for _, p := range []string{"/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"} {
+		if _, err := os.Stat(p); err == nil {
+			real = p
+			break
+		}
+	}
+	if real == "" {
+		t.Skip("no libm.so.6 to disguise")
+	}
+	fake := filepath.Join(t.TempDir(), "libsecretheap.so")
+	copyTo(t, real, fake, os.Getuid())
+	pid := startTarget(t, false, []string{"LD_PRELOAD=" + fake}, "sh", "-c", `echo ready; while read x; do :; done`)
+	rep, err := inspect(pid)
+	require.NoError(t, err)
+	assert.Empty(t, rep.Library, "%+v", rep)
+	assert.Contains(t, rep.CountersErr, "not the library")
+	assert.Contains(t, rep.OpenSSLHook, "not loaded")
+}

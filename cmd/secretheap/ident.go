@@ -24,6 +24,8 @@ import (
 const (
 	// identSymbol is the library's exported struct sh_ident.
 	identSymbol = "secretheap_ident"
+	// versionSymbol is exported by every libsecretheap.so, old or new.
+	versionSymbol = "secretheap_version"
 	// identMagic opens it.
 	identMagic = "secretheap-ident"
 	// opensslSymbol is exported by every OpenSSL the library can hook.
@@ -290,12 +292,18 @@ func findObjects(r memReader, maps []mapping) (lib *objectReport, ident libraryI
 			}
 			continue
 		}
-		if a, sz, ok, err := o.lookup(identSymbol); err == nil && ok {
+		if _, _, ok, err := o.lookup(versionSymbol); err == nil && ok {
+			// The library (it exports CRYPTO_set_mem_functions too: it is
+			// not OpenSSL). One older than secretheap_ident has no ident.
 			if lib == nil {
 				lib = &objectReport{Path: m.Path, obj: o}
-				ident, identErr = readIdent(r, a, sz)
+				if a, sz, ok, err := o.lookup(identSymbol); err != nil || !ok {
+					identErr = fmt.Errorf("it exports no %s (a libsecretheap.so older than this command)", identSymbol)
+				} else {
+					ident, identErr = readIdent(r, a, sz)
+				}
 			}
-			continue // the library exports CRYPTO_set_mem_functions too: it is not OpenSSL
+			continue
 		}
 		if _, _, ok, err := o.lookup(opensslSymbol); err == nil && ok {
 			openssl = append(openssl, objectReport{Path: m.Path, obj: o})

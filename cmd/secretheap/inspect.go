@@ -225,6 +225,11 @@ func inspectObjects(d *procDir, rep *inspectReport, maps []mapping, libByName, c
 					}
 				}
 			}
+			if lib == nil && libByName != "" {
+				// A file named like the library that exports none of its
+				// symbols: not the library.
+				rep.CountersErr = fmt.Sprintf("%s is mapped but exports no %s: not the library", escape(libByName), versionSymbol)
+			}
 			if len(ossl) > 0 {
 				rep.Libcrypto = ossl[0].Path
 				rep.OpenSSLStatic = !strings.HasPrefix(filepath.Base(ossl[0].Path), "libcrypto")
@@ -288,9 +293,13 @@ func printInspect(w io.Writer, r inspectReport) {
 	fmt.Fprintf(w, "process        %d  %s\n", r.PID, escape(r.Command))
 	switch {
 	case r.Library != "" && r.LibraryEvidence == "memory":
-		fmt.Fprintf(w, "library        loaded: %s (version %s, recognised in its memory)\n", escape(r.Library), escape(r.LibraryVersion))
+		v := r.LibraryVersion
+		if v == "" {
+			v = "unknown"
+		}
+		fmt.Fprintf(w, "library        loaded: %s (version %s, recognised in its memory)\n", escape(r.Library), escape(v))
 	case r.Library != "":
-		fmt.Fprintf(w, "library        a file named %s is mapped (its memory is unreadable: not confirmed)\n", escape(r.Library))
+		fmt.Fprintf(w, "library        a file named %s is mapped (not confirmed from its memory: see counters)\n", escape(r.Library))
 	default:
 		fmt.Fprintln(w, "library        not loaded (start the program with `secretheap run -- …`)")
 	}
