@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -76,19 +77,21 @@ func main() {
 	fmt.Fprintf(os.Stderr, "wrote %s/results.txt, results.json and charts\n", cfg.out)
 }
 
-// findRoot walks up from the working directory to go.mod.
+// findRoot walks up from the working directory to the go.mod of the main
+// module (this command's own go.mod, in cmd/benchreport, is passed by).
 func findRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			regexp.MustCompile(`(?m)^module github\.com/secretheap/secretheap\s*$`).Match(b) {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
+			return "", fmt.Errorf("no go.mod of github.com/secretheap/secretheap above the working directory")
 		}
 		dir = parent
 	}

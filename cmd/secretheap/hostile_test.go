@@ -228,9 +228,10 @@ func TestScanHugeMapping(t *testing.T) {
 	exe := requireHostile(t)
 	needle := "needle-at-the-end-" + strconv.Itoa(os.Getpid())
 	pid := startTarget(t, false, nil, exe, "big", "1536", needle)
-	r := runCLIWithin(t, 5*time.Minute, "scan", strconv.Itoa(pid), "--string", needle)
+	r := runCLIWithin(t, 5*time.Minute, "scan", strconv.Itoa(pid), "--string", strings.ToUpper(needle))
 	require.Equal(t, 0, r.code, "stdout %s\nstderr %s", r.stdout, r.stderr)
-	assert.Contains(t, r.stdout, "FOUND")
+	assert.Regexp(t, `FOUND .*: 1 hit\(s\) at 0x[0-9a-f]+ anonymous\n`, r.stdout)
+	assert.Contains(t, r.stdout, ": 1.5 GiB read")
 	assert.Contains(t, r.stderr, "secretheap scan: 1.5 GiB to read", "progress on a large target")
 }
 
@@ -239,7 +240,7 @@ func TestScanBound(t *testing.T) {
 	exe := requireHostile(t)
 	needle := "needle-past-the-bound-" + strconv.Itoa(os.Getpid())
 	pid := startTarget(t, false, nil, exe, "big", "1536", needle)
-	r := runCLIWithin(t, 5*time.Minute, "scan", strconv.Itoa(pid), "--max", "1G", "--string", needle)
+	r := runCLIWithin(t, 5*time.Minute, "scan", strconv.Itoa(pid), "--max", "1G", "--string", strings.ToUpper(needle))
 	require.Equal(t, 1, r.code, "stdout %s\nstderr %s", r.stdout, r.stderr)
 	assert.Regexp(t, `skipped +1 anonymous mapping\(s\), 1\.5 GiB: past --max 1 GiB`, r.stdout)
 	assert.Contains(t, r.stdout, "not found")

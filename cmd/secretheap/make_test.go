@@ -40,7 +40,7 @@ func runMake(t *testing.T, args ...string) (string, error) {
 func TestMakeDefaultBuildsCLI(t *testing.T) {
 	requireMake(t)
 	b := t.TempDir()
-	out, err := runMake(t, "-n", "BUILD="+b)
+	out, err := runMake(t, "-n", "PREREQ=0", "BUILD="+b)
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "-o "+b+"/secretheap ./cmd/secretheap")
 	assert.Contains(t, out, b+"/libsecretheap.so")
@@ -75,7 +75,7 @@ func TestMakePkgConfigFollowsPrefix(t *testing.T) {
 	b := t.TempDir()
 	pc := filepath.Join(b, "secretheap.pc")
 	for _, prefix := range []string{"/opt/first", "/opt/second"} {
-		out, err := runMake(t, "BUILD="+b, "PREFIX="+prefix, pc)
+		out, err := runMake(t, "PREREQ=0", "BUILD="+b, "PREFIX="+prefix, pc)
 		require.NoError(t, err, out)
 		got, err := os.ReadFile(pc)
 		require.NoError(t, err)

@@ -18,13 +18,6 @@ import (
 // RLIMIT_MEMLOCK, which includes memfd_secret mappings.
 const capIPCLock = 14
 
-func procPath(pid int, name string) string {
-	if pid == 0 {
-		return "/proc/self/" + name
-	}
-	return fmt.Sprintf("/proc/%d/%s", pid, name)
-}
-
 // mapping is one line of /proc/PID/maps, with the two smaps fields inspect
 // needs when they were read.
 type mapping struct {

@@ -147,9 +147,6 @@ type scanReport struct {
 	Found      bool               `json:"found"`
 }
 
-// defaultScanMax is scan's default bound on the bytes it reads per needle.
-const defaultScanMax = 64 << 30
-
 // progressAbove is the size of readable memory above which scan reports
 // progress; progressEvery is how often.
 const (

@@ -7,9 +7,11 @@
  *                         read-write, so no two mappings merge (FILE's long
  *                         name makes /proc/PID/smaps huge)
  *   hostile big MIB NEEDLE  maps MIB MiB of anonymous memory (untouched, so
- *                         it costs no RAM) and writes NEEDLE at its very end
+ *                         it costs no RAM) and writes NEEDLE, upper-cased, at
+ *                         its very end
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,8 +52,10 @@ int main(int argc, char **argv) {
             perror("mmap");
             return 1;
         }
-        memcpy(p + size - len, argv[3], len);
-        memset(argv[3], 0, len); /* only the mapping holds it now */
+        /* Upper-cased on the way: the needle the test looks for is then
+         * in the mapping only, not in argv. */
+        for (size_t i = 0; i < len; i++)
+            p[size - len + i] = (char)toupper((unsigned char)argv[3][i]);
         wait_stdin();
         return 0;
     }
