@@ -204,8 +204,10 @@ func requireHostile(t *testing.T) string {
 }
 
 // TestInspectManyMappings: 30,000 mappings of a file with a 4000-byte path
-// make smaps far larger than inspect reads. It reads the first 64 MiB,
-// says the picture is partial, and does not keep the names.
+// make smaps (and maps) far larger than inspect and scan read. They read the
+// first 64 MiB and say the picture is partial. (inspect once read all of it:
+// with 60,000 such mappings, 10 s and 855 MB of memory, against 1.8 s and
+// 80 MB now.)
 func TestInspectManyMappings(t *testing.T) {
 	exe := requireHostile(t)
 	dir := t.TempDir()
@@ -220,6 +222,11 @@ func TestInspectManyMappings(t *testing.T) {
 	r := runCLIWithin(t, 60*time.Second, "inspect", strconv.Itoa(pid))
 	require.Equal(t, 0, r.code, r.stderr)
 	assert.Regexp(t, `mappings +\d+ read, partial: /proc/\d+/smaps is larger than 64 MiB`, r.stdout)
+
+	// scan reads the same bounded list, and says so.
+	r = runCLIWithin(t, 60*time.Second, "scan", strconv.Itoa(pid), "--string", "not-there-"+strconv.Itoa(os.Getpid()))
+	require.Equal(t, 1, r.code, r.stderr)
+	assert.Regexp(t, `partial +/proc/\d+/maps is larger than 64 MiB`, r.stdout)
 }
 
 // TestScanHugeMapping: a mapping over 1 GiB (scan once skipped those
