@@ -364,9 +364,26 @@ func TestRunFromAwkwardPath(t *testing.T) {
 // non-blocking, says why it wrote nothing, and the program exits.
 func TestRunStatsToFIFO(t *testing.T) {
 	requireLibrary(t)
+	ossl := requireOpenSSL(t)
 	fifo := filepath.Join(t.TempDir(), "stats.fifo")
 	require.NoError(t, unix.Mkfifo(fifo, 0o600))
 	r := runCLIWithin(t, 30*time.Second, "run", "--stats", fifo, "--", "true")
 	assert.Equal(t, 0, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "a FIFO nobody reads")
+
+	// A reader that never reads, on a pipe shrunk to one page: the report
+	// of `openssl version` (4.5 KiB) does not fit, and the write gives up
+	// after its bound instead of blocking.
+	rfd, err := unix.Open(fifo, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(rfd)
+	_, err = unix.FcntlInt(uintptr(rfd), unix.F_SETPIPE_SZ, 4096)
+	require.NoError(t, err)
+	start := time.Now()
+	r = runCLIWithin(t, 30*time.Second, "run", "--stats", fifo, "--", ossl, "version")
+	assert.Equal(t, 0, r.code, r.stderr)
+	t.Logf("exited after %v with the FIFO full", time.Since(start).Round(time.Millisecond))
+	buf := make([]byte, 1<<16)
+	n, _ := unix.Read(rfd, buf)
+	assert.Contains(t, string(buf[:max(n, 0)]), "secretheap stats (pid", "the report's start was written")
 }
