@@ -109,7 +109,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"directory, else $PREFIX/lib, else /usr/local/lib. A library path that LD_PRELOAD\n"+
 			"cannot carry (a space, a colon: ld.so splits on them) is preloaded through a\n"+
 			"symbolic link in a private directory under $XDG_RUNTIME_DIR or the temporary\n"+
-			"directory, removed when PROGRAM exits. An existing LD_PRELOAD is kept after it.", stderr)
+			"directory, removed when PROGRAM exits. An existing LD_PRELOAD is kept after it.\n"+
+			"The library must be a regular file, not world-writable, owned by root, you, or\n"+
+			"the owner of this command: it runs inside PROGRAM.", stderr)
 	values := make(map[string]*string)
 	for _, o := range runOptions {
 		values[o.flag] = fs.String(o.flag, "", fmt.Sprintf("%s [%s]", o.usage, o.env))

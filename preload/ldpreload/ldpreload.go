@@ -187,26 +187,56 @@ func isOurGoMod(path string) bool {
 	return false
 }
 
-// checkLibrary returns nil if path is an ELF shared object. The dynamic
-// loader would reject anything else with a message naming neither us nor the
-// fix, so it is cheaper to say so here.
+// checkLibrary returns nil if path is an ELF shared object that is safe to
+// preload. The dynamic loader would reject anything else with a message
+// naming neither us nor the fix, so it is cheaper to say so here. The file
+// is opened once, without blocking (a FIFO planted there cannot hang us),
+// and checked on that descriptor: a regular file, not world-writable
+// (group-writable is the norm under a umask of 002), and owned by root, by us, or by the owner of this executable
+// (trusted as much as the command itself: `sudo build/secretheap run` in a
+// user's checkout). A library another user could replace would run inside
+// every program it is preloaded into.
 func checkLibrary(path string) error {
-	st, err := os.Stat(path)
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	if !st.Mode().IsRegular() {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fmt.Errorf("%s: not a regular file", path)
 	}
-	f, err := elf.Open(path)
+	if st.Mode&0o002 != 0 {
+		return fmt.Errorf("%s: writable by anyone (mode %#o): refused, anyone could run code in the programs it is preloaded into", path, st.Mode&0o777)
+	}
+	if !trustedOwner(int(st.Uid)) {
+		return fmt.Errorf("%s: owned by uid %d, not by root, you, or this command's owner: refused", path, st.Uid)
+	}
+	ef, err := elf.NewFile(f)
 	if err != nil {
 		return fmt.Errorf("%s: not an ELF file: %w", path, err)
 	}
-	defer f.Close()
-	if f.Type != elf.ET_DYN {
-		return fmt.Errorf("%s: ELF type %v, want a shared object (ET_DYN)", path, f.Type)
+	if ef.Type != elf.ET_DYN {
+		return fmt.Errorf("%s: ELF type %v, want a shared object (ET_DYN)", path, ef.Type)
 	}
 	return nil
+}
+
+// trustedOwner reports whether a library owned by uid may be preloaded.
+func trustedOwner(uid int) bool {
+	if uid == 0 || uid == os.Geteuid() {
+		return true
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	var st syscall.Stat_t
+	return syscall.Stat(exe, &st) == nil && int(st.Uid) == uid
 }
 
 // Command returns an exec.Cmd that runs name with args and libsecretheap.so

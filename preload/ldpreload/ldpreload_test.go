@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -169,4 +171,45 @@ func TestResolve(t *testing.T) {
 	got, err = Resolve("")
 	require.NoError(t, err)
 	assert.Equal(t, libc, got)
+}
+
+// TestCheckLibrarySafety: the library is opened once, non-blocking, and
+// must be a regular file that is not world-writable and is owned by root,
+// us or this command's owner. A FIFO in its place once hung the search
+// (os.Stat, then elf.Open of whatever was there by then).
+func TestCheckLibrarySafety(t *testing.T) {
+	lib, err := LibraryPath()
+	if err != nil {
+		t.Skipf("needs build/libsecretheap.so (run make): %v", err)
+	}
+	b, err := os.ReadFile(lib)
+	require.NoError(t, err)
+	dir := t.TempDir()
+
+	fifo := filepath.Join(dir, "fifo.so")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	done := make(chan error, 1)
+	go func() { done <- checkLibrary(fifo) }()
+	select {
+	case err := <-done:
+		assert.ErrorContains(t, err, "not a regular file")
+	case <-time.After(10 * time.Second):
+		t.Fatal("checkLibrary hung on a FIFO")
+	}
+
+	open := filepath.Join(dir, "world-writable.so")
+	require.NoError(t, os.WriteFile(open, b, 0o755))
+	require.NoError(t, os.Chmod(open, 0o757))
+	assert.ErrorContains(t, checkLibrary(open), "writable by anyone")
+
+	if os.Geteuid() == 0 {
+		other := filepath.Join(dir, "other.so")
+		require.NoError(t, os.WriteFile(other, b, 0o755))
+		require.NoError(t, os.Chown(other, 65534, 65534))
+		assert.ErrorContains(t, checkLibrary(other), "owned by uid 65534")
+	}
+
+	mine := filepath.Join(dir, "mine.so")
+	require.NoError(t, os.WriteFile(mine, b, 0o755))
+	assert.NoError(t, checkLibrary(mine))
 }
