@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -159,6 +160,9 @@ func inspect(pid int) (inspectReport, error) {
 	}
 	if err := readMaps("smaps"); err == nil {
 		rep.SmapsReadable = true
+	} else if errors.Is(err, errProcTimeout) {
+		// Its reader may still be running: touch none of its state.
+		return inspectReport{PID: pid}, fmt.Errorf("process %d: %w", pid, err)
 	} else if err := readMaps("maps"); err != nil {
 		return rep, fmt.Errorf("process %d: %w", pid, err)
 	}
@@ -200,28 +204,44 @@ func inspectObjects(d *procDir, rep *inspectReport, maps []mapping, libByName, c
 	if err == nil {
 		defer f.Close()
 		r := memReader{f}
-		var lib *objectReport
-		var id libraryIdent
-		var idErr error
-		var ossl []objectReport
+		type found struct {
+			lib   *objectReport
+			id    libraryIdent
+			idErr error
+			ossl  []objectReport
+		}
+		ch := make(chan found, 1)
 		err = withTimeout(func() error {
-			lib, id, idErr, ossl, _ = findObjects(r, maps)
+			var f found
+			f.lib, f.id, f.idErr, f.ossl, _ = findObjects(r, maps)
+			ch <- f
 			return nil
 		})
 		if err == nil {
+			f := <-ch
+			lib, id, idErr, ossl := f.lib, f.id, f.idErr, f.ossl
 			if lib != nil {
 				rep.Library, rep.LibraryEvidence = lib.Path, "memory"
 				if idErr != nil {
 					rep.CountersErr = idErr.Error()
 				} else {
 					rep.LibraryVersion = id.Version
+					// The goroutine of a timed-out read is left behind:
+					// it writes only to its own channel.
+					type res struct {
+						c   map[string]uint64
+						err error
+					}
+					ch := make(chan res, 1)
 					err := withTimeout(func() error {
 						c, err := readLiveCounters(r, id, maps)
-						rep.Counters = c
+						ch <- res{c, err}
 						return err
 					})
 					if err != nil {
-						rep.Counters, rep.CountersErr = nil, err.Error()
+						rep.CountersErr = err.Error()
+					} else {
+						rep.Counters = (<-ch).c
 					}
 				}
 			}

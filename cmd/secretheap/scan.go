@@ -313,8 +313,9 @@ func scan(pid int, needles []needle, m attack.Method, maxBytes uint64, progress 
 
 // scanOne reads todo (total bytes) for one needle, printing progress when
 // there is much to read, and gives up when a read makes no progress for
-// procReadTimeout (a process can stall reads of its memory, with
-// userfaultfd for one): the reading goroutine is then left behind.
+// procReadTimeout (a read of a file mapping waits for the file system,
+// and a FUSE server run by the process may never answer): the reading
+// goroutine is then left behind.
 func scanOne(pid int, needle []byte, m attack.Method, todo []attack.Mapping, total uint64, what string, progress io.Writer) (*attack.ScanResult, error) {
 	var done atomic.Uint64
 	var last atomic.Int64
@@ -347,7 +348,7 @@ func scanOne(pid int, needle []byte, m attack.Method, todo []attack.Mapping, tot
 			return r.res, r.err
 		case now := <-tick.C:
 			if now.Sub(time.Unix(0, last.Load())) > procReadTimeout {
-				return nil, fmt.Errorf("process %d: a read of its memory made no progress for %v after %s (the process may be stalling it, e.g. with userfaultfd): stopped", pid, procReadTimeout, formatBytes(done.Load()))
+				return nil, fmt.Errorf("process %d: a read of its memory made no progress for %v after %s (a mapping the process controls may be stalling it, such as a file on a FUSE file system whose server does not answer): stopped", pid, procReadTimeout, formatBytes(done.Load()))
 			}
 			if total > progressAbove && now.Sub(lastPrint) >= progressEvery {
 				lastPrint = now
