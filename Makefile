@@ -67,7 +67,8 @@ PREREQ_FOR := $(sort $(foreach g,$(or $(MAKECMDGOALS),all),\
   $(if $(filter all go-build cli install,$(g)),build)\
   $(if $(filter test go-test c-test% fuzz% soak%,$(g)),test)\
   $(if $(filter bench,$(g)),bench)\
-  $(if $(filter demo verify,$(g)),build run)))
+  $(if $(filter demo,$(g)),build run)\
+  $(if $(filter verify,$(g)),build verify)))
 ifneq ($(PREREQ),0)
 ifneq ($(PREREQ_FOR),)
 PREREQ_STATUS := $(shell CC='$(CC)' FUZZ_CC='$(FUZZ_CC)' GO='$(GO)' scripts/prereq.sh $(PREREQ_FOR) >&2; echo $$?)

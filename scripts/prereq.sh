@@ -2,10 +2,10 @@
 # prereq.sh — checks, in well under a second, that what a make target needs
 # is installed, and names the Debian package (or download) for whatever is
 # missing. Run by the Makefile before building (make: build; make test: test;
-# make bench: bench; make demo and make verify: run). The list is the README's
+# make bench: bench; make demo: run; make verify: verify). The list is the README's
 # Prerequisites section; keep the two together.
 #
-#   scripts/prereq.sh build|test|bench|run...
+#   scripts/prereq.sh build|test|bench|run|verify...
 #
 # Exit status 0 when everything is there, 1 (after listing all that is
 # missing) when not. Environment: CC, FUZZ_CC, GO as the Makefile passes them.
@@ -71,7 +71,11 @@ check_test() {
     fi
     rm -rf "$tmp"
   fi
-  have gdb || need "gdb (the gcore attack of the verify tests)" "gdb (apt-get install gdb)"
+}
+
+check_verify() {
+  check_run
+  have gdb || need "gdb (the gcore attack of make verify)" "gdb (apt-get install gdb)"
 }
 
 check_bench() {
@@ -85,9 +89,10 @@ for what in "$@"; do
   case $what in
     build) check_build ;;
     run) check_run ;;
+    verify) check_build; check_verify ;;
     test) check_build; check_test ;;
     bench) check_build; check_bench ;;
-    *) echo "prereq.sh: unknown target $what (build, test, bench, run)" >&2; exit 2 ;;
+    *) echo "prereq.sh: unknown target $what (build, test, bench, run, verify)" >&2; exit 2 ;;
   esac
 done
 
