@@ -65,9 +65,16 @@ func (s *syncBuffer) String() string {
 // startCLI starts the CLI (this test binary in CLI mode) with args.
 func startCLI(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
 	t.Helper()
+	return startCLIIn(t, "", env, args...)
+}
+
+// startCLIIn is startCLI in the working directory dir ("" for ours).
+func startCLIIn(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe, args...)
+	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), envCLIMain+"=1"), env...)
 	var out, errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -342,12 +349,13 @@ func TestRunFromAwkwardPath(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(awkward, b, 0o755))
 
-	cmd, out, errb := startCLI(t, []string{"LD_PRELOAD=libm.so.6"}, "run", "-v", "--quiet", "--library", awkward, "--",
-		"sh", "-c", `echo "$LD_PRELOAD"; grep -c secretheap /proc/$$/maps`)
-	cmd.Dir = dir
+	cmd, out, errb := startCLIIn(t, dir, []string{"LD_PRELOAD=libm.so.6"}, "run", "-v", "--quiet", "--library", "build/libsecretheap.so", "--",
+		"sh", "-c", `pwd; echo "$LD_PRELOAD"; grep -c secretheap /proc/$$/maps`)
 	require.NoError(t, cmd.Wait(), "stdout %s\nstderr %s", out, errb)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 2, "stdout %s\nstderr %s", out, errb)
+	require.Len(t, lines, 3, "stdout %s\nstderr %s", out, errb)
+	require.Equal(t, dir, lines[0], "run from the awkward directory, the library named relative to it")
+	lines = lines[1:]
 	entries := strings.Split(lines[0], ":")
 	require.Len(t, entries, 2, "the library's link, then the user's libm: %q", lines[0])
 	assert.True(t, filepath.IsAbs(entries[0]), "the loader is never given a relative name: %q", entries[0])
@@ -386,4 +394,21 @@ func TestRunStatsToFIFO(t *testing.T) {
 	buf := make([]byte, 1<<16)
 	n, _ := unix.Read(rfd, buf)
 	assert.Contains(t, string(buf[:max(n, 0)]), "secretheap stats (pid", "the report's start was written")
+}
+
+// TestRunRelativePreload: an entry of the user's LD_PRELOAD with a relative
+// path ("lib/x.so") was passed on as it was, and ld.so resolved it against
+// the working directory of whatever program started, children included
+// (after a chdir, another file). run now passes it on absolute.
+func TestRunRelativePreload(t *testing.T) {
+	lib := requireLibrary(t)
+	dir := t.TempDir()
+	cmd, out, errb := startCLIIn(t, dir, []string{"LD_PRELOAD=sub/libextra.so:libm.so.6", "SECRETHEAP_LIBRARY=" + lib}, "run", "-v", "--quiet", "--",
+		"sh", "-c", `echo "$LD_PRELOAD"`)
+	require.NoError(t, cmd.Wait(), "stdout %s\nstderr %s", out, errb)
+	entries := strings.Split(strings.TrimSpace(out.String()), ":")
+	require.Len(t, entries, 3, out.String())
+	assert.Equal(t, filepath.Join(dir, "sub", "libextra.so"), entries[1])
+	assert.Equal(t, "libm.so.6", entries[2], "a name without a slash is searched, not resolved: it stays")
+	assert.Contains(t, errb.String(), "your LD_PRELOAD entry sub/libextra.so is relative")
 }

@@ -109,7 +109,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"directory, else $PREFIX/lib, else /usr/local/lib. A library path that LD_PRELOAD\n"+
 			"cannot carry (a space, a colon: ld.so splits on them) is preloaded through a\n"+
 			"symbolic link in a private directory under $XDG_RUNTIME_DIR or the temporary\n"+
-			"directory, removed when PROGRAM exits. An existing LD_PRELOAD is kept after it.\n"+
+			"directory, removed when PROGRAM exits. An existing LD_PRELOAD is kept after it,\n"+
+			"its relative paths made absolute (ld.so would resolve them against whatever\n"+
+			"directory each program starts in).\n"+
 			"The library must be a regular file, not world-writable, owned by root, you, or\n"+
 			"the owner of this command: it runs inside PROGRAM.", stderr)
 	values := make(map[string]*string)
@@ -172,11 +174,15 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		return 127
 	}
 	defer cleanup()
+	env, absolutised := absolutePreloads(env)
 	env = ldpreload.Env(env, name)
 	if *say {
 		fmt.Fprintf(stderr, "secretheap run: library %s\n", escape(lib))
 		if linked {
 			fmt.Fprintf(stderr, "secretheap run: its path holds a space, tab, newline or colon, which LD_PRELOAD cannot carry: preloading it through the link %s (removed at exit)\n", escape(name))
+		}
+		for _, a := range absolutised {
+			fmt.Fprintf(stderr, "secretheap run: your LD_PRELOAD entry %s is relative: passed on as %s\n", escape(a[0]), escape(a[1]))
 		}
 		for _, kv := range env {
 			if strings.HasPrefix(kv, "LD_PRELOAD=") || strings.HasPrefix(kv, "SECRETHEAP_") {
@@ -297,4 +303,34 @@ func exitStatus(ps *os.ProcessState, err error, stderr io.Writer) int {
 		return 128 + int(ws.Signal())
 	}
 	return ps.ExitCode()
+}
+
+// absolutePreloads rewrites the relative entries of env's LD_PRELOAD that
+// hold a slash (ld.so would resolve them against the working directory of
+// every program that starts, including children after a chdir) as absolute
+// paths from our working directory, where the user meant them. Names
+// without a slash are searched in the library directories and stay. It
+// returns the rewrites made, as [old, new] pairs.
+func absolutePreloads(env []string) ([]string, [][2]string) {
+	const key = "LD_PRELOAD="
+	var done [][2]string
+	out := make([]string, len(env))
+	for i, kv := range env {
+		out[i] = kv
+		v, ok := strings.CutPrefix(kv, key)
+		if !ok {
+			continue
+		}
+		parts := strings.FieldsFunc(v, func(r rune) bool { return r == ':' || r == ' ' })
+		for j, p := range parts {
+			if strings.Contains(p, "/") && !filepath.IsAbs(p) {
+				if abs, err := filepath.Abs(p); err == nil && ldpreload.Preloadable(abs) {
+					done = append(done, [2]string{p, abs})
+					parts[j] = abs
+				}
+			}
+		}
+		out[i] = key + strings.Join(parts, ":")
+	}
+	return out, done
 }
