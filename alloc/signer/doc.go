@@ -1,0 +1,31 @@
+// Package signer signs with private keys kept in secret memory, as a
+// crypto.Signer: a tls.Certificate's PrivateKey, x509.CreateCertificate's
+// signer, golang.org/x/crypto/ssh.NewSignerFromSigner.
+//
+// The long-lived key lives only in an alloc.Secret (memfd_secret memory:
+// out of the kernel's direct map, unreadable through /proc/PID/mem,
+// process_vm_readv and ptrace, absent from core dumps). Each Sign rebuilds
+// the standard library's key from it inside alloc.Secret.Do, so that
+// everything the signature derives — the Go-heap copy of the key, the
+// expanded Ed25519 scalar and nonce prefix, the ECDSA scalar as a big.Int
+// and its nonce state — is erased after use when the program is built with
+// GOEXPERIMENT=runtimesecret (alloc.Erasing), and is garbage that stays in
+// freed Go memory until it is reused when it is not.
+//
+// Why not pass ed25519.PrivateKey(secret.Bytes()) to ed25519.Sign: since Go
+// 1.24, crypto/ed25519 (and crypto/ecdsa) cache the expanded key in a map
+// keyed by weak.Make(&priv[0]), and weak.Make of memory outside the Go heap
+// is a fatal runtime error ("getWeakHandle on invalid pointer"): the
+// process dies, it does not panic. Ed25519.Sign hands the standard library
+// a 64-byte Go-heap copy made inside Do and wiped after use, so that cannot
+// happen. The cache entry made for that copy (the expanded key) lives on
+// until the garbage collector drops the copy and then the entry: two or
+// three collections.
+//
+// Cost per signature against the plain standard-library key (long-lived,
+// cached expanded key; BenchmarkSign, same run): Ed25519 re-expands the
+// key (one SHA-512) and inserts a cache entry per signature; ECDSA
+// re-derives the public point from the scalar (one scalar base
+// multiplication) per signature. The figures are in the README's Go
+// section.
+package signer
