@@ -22,10 +22,10 @@ import (
 func leaks(out string) bool {
 	flat := strings.NewReplacer(" ", "", ",", "", "0x", "").Replace(out)
 	for _, pat := range []string{
-		"0123456789abcdef",                 // the text itself
-		"3031323334353637",                 // hex, any case, any separator
-		"4849505152535455",                 // decimal bytes
-		base64Prefix,                       // base64 (encoding/json, gob of []byte)
+		"0123456789abcdef",                // the text itself
+		"3031323334353637",                // hex, any case, any separator
+		"4849505152535455",                // decimal bytes
+		base64Prefix,                      // base64 (encoding/json, gob of []byte)
 		"\\x30\\x31", "\\u0030", "060061", // escapes, octal
 	} {
 		if strings.Contains(strings.ToLower(flat), strings.ToLower(pat)) || strings.Contains(out, pat) {

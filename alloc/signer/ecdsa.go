@@ -15,7 +15,7 @@ import (
 // once none is signing.
 type ECDSA struct {
 	curve elliptic.Curve
-	d     *alloc.Secret     // the scalar, big-endian, the curve's order size
+	d     *alloc.Secret    // the scalar, big-endian, the curve's order size
 	pub   *ecdsa.PublicKey // not secret
 }
 

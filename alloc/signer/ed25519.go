@@ -17,7 +17,7 @@ var errDestroyed = errors.New("signer: key destroyed")
 // from many goroutines at once (a TLS server's handshakes); Destroy only
 // once none is signing.
 type Ed25519 struct {
-	priv *alloc.Secret    // seed || public key: ed25519.PrivateKey's 64-byte layout
+	priv *alloc.Secret     // seed || public key: ed25519.PrivateKey's 64-byte layout
 	pub  ed25519.PublicKey // not secret
 }
 
