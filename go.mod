@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/awnumar/memguard v0.23.0
 	github.com/stretchr/testify v1.12.1
+	golang.org/x/crypto v0.41.0
 	golang.org/x/sys v0.49.0
 	gonum.org/v1/plot v0.17.0
 )
@@ -18,7 +19,6 @@ require (
 	github.com/awnumar/memcall v0.4.0 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/crypto v0.41.0 // indirect
 	golang.org/x/image v0.30.0 // indirect
 	golang.org/x/text v0.28.0 // indirect
 )
