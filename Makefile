@@ -3,7 +3,8 @@
 #
 # Targets
 #   make              build the Go packages, the secretheap CLI and build/libsecretheap.so
-#   make test         every test: gofmt, go vet, staticcheck, go test -race, C unit tests,
+#   make test         every test: gofmt, go vet, staticcheck, go test -race (and again with
+#                     GOEXPERIMENT=runtimesecret for alloc/... and the Go keys scan), C unit tests,
 #                     the C tests again under ASan/UBSan and TSan, short fuzz runs, the soak
 #   make bench        benchmark suites, written to docs/benchmarks/
 #   make demo         TLS server with and without the library, and an outside read of its key
@@ -73,8 +74,14 @@ go-lint:
 	  elif [ -x "$$($(GO) env GOPATH)/bin/staticcheck" ]; then "$$($(GO) env GOPATH)/bin/staticcheck" ./...; \
 	  else echo "staticcheck not installed: skipped (CI installs it)"; fi
 
+# The Go packages again built with GOEXPERIMENT=runtimesecret (Go 1.26+, no
+# other toolchain): Secret.Do then runs f under runtime/secret.Do, and
+# TestGoKeysOutsideScan asserts that no copy of the keys or of what the
+# crypto derives from them is left.
 go-test:
 	$(GO) test -race -count=1 ./...
+	GOEXPERIMENT=runtimesecret $(GO) test -race -count=1 ./alloc/...
+	GOEXPERIMENT=runtimesecret $(GO) test -race -count=1 -run GoKeys ./verify
 
 bench: all $(BENCH_TARGETS)
 	@if [ -d cmd/benchreport ]; then $(GO) run ./cmd/benchreport; \
