@@ -70,6 +70,7 @@ go-lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	GOEXPERIMENT=runtimesecret $(GO) vet ./alloc/... ./verify/...
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; \
 	  elif [ -x "$$($(GO) env GOPATH)/bin/staticcheck" ]; then "$$($(GO) env GOPATH)/bin/staticcheck" ./...; \
 	  else echo "staticcheck not installed: skipped (CI installs it)"; fi
