@@ -97,7 +97,8 @@ func ExampleECDSA() {
 		return
 	}
 	pub := key.Public().(*ecdsa.PublicKey)
-	fmt.Printf("%x\n", pub.X.Bytes()) // RFC 6979's Ux
+	q, _ := pub.Bytes()         // 0x04 || x || y
+	fmt.Printf("%x\n", q[1:33]) // RFC 6979's Ux
 	fmt.Println(ecdsa.VerifyASN1(pub, digest[:], sig))
 	// Output:
 	// 60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6
