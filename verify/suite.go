@@ -62,13 +62,11 @@ type Result struct {
 //     are the keys and what the crypto derives from them claimed. Without
 //     the experiment the Ed25519 signer's per-signature Go-heap copy of the
 //     key, and everything hmac.New and crypto/ed25519 derive, stay in freed
-//     Go memory until it is reused (the copies table says how many); used
-//     the naive way, the derived keys live on the Go heap.
+//     Go memory until it is reused (the copies table says how many).
 var Coverage = map[Mode]map[Kind]bool{
 	ModeAll:       {KindKeyBE: true, KindKeyLE: true, KindPrimeLE: true, KindTLS: true},
 	ModeSecure:    {KindKeyLE: true},
 	ModeSecret:    {KindGo: true},
-	ModeGoNaive:   {},
 	ModeGoRecipe:  {},
 	ModeGoErasing: {KindGo: true, KindGoDerived: true},
 	// locked: the same claims as all, against dumps only (Attack.Dump): the

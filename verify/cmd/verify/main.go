@@ -34,7 +34,7 @@ func main() {
 	attacks := flag.String("attacks", "mem,vm_readv,ptrace,gcore,core", "attacks to run")
 	workers := flag.Int("workers", 2, "workers of the forking server")
 	verbose := flag.Bool("v", false, "log each target run and every hit")
-	timeout := flag.Duration("timeout", 360*time.Second, "bound on the whole suite")
+	timeout := flag.Duration("timeout", 600*time.Second, "bound on the whole suite")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
