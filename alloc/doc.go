@@ -260,8 +260,9 @@
 // Redaction: a Secret never shows its bytes, held by value or by pointer,
 // alone or in a struct field (exported or not), a slice or a map. Its
 // String, GoString, Format (every fmt verb), LogValue (log/slog) and
-// MarshalText (encoding/json as a string, encoding/xml, encoding/gob) give
-// "secretheap.Secret(32 bytes)"; they have value receivers, so they are in
+// MarshalText (encoding/json as a string, encoding/xml) give
+// "secretheap.Secret(32 bytes)", and encoding/gob refuses it (an error: no
+// exported fields); the methods have value receivers, so they are in
 // the method set of Secret as well as *Secret. Where fmt cannot call a
 // method (a Secret by value in an unexported field) it walks the struct by
 // reflection: the block is held as an unsafe.Pointer and a length, which

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"strings"
@@ -122,6 +123,16 @@ func TestSecretRedactedEverywhere(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, `"`+want+`"`, string(j))
 		assert.Equal(t, want, any(s).(slog.LogValuer).LogValue().String())
+		for _, v := range []any{s, *s} {
+			// encoding/gob ignores MarshalText (its support is
+			// commented out in Go 1.26) and refuses a struct with no
+			// exported fields: an error, never the bytes.
+			err := gob.NewEncoder(io.Discard).Encode(v)
+			assert.ErrorContains(t, err, "alloc.Secret has no exported fields")
+		}
+		x, err := xml.Marshal(exported{Key: *s, KeyPtr: s})
+		require.NoError(t, err)
+		assert.Equal(t, "<exported><Key>"+want+"</Key><KeyPtr>"+want+"</KeyPtr></exported>", string(x))
 		var nilSecret *alloc.Secret
 		assert.Equal(t, "<nil>", fmt.Sprint(nilSecret))
 		j, err = json.Marshal(nilSecret)

@@ -12,8 +12,9 @@ import (
 // Secret holds key material in secret memory. Its bytes are never printed,
 // logged or marshalled, whether the Secret is held by value or by pointer,
 // alone or inside a struct, slice or map: every fmt verb, log/slog, and
-// encoding/json, encoding/xml, encoding/gob (through MarshalText) give
-// "secretheap.Secret(32 bytes)" (see Redaction in the package docs).
+// encoding/json and encoding/xml (through MarshalText) give
+// "secretheap.Secret(32 bytes)"; encoding/gob refuses it with an error (see
+// Redaction in the package docs).
 //
 // A Secret is not freed by the garbage collector: call Destroy (which wipes
 // it) when done. A finalizer cannot do that safely — Bytes may still be in
@@ -265,7 +266,8 @@ func (s Secret) Format(f fmt.State, _ rune) {
 // LogValue gives log/slog the redacted form.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
-// MarshalText gives encoding/json (as a string), encoding/xml and
-// encoding/gob the redacted form. There is no UnmarshalText: a Secret is
-// never read back from its redacted form.
+// MarshalText gives encoding/json (as a string) and encoding/xml the
+// redacted form. There is no UnmarshalText: a Secret is never read back
+// from its redacted form. (encoding/gob does not use MarshalText; it
+// refuses a Secret, which has no exported fields.)
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
