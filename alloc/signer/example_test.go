@@ -73,8 +73,9 @@ func ExampleEd25519() {
 // Where the key lives: the signer's Secret (the 32-byte scalar). What Go's
 // crypto copies, per signature: an ecdsa.PrivateKey parsed inside Do (the
 // scalar as a big.Int and as the FIPS module's key, in crypto/ecdsa's
-// cache keyed by that PrivateKey) and the nonce generator's state; garbage
-// after Sign, erased when alloc.Erasing.
+// cache keyed by that PrivateKey) and the nonce generator's state: garbage
+// after Sign, except the cache entry, which goes two or three garbage
+// collections later; erased when freed if alloc.Erasing.
 func ExampleECDSA() {
 	d, _ := hex.DecodeString("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721") // RFC 6979, A.2.5
 	scalar, err := alloc.Wrap(d)                                                                 // copies, wipes d
