@@ -2,9 +2,11 @@
 // crypto.Signer: a tls.Certificate's PrivateKey, x509.CreateCertificate's
 // signer, golang.org/x/crypto/ssh.NewSignerFromSigner.
 //
-// The long-lived key lives only in an alloc.Secret (memfd_secret memory:
-// out of the kernel's direct map, unreadable through /proc/PID/mem,
-// process_vm_readv and ptrace, absent from core dumps). Each Sign rebuilds
+// NewEd25519 takes a seed, NewECDSA a scalar, FromPEM a PEM key file
+// (PKCS#8 or SEC 1) read with alloc.ReadFile. The long-lived key lives only
+// in an alloc.Secret (memfd_secret memory: out of the kernel's direct map,
+// unreadable through /proc/PID/mem, process_vm_readv and ptrace, absent
+// from core dumps). Each Sign rebuilds
 // the standard library's key from it inside alloc.Secret.Do, so that
 // everything the signature derives — the Go-heap copy of the key, the
 // expanded Ed25519 scalar and nonce prefix, the ECDSA scalar as a big.Int

@@ -11,8 +11,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"math/big"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/secretheap/secretheap/alloc"
@@ -104,4 +107,31 @@ func ExampleECDSA() {
 	// Output:
 	// 60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6
 	// true
+}
+
+// A TLS server's key file (PKCS#8 or SEC 1 PEM) read straight into secret
+// memory and turned into the certificate's signer. The PEM text, the DER
+// and the parsed key exist on the Go heap only inside Secret.Do.
+func ExampleFromPEM() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "key.pem")
+	_, priv, _ := ed25519.GenerateKey(rand.Reader) // stands in for the server's key file
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	_ = os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+
+	text, err := alloc.ReadFile(path) // read(2) straight into secret memory
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	key, err := signer.FromPEM(text)
+	text.Destroy()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	fmt.Printf("%T %v\n", key, priv.Public().(ed25519.PublicKey).Equal(key.Public()))
+	// Output: *signer.Ed25519 true
 }

@@ -7,16 +7,21 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,4 +271,52 @@ func TestSignerRedacted(t *testing.T) {
 	}
 	assert.Equal(t, fmt.Sprintf("signer.Ed25519(public %x)", []byte(edPlain.Public().(ed25519.PublicKey))), fmt.Sprint(*ed))
 	assert.Equal(t, "signer.ECDSA(P-256)", fmt.Sprint(ec))
+}
+
+// TestFromPEM: PKCS#8 Ed25519 and ECDSA keys and a SEC 1 EC key, read from
+// a file into secret memory, give signers whose public key is the key's;
+// RSA, other blocks and garbage are refused by name.
+func TestFromPEM(t *testing.T) {
+	_, ed := newEd25519(t)
+	_, ec := newECDSA(t, elliptic.P384())
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
+	pkcs8 := func(k any) []byte {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		require.NoError(t, err)
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	sec1, err := x509.MarshalECPrivateKey(ec)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name    string
+		pem     []byte
+		public  crypto.PublicKey
+		wantErr string
+	}{
+		{"ed25519 pkcs8", pkcs8(ed), ed.Public(), ""},
+		{"ecdsa pkcs8", pkcs8(ec), ec.Public(), ""},
+		{"ecdsa sec1", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), ec.Public(), ""},
+		{"rsa", pkcs8(rsaKey), nil, "*rsa.PrivateKey keys are not supported"},
+		{"certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), nil, `PEM block "CERTIFICATE"`},
+		{"garbage", []byte("not a key"), nil, "no PEM block"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			require.NoError(t, os.WriteFile(path, tc.pem, 0o600))
+			text, err := alloc.ReadFile(path)
+			require.NoError(t, err)
+			defer text.Destroy()
+			k, err := signer.FromPEM(text)
+			if tc.wantErr != "" {
+				assert.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.True(t, tc.public.(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Public()))
+			state := handshake(t, selfSigned(t, k), tls.VersionTLS13)
+			assert.Equal(t, uint16(tls.VersionTLS13), state.Version)
+		})
+	}
 }
