@@ -20,9 +20,12 @@
 // is a fatal runtime error ("getWeakHandle on invalid pointer"): the
 // process dies, it does not panic. Ed25519.Sign hands the standard library
 // a 64-byte Go-heap copy made inside Do and wiped after use, so that cannot
-// happen. The cache entry made for that copy (the expanded key) lives on
-// until the garbage collector drops the copy and then the entry: two or
-// three collections.
+// happen. The cache entry made for that copy (the expanded key: the seed,
+// the scalar, the nonce prefix) stays reachable until a collection frees
+// the copy and the cache's cleanup drops the entry; the next collection
+// frees it (erasing it, with runtime/secret). Measured with the Go keys
+// target of verify: after 1000 signatures and one collection all 1000
+// entries are still live on the Go heap; after two, none is left.
 //
 // Cost per signature against the plain standard-library key (long-lived,
 // expanded key cached; BenchmarkSignEd25519 and BenchmarkSignECDSAP256

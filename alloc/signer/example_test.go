@@ -30,7 +30,7 @@ import (
 // What Go's crypto copies, per signature: a 64-byte Go-heap copy of the key
 // (made inside Do, wiped after Sign), and the expanded key (scalar and
 // nonce prefix) in crypto/ed25519's cache, keyed by that copy: it goes
-// two or three garbage collections later, and is erased then when
+// at the second garbage collection after Sign, and is erased then when
 // alloc.Erasing.
 func ExampleEd25519() {
 	seed, err := alloc.Read(rand.Reader, ed25519.SeedSize)
@@ -77,8 +77,8 @@ func ExampleEd25519() {
 // crypto copies, per signature: an ecdsa.PrivateKey parsed inside Do (the
 // scalar as a big.Int and as the FIPS module's key, in crypto/ecdsa's
 // cache keyed by that PrivateKey) and the nonce generator's state: garbage
-// after Sign, except the cache entry, which goes two or three garbage
-// collections later; erased when freed if alloc.Erasing.
+// after Sign, except the cache entry, which goes at the second garbage
+// collection; erased when freed if alloc.Erasing.
 func ExampleECDSA() {
 	d, _ := hex.DecodeString("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721") // RFC 6979, A.2.5
 	scalar, err := alloc.Wrap(d)                                                                 // copies, wipes d
