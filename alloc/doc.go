@@ -287,11 +287,12 @@
 // struct) holds them for its life; a dropped one leaves them in freed Go
 // memory, which the runtime clears when it hands the memory out again, not
 // when it frees it. Measured from outside (TestGoKeysOutsideScan, `make
-// verify`): an HMAC key and an Ed25519 seed in Secrets, used 1000 times the
-// obvious way (hmac.New(sha256.New, key.Bytes()),
-// ed25519.NewKeyFromSeed(seed.Bytes())), leave no copy of the HMAC key but
-// the pads, both midstates, two copies of the seed, the nonce prefix and
-// the scalar on the Go heap.
+// verify`): an HMAC key, an Ed25519 seed and an ECDSA scalar in Secrets,
+// used 1000 times the obvious way (hmac.New(sha256.New, key.Bytes()),
+// ed25519.NewKeyFromSeed(seed.Bytes()), ecdsa.ParseRawPrivateKey(curve,
+// d.Bytes())), leave no copy of the HMAC key but both midstates, two
+// copies of the seed, the nonce prefix, the scalar, and the ECDSA scalar
+// in both byte orders on the Go heap.
 //
 // What runtime/secret adds: Secret.Do runs f under runtime/secret.Do when
 // the program is built with GOEXPERIMENT=runtimesecret (Go 1.26,
@@ -301,8 +302,8 @@
 // f when the garbage collector frees it. Derive everything from the key
 // inside f, per use, and drop it: the same program through the recipes
 // (examples of Secret.Do, alloc/signer), after its garbage collections,
-// leaves 0 copies of the key, the seed, the pads, the midstates, the
-// expanded key and the nonce prefix. Built without the experiment, Do just
+// leaves 0 copies of the keys, the pads, the midstates, the expanded
+// Ed25519 key and nonce prefix, and the ECDSA scalar. Built without the experiment, Do just
 // calls f and the same recipes leave more garbage than the naive use (a
 // copy per use, dozens of each: the counts are in verify/README.md).
 //

@@ -3,6 +3,8 @@ package verify
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -29,10 +31,11 @@ const (
 	ModeGoErasing Mode = "secret, recipes, runtimesecret"
 )
 
-// GoKeys is verify/cmd/gokeys: a Go program holding an HMAC-SHA256 key and
-// an Ed25519 seed and using each a thousand times (see KeyWorkload). Its
-// needles are the keys (go-secret) and what the crypto derives from them
-// (go-derived): the HMAC pads and midstates, the Ed25519 expanded key. The
+// GoKeys is verify/cmd/gokeys: a Go program holding an HMAC-SHA256 key, an
+// Ed25519 seed and an ECDSA P-256 scalar and using each a thousand times
+// (see KeyWorkload). Its needles are the keys (go-secret) and what the
+// crypto derives from them (go-derived): the HMAC pads and midstates, the
+// Ed25519 expanded key, the ECDSA scalar as little-endian words. The
 // suite runs the control and the recipes with and without runtime/secret;
 // the naive use (KeysNaive) runs in TestGoKeysOutsideScan only, to keep
 // the suite within its time bound.
@@ -63,7 +66,7 @@ func (GoKeys) Start(ctx context.Context, env Env, mode Mode) (*Running, error) {
 
 var keysReadyRe = regexp.MustCompile(`^ready erasing=(true|false)`)
 
-// StartKeys writes a fresh HMAC key and Ed25519 seed into a new directory
+// StartKeys writes a fresh HMAC key, Ed25519 seed and ECDSA scalar into a new directory
 // under workDir, starts the Go keys program that command makes (with the
 // arguments of verify/cmd/gokeys appended) in keys mode (KeysPlain,
 // KeysNaive, KeysRecipe), waits until it used them and reports ready, and
@@ -77,15 +80,24 @@ func StartKeys(workDir, keys string, erasing bool, command func(args ...string) 
 	hmacKey, seed := make([]byte, 32), make([]byte, 32)
 	_, _ = rand.Read(hmacKey)
 	_, _ = rand.Read(seed)
-	hmacPath, seedPath := filepath.Join(r.Dir, "hmac.key"), filepath.Join(r.Dir, "ed25519.seed")
-	if err := os.WriteFile(hmacPath, hmacKey, 0o600); err != nil {
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(seedPath, seed, 0o600); err != nil {
+	d, err := ec.Bytes()
+	if err != nil {
 		return nil, err
+	}
+	files := KeyFiles{HMAC: filepath.Join(r.Dir, "hmac.key"), Ed25519: filepath.Join(r.Dir, "ed25519.seed"),
+		ECDSA: filepath.Join(r.Dir, "ecdsa.key")}
+	for path, b := range map[string][]byte{files.HMAC: hmacKey, files.Ed25519: seed, files.ECDSA: d} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	r.Needles = append(HMACNeedles(hmacKey), Ed25519Needles(seed)...)
-	cmd := command("-mode", keys, "-hmac-key", hmacPath, "-seed", seedPath)
+	r.Needles = append(r.Needles, ECDSANeedles(d)...)
+	cmd := command("-mode", keys, "-hmac-key", files.HMAC, "-seed", files.Ed25519, "-ecdsa", files.ECDSA)
 	cmd.Dir = r.Dir
 	// GOTRACEBACK=crash: SIGABRT makes the runtime dump core (the core
 	// attack), as for the Go program target.
@@ -183,6 +195,17 @@ func Ed25519Needles(seed []byte) []Needle {
 		{Name: "ed25519.prefix", Kind: KindGoDerived, Bytes: bytes.Clone(h[32:])},
 		{Name: "ed25519.scalar", Kind: KindGoDerived, Bytes: clamped},
 		{Name: "ed25519.scalar-montgomery", Kind: KindGoDerived, Bytes: mont},
+	}
+}
+
+// ECDSANeedles are an ECDSA scalar as crypto/ecdsa's FIPS key holds it
+// (big-endian bytes) and as big.Int and bigmod hold it (little-endian
+// 64-bit words: the byte-reversed value, for a scalar whose length is a
+// multiple of 8).
+func ECDSANeedles(d []byte) []Needle {
+	return []Needle{
+		{Name: "ecdsa.d", Kind: KindGo, Bytes: bytes.Clone(d)},
+		{Name: "ecdsa.d-le", Kind: KindGoDerived, Bytes: reversed(d)},
 	}
 }
 

@@ -2,8 +2,11 @@ package verify
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -20,16 +23,17 @@ import (
 const (
 	// KeysPlain: keys read with os.ReadFile into Go []byte, used with the
 	// standard library directly (the control): one hmac.Hash, Reset per
-	// message; ed25519.NewKeyFromSeed once.
+	// message; ed25519.NewKeyFromSeed and ecdsa.ParseRawPrivateKey once.
 	KeysPlain = "plain"
 	// KeysNaive: keys read into alloc.Secrets, used the obvious way:
-	// hmac.New(sha256.New, key.Bytes()) and
-	// ed25519.NewKeyFromSeed(seed.Bytes()) once, outside Secret.Do.
+	// hmac.New(sha256.New, key.Bytes()),
+	// ed25519.NewKeyFromSeed(seed.Bytes()) and
+	// ecdsa.ParseRawPrivateKey(P256, d.Bytes()) once, outside Secret.Do.
 	KeysNaive = "naive"
 	// KeysRecipe: keys in alloc.Secrets, used through the documented
 	// recipes: HMAC inside Secret.Do (an hmac.Hash per batch of
-	// macBatch messages, Reset between them), Ed25519 through
-	// signer.Ed25519.
+	// macBatch messages, Reset between them), Ed25519 and ECDSA through
+	// signer.Ed25519 and signer.ECDSA.
 	KeysRecipe = "recipe"
 )
 
@@ -47,21 +51,36 @@ const workloadGCs = 4
 // midstates (marshalled, big-endian) instead of the pads.
 const macBatch = 10
 
-// KeyWorkload is the Go keys target: it reads a 32-byte HMAC-SHA256 key and
-// a 32-byte Ed25519 seed from files, uses each n times as mode says (a MAC
-// and a signature of a distinct message each time), runs workloadGCs
-// garbage collections, writes "ready erasing=<alloc.Erasing()>" to w and
-// returns the keys' holders for the caller to keep alive (it holds them
-// until the attack is over).
-func KeyWorkload(w io.Writer, mode, hmacPath, seedPath string, n int) (keep []any, err error) {
+// KeyFiles are the files the Go keys target reads its keys from.
+type KeyFiles struct {
+	HMAC    string // 32-byte HMAC-SHA256 key
+	Ed25519 string // 32-byte Ed25519 seed
+	ECDSA   string // 32-byte P-256 scalar, big-endian
+}
+
+// KeyWorkload is the Go keys target: it reads an HMAC-SHA256 key, an
+// Ed25519 seed and an ECDSA P-256 scalar from files, uses each n times as
+// mode says (a MAC and two signatures of a distinct message each time),
+// runs workloadGCs garbage collections, writes "ready
+// erasing=<alloc.Erasing()>" to w and returns the keys' holders for the
+// caller to keep alive (it holds them until the attack is over).
+func KeyWorkload(w io.Writer, mode string, files KeyFiles, n int) (keep []any, err error) {
 	var sum byte // folds every MAC and signature in, so none is optimised away
 	switch mode {
 	case KeysPlain:
-		key, err := os.ReadFile(hmacPath)
+		key, err := os.ReadFile(files.HMAC)
 		if err != nil {
 			return nil, err
 		}
-		seed, err := os.ReadFile(seedPath)
+		seed, err := os.ReadFile(files.Ed25519)
+		if err != nil {
+			return nil, err
+		}
+		d, err := os.ReadFile(files.ECDSA)
+		if err != nil {
+			return nil, err
+		}
+		ec, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
 		if err != nil {
 			return nil, err
 		}
@@ -71,26 +90,47 @@ func KeyWorkload(w io.Writer, mode, hmacPath, seedPath string, n int) (keep []an
 			msg := message(i)
 			h.Reset()
 			h.Write(msg)
-			sum ^= h.Sum(nil)[0] ^ ed25519.Sign(priv, msg)[0]
+			digest := sha256.Sum256(msg)
+			sig, err := ecdsa.SignASN1(rand.Reader, ec, digest[:])
+			if err != nil {
+				return nil, err
+			}
+			sum ^= h.Sum(nil)[0] ^ ed25519.Sign(priv, msg)[0] ^ sig[0]
 		}
-		keep = []any{key, seed, priv, h}
+		keep = []any{key, seed, priv, h, d, ec}
 	case KeysNaive, KeysRecipe:
-		key, err := alloc.ReadFile(hmacPath)
+		key, err := alloc.ReadFile(files.HMAC)
 		if err != nil {
 			return nil, err
 		}
-		seed, err := alloc.ReadFile(seedPath)
+		seed, err := alloc.ReadFile(files.Ed25519)
 		if err != nil {
 			return nil, err
 		}
 		if seed.Len() != ed25519.SeedSize {
-			return nil, fmt.Errorf("%s: %d bytes, want an Ed25519 seed of %d", seedPath, seed.Len(), ed25519.SeedSize)
+			return nil, fmt.Errorf("%s: %d bytes, want an Ed25519 seed of %d", files.Ed25519, seed.Len(), ed25519.SeedSize)
 		}
-		var sign func(msg []byte) []byte
+		d, err := alloc.ReadFile(files.ECDSA)
+		if err != nil {
+			return nil, err
+		}
+		var sign, signEC func(msg []byte) []byte
 		if mode == KeysNaive {
 			priv := ed25519.NewKeyFromSeed(seed.Bytes())
 			sign = func(msg []byte) []byte { return ed25519.Sign(priv, msg) }
-			keep = append(keep, priv)
+			ec, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d.Bytes())
+			if err != nil {
+				return nil, err
+			}
+			signEC = func(msg []byte) []byte {
+				digest := sha256.Sum256(msg)
+				sig, err := ecdsa.SignASN1(rand.Reader, ec, digest[:])
+				if err != nil {
+					panic(err)
+				}
+				return sig
+			}
+			keep = append(keep, priv, ec)
 		} else {
 			k, err := signer.NewEd25519(seed)
 			if err != nil {
@@ -104,7 +144,20 @@ func KeyWorkload(w io.Writer, mode, hmacPath, seedPath string, n int) (keep []an
 				}
 				return sig
 			}
-			keep = append(keep, k)
+			ek, err := signer.NewECDSA(elliptic.P256(), d)
+			if err != nil {
+				return nil, err
+			}
+			d.Destroy()
+			signEC = func(msg []byte) []byte {
+				digest := sha256.Sum256(msg)
+				sig, err := ek.Sign(rand.Reader, digest[:], crypto.SHA256)
+				if err != nil {
+					panic(err)
+				}
+				return sig
+			}
+			keep = append(keep, k, ek)
 		}
 		macs := make([]byte, 0, n*sha256.Size) // the results, allocated outside Do
 		if mode == KeysNaive {
@@ -128,9 +181,9 @@ func KeyWorkload(w io.Writer, mode, hmacPath, seedPath string, n int) (keep []an
 			}
 		}
 		for i := range n {
-			sum ^= macs[i*sha256.Size] ^ sign(message(i))[0]
+			sum ^= macs[i*sha256.Size] ^ sign(message(i))[0] ^ signEC(message(i))[0]
 		}
-		keep = append(keep, key, seed)
+		keep = append(keep, key, seed, d)
 	default:
 		return nil, fmt.Errorf("gokeys: mode %q: want %s, %s or %s", mode, KeysPlain, KeysNaive, KeysRecipe)
 	}
