@@ -3,7 +3,8 @@
 #
 # Targets
 #   make              build the Go packages, the secretheap CLI and build/libsecretheap.so
-#   make test         every test: gofmt, go vet, staticcheck, go test -race, C unit tests,
+#   make test         every test: gofmt, go vet, staticcheck, go test -race (and again with
+#                     GOEXPERIMENT=runtimesecret for alloc/... and the Go keys scan), C unit tests,
 #                     the C tests again under ASan/UBSan and TSan, short fuzz runs, the soak
 #   make bench        benchmark suites, written to docs/benchmarks/ (cmd/benchreport, a Go
 #                     module of its own: its plotting dependencies are not the main module's)
@@ -106,9 +107,16 @@ go-lint:
 	  if [ -x "$$sc" ]; then echo "staticcheck ($$m)"; (cd $$m && "$$sc" ./...) || exit 1; \
 	  else echo "staticcheck not installed: skipped (CI installs it)"; fi; \
 	done
+	GOEXPERIMENT=runtimesecret $(GO) vet ./alloc/... ./verify/...
 
+# The Go packages again built with GOEXPERIMENT=runtimesecret (Go 1.26+, no
+# other toolchain): Secret.Do then runs f under runtime/secret.Do, and
+# TestGoKeysOutsideScan asserts that no copy of the keys or of what the
+# crypto derives from them is left.
 go-test:
 	@for m in $(GO_MODULES); do (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; done
+	GOEXPERIMENT=runtimesecret $(GO) test -race -count=1 ./alloc/...
+	GOEXPERIMENT=runtimesecret $(GO) test -race -count=1 -run GoKeys ./verify
 
 bench: all $(BENCH_TARGETS)
 	@if [ -d cmd/benchreport ]; then \

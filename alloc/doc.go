@@ -251,8 +251,100 @@
 //
 // Secret wraps a block for key material: NewSecret, Wrap (copies and wipes
 // the source), Read and ReadFile (read(2) straight into the block, no copy on
-// the Go heap), Bytes, Len, an idempotent Destroy, and String/GoString/Format
-// that never print the bytes. memguard interop lives in package
-// alloc/secretguard, because importing memguard sets RLIMIT_CORE to 0 in its
-// init, a side effect this package must not have.
+// the Go heap), Bytes, Len, Do (below) and an idempotent Destroy. memguard
+// interop lives in package alloc/secretguard, because importing memguard sets
+// RLIMIT_CORE to 0 in its init, a side effect this package must not have.
+// Signing keys as a crypto.Signer (tls.Certificate, x509) live in package
+// alloc/signer.
+//
+// Redaction: a Secret never shows its bytes, held by value or by pointer,
+// alone or in a struct field (exported or not), a slice or a map. Its
+// String, GoString, Format (every fmt verb), LogValue (log/slog) and
+// MarshalText (encoding/json as a string, encoding/xml) give
+// "secretheap.Secret(32 bytes)", and encoding/gob refuses it (an error: no
+// exported fields); the methods have value receivers, so they are in
+// the method set of Secret as well as *Secret. Where fmt cannot call a
+// method (a Secret by value in an unexported field) it walks the struct by
+// reflection: the block is held as an unsafe.Pointer and a length, which
+// print as an address and a number, never as bytes.
+//
+// # Key material in a Go program
+//
+// What secretheap protects: the bytes in a Secret — the long-lived key —
+// live in memfd_secret pages, out of the kernel's direct map: unreadable
+// through /proc/PID/mem, process_vm_readv and ptrace, absent from core
+// dumps, never swapped.
+//
+// What it does not: everything Go's crypto derives from the key is
+// ordinary Go memory. hmac.New copies the key into its pads (key ⊕ 0x36,
+// key ⊕ 0x5c) and, from its first Reset, keeps the SHA-256 states after the
+// pad blocks (the midstates, which forge MACs as well as the key);
+// aes.NewCipher keeps round keys, cipher.NewGCM the GHASH key;
+// chacha20poly1305.New and ecdh's NewPrivateKey copy the key; crypto/ed25519
+// caches the expanded key (the secret scalar and the nonce prefix) and
+// crypto/ecdsa the scalar as a big.Int and as the FIPS module's key. A
+// long-lived object (an hmac.Hash reused with Reset, an AEAD kept in a
+// struct) holds them for its life; a dropped one leaves them in freed Go
+// memory, which the runtime clears when it hands the memory out again, not
+// when it frees it. Measured from outside (TestGoKeysOutsideScan, `make
+// verify`): an HMAC key, an Ed25519 seed and an ECDSA scalar in Secrets,
+// used 1000 times the obvious way (hmac.New(sha256.New, key.Bytes()),
+// ed25519.NewKeyFromSeed(seed.Bytes()), ecdsa.ParseRawPrivateKey(curve,
+// d.Bytes())), leave no copy of the HMAC key but both midstates, two
+// copies of the seed, the nonce prefix, the scalar, and the ECDSA scalar
+// in both byte orders on the Go heap.
+//
+// What runtime/secret adds: Secret.Do runs f under runtime/secret.Do when
+// the program is built with GOEXPERIMENT=runtimesecret (Go 1.26,
+// linux/amd64 and linux/arm64; Erasing reports it, the build tag is
+// goexperiment.runtimesecret). The runtime then erases the registers and
+// the stack f used before Do returns, and every heap allocation made inside
+// f when the garbage collector frees it. Derive everything from the key
+// inside f, per use, and drop it: the same program through the recipes
+// (examples of Secret.Do, alloc/signer), after its garbage collections,
+// leaves 0 copies of the keys, the pads, the midstates, the expanded
+// Ed25519 key and nonce prefix, and the ECDSA scalar. Built without the experiment, Do just
+// calls f and the same recipes leave more garbage than the naive use (a
+// copy per use, dozens of each: the counts are in verify/README.md).
+//
+// Using a key with the standard library (each recipe is an Example):
+//
+//	recipe             long-lived key            Go's crypto copies, per use, inside Do
+//	HMAC-SHA256        Secret (the key)          pads, inner and outer SHA-256 states
+//	HKDF (crypto/hkdf) Secret (the master key)   HMAC state as above; the output, copied into a Secret and wiped
+//	AES-GCM            Secret (the key)          round keys, GHASH key and table
+//	ChaCha20-Poly1305  Secret (the key)          the key, in the AEAD value
+//	X25519 (ecdh)      Secret (the scalar)       the scalar; the shared secret, copied into a Secret and wiped
+//	Ed25519            signer.Ed25519            a 64-byte Go-heap copy, wiped after Sign; the expanded key in
+//	                                             crypto/ed25519's cache, freed by the second GC after Sign
+//	ECDSA              signer.ECDSA              an ecdsa.PrivateKey (scalar as big.Int, FIPS key, cache entry),
+//	                                             nonce generator state
+//
+// Everything in the last column is garbage once Do returns, erased when the
+// collector frees it (with the experiment). The cost per operation is the
+// rebuild per use (a key schedule, a SHA-512, a scalar multiplication) plus
+// the erasure: the figures are in the README's Go section.
+//
+// An API that keeps the slice it is given, rather than a copy, must get a
+// Go-heap copy made inside f, never Bytes: crypto/ed25519 (ed25519.Sign,
+// PrivateKey.Sign) caches under weak.Make(&priv[0]), and weak.Make of
+// memory outside the Go heap is a fatal runtime error ("getWeakHandle on
+// invalid pointer"), not a panic. alloc/signer does that for Ed25519.
+//
+// What neither can protect:
+//   - state the standard library keeps beyond f: an object built inside f
+//     and kept (an AEAD in a struct) is erased only once dropped; the
+//     Ed25519 cache entry of each signature stays live until the second
+//     collection after it (measured: 1000 live entries after one
+//     collection, none after two; the Go keys target runs 4 before the
+//     scan, as a long-running program's own would); crypto/tls keeps its session
+//     and traffic secrets in its own objects (alloc/signer protects the
+//     certificate's private key, not the connection's keys);
+//   - goroutines f starts (their stacks and allocations), and global
+//     variables f writes;
+//   - copies made outside f: a key parsed with x509.ParsePKCS8PrivateKey or
+//     read with os.ReadFile before it reached the Secret (use ReadFile or
+//     Read), values printed or logged by the program itself;
+//   - a process that reads its own memory on an attacker's behalf (a
+//     same-user ptracer, see the README), and the kernel.
 package alloc

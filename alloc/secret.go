@@ -4,20 +4,42 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"unsafe"
 )
 
-// Secret holds key material in secret memory. Its bytes are never printed:
-// String, GoString and every fmt verb give "secretheap.Secret(32 bytes)".
+// Secret holds key material in secret memory. Its bytes are never printed,
+// logged or marshalled, whether the Secret is held by value or by pointer,
+// alone or inside a struct, slice or map: every fmt verb, log/slog, and
+// encoding/json and encoding/xml (through MarshalText) give
+// "secretheap.Secret(32 bytes)"; encoding/gob refuses it with an error (see
+// Redaction in the package docs).
 //
 // A Secret is not freed by the garbage collector: call Destroy (which wipes
 // it) when done. A finalizer cannot do that safely — Bytes may still be in
 // use through a slice the Secret does not know about. Use a Secret from one
 // goroutine at a time, or synchronise: Destroy while another goroutine still
-// reads Bytes is a use-after-free.
+// reads Bytes is a use-after-free. Use it through a *Secret: a copy of the
+// struct is a second handle on the same block (Destroy on both is a double
+// free, which panics).
 type Secret struct {
 	h *Heap
-	b []byte // nil after Destroy, or for a zero-length Secret
+	// p is the block's start (nil after Destroy, or for a zero-length
+	// Secret), n the secret's length. Not a []byte on purpose: fmt and
+	// the encoders walk a struct's fields by reflection when they cannot
+	// call its methods (a Secret held by value in an unexported field),
+	// and print a []byte's bytes but an unsafe.Pointer only as an address.
+	p unsafe.Pointer
+	n int
+}
+
+// secretOf makes the Secret for block b (len(b) bytes of it).
+func secretOf(h *Heap, b []byte) *Secret {
+	if len(b) == 0 {
+		return &Secret{h: h}
+	}
+	return &Secret{h: h, p: unsafe.Pointer(unsafe.SliceData(b)), n: len(b)}
 }
 
 // NewSecret allocates a zeroed Secret of n bytes on the default heap.
@@ -39,7 +61,7 @@ func (h *Heap) NewSecret(n int) (*Secret, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Secret{h: h, b: b}, nil
+	return secretOf(h, b), nil
 }
 
 // Wrap copies b into a new Secret on the default heap and wipes b, also
@@ -60,7 +82,7 @@ func (h *Heap) Wrap(b []byte) (*Secret, error) {
 	if err != nil {
 		return nil, err
 	}
-	copy(s.b, b)
+	copy(s.Bytes(), b)
 	return s, nil
 }
 
@@ -87,7 +109,7 @@ func (h *Heap) Read(r io.Reader, n int) (*Secret, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(r, s.b); err != nil {
+	if _, err := io.ReadFull(r, s.Bytes()); err != nil {
 		s.Destroy()
 		return nil, err
 	}
@@ -135,7 +157,7 @@ func (h *Heap) ReadFile(path string) (*Secret, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(f, s.b); err != nil {
+	if _, err := io.ReadFull(f, s.Bytes()); err != nil {
 		s.Destroy()
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: %s shrank below %d bytes", errFileChanged, path, size)
@@ -190,24 +212,29 @@ func (h *Heap) readAll(r io.Reader, name string) (*Secret, error) {
 	clear(buf[n:])
 	// Keep the block; Bytes shows only what was read. Free takes the
 	// block start, so a shorter slice frees the whole block.
-	return &Secret{h: h, b: buf[:n:n]}, nil
+	return secretOf(h, buf[:n]), nil
 }
 
 // Bytes returns the secret's memory (nil after Destroy). Writes through it
 // change the secret. Do not keep it past Destroy.
-func (s *Secret) Bytes() []byte { return s.b }
+func (s *Secret) Bytes() []byte {
+	if s.p == nil {
+		return nil
+	}
+	return unsafe.Slice((*byte)(s.p), s.n)
+}
 
 // Len is the secret's length in bytes (0 after Destroy).
-func (s *Secret) Len() int { return len(s.b) }
+func (s *Secret) Len() int { return s.n }
 
 // Destroy wipes the secret and frees its memory. It is idempotent. After the
 // heap was closed it only forgets the memory (Close wiped it already).
 func (s *Secret) Destroy() {
-	if s == nil || s.b == nil {
+	if s == nil || s.p == nil {
 		return
 	}
-	b := s.b
-	s.b = nil
+	b := s.Bytes()
+	s.p, s.n = nil, 0
 	if err := s.h.Free(b); err != nil && !errors.Is(err, ErrClosed) {
 		// Not reachable for a Secret built by this package: its block
 		// came from s.h. Wipe anyway and say so.
@@ -216,19 +243,31 @@ func (s *Secret) Destroy() {
 	}
 }
 
-// String describes the secret without its bytes.
-func (s *Secret) String() string {
-	if s == nil {
-		return "secretheap.Secret(nil)"
-	}
-	return fmt.Sprintf("secretheap.Secret(%d bytes)", len(s.b))
+// The redacting methods have value receivers, so that they are in the
+// method set of Secret and of *Secret alike: fmt, log/slog and the encoders
+// call them for a Secret held either way. (With pointer receivers, a Secret
+// held by value was printed field by field, bytes included.) A nil *Secret
+// prints as "<nil>" (fmt) and marshals as null (encoding/json).
+
+// String describes the secret without its bytes: "secretheap.Secret(32 bytes)".
+func (s Secret) String() string {
+	return fmt.Sprintf("secretheap.Secret(%d bytes)", s.n)
 }
 
 // GoString describes the secret without its bytes (for %#v).
-func (s *Secret) GoString() string { return s.String() }
+func (s Secret) GoString() string { return s.String() }
 
 // Format prints String for every verb and flag, so that no fmt verb (%x,
 // %s, %v, %+v, %q …) can print the bytes.
-func (s *Secret) Format(f fmt.State, _ rune) {
+func (s Secret) Format(f fmt.State, _ rune) {
 	_, _ = io.WriteString(f, s.String())
 }
+
+// LogValue gives log/slog the redacted form.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText gives encoding/json (as a string) and encoding/xml the
+// redacted form. There is no UnmarshalText: a Secret is never read back
+// from its redacted form. (encoding/gob does not use MarshalText; it
+// refuses a Secret, which has no exported fields.)
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

@@ -12,11 +12,14 @@ BUILD=${BUILD:-build}
 status=0
 $GO build -o "$BUILD/verify" ./verify/cmd/verify || exit 1
 $GO build -o "$BUILD/verify-gotarget" ./verify/cmd/gotarget || exit 1
+$GO build -o "$BUILD/verify-gokeys" ./verify/cmd/gokeys || exit 1
+GOEXPERIMENT=runtimesecret $GO build -o "$BUILD/verify-gokeys-erasing" ./verify/cmd/gokeys || exit 1
 
 echo "== attack suite"
 # shellcheck disable=SC2086
 "$BUILD/verify" -lib "$BUILD/libsecretheap.so" -tls-server "$BUILD/tls_server" \
-  -gotarget "$BUILD/verify-gotarget" ${VERIFY_ARGS:-} || status=1
+  -gotarget "$BUILD/verify-gotarget" -gokeys "$BUILD/verify-gokeys" \
+  -gokeys-erasing "$BUILD/verify-gokeys-erasing" ${VERIFY_ARGS:-} || status=1
 
 echo
 echo "== hardening options (death tests in child processes)"

@@ -1,8 +1,9 @@
 // Package verify is the attack suite behind `make verify`: it starts real
 // programs that hold key material (openssl s_server, the forking TLS server
-// from examples/openssl, a Go program holding an alloc.Secret), reads their
-// memory from outside the way an attacker with the same uid would, and
-// searches what it read for the secrets.
+// from examples/openssl, a Go program holding an alloc.Secret, a Go program
+// using an HMAC key and an Ed25519 seed with and without runtime/secret),
+// reads their memory from outside the way an attacker with the same uid
+// would, and searches what it read for the secrets.
 //
 // Every attack runs twice: against the program with the library, where it
 // must find nothing the coverage table claims is protected, and against the

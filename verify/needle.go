@@ -41,10 +41,13 @@ const (
 	KindTLS Kind = "tls"
 	// KindGo: the raw bytes a Go program keeps in an alloc.Secret.
 	KindGo Kind = "go-secret"
+	// KindGoDerived: what Go's crypto derives from a key (HMAC pads and
+	// midstates, the Ed25519 expanded key): see GoKeys.
+	KindGoDerived Kind = "go-derived"
 )
 
 // Kinds lists every kind in table order.
-var Kinds = []Kind{KindKeyBE, KindKeyLE, KindPrimeLE, KindPEM, KindTLS, KindGo}
+var Kinds = []Kind{KindKeyBE, KindKeyLE, KindPrimeLE, KindPEM, KindTLS, KindGo, KindGoDerived}
 
 // fragLen is the length of the head and tail fragments searched besides a
 // whole needle. A freed libc block has its first 16 bytes overwritten by

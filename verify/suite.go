@@ -35,7 +35,8 @@ type Result struct {
 	Unreadable int // mappings the attack was refused (or the dump left out)
 	Secret     int // of those, memfd_secret mappings
 	Dump       bool
-	Defect     string // see Image.Defect
+	Defect     string   // see Image.Defect
+	Copies     []Copies // per needle, when the target asks (Running.Count)
 	Err        error
 }
 
@@ -57,10 +58,17 @@ type Result struct {
 //     CRYPTO_malloc, the DER buffers of the key are CRYPTO_malloc memory, and
 //     so are the TLS secrets: none of these is claimed.
 //   - secret (Go): the bytes live only in the alloc.Secret.
+//   - Go keys: only with the recipes built with GOEXPERIMENT=runtimesecret
+//     are the keys and what the crypto derives from them claimed. Without
+//     the experiment the Ed25519 signer's per-signature Go-heap copy of the
+//     key, and everything hmac.New and crypto/ed25519 derive, stay in freed
+//     Go memory until it is reused (the copies table says how many).
 var Coverage = map[Mode]map[Kind]bool{
-	ModeAll:    {KindKeyBE: true, KindKeyLE: true, KindPrimeLE: true, KindTLS: true},
-	ModeSecure: {KindKeyLE: true},
-	ModeSecret: {KindGo: true},
+	ModeAll:       {KindKeyBE: true, KindKeyLE: true, KindPrimeLE: true, KindTLS: true},
+	ModeSecure:    {KindKeyLE: true},
+	ModeSecret:    {KindGo: true},
+	ModeGoRecipe:  {},
+	ModeGoErasing: {KindGo: true, KindGoDerived: true},
 	// locked: the same claims as all, against dumps only (Attack.Dump): the
 	// pages carry MADV_DONTDUMP, but /proc/PID/mem, process_vm_readv and
 	// ptrace read them like any memory.
@@ -89,6 +97,7 @@ var Controls = map[string][]Kind{
 	"s_server":   {KindKeyLE, KindTLS},
 	"tls_server": {KindKeyLE, KindTLS},
 	"Go program": {KindGo},
+	"Go keys":    {KindGo, KindGoDerived},
 }
 
 func controlsFor(target string) []Kind {
@@ -170,6 +179,9 @@ func (s *Suite) attack(ctx context.Context, t Target, m Mode, a Attack, p Proc, 
 		res.Err = err
 	} else {
 		res.Hits = im.Search(r.Needles)
+		if r.Count {
+			res.Copies = CountCopies(im, r.Needles)
+		}
 		res.Defect = im.Defect
 		res.BytesRead = im.BytesRead
 		res.Unreadable = len(im.Unreadable)
@@ -344,8 +356,10 @@ func (s *Suite) kindExists(target string, k Kind) bool {
 	switch {
 	case strings.HasPrefix(target, "Go program"):
 		return k == KindGo
+	case strings.HasPrefix(target, "Go keys"):
+		return k == KindGo || k == KindGoDerived
 	default:
-		return k != KindGo
+		return k != KindGo && k != KindGoDerived
 	}
 }
 

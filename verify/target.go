@@ -65,6 +65,7 @@ type Proc struct {
 type Running struct {
 	Procs   []Proc
 	Needles []Needle
+	Count   bool   // count every copy of each needle (Result.Copies), not only where
 	Dir     string // working directory of the processes (core files land here)
 	Notes   []string
 	stop    []func()
@@ -83,8 +84,12 @@ type Env struct {
 	Library   string // path of libsecretheap.so
 	TLSServer string // path of examples/openssl tls_server binary
 	GoTarget  string // path of the verify gotarget binary
-	WorkDir   string // scratch directory, removed by the caller
-	Workers   int    // workers of the forking server
+	// GoKeys and GoKeysErasing: verify/cmd/gokeys built without and with
+	// GOEXPERIMENT=runtimesecret.
+	GoKeys        string
+	GoKeysErasing string
+	WorkDir       string // scratch directory, removed by the caller
+	Workers       int    // workers of the forking server
 }
 
 // Target is a program the suite attacks.

@@ -5,7 +5,8 @@
 // (the attack is broken), or if a target or attack fails to run.
 //
 //	verify [-lib build/libsecretheap.so] [-tls-server build/tls_server]
-//	       [-gotarget build/verify-gotarget] [-targets s_server,tls_server,go]
+//	       [-gotarget build/verify-gotarget] [-gokeys build/verify-gokeys]
+//	       [-gokeys-erasing build/verify-gokeys-erasing] [-targets s_server,tls_server,go,gokeys]
 //	       [-attacks mem,vm_readv,ptrace,gcore,core] [-workers 2] [-v]
 package main
 
@@ -27,11 +28,13 @@ func main() {
 	lib := flag.String("lib", "build/libsecretheap.so", "the library to preload")
 	tlsServer := flag.String("tls-server", "build/tls_server", "examples/openssl forking server binary")
 	goTarget := flag.String("gotarget", "build/verify-gotarget", "the verify Go target binary")
-	targets := flag.String("targets", "s_server,tls_server,go", "targets to attack")
+	goKeys := flag.String("gokeys", "build/verify-gokeys", "the verify Go keys target binary")
+	goKeysErasing := flag.String("gokeys-erasing", "build/verify-gokeys-erasing", "the same, built with GOEXPERIMENT=runtimesecret")
+	targets := flag.String("targets", "s_server,tls_server,go,gokeys", "targets to attack")
 	attacks := flag.String("attacks", "mem,vm_readv,ptrace,gcore,core", "attacks to run")
 	workers := flag.Int("workers", 2, "workers of the forking server")
 	verbose := flag.Bool("v", false, "log each target run and every hit")
-	timeout := flag.Duration("timeout", 170*time.Second, "bound on the whole suite")
+	timeout := flag.Duration("timeout", 600*time.Second, "bound on the whole suite")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -69,11 +72,13 @@ func main() {
 	}()
 
 	s := &verify.Suite{Env: verify.Env{
-		Library:   abs(*lib),
-		TLSServer: abs(*tlsServer),
-		GoTarget:  abs(*goTarget),
-		WorkDir:   work,
-		Workers:   *workers,
+		Library:       abs(*lib),
+		TLSServer:     abs(*tlsServer),
+		GoTarget:      abs(*goTarget),
+		GoKeys:        abs(*goKeys),
+		GoKeysErasing: abs(*goKeysErasing),
+		WorkDir:       work,
+		Workers:       *workers,
 	}}
 	if s.Env.Library == "" {
 		fmt.Fprintln(os.Stderr, "verify: the library is required (build it with make)")
@@ -90,6 +95,8 @@ func main() {
 			s.Targets = append(s.Targets, verify.ForkServer{Alg: "ec-p256"})
 		case "go":
 			s.Targets = append(s.Targets, verify.GoProgram{})
+		case "gokeys":
+			s.Targets = append(s.Targets, verify.GoKeys{})
 		case "":
 		default:
 			fmt.Fprintf(os.Stderr, "verify: unknown target %q\n", t)
@@ -135,6 +142,13 @@ func main() {
 	fmt.Println("Coverage per OpenSSL mode (what the library keeps out of reach of these attacks):")
 	fmt.Println()
 	fmt.Print(s.CoverageTable())
+	if t := s.CopiesTable(); t != "" {
+		fmt.Println()
+		fmt.Println("Go keys: copies of each key and of what Go's crypto derives from it, read by /proc/PID/mem")
+		fmt.Println("after 1000 uses (whole copies, +partial = only a 16-byte head or tail):")
+		fmt.Println()
+		fmt.Print(t)
+	}
 	if len(s.Notes) > 0 {
 		fmt.Println()
 		fmt.Println("Library reports:")
