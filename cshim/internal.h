@@ -254,8 +254,20 @@ SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committe
 SH_HIDDEN int sh_source_dontfork(uintptr_t addr, size_t size);
 SH_HIDDEN int sh_source_backend_in_use(void);   /* SH_BACKEND_* of the last mapping */
 
+/* ---- fallback.c ---- */
+/* Ordinary memory (own anonymous mappings, MADV_DONTDUMP, mlock'ed where
+ * memlock allows, wiped on free) for SECRETHEAP_ON_EXHAUSTED=fallback. */
+SH_HIDDEN void *sh_fallback_alloc(size_t n);        /* zeroed; NULL + ENOMEM */
+SH_HIDDEN bool sh_fallback_owns(const void *p);     /* p lies in the pool (a block or not) */
+SH_HIDDEN size_t sh_fallback_usable(const void *p); /* usable bytes of the live block at p, else 0 */
+/* Wipes and frees the live block at p (p in the pool); anything else there
+ * (double free, interior pointer) aborts naming op. */
+SH_HIDDEN void sh_fallback_free(void *p, const char *op);
+SH_HIDDEN extern _Atomic uint64_t sh_stat_fallback_live; /* bytes of live fallback blocks */
+
 /* ---- stats.c ---- */
 SH_HIDDEN extern _Atomic uint64_t sh_stat_fallbacks;
+SH_HIDDEN extern _Atomic uint64_t sh_stat_exhausted_returns;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;

@@ -92,8 +92,8 @@ static int mode_realloc_worlds(void) {
         char *p = secretheap_malloc(1000);
         if (!p)
             return 30;
-        if (secretheap_backend(p) == SECRETHEAP_BACKEND_NONE) {
-            secretheap_free(p); /* a fallback block: back to libc */
+        if (secretheap_backend(p) == SECRETHEAP_BACKEND_FALLBACK) {
+            secretheap_free(p); /* a fallback block: wiped, back to the pool */
             break;
         }
         memset(p, 0x11, 1000);
@@ -105,7 +105,7 @@ static int mode_realloc_worlds(void) {
     char *s = small[--ns];
     memset(s, 0x5c, 1000);
     char *f = secretheap_realloc(s, 30000);
-    if (!f || secretheap_backend(f) != SECRETHEAP_BACKEND_NONE)
+    if (!f || secretheap_backend(f) != SECRETHEAP_BACKEND_FALLBACK)
         return 32;
     for (int i = 0; i < 1000; i++)
         if (f[i] != 0x5c)
@@ -212,7 +212,7 @@ static int mode_fallback_reads(void) {
         void *p = secretheap_malloc(3000);
         if (!p)
             return 90;
-        if (secretheap_backend(p) == SECRETHEAP_BACKEND_NONE) {
+        if (secretheap_backend(p) == SECRETHEAP_BACKEND_FALLBACK) {
             secretheap_free(p);
             break;
         }
@@ -281,7 +281,7 @@ static int mode_secure_reserve(void) {
         if (!p)
             return 100;
         memset(p, 0x5a, n);
-        bool in_secret = secretheap_backend(p) != SECRETHEAP_BACKEND_NONE;
+        bool in_secret = secretheap_backend(p) != SECRETHEAP_BACKEND_FALLBACK;
         if (secure) {
             sec_n++;
             if (in_secret)
