@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/secretheap/secretheap/pmdcache"
 	"github.com/secretheap/secretheap/secretmem"
@@ -127,6 +130,11 @@ type classCounters struct {
 
 // New builds a heap. It maps nothing until the first allocation.
 func New(cfg Config) (*Heap, error) {
+	if cfg.NoDump {
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("secretheap: prctl(PR_SET_DUMPABLE, 0) for Config.NoDump: %w", err)
+		}
+	}
 	// pmdcache shares the convention (0 = default, negative = none): pass it through.
 	c, err := pmdcache.New(pmdcache.Config{Policy: cfg.Policy, Limit: cfg.Limit, MaxIdleChunks: cfg.MaxIdleChunks, MaxRunPages: commitRunPages})
 	if err != nil {
@@ -166,10 +174,16 @@ var (
 )
 
 // Default returns the process-wide heap, built on first use from the
-// SECRETHEAP_* environment variables (see ConfigFromEnv).
+// SECRETHEAP_* environment variables (see ConfigFromEnv); an invalid value is
+// its error, every time. On first use it also prints to stderr, once, what
+// the environment asks that it does not do: C-only options that are set,
+// and SECRETHEAP_* names that are no option.
 func Default() (*Heap, error) {
 	defaultOnce.Do(func() {
-		cfg, err := ConfigFromEnv()
+		cfg, notes, err := configFromEnv(os.LookupEnv, os.Environ())
+		for _, n := range notes {
+			fmt.Fprintf(os.Stderr, "secretheap: %s\n", n)
+		}
 		if err != nil {
 			defaultErr = err
 			return

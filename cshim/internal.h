@@ -166,10 +166,16 @@ struct sh_options {
     int check_zero;
 };
 SH_HIDDEN extern struct sh_options sh_opt;
-SH_HIDDEN void sh_options_init(void);          /* from sh_init only: reads the environment once */
+/* From sh_init only: reads the environment once; an invalid value aborts
+ * naming it (fail closed), an unknown SECRETHEAP_* name is reported. */
+SH_HIDDEN void sh_options_init(void);
 SH_HIDDEN void sh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 SH_HIDDEN _Noreturn void sh_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-SH_HIDDEN int sh_parse_size(const char *s, uint64_t *out); /* 0 or EINVAL */
+/* Parses raw (NULL or blank: the default) as option name would be: 0 and the
+ * value in one canonical form (internal/options.Canonical) in out, EINVAL and
+ * the error text, or ENOENT for a name that is no option. The test vectors
+ * run through it. */
+SH_HIDDEN int sh_option_check(const char *name, const char *raw, char *out, size_t n);
 
 /* ---- heap.c ---- */
 SH_HIDDEN void sh_init(void);                  /* idempotent, thread-safe (pthread_once) */
