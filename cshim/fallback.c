@@ -64,7 +64,9 @@ static pthread_once_t fb_fork_once = PTHREAD_ONCE_INIT;
 _Atomic uint64_t sh_stat_fallback_live; /* bytes of live fallback blocks (headers included) */
 
 /* The pool's lock is a leaf (nothing else is taken under it), so the
- * pool keeps fork handlers of its own, registered when it first exists. */
+ * pool keeps fork handlers of its own, registered on its first use. The
+ * pool is private anonymous memory: a child gets copies of the blocks
+ * under either SECRETHEAP_FORK policy. */
 static void fb_prefork(void) { pthread_mutex_lock(&fb_mu); }
 static void fb_postfork(void) { pthread_mutex_unlock(&fb_mu); }
 static void fb_fork_init(void) { pthread_atfork(fb_prefork, fb_postfork, fb_postfork); }
@@ -99,7 +101,6 @@ static struct fb_range *new_range(size_t need) {
             atomic_store_explicit(&r->size, size, memory_order_relaxed);
             r->used = r->writable = 0;
             atomic_store_explicit(&nranges, n + 1, memory_order_release);
-            pthread_once(&fb_fork_once, fb_fork_init);
             return r;
         }
         if (size / 2 < need || size <= FB_STEP)
@@ -145,6 +146,9 @@ void *sh_fallback_alloc(size_t n) {
         errno = ENOMEM;
         return NULL;
     }
+    /* Before the lock is first taken: a fork between the two would leave
+     * the child's copy of the lock held. */
+    pthread_once(&fb_fork_once, fb_fork_init);
     size_t total = n + FB_HDR;
     unsigned shift = FB_MIN_SHIFT;
     while (((size_t)1 << shift) < total)

@@ -105,8 +105,11 @@ static int scan(pid_t pid, unsigned seed) {
     while (fgets(line, sizeof line, maps)) {
         unsigned long lo, hi;
         char perms[8];
+        /* Mappings above 1 GiB are the sanitizers' shadow memory (terabytes
+         * of zero pages: scanning them never ends); the pool's writable part,
+         * libc's heap and everything else this program maps are far smaller. */
         if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r' || strstr(line, "[vvar") ||
-            strstr(line, "[vsyscall]"))
+            strstr(line, "[vsyscall]") || hi - lo > (1UL << 30))
             continue;
         for (unsigned long a = lo; a < hi; a += sizeof buf - MARK_LEN) {
             size_t len = hi - a < sizeof buf ? hi - a : sizeof buf;
