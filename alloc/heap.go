@@ -81,7 +81,8 @@ type Heap struct {
 	shards    []shard
 	mask      uint32 // len(shards)-1
 
-	misuse atomic.Uint64 // misuse caught (counted before the panic)
+	misuse    atomic.Uint64 // misuse caught (counted before the panic)
+	exhausted atomic.Uint64 // Allocs refused with ErrExhausted (Stats.ExhaustedReturns)
 
 	// mu is the slow-path lock: carving spans out of chunks, getting and
 	// returning chunks, page runs and large regions. Lock order: a shard's
@@ -680,6 +681,7 @@ func (h *Heap) onExhausted(n int, err error) error {
 	if h.cfg.OnExhausted == ExhaustedAbort {
 		panic(e)
 	}
+	h.exhausted.Add(1)
 	return e
 }
 

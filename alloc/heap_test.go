@@ -646,6 +646,7 @@ func TestExhausted(t *testing.T) {
 		require.Less(t, i, 1000, "a 4 MiB limit never refused")
 	}
 	assert.NotEmpty(t, held, "some allocations fit")
+	assert.Equal(t, uint64(1), h.Stats().ExhaustedReturns, "the refusal is counted (ErrTooLarge is not)")
 	for _, b := range held {
 		require.NoError(t, h.Free(b))
 	}

@@ -238,10 +238,12 @@ type Stats struct {
 	CommittedBytes     uint64 // bytes of OS pages committed (faulted in)
 	IdleChunks         uint64 // wholly free chunks kept for reuse
 
-	Fallbacks        uint64      // allocations served from libc on exhaustion
+	Fallbacks        uint64      // allocations served from the fallback pool on exhaustion
 	ForkReprivatised uint64      // chunks re-privatised in fork children
 	MisuseCaught     uint64      // double/interior frees, writes after free
 	OpenSSL          OpenSSLHook // state of the OpenSSL hook
+	FallbackBytes    uint64      // bytes of live fallback-pool blocks
+	ExhaustedReturns uint64      // allocations that returned NULL/ENOMEM on exhaustion
 
 	// Classes holds one entry per size class, smallest first.
 	Classes []ClassStats
@@ -275,6 +277,8 @@ func (*CHeap) Stats() (Stats, error) {
 		ForkReprivatised:    uint64(cs.fork_reprivatised),
 		MisuseCaught:        uint64(cs.misuse_caught),
 		OpenSSL:             OpenSSLHook(cs.openssl_hooked),
+		FallbackBytes:       uint64(cs.fallback_bytes),
+		ExhaustedReturns:    uint64(cs.exhausted_returns),
 		Classes:             make([]ClassStats, len(cs.classes)),
 	}
 	for i, c := range cs.classes {
