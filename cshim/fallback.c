@@ -35,9 +35,10 @@
 #define FB_RANGES 16
 #define FB_HDR 16
 #define FB_MIN_SHIFT 5             /* 32-byte blocks: 16 B header + 16 B */
-#define FB_MAX_SHIFT 40            /* a block of 1 TiB is past any range we can reserve */
+#define FB_MAX_SHIFT 30            /* the largest block: a whole range */
 #define FB_STEP ((size_t)1 << 20)  /* made read-write (and mlock'ed) 1 MiB at a time */
-#define FB_RANGE_MAX ((size_t)1 << 30)
+#define FB_RANGE_MAX ((size_t)1 << 30) /* a range, and the largest block (header included) */
+#define FB_MLOCK_MAX ((size_t)16 << 20)
 #define FB_LIVE 0x5e47f411b10c4b1dULL
 #define FB_STATE_LIVE 0x4c495645u /* "LIVE" */
 #define FB_STATE_FREE 0x46524545u /* "FREE" */
@@ -90,8 +91,6 @@ static struct fb_range *new_range(size_t need) {
     if (n == FB_RANGES)
         return NULL;
     size_t size = FB_RANGE_MAX;
-    while (size < need)
-        size <<= 1;
     for (;;) {
         void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p != MAP_FAILED) {
@@ -133,7 +132,12 @@ static struct fb_hdr *carve(unsigned shift) {
         /* The flag is per mapping; mprotect split it off the reservation,
          * which had it: set it again rather than rely on the split. */
         madvise(from, len, MADV_DONTDUMP);
-        (void)mlock(from, len); /* best effort: never swapped while memlock allows */
+        /* Best effort: never swapped while memlock allows. mlock populates
+         * at once, so only steps of up to FB_MLOCK_MAX: a large block is
+         * faulted in as it is used, as libc's would be (root has no memlock
+         * limit, and locking a 512 MiB block would commit it all now). */
+        if (len <= FB_MLOCK_MAX)
+            (void)mlock(from, len);
         r->writable = end;
     }
     struct fb_hdr *h = (struct fb_hdr *)(base + r->used);
@@ -142,7 +146,9 @@ static struct fb_hdr *carve(unsigned shift) {
 }
 
 void *sh_fallback_alloc(size_t n) {
-    if (n > ((size_t)1 << FB_MAX_SHIFT) - FB_HDR) {
+    /* Past a range: refused (ENOMEM, counted as exhausted_returns), not
+     * given a reservation of its own — a key never needs a gigabyte. */
+    if (n > FB_RANGE_MAX - FB_HDR) {
         errno = ENOMEM;
         return NULL;
     }
@@ -199,6 +205,41 @@ size_t sh_fallback_usable(const void *ptr) {
     return usable;
 }
 
+/*
+ * Wipes a freed block. A large one (FB_BIG and up) is mostly OS pages the
+ * program may never have touched: wiping them would fault in every one
+ * (a 256 MiB block, 256 MiB of RSS at free). So only the pages mincore
+ * reports resident are wiped, then the whole-page interior is given back
+ * (MADV_DONTNEED: private anonymous memory reads as zero afterwards). A page
+ * that is not resident was never written (or was swapped out: the same as
+ * libc memory; small blocks are mlock'ed where memlock allows). Locked
+ * pages refuse MADV_DONTNEED and simply stay, wiped.
+ */
+#define FB_BIG ((size_t)1 << 20)
+static void wipe_block(void *ptr, size_t n) {
+    if (n < FB_BIG) {
+        sh_wipe(ptr, n);
+        return;
+    }
+    uintptr_t lo = ((uintptr_t)ptr + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
+    uintptr_t hi = ((uintptr_t)ptr + n) & ~(SH_OS_PAGE - 1);
+    sh_wipe(ptr, lo - (uintptr_t)ptr);
+    sh_wipe((void *)hi, (uintptr_t)ptr + n - hi);
+    unsigned char vec[256];
+    for (uintptr_t a = lo; a < hi;) {
+        size_t pages = (hi - a) / SH_OS_PAGE < sizeof vec ? (hi - a) / SH_OS_PAGE : sizeof vec;
+        if (mincore((void *)a, pages * SH_OS_PAGE, vec) != 0) {
+            sh_wipe((void *)a, hi - a); /* cannot tell: wipe the rest */
+            break;
+        }
+        for (size_t i = 0; i < pages; i++)
+            if (vec[i] & 1)
+                sh_wipe((void *)(a + i * SH_OS_PAGE), SH_OS_PAGE);
+        a += pages * SH_OS_PAGE;
+    }
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void sh_fallback_free(void *ptr, const char *op) {
     uintptr_t p = (uintptr_t)ptr;
     struct fb_range *r = range_of(p);
@@ -222,7 +263,7 @@ void sh_fallback_free(void *ptr, const char *op) {
     h->state = FB_STATE_FREE; /* claimed: a racing second free now aborts */
     h->tag = 0;
     pthread_mutex_unlock(&fb_mu);
-    sh_wipe(ptr, ((size_t)1 << shift) - FB_HDR);
+    wipe_block(ptr, ((size_t)1 << shift) - FB_HDR);
     atomic_fetch_sub_explicit(&sh_stat_fallback_live, (uint64_t)1 << shift, memory_order_relaxed);
     pthread_mutex_lock(&fb_mu);
     h->tag = (uint64_t)(uintptr_t)freelist[shift];
