@@ -38,6 +38,11 @@
  *            for the locked backend) so a refusal is an error, not SIGBUS.
  *            A chunk's committed part is a prefix; read-ahead starts once a
  *            chunk has 256 KiB committed (chunk.c commit_to).
+ *   fallback pool  ordinary memory of our own for SECRETHEAP_ON_EXHAUSTED=
+ *            fallback (fallback.c): reserved ranges outside the arena,
+ *            MADV_DONTDUMP, mlock'ed where memlock allows, power-of-two
+ *            blocks behind a 16-byte header, wiped on free. free and
+ *            realloc accept a pointer only if it is in the arena or here.
  *   guard    PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP address space: the
  *            arena, and every chunk's place again after it is unmapped.
  *
