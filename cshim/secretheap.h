@@ -15,8 +15,9 @@
  * free, or a pointer into the middle of a block prints a message naming it
  * and aborts. Blocks from malloc(3) go to free(3), never here.
  *
- * Configuration comes from SECRETHEAP_* environment variables, read once;
- * see cshim/options.c for the table. The design is described in
+ * Configuration comes from SECRETHEAP_* environment variables, read once
+ * (the table: internal/options, docs/tuning.md); an invalid value aborts at
+ * start-up naming the variable and the accepted values. The design is in
  * alloc/doc.go (the Go allocator implements the same one).
  */
 #ifndef SECRETHEAP_H
