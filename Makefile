@@ -15,6 +15,7 @@
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
+#                     and the C options table (cshim/options_table.h, from internal/options)
 #   make clean
 #
 # Knobs
@@ -137,6 +138,7 @@ install: all $(INSTALL_TARGETS)
 
 generate:
 	cd alloc && $(GO) run mksizeclasses.go
+	cd internal/options && $(GO) run mkoptions.go
 
 clean:
 	rm -rf $(BUILD)

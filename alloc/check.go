@@ -229,7 +229,7 @@ func (h *Heap) Check() error {
 		bad("run counters %d %d %d, runs say %d %d %d", h.runs.runs, h.runs.runRequested, h.runs.runReserved, runs, runReq, runRes)
 	}
 	var larges, largeReq, largeRes uint64
-	for cm := range h.larges {
+	for _, cm := range h.larges {
 		sp := cm.largeSpan
 		if !cm.large || sp == nil || sp.used != 1 || cm.ch.Owner != cm {
 			bad("large region %p: inconsistent", cm.base)

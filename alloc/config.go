@@ -3,9 +3,8 @@ package alloc
 import (
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
+	"github.com/secretheap/secretheap/internal/options"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -37,17 +36,14 @@ func (o OnExhausted) String() string {
 	return fmt.Sprintf("OnExhausted(%d)", uint8(o))
 }
 
-// ParseOnExhausted parses a SECRETHEAP_ON_EXHAUSTED value.
+// ParseOnExhausted parses a SECRETHEAP_ON_EXHAUSTED value (the syntax of
+// internal/options; blank is the default, fallback).
 func ParseOnExhausted(s string) (OnExhausted, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "fallback":
-		return ExhaustedFallback, nil
-	case "null":
-		return ExhaustedNull, nil
-	case "abort":
-		return ExhaustedAbort, nil
+	v, err := options.Lookup(EnvOnExhausted).Parse(s)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("invalid on-exhausted value %q (accepted: fallback, null, abort)", s)
+	return OnExhausted(v.Index), nil
 }
 
 // Config configures a Heap. The zero value is the default configuration.
@@ -70,100 +66,65 @@ type Config struct {
 	// CheckZero makes Alloc verify that a block is still all zero when it
 	// is handed out again, and panic naming a write-after-free otherwise.
 	CheckZero bool
+	// NoDump makes New call prctl(PR_SET_DUMPABLE, 0) for the process: no
+	// core dumps, and no ptrace or /proc/PID/mem by same-user processes
+	// without CAP_SYS_PTRACE. Process-wide, and never undone by Close.
+	NoDump bool
 }
 
-// Environment variables read by ConfigFromEnv (the same names as the C
-// library; SECRETHEAP_OPENSSL, _SECURE_RESERVE, _FORK, _STATS, _VERBOSE and
-// _NODUMP are C-only and ignored here).
+// Environment variables read by ConfigFromEnv. They, their syntax and
+// defaults are the C library's: one table, internal/options. The C-only ones
+// (SECRETHEAP_OPENSSL, _SECURE_RESERVE, _FORK, _STATS, _VERBOSE) are
+// validated too, and reported as ignored when set.
 const (
 	EnvBackend     = "SECRETHEAP_BACKEND"
 	EnvLimit       = "SECRETHEAP_LIMIT"
 	EnvIdleChunks  = "SECRETHEAP_IDLE_CHUNKS"
 	EnvOnExhausted = "SECRETHEAP_ON_EXHAUSTED"
 	EnvCheckZero   = "SECRETHEAP_CHECK_ZERO"
+	EnvNoDump      = "SECRETHEAP_NODUMP"
 )
 
 // ConfigFromEnv builds a Config from the SECRETHEAP_* environment variables.
-// An unset or empty variable keeps the default; an invalid value is an error
-// naming the variable and the accepted values.
+// An unset or blank variable keeps the default; an invalid value (of any
+// option, the C-only ones included) is an error naming the variable and the
+// accepted values. Default prints, once, the notes ConfigFromEnv does not
+// return: C-only options that are set, and SECRETHEAP_* names that are no
+// option.
 func ConfigFromEnv() (Config, error) {
-	return configFromLookup(os.LookupEnv)
+	cfg, _, err := configFromEnv(os.LookupEnv, os.Environ())
+	return cfg, err
 }
 
-func configFromLookup(lookup func(string) (string, bool)) (Config, error) {
+// configFromEnv is ConfigFromEnv with its notes.
+func configFromEnv(lookup func(string) (string, bool), environ []string) (Config, []string, error) {
+	e, err := options.Read(lookup, environ)
+	if err != nil {
+		return Config{}, nil, err
+	}
 	var cfg Config
-	get := func(name string) (string, bool) {
-		v, ok := lookup(name)
-		v = strings.TrimSpace(v)
-		return v, ok && v != ""
-	}
-	if v, ok := get(EnvBackend); ok {
-		p, err := secretmem.ParsePolicy(v)
-		if err != nil {
-			return Config{}, fmt.Errorf("secretheap: %s=%q is invalid (accepted: auto, secret, locked): %w", EnvBackend, v, err)
-		}
-		cfg.Policy = p
-	}
-	if v, ok := get(EnvLimit); ok {
-		n, err := ParseSize(v)
-		if err != nil {
-			return Config{}, fmt.Errorf("secretheap: %s=%q is invalid (accepted: a byte count with optional K, M or G suffix, 0 for no limit): %w", EnvLimit, v, err)
-		}
-		cfg.Limit = n
-	}
-	if v, ok := get(EnvIdleChunks); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return Config{}, fmt.Errorf("secretheap: %s=%q is invalid (accepted: an integer ≥ 0)", EnvIdleChunks, v)
-		}
-		if n == 0 {
-			n = -1 // keep none; Config's 0 means the default
-		}
+	cfg.Policy = secretmem.Policy(e.Values[EnvBackend].Index)
+	cfg.Limit = e.Values[EnvLimit].N
+	if n := int(e.Values[EnvIdleChunks].N); n == 0 {
+		cfg.MaxIdleChunks = -1 // keep none; Config's 0 means the default
+	} else if e.Set[EnvIdleChunks] {
 		cfg.MaxIdleChunks = n
 	}
-	if v, ok := get(EnvOnExhausted); ok {
-		o, err := ParseOnExhausted(v)
-		if err != nil {
-			return Config{}, fmt.Errorf("secretheap: %s=%q is invalid (accepted: fallback, null, abort)", EnvOnExhausted, v)
-		}
-		cfg.OnExhausted = o
-	}
-	if v, ok := get(EnvCheckZero); ok {
-		switch v {
-		case "0":
-		case "1":
-			cfg.CheckZero = true
-		default:
-			return Config{}, fmt.Errorf("secretheap: %s=%q is invalid (accepted: 0, 1)", EnvCheckZero, v)
+	cfg.OnExhausted = OnExhausted(e.Values[EnvOnExhausted].Index)
+	cfg.CheckZero = e.Values[EnvCheckZero].N == 1
+	cfg.NoDump = e.Values[EnvNoDump].N == 1
+	notes := e.Notes
+	for _, o := range options.Table {
+		if o.Scope == options.COnly && e.Set[o.Name] {
+			notes = append(notes, fmt.Sprintf("%s is set, but it applies to the C library only: the Go allocator ignores it", o.Name))
 		}
 	}
-	return cfg, nil
+	return cfg, notes, nil
 }
 
 // ParseSize parses a byte count with an optional K, M or G suffix (powers of
-// 1024, case-insensitive, an optional trailing "B" or "iB" is accepted).
+// 1024, case-insensitive, optionally followed by B or iB): the size syntax of
+// internal/options, which the C library shares. Blank is an error.
 func ParseSize(s string) (uint64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(t, "IB")
-	t = strings.TrimSuffix(t, "B")
-	shift := 0
-	switch {
-	case strings.HasSuffix(t, "K"):
-		shift = 10
-	case strings.HasSuffix(t, "M"):
-		shift = 20
-	case strings.HasSuffix(t, "G"):
-		shift = 30
-	}
-	if shift != 0 {
-		t = t[:len(t)-1]
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(t), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("not a size: %q", s)
-	}
-	if n > (^uint64(0))>>shift {
-		return 0, fmt.Errorf("size overflows: %q", s)
-	}
-	return n << shift, nil
+	return options.ParseSize(s)
 }

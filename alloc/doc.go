@@ -206,8 +206,10 @@
 //     secure-heap allocations get their own slab list and a reserve
 //     (SECRETHEAP_SECURE_RESERVE) that ordinary spans may not eat into.
 //   - Misuse aborts with the same messages instead of panicking; a pointer in
-//     no chunk goes to libc free; exhaustion falls back to libc memory by
-//     default (counted, one warning), which Go never does.
+//     no chunk and not in the fallback pool aborts too, before anything is
+//     written (Go returns ErrForeign); exhaustion falls back to the fallback
+//     pool by default (ordinary memory, out of core dumps, wiped on free;
+//     counted, one warning), which Go never does.
 //   - Fork: pthread_atfork handlers take every lock; the child re-privatises
 //     each chunk (new memfd_secret, copy the committed OS pages, mremap over
 //     the old address) while the parent waits, or loses the chunks under
@@ -241,6 +243,13 @@
 //	MaxIdleChunks  SECRETHEAP_IDLE_CHUNKS   2          wholly free chunks kept mapped
 //	OnExhausted    SECRETHEAP_ON_EXHAUSTED  fallback   fallback (= null in Go), null, abort
 //	CheckZero      SECRETHEAP_CHECK_ZERO    0          verify blocks are still zero when reused
+//	NoDump         SECRETHEAP_NODUMP        0          prctl(PR_SET_DUMPABLE, 0) in New
+//
+// The variables, their syntax and defaults are the C library's, from one
+// table (internal/options). An invalid value of any of them — the C-only
+// ones (OPENSSL, SECURE_RESERVE, FORK, STATS, VERBOSE) included — is an
+// error; Default reports once on stderr the C-only ones that are set and the
+// SECRETHEAP_* names that are no option.
 //
 // Default() builds the process-wide heap from the environment on first use;
 // importing the package does nothing (no mapping, no rlimit change, no

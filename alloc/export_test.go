@@ -23,3 +23,8 @@ func (h *Heap) ShardCount() int { return len(h.shards) }
 // ReadAll is the growth path of ReadFile (files without a size), open to
 // tests with readers other than *os.File.
 func (h *Heap) ReadAll(r io.Reader, name string) (*Secret, error) { return h.readAll(r, name) }
+
+// ConfigFromEnvNotes is ConfigFromEnv with the notes Default prints.
+func ConfigFromEnvNotes(lookup func(string) (string, bool), environ []string) (Config, []string, error) {
+	return configFromEnv(lookup, environ)
+}

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/secretheap/secretheap/pmdcache"
 	"github.com/secretheap/secretheap/secretmem"
@@ -61,7 +64,7 @@ const (
 // CheckZero) a write after free. These are fatal by design, as in mimalloc's
 // secure mode: the heap state is fine, but the caller's is not.
 type MisuseError struct {
-	Kind  string  // "double free", "interior pointer", "not a block", "write after free"
+	Kind  string  // "double free", "interior pointer", "not a block", "tail slice", "write after free"
 	Addr  uintptr // the address passed in
 	Class int     // block size of the class in bytes, 0 for page runs and regions
 	Msg   string  // the full message
@@ -78,15 +81,22 @@ type Heap struct {
 	shards    []shard
 	mask      uint32 // len(shards)-1
 
-	misuse atomic.Uint64 // misuse caught (counted before the panic)
+	misuse    atomic.Uint64 // misuse caught (counted before the panic)
+	exhausted atomic.Uint64 // Allocs refused with ErrExhausted (Stats.ExhaustedReturns)
 
 	// mu is the slow-path lock: carving spans out of chunks, getting and
 	// returning chunks, page runs and large regions. Lock order: a shard's
 	// mu before mu, never the other way round.
 	mu     sync.Mutex
-	chunks []*chunkMeta            // guarded by mu: chunks holding slabs and runs
-	larges map[*chunkMeta]struct{} // guarded by mu: live regions of their own
-	runs   runCounters             // guarded by mu
+	chunks []*chunkMeta           // guarded by mu: chunks holding slabs and runs
+	larges map[uintptr]*chunkMeta // guarded by mu: live regions of their own, by base address
+	// freedLarges holds the base of every region freed and not yet reused
+	// for another region; guarded by mu. A second Free of a region that
+	// the cache has unmapped finds no chunk, and this tells a double free
+	// (named) from a foreign slice (ErrForeign). At most one entry per
+	// slot of the cache's arena.
+	freedLarges map[uintptr]struct{}
+	runs        runCounters // guarded by mu
 	// husks counts the chunks in chunks whose every span is a kept slab
 	// (chunkMeta.husk); guarded by mu. With the cache's idle chunks they
 	// are held to idleBound (see trim).
@@ -121,6 +131,11 @@ type classCounters struct {
 
 // New builds a heap. It maps nothing until the first allocation.
 func New(cfg Config) (*Heap, error) {
+	if cfg.NoDump {
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("secretheap: prctl(PR_SET_DUMPABLE, 0) for Config.NoDump: %w", err)
+		}
+	}
 	// pmdcache shares the convention (0 = default, negative = none): pass it through.
 	c, err := pmdcache.New(pmdcache.Config{Policy: cfg.Policy, Limit: cfg.Limit, MaxIdleChunks: cfg.MaxIdleChunks, MaxRunPages: commitRunPages})
 	if err != nil {
@@ -138,13 +153,14 @@ func New(cfg Config) (*Heap, error) {
 		idle = pmdcache.DefaultMaxIdleChunks
 	}
 	h := &Heap{
-		cache:     c,
-		cfg:       cfg,
-		checkZero: cfg.CheckZero,
-		shards:    make([]shard, n),
-		mask:      uint32(n - 1),
-		larges:    make(map[*chunkMeta]struct{}),
-		idleBound: max(idle, 1),
+		cache:       c,
+		cfg:         cfg,
+		checkZero:   cfg.CheckZero,
+		shards:      make([]shard, n),
+		mask:        uint32(n - 1),
+		larges:      make(map[uintptr]*chunkMeta),
+		freedLarges: make(map[uintptr]struct{}),
+		idleBound:   max(idle, 1),
 	}
 	for i := range h.shards {
 		h.shards[i].index = uint32(i)
@@ -159,10 +175,16 @@ var (
 )
 
 // Default returns the process-wide heap, built on first use from the
-// SECRETHEAP_* environment variables (see ConfigFromEnv).
+// SECRETHEAP_* environment variables (see ConfigFromEnv); an invalid value is
+// its error, every time. On first use it also prints to stderr, once, what
+// the environment asks that it does not do: C-only options that are set,
+// and SECRETHEAP_* names that are no option.
 func Default() (*Heap, error) {
 	defaultOnce.Do(func() {
-		cfg, err := ConfigFromEnv()
+		cfg, notes, err := configFromEnv(os.LookupEnv, os.Environ())
+		for _, n := range notes {
+			fmt.Fprintf(os.Stderr, "secretheap: %s\n", n)
+		}
 		if err != nil {
 			defaultErr = err
 			return
@@ -634,7 +656,8 @@ func (h *Heap) allocLarge(n int) ([]byte, error) {
 	cm.largeReq = uint64(n)
 	ch.Owner = cm
 	h.mu.Lock()
-	h.larges[cm] = struct{}{}
+	h.larges[uintptr(cm.base)] = cm
+	delete(h.freedLarges, uintptr(cm.base))
 	h.runs.larges++
 	h.runs.largeRequested += uint64(n)
 	h.runs.largeReserved += uint64(size)
@@ -658,6 +681,7 @@ func (h *Heap) onExhausted(n int, err error) error {
 	if h.cfg.OnExhausted == ExhaustedAbort {
 		panic(e)
 	}
+	h.exhausted.Add(1)
 	return e
 }
 
@@ -684,11 +708,15 @@ func (h *Heap) fail(kind string, addr uintptr, class int, msg string) {
 }
 
 // Free wipes the block b starts at and returns it to the heap. b must start
-// at the start of a block from Alloc; its len and cap may be anything up to
-// the allocated length. A nil slice is ignored. A slice outside every chunk
-// of the heap gives ErrForeign, a closed heap ErrClosed. A double free, or a
-// slice starting inside a chunk but not at a live block's start, panics with
-// a *MisuseError naming it.
+// at the start of a block from Alloc and have a capacity of at least 1; its
+// len and cap may be anything up to the allocated length. A nil slice is
+// ignored. A slice outside every chunk of the heap gives ErrForeign, a closed
+// heap ErrClosed. Misuse panics with a *MisuseError naming it, before
+// anything is written: a double free (also of two goroutines freeing one
+// block at once: exactly one succeeds), a slice starting inside a block but
+// not at its start, or a slice of capacity 0 — Go gives a tail sub-slice
+// such as b[len(b):] the block's own start address, so it cannot be told
+// from the block and would free (and wipe) it.
 func (h *Heap) Free(b []byte) error {
 	p := unsafe.Pointer(unsafe.SliceData(b))
 	if p == nil {
@@ -700,18 +728,26 @@ func (h *Heap) Free(b []byte) error {
 	addr := uintptr(p)
 	ch := h.cache.Lookup(addr)
 	if ch == nil {
-		return ErrForeign
+		return h.foreign(addr)
+	}
+	if cap(b) == 0 {
+		h.fail("tail slice", addr, 0, fmt.Sprintf("secretheap: free of a slice of capacity 0 at %#x: a tail sub-slice such as b[len(b):] carries its block's start address, so freeing it would free the block; pass the slice Alloc returned", addr))
+	}
+	if ch.Large() {
+		return h.freeLarge(ch, addr)
 	}
 	cm, _ := ch.Owner.(*chunkMeta)
 	if cm == nil {
 		h.fail("not a block", addr, 0, fmt.Sprintf("secretheap: free of %#x, which is in an idle chunk, not a live block (double free?)", addr))
 	}
-	if cm.large {
-		return h.freeLarge(cm, addr)
-	}
 	off := addr - uintptr(cm.base)
 	sp := cm.pages[off>>osPageShift].Load()
 	if sp == nil {
+		if addr&(osPageSize-1) == 0 {
+			// As the C core says it: only a page run (or a wild
+			// pointer) starts on an OS page that is free now.
+			h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (no live block on that OS page: a page run freed twice, or a wild pointer)", addr))
+		}
 		h.fail("not a block", addr, 0, fmt.Sprintf("secretheap: free of %#x, which is on a free OS page, not a live block (double free?)", addr))
 	}
 	if sp.kind == kindRun {
@@ -772,7 +808,7 @@ func (h *Heap) Free(b []byte) error {
 	return nil
 }
 
-// lockLiveSpan is the start of freeing a page run or a region (kind names
+// lockLiveSpan is the start of freeing a page run (kind names
 // it in messages): addr must be the span's start and the span live. It
 // returns with h.mu held, or ErrClosed with it released; misuse panics.
 func (h *Heap) lockLiveSpan(sp *span, addr uintptr, kind string) error {
@@ -809,14 +845,40 @@ func (h *Heap) freeRun(sp *span, addr uintptr) error {
 	return nil
 }
 
-// freeLarge frees a region of its own.
-func (h *Heap) freeLarge(cm *chunkMeta, addr uintptr) error {
-	sp := cm.largeSpan
-	if err := h.lockLiveSpan(sp, addr, "region"); err != nil {
-		return err
+// foreign reports a slice in no chunk: a double free of a region the cache
+// has unmapped since (named), else ErrForeign.
+func (h *Heap) foreign(addr uintptr) error {
+	h.mu.Lock()
+	_, freed := h.freedLarges[addr]
+	h.mu.Unlock()
+	if freed {
+		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (region, already unmapped)", addr))
 	}
+	return ErrForeign
+}
+
+// freeLarge frees the region of its own of chunk ch. The region is found
+// in h.larges under h.mu, not through ch.Owner: of two goroutines freeing
+// it at once, the second finds it gone and panics naming the double free.
+func (h *Heap) freeLarge(ch *pmdcache.Chunk, addr uintptr) error {
+	base := uintptr(ch.Base())
+	if addr != base {
+		h.fail("interior pointer", addr, 0, fmt.Sprintf("secretheap: free of %#x, inside a region at %#x but not at its start", addr, base))
+	}
+	h.mu.Lock()
+	if h.closed.Load() {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	cm := h.larges[base]
+	if cm == nil || cm.ch != ch {
+		h.mu.Unlock()
+		h.fail("double free", addr, 0, fmt.Sprintf("secretheap: double free of %#x (region)", addr))
+	}
+	sp := cm.largeSpan
 	sp.used = 0
-	delete(h.larges, cm)
+	delete(h.larges, base)
+	h.freedLarges[base] = struct{}{}
 	size := uintptr(sp.npages) << osPageShift
 	h.runs.larges--
 	h.runs.largeRequested -= cm.largeReq
@@ -840,19 +902,20 @@ func (h *Heap) Backend(b []byte) (secretmem.Backend, bool) {
 	if ch == nil {
 		return 0, false
 	}
-	cm, _ := ch.Owner.(*chunkMeta)
-	if cm == nil {
-		return 0, false
-	}
 	end := addr + uintptr(len(b))
-	if cm.large {
+	if ch.Large() {
+		// Under h.mu, not through ch.Owner: a Free may be clearing it.
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		sp := cm.largeSpan
-		if sp.used == 0 || end > uintptr(sp.base)+uintptr(cm.largeReq) {
+		cm := h.larges[uintptr(ch.Base())]
+		if cm == nil || cm.ch != ch || end > uintptr(cm.base)+uintptr(cm.largeReq) {
 			return 0, false
 		}
 		return ch.Backend(), true
+	}
+	cm, _ := ch.Owner.(*chunkMeta)
+	if cm == nil {
+		return 0, false
 	}
 	sp := cm.pages[(addr-uintptr(cm.base))>>osPageShift].Load()
 	if sp == nil {

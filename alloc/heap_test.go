@@ -437,7 +437,7 @@ func TestMisuse(t *testing.T) {
 		b, err := h.Alloc(alloc.MaxSmallSize + 1)
 		require.NoError(t, err)
 		require.NoError(t, h.Free(b))
-		expectMisuse(t, "not a block", "not a live block (double free?)", func() { _ = h.Free(b) })
+		expectMisuse(t, "double free", "a page run freed twice", func() { _ = h.Free(b) })
 		require.NoError(t, h.Free(keep))
 	})
 	t.Run("region", func(t *testing.T) {
@@ -461,6 +461,33 @@ func TestMisuse(t *testing.T) {
 			assert.Contains(t, err.Error(), "secretheap:")
 		}
 	})
+	t.Run("tail slices", func(t *testing.T) {
+		// Go gives b[len(b):] (capacity 0) the block's start address:
+		// freeing it freed and wiped the whole block, which the next
+		// Alloc handed out again while the caller still used it.
+		for _, n := range []int{32, 100, alloc.MaxSmallSize + 1, alloc.LargeMin + 1} {
+			b, err := h.Alloc(n)
+			require.NoError(t, err)
+			fill(b, 7)
+			expectMisuse(t, "tail slice", "capacity 0", func() { _ = h.Free(b[len(b):]) })
+			expectMisuse(t, "tail slice", "capacity 0", func() { _ = h.Free(b[:0:0]) })
+			assert.True(t, intact(b, 7), "%d B: the block was written to", n)
+			be, ok := h.Backend(b)
+			assert.True(t, ok && be == secretmem.BackendSecret, "%d B: the block is still live", n)
+			require.NoError(t, h.Free(b))
+		}
+	})
+	t.Run("interior sub-slices write nothing", func(t *testing.T) {
+		for _, n := range []int{100, alloc.MaxSmallSize + 1, alloc.LargeMin + 1} {
+			b, err := h.Alloc(n)
+			require.NoError(t, err)
+			fill(b, 9)
+			expectMisuse(t, "interior pointer", "not at its start", func() { _ = h.Free(b[1:]) })
+			expectMisuse(t, "interior pointer", "not at its start", func() { _ = h.Free(b[len(b)-1:]) })
+			assert.True(t, intact(b, 9), "%d B: the block was written to", n)
+			require.NoError(t, h.Free(b))
+		}
+	})
 	t.Run("foreign slice", func(t *testing.T) {
 		assert.ErrorIs(t, h.Free(make([]byte, 32)), alloc.ErrForeign)
 		other := newHeap(t, alloc.Config{})
@@ -478,6 +505,57 @@ func TestMisuse(t *testing.T) {
 	})
 	require.NoError(t, h.Check())
 	assert.GreaterOrEqual(t, h.Stats().MisuseCaught, uint64(5))
+}
+
+// TestRacingDoubleFree: two goroutines free the same block at once; exactly
+// one succeeds and the other panics naming the double free — for a slab
+// block, a page run and a region of its own. The region case read
+// Chunk.Owner without a lock while the winner cleared it (a data race under
+// -race), and the loser got ErrForeign or "not a block" once the region was
+// unmapped.
+func TestRacingDoubleFree(t *testing.T) {
+	h := newHeap(t, alloc.Config{})
+	for _, n := range []int{48, alloc.MaxSmallSize + 1, alloc.LargeMin + 1} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			for round := 0; round < 20; round++ {
+				b, err := h.Alloc(n)
+				require.NoError(t, err)
+				var start, done sync.WaitGroup
+				start.Add(1)
+				results := make([]any, 2)
+				for g := range results {
+					done.Add(1)
+					go func() {
+						defer done.Done()
+						defer func() {
+							if r := recover(); r != nil {
+								results[g] = r
+							}
+						}()
+						start.Wait()
+						if err := h.Free(b); err != nil {
+							results[g] = err
+						}
+					}()
+				}
+				start.Done()
+				done.Wait()
+				ok, named := 0, 0
+				for _, r := range results {
+					if r == nil {
+						ok++
+					} else if me, isMisuse := r.(*alloc.MisuseError); isMisuse && me.Kind == "double free" {
+						named++
+					} else {
+						t.Errorf("round %d: the loser got %v, want a *MisuseError double free", round, r)
+					}
+				}
+				require.Equal(t, 1, ok, "round %d: exactly one Free succeeds (%v)", round, results)
+				require.Equal(t, 1, named, "round %d: the other is a named double free", round)
+			}
+			require.NoError(t, h.Check())
+		})
+	}
 }
 
 // TestClosed: after Close every call reports ErrClosed.
@@ -568,6 +646,7 @@ func TestExhausted(t *testing.T) {
 		require.Less(t, i, 1000, "a 4 MiB limit never refused")
 	}
 	assert.NotEmpty(t, held, "some allocations fit")
+	assert.Equal(t, uint64(1), h.Stats().ExhaustedReturns, "the refusal is counted (ErrTooLarge is not)")
 	for _, b := range held {
 		require.NoError(t, h.Free(b))
 	}

@@ -34,8 +34,11 @@ type Stats struct {
 	Fallbacks          uint64 // always 0 in Go: Go never hands out unprotected memory
 	ForkReprivatised   uint64 // always 0 in Go: the C library's fork handling
 	MisuseCaught       uint64 // double frees, interior pointers, writes after free
-	ShardCount         uint64 // lock shards of the heap
-	HeapClosed         bool
+	// ExhaustedReturns counts the Allocs that returned an error wrapping
+	// ErrExhausted (C: exhausted_returns, the NULLs of ON_EXHAUSTED=null).
+	ExhaustedReturns uint64
+	ShardCount       uint64 // lock shards of the heap
+	HeapClosed       bool
 }
 
 // Stats returns a snapshot of the heap's statistics. It takes every lock
@@ -73,6 +76,7 @@ func (h *Heap) Stats() Stats {
 	s.ReservedBytes += r.runReserved + r.largeReserved
 	s.LiveBlocks += r.runs + r.larges
 	s.MisuseCaught = h.misuse.Load()
+	s.ExhaustedReturns = h.exhausted.Load()
 	s.ShardCount = uint64(len(h.shards))
 	s.HeapClosed = h.closed.Load()
 	if !s.HeapClosed {

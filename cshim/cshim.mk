@@ -10,7 +10,7 @@
 #   c-test-tsan              the same under TSan
 #   c-install                library, header, pkg-config file under $(DESTDIR)$(PREFIX)
 
-CSHIM_CORE   := cshim/source.c cshim/chunk.c cshim/heap.c cshim/options.c cshim/stats.c cshim/fork.c
+CSHIM_CORE   := cshim/source.c cshim/chunk.c cshim/heap.c cshim/fallback.c cshim/options.c cshim/stats.c cshim/fork.c
 CSHIM_SO_SRC := $(CSHIM_CORE) $(wildcard cshim/openssl.c)
 CSHIM_HDRS   := $(wildcard cshim/*.h)
 CSHIM_CFLAGS := $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -pthread

@@ -14,7 +14,8 @@
  * Secure requests (sh_malloc_secure, secure reserve on) skip magazines and
  * take one block from the class's secure slabs under the class lock.
  * free(p):
- *   1. p outside the arena → not ours → libc free;
+ *   1. p outside the arena → a fallback block (fallback.c: wiped, freed)
+ *      or not ours → a named abort before anything is written;
  *   2. chunk = slot table[(p - arena) >> 22], span = pagemap[OS page];
  *      index by multiply; not on a block boundary → interior-pointer abort;
  *   3. exchange the req slot with 0; it was already 0 → double-free abort;
@@ -26,7 +27,6 @@
  * larger ones a region of their own; both are wiped whole on free.
  */
 #include <errno.h>
-#include <malloc.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -374,16 +374,30 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
 
 /* ---- exhaustion ---- */
 
+/*
+ * Secret memory refused a request of n bytes with err. Fallback decisions:
+ * ENOSYS/EPERM only reach here under SECRETHEAP_BACKEND=secret (auto takes
+ * the locked backend instead): that policy never hands out other memory,
+ * and docs/tuning.md promises an abort naming the cause. Otherwise the
+ * SECRETHEAP_ON_EXHAUSTED policy: null is counted and reported once (a
+ * NULL nobody hears of looks like a bug in the program), abort names the
+ * limit, fallback serves the fallback pool (fallback.c).
+ */
 static void *exhausted(size_t n, int err) {
-    if (err == ENOSYS || err == EPERM) {
-        /* SECRETHEAP_BACKEND=secret without memfd_secret: never ordinary memory. */
-        if (sh_opt.on_exhausted == SH_EXH_ABORT)
-            sh_fatal("memfd_secret unavailable and SECRETHEAP_BACKEND=secret (request of %zu bytes)", n);
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (err == ENOSYS || err == EPERM)
+        sh_fatal("SECRETHEAP_BACKEND=secret and memfd_secret is unavailable (%s: %s) for a %zu-byte request; "
+                 "this policy never uses other memory",
+                 err == ENOSYS ? "ENOSYS" : "EPERM",
+                 err == ENOSYS ? "kernel lacks CONFIG_SECRETMEM or boots with secretmem.enable=0"
+                               : "blocked by a seccomp profile or LSM",
+                 n);
     switch (sh_opt.on_exhausted) {
     case SH_EXH_NULL:
+        if (atomic_fetch_add(&sh_stat_exhausted_returns, 1) == 0)
+            sh_log(0, "secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
+                      "request: returning NULL (SECRETHEAP_ON_EXHAUSTED=null); further ones are only counted "
+                      "(stats: exhausted_returns)",
+                   n);
         errno = ENOMEM;
         return NULL;
     case SH_EXH_ABORT:
@@ -395,14 +409,13 @@ static void *exhausted(size_t n, int err) {
     }
     if (atomic_fetch_add(&sh_stat_fallbacks, 1) == 0)
         sh_log(0, "WARNING: secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
-                  "request: serving it from ordinary memory (SECRETHEAP_ON_EXHAUSTED=fallback); further "
-                  "fallbacks are only counted (stats: fallbacks)",
+                  "request: serving it from the fallback pool, ordinary memory (not in a core dump, wiped on free, "
+                  "but readable like any other) (SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only "
+                  "counted (stats: fallbacks)",
                n);
-    /* libc memory: free() later sees a pointer outside the arena and hands it
-     * back to libc. calloc keeps the zero-on-allocation promise. */
-    void *p = calloc(1, n ? n : 1);
+    void *p = sh_fallback_alloc(n);
     if (!p)
-        errno = ENOMEM;
+        atomic_fetch_add(&sh_stat_exhausted_returns, 1);
     return p;
 }
 
@@ -615,6 +628,20 @@ static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char
            s->kind == SH_SPAN_RUN ? "page run" : "large region", (size_t)s->npages * 4);
 }
 
+/* A pointer outside the arena: a fallback block (wiped and freed), or
+ * nothing of ours — rejected before anything is written. libc's free would
+ * take a foreign pointer for a chunk header, and realloc used to zero the
+ * usable size libc read there (512 KiB of a shared file mapping). */
+static __attribute__((noinline)) void free_outside(void *ptr, const char *op) {
+    if (sh_fallback_owns(ptr)) {
+        sh_fallback_free(ptr, op);
+        return;
+    }
+    misuse("%s of %#lx: not a block of secretheap (outside its arena and its fallback pool: memory from "
+           "malloc(3), mmap or the stack?); nothing was written",
+           op, (unsigned long)(uintptr_t)ptr);
+}
+
 static __attribute__((noinline)) void free_span(uintptr_t p, struct sh_span *s) {
     if (s == NULL || s->kind == SH_SPAN_FREE || p != s->start)
         bad_free(p, "free");
@@ -657,11 +684,8 @@ void secretheap_free(void *ptr) {
     uintptr_t p = (uintptr_t)ptr;
     uintptr_t off = p - atomic_load_explicit(&sh_arena_base, memory_order_relaxed);
     if (sh_unlikely(off >= atomic_load_explicit(&sh_arena_size, memory_order_relaxed))) {
-        /* Not ours: NULL, a fallback block, or memory that OpenSSL took from
-         * libc before our hooks were in place. We do not interpose malloc, so
-         * free here is libc's (or whatever malloc the process uses). */
         if (ptr)
-            free(ptr);
+            free_outside(ptr, "free");
         return;
     }
     struct sh_chunk *c = atomic_load_explicit(&sh_slots[off >> SH_SLOT_SHIFT], memory_order_acquire);
@@ -745,15 +769,17 @@ void *secretheap_realloc(void *ptr, size_t n) {
     }
     uintptr_t p = (uintptr_t)ptr;
     if (!sh_in_arena(p)) {
-        /* A libc block (fallback, or from before our hooks): move it into
-         * secret memory and wipe the old copy. */
-        size_t old = malloc_usable_size(ptr);
+        /* A fallback block: into secret memory if there is room again (or
+         * another fallback block), the old one wiped. Anything else is
+         * rejected before a byte is read or written. */
+        size_t old = sh_fallback_usable(ptr);
+        if (old == 0)
+            free_outside(ptr, "realloc"); /* not a live fallback block: aborts */
         void *q = secretheap_malloc(n);
         if (!q)
             return NULL;
         memcpy(q, ptr, old < n ? old : n);
-        sh_wipe(ptr, old);
-        free(ptr);
+        sh_fallback_free(ptr, "realloc");
         return q;
     }
     struct sh_chunk *c = sh_chunk_of(p);
@@ -793,13 +819,17 @@ void *secretheap_realloc(void *ptr, size_t n) {
 size_t secretheap_usable_size(const void *ptr) {
     size_t usable;
     uint32_t idx;
-    if (!ptr || !sh_in_arena((uintptr_t)ptr))
+    if (!ptr)
         return 0;
+    if (!sh_in_arena((uintptr_t)ptr))
+        return sh_fallback_usable(ptr);
     return live_block((uintptr_t)ptr, &usable, &idx) ? usable : 0;
 }
 
 int secretheap_backend(const void *ptr) {
     uintptr_t p = (uintptr_t)ptr;
+    if (ptr && !sh_in_arena(p))
+        return sh_fallback_usable(ptr) ? SECRETHEAP_BACKEND_FALLBACK : SECRETHEAP_BACKEND_NONE;
     struct sh_chunk *c = sh_chunk_of(p);
     if (!c || c->lost)
         return SECRETHEAP_BACKEND_NONE;

@@ -38,6 +38,11 @@
  *            for the locked backend) so a refusal is an error, not SIGBUS.
  *            A chunk's committed part is a prefix; read-ahead starts once a
  *            chunk has 256 KiB committed (chunk.c commit_to).
+ *   fallback pool  ordinary memory of our own for SECRETHEAP_ON_EXHAUSTED=
+ *            fallback (fallback.c): reserved ranges outside the arena,
+ *            MADV_DONTDUMP, mlock'ed where memlock allows, power-of-two
+ *            blocks behind a 16-byte header, wiped on free. free and
+ *            realloc accept a pointer only if it is in the arena or here.
  *   guard    PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP address space: the
  *            arena, and every chunk's place again after it is unmapped.
  *
@@ -166,10 +171,16 @@ struct sh_options {
     int check_zero;
 };
 SH_HIDDEN extern struct sh_options sh_opt;
-SH_HIDDEN void sh_options_init(void);          /* from sh_init only: reads the environment once */
+/* From sh_init only: reads the environment once; an invalid value aborts
+ * naming it (fail closed), an unknown SECRETHEAP_* name is reported. */
+SH_HIDDEN void sh_options_init(void);
 SH_HIDDEN void sh_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 SH_HIDDEN _Noreturn void sh_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-SH_HIDDEN int sh_parse_size(const char *s, uint64_t *out); /* 0 or EINVAL */
+/* Parses raw (NULL or blank: the default) as option name would be: 0 and the
+ * value in one canonical form (internal/options.Canonical) in out, EINVAL and
+ * the error text, or ENOENT for a name that is no option. The test vectors
+ * run through it. */
+SH_HIDDEN int sh_option_check(const char *name, const char *raw, char *out, size_t n);
 
 /* ---- heap.c ---- */
 SH_HIDDEN void sh_init(void);                  /* idempotent, thread-safe (pthread_once) */
@@ -254,8 +265,20 @@ SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committe
 SH_HIDDEN int sh_source_dontfork(uintptr_t addr, size_t size);
 SH_HIDDEN int sh_source_backend_in_use(void);   /* SH_BACKEND_* of the last mapping */
 
+/* ---- fallback.c ---- */
+/* Ordinary memory (own anonymous mappings, MADV_DONTDUMP, mlock'ed where
+ * memlock allows, wiped on free) for SECRETHEAP_ON_EXHAUSTED=fallback. */
+SH_HIDDEN void *sh_fallback_alloc(size_t n);        /* zeroed; NULL + ENOMEM */
+SH_HIDDEN bool sh_fallback_owns(const void *p);     /* p lies in the pool (a block or not) */
+SH_HIDDEN size_t sh_fallback_usable(const void *p); /* usable bytes of the live block at p, else 0 */
+/* Wipes and frees the live block at p (p in the pool); anything else there
+ * (double free, interior pointer) aborts naming op. */
+SH_HIDDEN void sh_fallback_free(void *p, const char *op);
+SH_HIDDEN extern _Atomic uint64_t sh_stat_fallback_live; /* bytes of live fallback blocks */
+
 /* ---- stats.c ---- */
 SH_HIDDEN extern _Atomic uint64_t sh_stat_fallbacks;
+SH_HIDDEN extern _Atomic uint64_t sh_stat_exhausted_returns;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;

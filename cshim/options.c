@@ -1,13 +1,20 @@
 /*
- * options.c — one table of options (name, default, meaning), read once from
- * the environment on first use of the allocator (sh_init, under
- * pthread_once): never from a constructor that could run before the C
- * runtime is ready, and never again, so a later setenv changes nothing.
+ * options.c — the options, read once from the environment on first use of
+ * the allocator (sh_init, under pthread_once): never from a constructor that
+ * could run before the C runtime is ready, and never again, so a later
+ * setenv changes nothing.
+ *
+ * The table is generated (options_table.h, from internal/options.Table in
+ * Go: `go generate ./internal/options`), and so are the texts of its
+ * messages; the syntax is the one internal/options documents, and one set of
+ * test vectors (internal/options/testdata/vectors.tsv) runs against this
+ * parser (cshim/tests/test_options.c) and the Go one. Fail closed: an
+ * invalid value prints the variable and the accepted values and aborts — a
+ * typo never silently means the defaults. A SECRETHEAP_* name that is
+ * neither an option nor a tool variable is reported once.
  * secure_getenv: in a setuid/setgid program the environment belongs to the
  * caller, who must not choose where stats are written or weaken the policy,
- * so every option keeps its default there.
- * An invalid value gets one line on stderr naming the variable and the
- * accepted values; the default is used.
+ * so every option keeps its default there (and nothing is reported).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -15,163 +22,224 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-struct sh_options sh_opt = {
-    .backend = SH_POLICY_AUTO,
-    .limit = 0,
-    .idle_chunks = 2,
-    .on_exhausted = SH_EXH_FALLBACK,
-    .openssl = SH_OPENSSL_ALL,
-    .secure_reserve = 256 << 10,
-    .fork = SH_FORK_COPY,
-    .stats = "",
-    .verbose = 0,
-    .nodump = 0,
-    .check_zero = 0,
-};
+struct sh_options sh_opt; /* every member set from the table's defaults by sh_options_init */
 
 enum { OPT_ENUM, OPT_SIZE, OPT_INT, OPT_OUTPUT };
+enum { SH_SCOPE_BOTH, SH_SCOPE_C_ONLY };
 
-struct opt {
+struct sh_opt_def {
     const char *name;
-    const char *def;     /* default, as the user would write it */
-    const char *meaning; /* one line */
     int kind;
+    const char *def;           /* default, as the user would write it */
     const char *const *values; /* OPT_ENUM: accepted words, index = value */
     long min, max;             /* OPT_INT */
     void *dst;
+    int scope;                 /* SH_SCOPE_*: documentation only, the C library acts on all */
+    const char *accepted;      /* for messages, the same text as Go's */
+    const char *meaning;       /* one line */
 };
 
-static const char *const v_backend[] = {"auto", "secret", "locked", NULL};
-static const char *const v_exhausted[] = {"fallback", "null", "abort", NULL};
-static const char *const v_openssl[] = {"all", "secure", "off", NULL};
-static const char *const v_fork[] = {"copy", "dontfork", NULL};
+#include "options_table.h"
 
-static const struct opt table[] = {
-    {"SECRETHEAP_BACKEND", "auto",
-     "auto: memfd_secret, else the locked backend with one loud warning; secret: fail without it; locked",
-     OPT_ENUM, v_backend, 0, 0, &sh_opt.backend},
-    {"SECRETHEAP_LIMIT", "0", "most secret memory mapped (bytes, K/M/G); 0: only RLIMIT_MEMLOCK limits", OPT_SIZE,
-     NULL, 0, 0, &sh_opt.limit},
-    {"SECRETHEAP_IDLE_CHUNKS", "2", "wholly free chunks kept mapped for reuse", OPT_INT, NULL, 0, 4096,
-     &sh_opt.idle_chunks},
-    {"SECRETHEAP_ON_EXHAUSTED", "fallback",
-     "fallback: libc memory, counted, one warning; null: NULL + ENOMEM; abort", OPT_ENUM, v_exhausted, 0, 0,
-     &sh_opt.on_exhausted},
-    {"SECRETHEAP_OPENSSL", "all", "all OpenSSL allocations, secure (only CRYPTO_secure_*), or off", OPT_ENUM,
-     v_openssl, 0, 0, &sh_opt.openssl},
-    {"SECRETHEAP_SECURE_RESERVE", "256K", "share of the limit kept for secure-heap allocations in mode all",
-     OPT_SIZE, NULL, 0, 0, &sh_opt.secure_reserve},
-    {"SECRETHEAP_FORK", "copy", "copy: children get private copies; dontfork: children lose the secrets",
-     OPT_ENUM, v_fork, 0, 0, &sh_opt.fork},
-    {"SECRETHEAP_STATS", "off", "off, stderr, or a file path: print statistics at exit", OPT_OUTPUT, NULL, 0, 0,
-     sh_opt.stats},
-    {"SECRETHEAP_VERBOSE", "0", "0 warnings only, 1 info, 2 debug", OPT_INT, NULL, 0, 2, &sh_opt.verbose},
-    {"SECRETHEAP_NODUMP", "0", "1: prctl(PR_SET_DUMPABLE, 0) at start (blocks same-user ptrace)", OPT_INT, NULL, 0,
-     1, &sh_opt.nodump},
-    {"SECRETHEAP_CHECK_ZERO", "0", "1: verify a block is still zero when handed out again", OPT_INT, NULL, 0, 1,
-     &sh_opt.check_zero},
+#define NOPTS (sizeof sh_option_table / sizeof sh_option_table[0])
+static const char blanks[] = " \t\r\n\v\f";
+
+/* The parsed value of one option. */
+union value {
+    int i;
+    uint64_t u;
+    char text[sizeof sh_opt.stats];
 };
 
-int sh_parse_size(const char *s, uint64_t *out) {
-    if (!s || !*s)
-        return EINVAL;
-    char *end;
-    errno = 0;
-    if (*s < '0' || *s > '9')
-        return EINVAL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return EINVAL;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    default: break;
+static bool all_digits(const char *s, size_t n) {
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* Decimal digits [s, s+n) without overflow. */
+static bool parse_u64(const char *s, size_t n, uint64_t *out) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
     }
-    if (shift && (*end == 'i' || *end == 'I'))
-        end++;
-    if (*end == 'b' || *end == 'B')
-        end++;
-    if (*end)
+    *out = v;
+    return true;
+}
+
+/* The size syntax of internal/options: digits, then K/M/G and B or iB, or B. */
+static bool parse_size(const char *s, size_t n, uint64_t *out) {
+    size_t i = 0;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    uint64_t v;
+    if (i == 0 || !parse_u64(s, i, &v))
+        return false;
+    unsigned shift = 0;
+    if (i < n) {
+        switch (s[i]) {
+        case 'k': case 'K': shift = 10; i++; break;
+        case 'm': case 'M': shift = 20; i++; break;
+        case 'g': case 'G': shift = 30; i++; break;
+        default: break;
+        }
+        if (shift && n - i == 2 && (s[i] == 'i' || s[i] == 'I') && (s[i + 1] == 'b' || s[i + 1] == 'B'))
+            i += 2;
+        else if (n - i == 1 && (s[i] == 'b' || s[i] == 'B'))
+            i++;
+    }
+    if (i != n || (shift && v > (UINT64_MAX >> shift)))
+        return false;
+    *out = v << shift;
+    return true;
+}
+
+/* Parses [s, s+n) (already trimmed, not blank). */
+static bool parse(const struct sh_opt_def *o, const char *s, size_t n, union value *v) {
+    switch (o->kind) {
+    case OPT_ENUM:
+        for (int j = 0; o->values[j]; j++)
+            if (strlen(o->values[j]) == n && strncasecmp(s, o->values[j], n) == 0) {
+                v->i = j;
+                return true;
+            }
+        return false;
+    case OPT_SIZE:
+        return parse_size(s, n, &v->u);
+    case OPT_INT: {
+        uint64_t u;
+        if (!all_digits(s, n) || !parse_u64(s, n, &u) || u < (uint64_t)o->min || u > (uint64_t)o->max)
+            return false;
+        v->i = (int)u;
+        return true;
+    }
+    default:
+        if ((n == 3 && strncasecmp(s, "off", 3) == 0) || (n == 1 && s[0] == '0')) {
+            v->text[0] = 0;
+            return true;
+        }
+        if (n == 6 && strncasecmp(s, "stderr", 6) == 0) {
+            strcpy(v->text, "stderr");
+            return true;
+        }
+        if (memchr(s, '/', n) && n < sizeof v->text) {
+            memcpy(v->text, s, n);
+            v->text[n] = 0;
+            return true;
+        }
+        return false;
+    }
+}
+
+/* raw NULL or blank: the default. false: invalid. */
+static bool parse_raw(const struct sh_opt_def *o, const char *raw, union value *v) {
+    const char *s = raw ? raw : "";
+    s += strspn(s, blanks);
+    size_t n = strlen(s);
+    while (n > 0 && strchr(blanks, s[n - 1]))
+        n--;
+    if (n == 0) {
+        s = o->def;
+        n = strlen(s);
+    }
+    return parse(o, s, n, v);
+}
+
+static void store(const struct sh_opt_def *o, const union value *v) {
+    switch (o->kind) {
+    case OPT_ENUM:
+    case OPT_INT:
+        *(int *)o->dst = v->i;
+        break;
+    case OPT_SIZE:
+        *(uint64_t *)o->dst = v->u;
+        break;
+    default:
+        strcpy((char *)o->dst, v->text);
+    }
+}
+
+static const struct sh_opt_def *lookup(const char *name, size_t n) {
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(sh_option_table[i].name) == n && strncmp(sh_option_table[i].name, name, n) == 0)
+            return &sh_option_table[i];
+    return NULL;
+}
+
+static bool is_tool(const char *name, size_t n) {
+    for (const char *const *t = sh_tool_names; *t; t++) {
+        size_t tn = strlen(*t);
+        if ((tn == n && strncmp(*t, name, n) == 0) || ((*t)[tn - 1] == '_' && n >= tn && strncmp(*t, name, tn) == 0))
+            return true;
+    }
+    return false;
+}
+
+int sh_option_check(const char *name, const char *raw, char *out, size_t n) {
+    const struct sh_opt_def *o = lookup(name, strlen(name));
+    if (!o) {
+        if (n)
+            out[0] = 0;
+        return ENOENT;
+    }
+    union value v;
+    if (!parse_raw(o, raw, &v)) {
+        snprintf(out, n, "%s=\"%s\" is invalid (accepted: %s)", o->name, raw, o->accepted);
         return EINVAL;
-    if (shift && v > (UINT64_MAX >> shift))
-        return EINVAL;
-    *out = (uint64_t)v << shift;
+    }
+    switch (o->kind) {
+    case OPT_ENUM:
+        snprintf(out, n, "%s", o->values[v.i]);
+        break;
+    case OPT_INT:
+        snprintf(out, n, "%d", v.i);
+        break;
+    case OPT_SIZE:
+        snprintf(out, n, "%llu", (unsigned long long)v.u);
+        break;
+    default:
+        snprintf(out, n, "%s", v.text[0] ? v.text : "off");
+    }
     return 0;
 }
 
-static void invalid(const struct opt *o, const char *val) {
-    char want[160] = "";
-    switch (o->kind) {
-    case OPT_ENUM:
-        for (const char *const *v = o->values; *v; v++) {
-            if (v != o->values)
-                strncat(want, ", ", sizeof want - strlen(want) - 1);
-            strncat(want, *v, sizeof want - strlen(want) - 1);
-        }
-        break;
-    case OPT_SIZE:
-        snprintf(want, sizeof want, "a size in bytes with an optional K, M or G suffix");
-        break;
-    case OPT_INT:
-        snprintf(want, sizeof want, "an integer from %ld to %ld", o->min, o->max);
-        break;
-    default:
-        snprintf(want, sizeof want, "off, stderr or a file path");
-    }
-    sh_log(0, "%s=\"%s\" is invalid (accepted: %s); using the default %s", o->name, val, want, o->def);
-}
+extern char **environ;
 
 void sh_options_init(void) {
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        const struct opt *o = &table[i];
-        const char *val = secure_getenv(o->name);
-        if (!val)
-            continue;
-        switch (o->kind) {
-        case OPT_ENUM: {
-            int found = -1;
-            for (int j = 0; o->values[j]; j++)
-                if (strcasecmp(val, o->values[j]) == 0)
-                    found = j;
-            if (found < 0)
-                invalid(o, val);
-            else
-                *(int *)o->dst = found;
-            break;
-        }
-        case OPT_SIZE: {
-            uint64_t v;
-            if (sh_parse_size(val, &v) != 0)
-                invalid(o, val);
-            else
-                *(uint64_t *)o->dst = v;
-            break;
-        }
-        case OPT_INT: {
-            char *end;
-            errno = 0;
-            long v = strtol(val, &end, 10);
-            if (errno || end == val || *end || v < o->min || v > o->max)
-                invalid(o, val);
-            else
-                *(int *)o->dst = (int)v;
-            break;
-        }
-        case OPT_OUTPUT:
-            if (strcasecmp(val, "off") == 0 || strcmp(val, "0") == 0 || *val == 0)
-                ((char *)o->dst)[0] = 0;
-            else if (strlen(val) >= sizeof sh_opt.stats)
-                invalid(o, val);
-            else
-                strcpy((char *)o->dst, val);
-            break;
-        }
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct sh_opt_def *o = &sh_option_table[i];
+        union value v;
+        if (!parse_raw(o, NULL, &v))
+            sh_fatal("the default of %s (%s) does not parse: regenerate options_table.h", o->name, o->def);
+        store(o, &v);
+    }
+    if (getauxval(AT_SECURE))
+        return; /* setuid/setgid: secure_getenv gives nothing, keep the defaults, report nothing */
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct sh_opt_def *o = &sh_option_table[i];
+        const char *raw = secure_getenv(o->name);
+        union value v;
+        if (!parse_raw(o, raw, &v))
+            sh_fatal("%s=\"%s\" is invalid (accepted: %s)", o->name, raw, o->accepted);
+        store(o, &v);
+    }
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (n > 11 && strncmp(*e, "SECRETHEAP_", 11) == 0 && !lookup(*e, n) && !is_tool(*e, n))
+            sh_log(0, "%.*s is not an option of secretheap and is ignored (options: SECRETHEAP_ + %s)", (int)n, *e,
+                   SH_OPTION_NAMES);
     }
 }
 

@@ -5,14 +5,19 @@
  * or mlock'ed anonymous memory where memfd_secret is missing.
  *
  * Every block is at least 16-byte aligned and zero when handed out; free
- * wipes it. A pointer that is not ours (outside every chunk) given to
- * secretheap_free or secretheap_realloc is passed to libc, so blocks that
- * came from malloc before the library was in use can still be freed here.
- * Misuse inside a chunk (double free, a pointer into the middle of a block)
- * prints a message naming it and aborts.
+ * wipes it. When secret memory runs out under SECRETHEAP_ON_EXHAUSTED=
+ * fallback, blocks come from the library's fallback pool: ordinary memory,
+ * but its own (left out of core dumps, locked where RLIMIT_MEMLOCK allows)
+ * and wiped on free like every other block.
+ * Bad input is rejected before anything is written: a pointer that is
+ * neither a block of ours nor a fallback block (memory from malloc(3),
+ * mmap, the stack) given to secretheap_free or secretheap_realloc, a double
+ * free, or a pointer into the middle of a block prints a message naming it
+ * and aborts. Blocks from malloc(3) go to free(3), never here.
  *
- * Configuration comes from SECRETHEAP_* environment variables, read once;
- * see cshim/options.c for the table. The design is described in
+ * Configuration comes from SECRETHEAP_* environment variables, read once
+ * (the table: internal/options, docs/tuning.md); an invalid value aborts at
+ * start-up naming the variable and the accepted values. The design is in
  * alloc/doc.go (the Go allocator implements the same one).
  */
 #ifndef SECRETHEAP_H
@@ -40,6 +45,9 @@ extern "C" {
 #define SECRETHEAP_BACKEND_NONE 0   /* not a live block of ours */
 #define SECRETHEAP_BACKEND_SECRET 1 /* memfd_secret pages */
 #define SECRETHEAP_BACKEND_LOCKED 2 /* anonymous, mlock'ed, MADV_DONTDUMP */
+/* The fallback pool (SECRETHEAP_ON_EXHAUSTED=fallback): ordinary anonymous
+ * memory, MADV_DONTDUMP, wiped on free, locked only where memlock allows. */
+#define SECRETHEAP_BACKEND_FALLBACK 3
 
 /* Number of small size classes (16 B .. 32 KiB); see cshim/sizeclasses.h. */
 #define SECRETHEAP_NUM_CLASSES 40
@@ -87,6 +95,10 @@ struct secretheap_stats {
     uint64_t openssl_hooked;    /* 1: OpenSSL's allocator is ours; 0: not (yet); 2: OpenSSL refused */
 
     struct secretheap_class_stats classes[SECRETHEAP_NUM_CLASSES];
+
+    /* Appended after the classes (older callers see the prefix). */
+    uint64_t fallback_bytes;    /* fallback pool bytes in live blocks (power-of-two blocks, headers included) */
+    uint64_t exhausted_returns; /* allocations that returned NULL/ENOMEM because secret memory ran out */
 };
 
 /* malloc(3) semantics; the block is zero. NULL with errno ENOMEM when
@@ -95,13 +107,16 @@ SECRETHEAP_API void *secretheap_malloc(size_t n);
 /* Overflowing nmemb*size → NULL, errno ENOMEM. */
 SECRETHEAP_API void *secretheap_calloc(size_t nmemb, size_t size);
 /* p NULL → malloc(n); n 0 → free(p), NULL. A moved block's old copy is wiped.
- * On failure p is untouched and NULL is returned with errno ENOMEM. */
+ * On failure p is untouched and NULL is returned with errno ENOMEM. A p that
+ * is not a live block of ours aborts, naming it, before anything is written. */
 SECRETHEAP_API void *secretheap_realloc(void *p, size_t n);
-/* Wipes the block. NULL is fine; a pointer that is not ours goes to libc free. */
+/* Wipes the block. NULL is fine; a pointer that is not a block of ours aborts,
+ * naming it, before anything is written. */
 SECRETHEAP_API void secretheap_free(void *p);
 /* Usable bytes of a live block we handed out, 0 for anything else. */
 SECRETHEAP_API size_t secretheap_usable_size(const void *p);
-/* SECRETHEAP_BACKEND_* of the live block containing p (any byte of it). */
+/* SECRETHEAP_BACKEND_* of the live block containing p (any byte of it; for
+ * a fallback block, its start). */
 SECRETHEAP_API int secretheap_backend(const void *p);
 /* Fills *out (out_size bytes of it). 0 on success, EINVAL if out is NULL or
  * out_size is smaller than the first field. */

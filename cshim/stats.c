@@ -26,6 +26,7 @@
 #include "internal.h"
 
 _Atomic uint64_t sh_stat_fallbacks;
+_Atomic uint64_t sh_stat_exhausted_returns;
 _Atomic uint64_t sh_stat_reprivatised;
 _Atomic uint64_t sh_stat_misuse;
 _Atomic uint64_t sh_stat_openssl_hooked;
@@ -66,6 +67,8 @@ int secretheap_stats(struct secretheap_stats *out, size_t out_size) {
     st.fork_reprivatised = atomic_load(&sh_stat_reprivatised);
     st.misuse_caught = atomic_load(&sh_stat_misuse);
     st.openssl_hooked = atomic_load(&sh_stat_openssl_hooked);
+    st.fallback_bytes = atomic_load(&sh_stat_fallback_live);
+    st.exhausted_returns = atomic_load(&sh_stat_exhausted_returns);
     size_t n = out_size < sizeof st ? out_size : sizeof st;
     st.struct_size = n;
     memcpy(out, &st, n);
@@ -190,6 +193,8 @@ void sh_stats_print(int fd) {
     KV(fork_reprivatised);
     KV(misuse_caught);
     KV(openssl_hooked);
+    KV(fallback_bytes);
+    KV(exhausted_returns);
 #undef KV
     for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
         const struct secretheap_class_stats *c = &st.classes[i];

@@ -87,7 +87,7 @@ func (*CHeap) Alloc(n int) ([]byte, error) {
 }
 
 // checkNew turns a pointer from secretheap_malloc or _realloc into a slice,
-// refusing NULL and blocks that are not secret memory (libc fallbacks). A
+// refusing NULL and blocks that are not secret memory (fallback-pool blocks). A
 // refused fallback block is freed after wiping its first wipe bytes: those
 // a realloc copied there; a fresh block holds nothing of the caller's.
 func checkNew(p unsafe.Pointer, err error, n, wipe int) ([]byte, error) {
@@ -97,12 +97,13 @@ func checkNew(p unsafe.Pointer, err error, n, wipe int) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("%w: %d bytes: %w", ErrExhausted, n, err)
 	}
-	if C.secretheap_backend(p) == C.SECRETHEAP_BACKEND_NONE {
-		// SECRETHEAP_ON_EXHAUSTED=fallback gave us libc memory. Go
-		// callers must never hold unprotected memory: wipe and free it.
+	if be := C.secretheap_backend(p); be != C.SECRETHEAP_BACKEND_SECRET && be != C.SECRETHEAP_BACKEND_LOCKED {
+		// SECRETHEAP_ON_EXHAUSTED=fallback gave us a block of the
+		// fallback pool, ordinary memory. Go callers must never hold
+		// unprotected memory: wipe and free it.
 		C.explicit_bzero(p, C.size_t(min(n, wipe)))
 		C.secretheap_free(p)
-		return nil, fmt.Errorf("%w: %d bytes: the C core fell back to libc memory", ErrExhausted, n)
+		return nil, fmt.Errorf("%w: %d bytes: the C core fell back to ordinary memory", ErrExhausted, n)
 	}
 	return unsafe.Slice((*byte)(p), n), nil
 }
@@ -132,7 +133,7 @@ func (*CHeap) Free(b []byte) error {
 // When the heap is exhausted the result depends on SECRETHEAP_ON_EXHAUSTED:
 // with null, b is untouched and the error wraps ErrExhausted, as C's realloc
 // promises; with fallback (the default) the core has already moved the bytes
-// into libc memory and freed b, so the binding wipes that copy, frees it,
+// into the fallback pool and freed b, so the binding wipes that copy, frees it,
 // and returns ErrExhausted — b's contents are lost, but never left in
 // unprotected memory.
 func (h *CHeap) Realloc(b []byte, n int) ([]byte, error) {
@@ -162,7 +163,7 @@ func (*CHeap) Backend(b []byte) (secretmem.Backend, bool) {
 	first := unsafe.Pointer(unsafe.SliceData(b))
 	last := unsafe.Add(first, len(b)-1)
 	be := C.secretheap_backend(first)
-	if be == C.SECRETHEAP_BACKEND_NONE || C.secretheap_backend(last) == C.SECRETHEAP_BACKEND_NONE {
+	if (be != C.SECRETHEAP_BACKEND_SECRET && be != C.SECRETHEAP_BACKEND_LOCKED) || C.secretheap_backend(last) != be {
 		return secretmem.BackendNone, false
 	}
 	return secretmem.Backend(be), true
@@ -237,10 +238,12 @@ type Stats struct {
 	CommittedBytes     uint64 // bytes of OS pages committed (faulted in)
 	IdleChunks         uint64 // wholly free chunks kept for reuse
 
-	Fallbacks        uint64      // allocations served from libc on exhaustion
+	Fallbacks        uint64      // allocations served from the fallback pool on exhaustion
 	ForkReprivatised uint64      // chunks re-privatised in fork children
 	MisuseCaught     uint64      // double/interior frees, writes after free
 	OpenSSL          OpenSSLHook // state of the OpenSSL hook
+	FallbackBytes    uint64      // bytes of live fallback-pool blocks
+	ExhaustedReturns uint64      // allocations that returned NULL/ENOMEM on exhaustion
 
 	// Classes holds one entry per size class, smallest first.
 	Classes []ClassStats
@@ -274,6 +277,8 @@ func (*CHeap) Stats() (Stats, error) {
 		ForkReprivatised:    uint64(cs.fork_reprivatised),
 		MisuseCaught:        uint64(cs.misuse_caught),
 		OpenSSL:             OpenSSLHook(cs.openssl_hooked),
+		FallbackBytes:       uint64(cs.fallback_bytes),
+		ExhaustedReturns:    uint64(cs.exhausted_returns),
 		Classes:             make([]ClassStats, len(cs.classes)),
 	}
 	for i, c := range cs.classes {

@@ -198,7 +198,14 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	var statsFile string
 	switch {
 	case given["stats"]:
-		env = setEnv(env, "SECRETHEAP_STATS", *statsDest)
+		// The library takes a path only with a '/' in it (so that a
+		// misspelt "stderr" is an error, not a file): make a bare file
+		// name one relative to here.
+		dest := *statsDest
+		if d := strings.ToLower(strings.TrimSpace(dest)); d != "stderr" && d != "off" && d != "0" && d != "" && !strings.Contains(dest, "/") {
+			dest = "./" + dest
+		}
+		env = setEnv(env, "SECRETHEAP_STATS", dest)
 	case *quiet || os.Getenv("SECRETHEAP_STATS") != "":
 	default:
 		dir, err := os.MkdirTemp("", "secretheap-run-")

@@ -1,0 +1,1 @@
+../cshim/fallback.c

@@ -1,0 +1,1 @@
+../cshim/options_table.h
