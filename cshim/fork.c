@@ -46,7 +46,7 @@
 /* Until sh_fork_init maps the page (no chunk exists before that). */
 static _Atomic uint32_t gate_static = SH_GATE_OPEN;
 _Atomic uint32_t *sh_fork_gate = &gate_static;
-bool sh_fork_fence;
+_Atomic bool sh_fork_fence;
 _Atomic uint32_t sh_fork_unseen;
 
 static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -60,16 +60,21 @@ static bool child_done; /* the child handler ran in this process (never in the p
 static void membarrier_register(void) {
     membarrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
     /* Without membarrier every section pays a full fence instead (~10 ns). */
-    sh_fork_fence = !membarrier_ok;
+    atomic_store_explicit(&sh_fork_fence, !membarrier_ok, memory_order_relaxed);
 }
 
 /* Every running thread of the process executes a full memory barrier:
  * a section that marked its cache busy before this sees the closed gate or
  * is seen busy. */
 static void barrier_all(void) {
-    if (membarrier_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
-        return;
-    atomic_thread_fence(memory_order_seq_cst); /* sections fence themselves (sh_fork_fence) */
+    if (membarrier_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+        /* Registered, then refused (a seccomp filter installed since?):
+         * from the next fork on, sections fence themselves. Now, wait long
+         * enough for any section that missed the gate to be seen busy. */
+        atomic_store_explicit(&sh_fork_fence, true, memory_order_relaxed);
+        membarrier_ok = false;
+        usleep(1000);
+    }
 }
 
 static void prepare(void) {

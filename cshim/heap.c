@@ -239,11 +239,13 @@ static struct sh_tcache *tcache_create(void) {
 static inline void sec_mark(struct sh_tcache *tc) {
     if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {
         /* A count, not a flag: a signal handler may open its own. */
-        atomic_store_explicit(&tc->busy, atomic_load_explicit(&tc->busy, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-        atomic_signal_fence(memory_order_seq_cst);
-        if (sh_unlikely(sh_fork_fence))
-            atomic_thread_fence(memory_order_seq_cst);
+        uint32_t b = atomic_load_explicit(&tc->busy, memory_order_relaxed) + 1;
+        if (sh_likely(!atomic_load_explicit(&sh_fork_fence, memory_order_relaxed))) {
+            atomic_store_explicit(&tc->busy, b, memory_order_relaxed);
+            atomic_signal_fence(memory_order_seq_cst); /* membarrier orders it for the forker */
+        } else {
+            atomic_exchange(&tc->busy, b); /* no membarrier: a full barrier of our own */
+        }
     } else {
         atomic_fetch_add(&untracked_busy, 1);
     }
@@ -257,7 +259,8 @@ static inline void sec_leave(struct sh_tcache *tc) {
         atomic_fetch_sub_explicit(&untracked_busy, 1, memory_order_release);
 }
 
-static inline uint32_t gate_load(void) { return atomic_load_explicit(sh_fork_gate, memory_order_relaxed); }
+/* seq_cst: a plain load on x86, and what the fence-of-our-own case needs. */
+static inline uint32_t gate_load(void) { return atomic_load_explicit(sh_fork_gate, memory_order_seq_cst); }
 
 /* Outside any section: waits while a fork is copying, makes an unseen fork
  * child private. 0, or SH_GATE_CLOSED (allocator closed in this child). */
@@ -1089,10 +1092,10 @@ static void tcache_destroy(void *arg) {
  * creates its cache before opening one), so holding it here is safe. */
 static void wait_sections(void) {
     for (struct sh_tcache *tc = tc_list; tc; tc = tc->next)
-        for (unsigned spin = 0; atomic_load_explicit(&tc->busy, memory_order_acquire) != 0; spin++)
+        for (unsigned spin = 0; atomic_load(&tc->busy) != 0; spin++)
             if (spin > 64)
                 sched_yield();
-    for (unsigned spin = 0; atomic_load_explicit(&untracked_busy, memory_order_acquire) != 0; spin++)
+    for (unsigned spin = 0; atomic_load(&untracked_busy) != 0; spin++)
         if (spin > 64)
             sched_yield();
 }

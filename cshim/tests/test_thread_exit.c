@@ -5,7 +5,8 @@
  * against 0.04 ms with 1 MiB. Measured as a ratio in one run (the median
  * exit of short-lived threads with 1 MiB live, then with 512 MiB live), with
  * a generous bound; sanitizer builds use 64 MiB (ASan's and TSan's shadow
- * memory), where the walk still cost ten times the 1 MiB exit.
+ * memory), where the walk still cost ten times the 1 MiB exit (ASan:
+ * 651 us against 62 us).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -18,8 +19,10 @@
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define BIG_MIB 64
+#define BOUND 5 /* the runtimes' own thread teardown grows a little with the heap (TSan: 2.6x here) */
 #else
 #define BIG_MIB 512
+#define BOUND 3
 #endif
 
 static uint64_t now_ns(void) {
@@ -73,7 +76,7 @@ static void test_thread_exit_independent_of_heap_size(void) {
     uint64_t big = exit_cost_ns();
     fprintf(stderr, "    thread exit: %.1f us with 1 MiB live, %.1f us with %d MiB live (%.2fx)\n", small / 1e3,
             big / 1e3, BIG_MIB, (double)big / (double)small);
-    CHECK_MSG(big < 3 * small, "a thread exit with %d MiB live cost %.2fx the exit with 1 MiB live", BIG_MIB,
+    CHECK_MSG(big < BOUND * small, "a thread exit with %d MiB live cost %.2fx the exit with 1 MiB live", BIG_MIB,
               (double)big / (double)small);
     for (size_t i = 0; i < n; i++)
         secretheap_free(blk[i]);
