@@ -46,7 +46,6 @@
 /* Until sh_fork_init maps the page (no chunk exists before that). */
 static _Atomic uint32_t gate_static = SH_GATE_OPEN;
 _Atomic uint32_t *sh_fork_gate = &gate_static;
-_Atomic bool sh_fork_fence;
 _Atomic uint32_t sh_fork_unseen;
 
 static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -59,22 +58,32 @@ static bool child_done; /* the child handler ran in this process (never in the p
 
 static void membarrier_register(void) {
     membarrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-    /* Without membarrier every section pays a full fence instead (~10 ns). */
-    atomic_store_explicit(&sh_fork_fence, !membarrier_ok, memory_order_relaxed);
 }
 
-/* Every running thread of the process executes a full memory barrier:
- * a section that marked its cache busy before this sees the closed gate or
- * is seen busy. */
+/*
+ * Every running thread of the process executes a full memory barrier, so
+ * that a section that marked its cache busy before this either sees the
+ * closed gate or is seen busy: the other half of the fence the sections do
+ * not pay for. membarrier(PRIVATE_EXPEDITED) does it with an IPI to each
+ * CPU running one of our threads. Where it is refused (a seccomp filter),
+ * write-protecting a page we touched does the same on x86: the kernel
+ * flushes the TLB of every CPU running this mm with an IPI, and an
+ * interrupt is serialising (HotSpot's "serialize page").
+ */
+static _Atomic(char *) serialize_page;
 static void barrier_all(void) {
-    if (membarrier_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
-        /* Registered, then refused (a seccomp filter installed since?):
-         * from the next fork on, sections fence themselves. Now, wait long
-         * enough for any section that missed the gate to be seen busy. */
-        atomic_store_explicit(&sh_fork_fence, true, memory_order_relaxed);
-        membarrier_ok = false;
-        usleep(1000);
+    if (membarrier_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+    char *p = atomic_load(&serialize_page);
+    if (!p) {
+        p = mmap(NULL, SH_OS_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return;
+        atomic_store(&serialize_page, p);
     }
+    *(volatile char *)p = 1; /* present and writable: the downgrade must flush */
+    mprotect(p, SH_OS_PAGE, PROT_READ);
+    mprotect(p, SH_OS_PAGE, PROT_READ | PROT_WRITE);
 }
 
 static void prepare(void) {

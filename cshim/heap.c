@@ -53,8 +53,8 @@ struct sh_mag {
  * thread that frees into one of these slabs lists it here); the list links
  * are guarded by tc_mu. */
 struct sh_tcache {
-    /* Sections open (heap.c sec_mark): written by its thread only, read by
-     * a forking thread, which waits until it is 0. */
+    /* 1 while a section is open (heap.c sec_mark): written by its thread
+     * only, read by a forking thread, which waits until it is 0. */
     _Atomic uint32_t busy;
     /* Its thread exited: the cache is in the pool (never unmapped, so a full
      * slab that still names it as owner points at readable memory), and a
@@ -234,18 +234,14 @@ static struct sh_tcache *tcache_create(void) {
  * closes the gate, runs membarrier (every thread executes a full barrier,
  * so a section either sees the closed gate or is seen busy), and waits
  * until no cache is busy (sh_heap_prefork). Cost on the fast path: two
- * stores and a load, no atomic read-modify-write.
+ * plain stores and a load, no fence, no atomic read-modify-write.
  */
 static inline void sec_mark(struct sh_tcache *tc) {
     if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD)) {
-        /* A count, not a flag: a signal handler may open its own. */
-        uint32_t b = atomic_load_explicit(&tc->busy, memory_order_relaxed) + 1;
-        if (sh_likely(!atomic_load_explicit(&sh_fork_fence, memory_order_relaxed))) {
-            atomic_store_explicit(&tc->busy, b, memory_order_relaxed);
-            atomic_signal_fence(memory_order_seq_cst); /* membarrier orders it for the forker */
-        } else {
-            atomic_exchange(&tc->busy, b); /* no membarrier: a full barrier of our own */
-        }
+        /* A flag (sections do not nest; a signal handler that allocates
+         * inside one is undefined behaviour in any malloc). */
+        atomic_store_explicit(&tc->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst); /* the forker's barrier orders it (fork.c barrier_all) */
     } else {
         atomic_fetch_add(&untracked_busy, 1);
     }
@@ -253,14 +249,12 @@ static inline void sec_mark(struct sh_tcache *tc) {
 
 static inline void sec_leave(struct sh_tcache *tc) {
     if (sh_likely((uintptr_t)tc > (uintptr_t)TC_DEAD))
-        atomic_store_explicit(&tc->busy, atomic_load_explicit(&tc->busy, memory_order_relaxed) - 1,
-                              memory_order_release);
+        atomic_store_explicit(&tc->busy, 0, memory_order_release);
     else
         atomic_fetch_sub_explicit(&untracked_busy, 1, memory_order_release);
 }
 
-/* seq_cst: a plain load on x86, and what the fence-of-our-own case needs. */
-static inline uint32_t gate_load(void) { return atomic_load_explicit(sh_fork_gate, memory_order_seq_cst); }
+static inline uint32_t gate_load(void) { return atomic_load_explicit(sh_fork_gate, memory_order_relaxed); }
 
 /* Outside any section: waits while a fork is copying, makes an unseen fork
  * child private. 0, or SH_GATE_CLOSED (allocator closed in this child). */
