@@ -655,12 +655,14 @@ void sh_chunk_postfork_child(void) {
     }
     if (sh_test_hook_child_copy)
         sh_test_hook_child_copy();
+    uint64_t was_committed = bytes_committed, dropped = 0;
     /* Idle chunks: dropped, not copied (their OS pages are wiped and free). */
     for (struct sh_chunk *c = chunks, *next; c; c = next) {
         next = c->next;
         if (c->free_pages == c->npages) {
             sh_source_guard(c->base, c->size);
             n_idle--;
+            dropped++;
             chunk_unlink(c);
         }
     }
@@ -683,6 +685,9 @@ void sh_chunk_postfork_child(void) {
             atomic_fetch_add(&sh_stat_reprivatised, 1);
         }
     }
+    sh_log(1, "fork child: copied %llu KiB of the parent's %llu KiB committed (%llu idle chunks dropped)",
+           (unsigned long long)(bytes_committed >> 10), (unsigned long long)(was_committed >> 10),
+           (unsigned long long)dropped);
     if (fork_pipe[1] >= 0) {
         ssize_t w = write(fork_pipe[1], "", 1);
         (void)w;
