@@ -55,6 +55,16 @@ static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool forking;
 static bool membarrier_ok;
 static bool child_done; /* the child handler ran in this process (never in the parent) */
+/* An unseen child's allocator that was closed (and every process it forks):
+ * the handlers take no lock, since a thread that no longer exists may hold
+ * them; a child copies every chunk again (they are this process's own now,
+ * and a memfd_secret copy is MAP_SHARED like the original). */
+static bool allocator_closed;
+
+static void close_allocator(void) {
+    sh_chunk_privatise_all();
+    atomic_store(sh_fork_gate, SH_GATE_CLOSED);
+}
 
 static void membarrier_register(void) {
     membarrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
@@ -87,6 +97,8 @@ static void barrier_all(void) {
 }
 
 static void prepare(void) {
+    if (allocator_closed)
+        return;
     pthread_mutex_lock(&fork_mu);
     forking = true;
     child_done = false;
@@ -97,6 +109,8 @@ static void prepare(void) {
 }
 
 static void parent(void) {
+    if (allocator_closed)
+        return;
     sh_chunk_postfork_parent();
     sh_heap_postfork_parent();
     atomic_store(sh_fork_gate, SH_GATE_OPEN);
@@ -105,6 +119,10 @@ static void parent(void) {
 }
 
 static void child(void) {
+    if (allocator_closed) {
+        close_allocator();
+        return;
+    }
     if (child_done)
         return; /* run early by sh_fork_gate_wait */
     child_done = true;
@@ -131,6 +149,10 @@ static void unseen_child(void) {
     child_done = true;
     atomic_fetch_add(&sh_fork_unseen, 1);
     membarrier_register();
+    if (allocator_closed) {
+        close_allocator();
+        return;
+    }
     bool locked = pthread_mutex_trylock(&fork_mu) == 0;
     if (locked && sh_heap_trylock_all()) { /* tcache list, classes, chunk */
         sh_log(1, "fork without the atfork handlers (_Fork, clone or a raw fork system call) seen at the first "
@@ -141,8 +163,10 @@ static void unseen_child(void) {
         pthread_mutex_unlock(&fork_mu);
         return;
     }
-    sh_chunk_privatise_all();
-    atomic_store(sh_fork_gate, SH_GATE_CLOSED);
+    if (locked)
+        pthread_mutex_unlock(&fork_mu);
+    allocator_closed = true;
+    close_allocator();
     sh_log(0, "WARNING: this process was made by fork without the atfork handlers (_Fork, clone or a raw fork "
               "system call) while another thread was inside the allocator: its secret blocks were copied to private "
               "memory, but the allocator state cannot be trusted; from now on allocations follow "

@@ -378,6 +378,21 @@ static void test_unseen_fork_child_with_lock_held(void) {
         if (!q || q[0] != 0 || secretheap_backend(q) != SECRETHEAP_BACKEND_NONE)
             code = 81;
         secretheap_free(q);
+        /* A closed allocator's own children: fork takes no lock (a thread
+         * that no longer exists holds one) and the grandchild still gets
+         * private copies. */
+        pid_t g = fork();
+        if (g == 0) {
+            memset(secret, 0x11, 4096);
+            secretheap_free(secretheap_malloc(64));
+            _exit(0);
+        }
+        int gst;
+        if (g < 0 || waitpid(g, &gst, 0) != g || !WIFEXITED(gst) || WEXITSTATUS(gst) != 0)
+            code = 82;
+        for (int i = 0; i < 4096 && !code; i++)
+            if (secret[i] != 0xee)
+                code = 83;
         _exit(code);
     }
     atomic_store(&holder_state, 2);
