@@ -280,11 +280,11 @@ int sh_source_privatise_ordinary(uintptr_t addr, size_t size, size_t keep, bool 
     if (tmp == MAP_FAILED)
         return errno;
     madvise(tmp, size, MADV_DONTDUMP);
-    /* Locked before the copy, so the secret bytes never reach swap; where
-     * the limit refuses, they are ordinary memory (the exhaustion policy's
-     * fallback, counted and reported by the caller). */
-    *locked = keep == 0 || mlock(tmp, keep) == 0;
     memcpy(tmp, (void *)addr, keep);
+    /* Locked after the move: mlock of a part splits the mapping, and mremap
+     * moves one mapping only (EFAULT otherwise, as measured on 6.1.192).
+     * Where the limit refuses, the copy is ordinary memory (the exhaustion
+     * policy's fallback, counted and reported by the caller). */
     void *r = mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)addr);
     if (r == MAP_FAILED) {
         int e = errno;
@@ -292,6 +292,7 @@ int sh_source_privatise_ordinary(uintptr_t addr, size_t size, size_t keep, bool 
         munmap(tmp, size);
         return e;
     }
+    *locked = keep == 0 || mlock((void *)addr, keep) == 0;
     return 0;
 }
 

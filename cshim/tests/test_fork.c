@@ -556,7 +556,7 @@ static int mode_dontfork(void) {
 
 
 /* As uid 65534, the parent holds secret memory, then lowers RLIMIT_MEMLOCK
- * to 0 and forks: the child cannot get secret memory for its copy (the old
+ * to 64 KiB and forks: the child cannot get secret memory for its copy (the old
  * model's per-process charge at mmap, or the new model's per-user charge at
  * commit). It keeps running on an ordinary private copy, with a warning and
  * a counted fallback; it never shares pages with the parent, and the parent
@@ -569,7 +569,7 @@ static int mode_fork_no_budget(void) {
         return 90;
     struct rlimit rl;
     getrlimit(RLIMIT_MEMLOCK, &rl);
-    rl.rlim_cur = 0;
+    rl.rlim_cur = 64 << 10; /* no 2 MiB chunk; enough to lock the child's ordinary copy */
     if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
         return 91;
     pid_t pid = fork();
@@ -628,6 +628,7 @@ static void test_fork_without_budget(void) {
     h_reexec("fork_no_budget", NULL, 65534, 8u << 20, &ch);
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
     CHECK_MSG(h_contains(ch.err, "fork child cannot get secret memory"), "no warning: %s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "ordinary memory (locked)"), "the copy was not locked: %s", ch.err);
 }
 
 static const struct h_mode modes[] = {
