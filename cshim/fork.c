@@ -45,7 +45,7 @@
 
 /* Until sh_fork_init maps the page (no chunk exists before that). */
 static _Atomic uint32_t gate_static = SH_GATE_OPEN;
-_Atomic uint32_t *sh_fork_gate = &gate_static;
+_Atomic(_Atomic uint32_t *) sh_fork_gate = &gate_static;
 _Atomic uint32_t sh_fork_unseen;
 
 static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -63,7 +63,7 @@ static bool allocator_closed;
 
 static void close_allocator(void) {
     sh_chunk_privatise_all();
-    atomic_store(sh_fork_gate, SH_GATE_CLOSED);
+    atomic_store(sh_gate(), SH_GATE_CLOSED);
 }
 
 static void membarrier_register(void) {
@@ -102,7 +102,7 @@ static void prepare(void) {
     pthread_mutex_lock(&fork_mu);
     forking = true;
     child_done = false;
-    atomic_store(sh_fork_gate, SH_GATE_FORKING);
+    atomic_store(sh_gate(), SH_GATE_FORKING);
     barrier_all();
     sh_heap_prefork();
     sh_chunk_prefork();
@@ -113,7 +113,7 @@ static void parent(void) {
         return;
     sh_chunk_postfork_parent();
     sh_heap_postfork_parent();
-    atomic_store(sh_fork_gate, SH_GATE_OPEN);
+    atomic_store(sh_gate(), SH_GATE_OPEN);
     forking = false;
     pthread_mutex_unlock(&fork_mu);
 }
@@ -130,7 +130,7 @@ static void child(void) {
     sh_chunk_postfork_child();
     sh_heap_postfork_child(sh_opt.fork == SH_FORK_DONTFORK);
     forking = false;
-    atomic_store(sh_fork_gate, SH_GATE_OPEN);
+    atomic_store(sh_gate(), SH_GATE_OPEN);
     pthread_mutex_unlock(&fork_mu);
 }
 
@@ -159,7 +159,7 @@ static void unseen_child(void) {
                   "allocator call: re-privatising now");
         sh_chunk_postfork_child();
         sh_heap_postfork_child(sh_opt.fork == SH_FORK_DONTFORK);
-        atomic_store(sh_fork_gate, SH_GATE_OPEN);
+        atomic_store(sh_gate(), SH_GATE_OPEN);
         pthread_mutex_unlock(&fork_mu);
         return;
     }

@@ -254,7 +254,7 @@ static inline void sec_leave(struct sh_tcache *tc) {
         atomic_fetch_sub_explicit(&untracked_busy, 1, memory_order_release);
 }
 
-static inline uint32_t gate_load(void) { return atomic_load_explicit(sh_fork_gate, memory_order_relaxed); }
+static inline uint32_t gate_load(void) { return atomic_load_explicit(sh_gate(), memory_order_relaxed); }
 
 /* Outside any section: waits while a fork is copying, makes an unseen fork
  * child private. 0, or SH_GATE_CLOSED (allocator closed in this child). */

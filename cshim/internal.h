@@ -291,7 +291,8 @@ SH_HIDDEN void sh_fork_init(void);               /* gate page, membarrier, pthre
  * sec_enter): one load on the fast path.
  */
 enum { SH_GATE_OPEN = 1, SH_GATE_FORKING = 2, SH_GATE_CLOSED = 3 };
-SH_HIDDEN extern _Atomic uint32_t *sh_fork_gate;
+SH_HIDDEN extern _Atomic(_Atomic uint32_t *) sh_fork_gate; /* set once, before the arena */
+static inline _Atomic uint32_t *sh_gate(void) { return atomic_load_explicit(&sh_fork_gate, memory_order_acquire); }
 SH_HIDDEN extern _Atomic uint32_t sh_fork_unseen; /* children made without the handlers, seen here */
 /* The gate read g != OPEN, outside any section: waits for the fork to end,
  * or makes an unseen child private. Returns what to do next. */

@@ -556,7 +556,7 @@ static int mode_dontfork(void) {
 
 
 /* As uid 65534, the parent holds secret memory, then lowers RLIMIT_MEMLOCK
- * to 64 KiB and forks: the child cannot get secret memory for its copy (the old
+ * and forks: the child cannot get secret memory for its copy (the old
  * model's per-process charge at mmap, or the new model's per-user charge at
  * commit). It keeps running on an ordinary private copy, with a warning and
  * a counted fallback; it never shares pages with the parent, and the parent
@@ -567,34 +567,40 @@ static int mode_fork_no_budget(void) {
     fill(p, 4096, 0x21);
     if (secretheap_backend(p) != SECRETHEAP_BACKEND_SECRET)
         return 90;
+    /* The limit: 1.5 times what we committed. Old model (charged per
+     * process, at mmap): the child's 2 MiB chunk does not fit. New model
+     * (charged per user, at commit): our pages and the child's copy together
+     * do not fit. Either way the child's ordinary copy fits to be locked. */
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
     struct rlimit rl;
     getrlimit(RLIMIT_MEMLOCK, &rl);
-    rl.rlim_cur = 64 << 10; /* no 2 MiB chunk; enough to lock the child's ordinary copy */
-    if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+    rl.rlim_cur = (st.committed_bytes + st.committed_bytes / 2 + 4095) & ~(rlim_t)4095;
+    if (rl.rlim_cur >= (2u << 20) || setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
         return 91;
     pid_t pid = fork();
     if (pid == 0) {
         if (!check_fill(p, 4096, 0x21))
             _exit(92);
+        struct secretheap_stats cst;
+        secretheap_stats(&cst, sizeof cst);
         if (secretheap_backend(p) == SECRETHEAP_BACKEND_SECRET)
             _exit(93); /* no budget: it cannot be secret memory */
         fill(p, 4096, 0x44); /* must not reach the parent */
         unsigned char *q = secretheap_malloc(300);
         if (!q || q[0] != 0)
             _exit(94);
-        struct secretheap_stats st;
-        secretheap_stats(&st, sizeof st);
-        if (st.fallbacks == 0 || st.fork_reprivatised == 0)
+        if (cst.fallbacks == 0 || cst.fork_reprivatised == 0)
             _exit(95);
         secretheap_free(q);
         _exit(secretheap_check() == 0 ? 0 : 96);
     }
-    int st;
-    waitpid(pid, &st, 0);
-    if (WIFSIGNALED(st))
-        return 100 + WTERMSIG(st);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 97;
+    int ws;
+    waitpid(pid, &ws, 0);
+    if (WIFSIGNALED(ws))
+        return 100 + WTERMSIG(ws);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        return WIFEXITED(ws) ? WEXITSTATUS(ws) : 97;
     if (!check_fill(p, 4096, 0x21))
         return 98;
     secretheap_free(p);
