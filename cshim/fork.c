@@ -46,7 +46,6 @@
 /* Until sh_fork_init maps the page (no chunk exists before that). */
 static _Atomic uint32_t gate_static = SH_GATE_OPEN;
 _Atomic(_Atomic uint32_t *) sh_fork_gate = &gate_static;
-_Atomic uint32_t sh_fork_unseen;
 
 static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
 /* The thread in fork(), between prepare and its parent or child handler:
@@ -147,7 +146,6 @@ static void child(void) {
  */
 static void unseen_child(void) {
     child_done = true;
-    atomic_fetch_add(&sh_fork_unseen, 1);
     membarrier_register();
     if (allocator_closed) {
         close_allocator();

@@ -23,11 +23,15 @@
  *   own slab  a partial slab on the list of the thread that last refilled
  *            from it (heap.c list_of): refills take their own slabs first,
  *            then unowned ones, and carve only when neither has a block.
- *            At thread exit its slabs become unowned (heap.c disown).
+ *            At thread exit its listed slabs become unowned (heap.c
+ *            disown); its full slabs keep naming its cache, which goes to
+ *            a pool (never unmapped) marked dead, so the first block freed
+ *            into one lists it as unowned (heap.c partial_push).
  *   kept slab the one empty slab a class keeps listed (on whichever list)
  *            so that an alloc/free pair around zero live blocks does not
- *            carve and release a slab each time; at thread exit a chunk
- *            holding nothing but kept slabs gives them back (heap.c disown).
+ *            carve and release a slab each time; at thread exit a chunk of
+ *            one of the thread's empty slabs that holds nothing but kept
+ *            slabs gives them back (heap.c disown).
  *   secure slab a slab taken for the secure reserve (OpenSSL mode all,
  *            sh_malloc_secure): on a list of its own, its blocks never go
  *            into magazines, and ordinary spans may not eat into the
@@ -293,7 +297,6 @@ SH_HIDDEN void sh_fork_init(void);               /* gate page, membarrier, pthre
 enum { SH_GATE_OPEN = 1, SH_GATE_FORKING = 2, SH_GATE_CLOSED = 3 };
 SH_HIDDEN extern _Atomic(_Atomic uint32_t *) sh_fork_gate; /* set once, before the arena */
 static inline _Atomic uint32_t *sh_gate(void) { return atomic_load_explicit(&sh_fork_gate, memory_order_acquire); }
-SH_HIDDEN extern _Atomic uint32_t sh_fork_unseen; /* children made without the handlers, seen here */
 /* The gate read g != OPEN, outside any section: waits for the fork to end,
  * or makes an unseen child private. Returns what to do next. */
 enum { SH_GATE_RETRY = 0, SH_GATE_PASS = 1 /* the forking thread itself */ };

@@ -720,7 +720,12 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
         memset(blk[i], (int)(i & 0xff), 4096);
     }
     uint64_t repriv = 0;
+    uint64_t *commit = calloc((size_t)reps, sizeof *commit);
+    if (commit == NULL) die("out of memory");
     for (int r = 0; r < reps; r++) {
+        /* The commit baseline right before each fork, so that both see the
+         * same machine load. */
+        commit[r] = commit_fresh_ns(mib);
         int pfd[2];
         if (pipe(pfd) != 0) die("pipe");
         uint64_t t0 = now_ns();
@@ -754,14 +759,14 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
     for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", child[r]);
     printf("],\"parent_ns\":[");
     for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", parent[r]);
-    /* The commit baseline, in the same process and round, after the forks. */
     printf("],\"commit_ns\":[");
-    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", commit_fresh_ns(mib));
+    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", commit[r]);
     printf("],\"reprivatised_chunks\":%" PRIu64 "}\n", repriv);
     for (size_t i = 0; i < nblk; i++) b->release(blk[i], 4096);
     free(blk);
     free(child);
     free(parent);
+    free(commit);
 }
 
 /* ---- fork while another thread writes a secret ------------------------ */
