@@ -410,19 +410,24 @@ static void test_unseen_fork_child_with_lock_held(void) {
 /* Another thread frees a live block while the child copies (the copy made
  * slow on purpose): the free waits for the copy, so the child sees the
  * block as it was at fork(). Before, the free's wipe (lock-free, fast
- * path) went on during the copy: the child saw a live block of zeros. */
-static void slow_copy(void) { usleep(60000); }
-static _Atomic int freer_go;
+ * path) went on during the copy: the child saw a live block of zeros. The
+ * child's hook tells the freeing thread when to go, through a pipe. */
+static int copy_started[2];
+static void slow_copy(void) {
+    ssize_t w = write(copy_started[1], "x", 1);
+    (void)w;
+    usleep(60000);
+}
 static unsigned char *freer_block;
+static _Atomic int freer_ready;
 static void *freer(void *arg) {
     (void)arg;
     for (int i = 0; i < 4; i++) /* a cache and a warm magazine: the free below takes the fast path */
         secretheap_free(secretheap_malloc(4096));
-    atomic_store(&freer_go, 1);
-    while (atomic_load(&freer_go) != 2)
-        sched_yield();
-    usleep(15000); /* the fork is under way, the child is copying */
-    secretheap_free(freer_block);
+    atomic_store(&freer_ready, 1);
+    char b;
+    if (read(copy_started[0], &b, 1) == 1) /* the child is about to copy */
+        secretheap_free(freer_block);
     return NULL;
 }
 static int child_sees_block(void *arg) {
@@ -433,19 +438,21 @@ static int child_sees_block(void *arg) {
 }
 
 static void test_free_during_child_copy_waits(void) {
+    CHECK(pipe(copy_started) == 0);
     freer_block = secretheap_malloc(4096);
     fill(freer_block, 4096, 0x77);
-    atomic_store(&freer_go, 0);
+    atomic_store(&freer_ready, 0);
     pthread_t t;
     pthread_create(&t, NULL, freer, NULL);
-    while (atomic_load(&freer_go) != 1)
+    while (!atomic_load(&freer_ready))
         sched_yield();
     sh_test_hook_child_copy = slow_copy;
-    atomic_store(&freer_go, 2);
     struct h_child ch;
     h_fork(child_sees_block, NULL, &ch);
     sh_test_hook_child_copy = NULL;
     pthread_join(t, NULL);
+    close(copy_started[0]);
+    close(copy_started[1]);
     CHECK_MSG(ch.exited && ch.code == 0, "child: exit %d sig %d (1: block not live, 2: block changed): %s", ch.code,
               ch.sig, ch.err);
     CHECK(secretheap_check() == 0);
