@@ -80,8 +80,9 @@ static void membarrier_register(void) {
  * interrupt is serialising (HotSpot's "serialize page").
  */
 static _Atomic(char *) serialize_page;
+bool sh_test_no_membarrier;
 static void barrier_all(void) {
-    if (membarrier_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+    if (membarrier_ok && !sh_test_no_membarrier && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
         return;
     char *p = atomic_load(&serialize_page);
     if (!p) {

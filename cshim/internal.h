@@ -304,6 +304,7 @@ SH_HIDDEN int sh_fork_gate_wait(uint32_t g);      /* SH_GATE_RETRY, _PASS or _CL
 /* heap.c: for entries outside heap.c that take allocator locks (stats):
  * passes the gate; 0, or SH_GATE_CLOSED. */
 SH_HIDDEN int sh_fork_gate_check(void);
+SH_HIDDEN extern bool sh_test_no_membarrier; /* tests: the forker's barrier without membarrier */
 
 /* ---- wipe ---- */
 /*
