@@ -210,10 +210,15 @@
 //     written (Go returns ErrForeign); exhaustion falls back to the fallback
 //     pool by default (ordinary memory, out of core dumps, wiped on free;
 //     counted, one warning), which Go never does.
-//   - Fork: pthread_atfork handlers take every lock; the child re-privatises
-//     each chunk (new memfd_secret, copy the committed OS pages, mremap over
-//     the old address) while the parent waits, or loses the chunks under
-//     SECRETHEAP_FORK=dontfork. Go programs do not fork without exec.
+//   - Fork: pthread_atfork handlers close a gate that the lock-free fast
+//     paths read, wait for them, and take every lock; the child
+//     re-privatises each chunk in use (new memfd_secret, copy the OS pages
+//     up to its last span, mremap over the old address; ordinary private
+//     memory under SECRETHEAP_ON_EXHAUSTED when it gets no secret memory)
+//     while the parent waits, or loses the chunks under
+//     SECRETHEAP_FORK=dontfork. A child made without the handlers (_Fork)
+//     finds the gate wiped (MADV_WIPEONFORK) at its first call and copies
+//     then. Go programs do not fork without exec.
 //
 // # Misuse
 //

@@ -43,6 +43,7 @@ static bool reserve_on; /* OpenSSL mode all: keep secure_reserve for secure allo
 static uint64_t ord_bytes, sec_bytes;
 
 void sh_chunk_lock(void) { pthread_mutex_lock(&chunk_mu); }
+int sh_chunk_trylock(void) { return pthread_mutex_trylock(&chunk_mu); }
 void sh_chunk_unlock(void) { pthread_mutex_unlock(&chunk_mu); }
 
 int sh_chunk_init(void) {
@@ -292,7 +293,9 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
     return c;
 }
 
-static void chunk_destroy(struct sh_chunk *c) {
+/* Takes c out of every list, slot and total, and parks its descriptor;
+ * the caller deals with the mapping. */
+static void chunk_unlink(struct sh_chunk *c) {
     struct sh_chunk **head = c->large ? &larges : &chunks;
     if (c->prev)
         c->prev->next = c->next;
@@ -304,7 +307,6 @@ static void chunk_destroy(struct sh_chunk *c) {
     for (size_t i = 0; i < c->nslots; i++)
         atomic_store_explicit(&sh_slots[c->slot + i], NULL, memory_order_release);
     slots_mark(c->slot, c->nslots, false);
-    sh_source_unmap(c->base, c->size, c->committed, c->backend);
     bytes_mapped -= c->size;
     bytes_committed -= c->committed;
     headroom_forget();
@@ -314,8 +316,13 @@ static void chunk_destroy(struct sh_chunk *c) {
         n_locked--;
     if (c->large)
         n_large--;
-    sh_log(2, "unmapped %s %zu KiB at %p", c->large ? "large region" : "chunk", c->size >> 10, (void *)c->base);
     meta_park(c);
+}
+
+static void chunk_destroy(struct sh_chunk *c) {
+    sh_source_unmap(c->base, c->size, c->committed, c->backend);
+    sh_log(2, "unmapped %s %zu KiB at %p", c->large ? "large region" : "chunk", c->size >> 10, (void *)c->base);
+    chunk_unlink(c);
 }
 
 /* Lowest run of n free OS pages in c; -1 if none. */
@@ -533,14 +540,21 @@ void sh_large_free(struct sh_span *s) {
 /*
  * Copy policy: the child copies the shared pages into its own memfd_secret
  * files while the parent waits in its postfork handler, still holding every
- * allocator lock, until the child says it is done (or dies: EOF). Without
- * the wait the parent could write into the shared pages after fork and
- * before the child's copy: the child would then see the parent's new
- * secrets, or non-zero blocks it believes free. The parent pays the copy
- * (~20–100 µs per committed OS page); the child, whose RLIMIT_MEMLOCK
- * account starts empty after fork, pays the memory.
+ * allocator lock and with the fork gate closed (fork.c), until the child
+ * says it is done (or dies: EOF). Without the wait the parent could write
+ * into the shared pages after fork and before the child's copy: the child
+ * would then see the parent's new secrets, or non-zero blocks it believes
+ * free. The parent pays the copy (~20–100 µs per OS page copied); the child
+ * pays the memory: under the old accounting model its RLIMIT_MEMLOCK
+ * account starts empty; under the new one the copy is charged again to the
+ * same user, whose budget the parent and every other child share. So the
+ * child copies only what it uses: idle chunks are dropped (a later request
+ * maps a fresh one), and of every other chunk only the OS pages up to the
+ * end of its last span (spans gather at the low end: the committed tail
+ * past them is read-ahead or freed spans).
  */
 static int fork_pipe[2] = {-1, -1};
+void (*sh_test_hook_child_copy)(void);
 
 void sh_chunk_prefork(void) {
     pthread_mutex_lock(&chunk_mu);
@@ -561,10 +575,58 @@ void sh_chunk_postfork_parent(void) {
     pthread_mutex_unlock(&chunk_mu);
 }
 
+/* Bytes of c the child keeps: up to the end of its last span. */
+static size_t in_use_end(const struct sh_chunk *c) {
+    if (c->large)
+        return c->committed;
+    for (uint32_t i = c->npages; i-- > 0;)
+        if (atomic_load_explicit(&c->pagemap[i], memory_order_relaxed) != NULL) {
+            size_t end = (size_t)(i + 1) * SH_OS_PAGE;
+            return end < c->committed ? end : c->committed;
+        }
+    return 0;
+}
+
+/*
+ * The child's copy of one chunk, [0, keep) of it: secret memory, or, when
+ * the child cannot get any (its copy is charged again to the same user
+ * under the new accounting model), what SECRETHEAP_ON_EXHAUSTED says:
+ * abort, or (fallback, null: the blocks exist and must stay readable)
+ * ordinary private memory, locked if the limit allows. Never shared with
+ * the parent. *backend is updated. Returns 0, or the errno when not even
+ * ordinary memory could be had.
+ */
+static bool child_warned;
+static int privatise(uintptr_t base, size_t size, size_t keep, uint8_t *backend) {
+    int e = sh_source_reprivatise(base, size, keep, *backend);
+    if (e == 0)
+        return 0;
+    if (sh_opt.on_exhausted == SH_EXH_ABORT)
+        sh_fatal("fork child cannot get secret memory for its copy of chunk %p (%zu KiB in use): %s, and "
+                 "SECRETHEAP_ON_EXHAUSTED=abort",
+                 (void *)base, keep >> 10, strerror(e));
+    bool locked;
+    int e2 = sh_source_privatise_ordinary(base, size, keep, &locked);
+    if (e2)
+        return e2;
+    atomic_fetch_add(&sh_stat_fallbacks, 1);
+    if (!child_warned) {
+        child_warned = true;
+        sh_log(0, "WARNING: fork child cannot get secret memory for its copy of chunk %p (%zu KiB in use): %s; "
+                  "the copy is in ordinary memory (%s), never shared with the parent (SECRETHEAP_ON_EXHAUSTED); "
+                  "further such chunks are only counted (stats: fallbacks)",
+               (void *)base, keep >> 10, strerror(e),
+               locked ? "locked" : "not locked: RLIMIT_MEMLOCK");
+    }
+    *backend = SH_BACKEND_LOCKED;
+    return 0;
+}
+
 /* Child, still holding chunk_mu (taken in prefork), only thread alive. */
 void sh_chunk_postfork_child(void) {
     struct sh_chunk *lists[2] = {chunks, larges};
     headroom_forget(); /* the child's RLIMIT_MEMLOCK account starts empty */
+    child_warned = false;
     if (fork_pipe[0] >= 0)
         close(fork_pipe[0]);
     if (sh_opt.fork == SH_FORK_DONTFORK) {
@@ -591,16 +653,41 @@ void sh_chunk_postfork_child(void) {
         pthread_mutex_unlock(&chunk_mu);
         return;
     }
+    if (sh_test_hook_child_copy)
+        sh_test_hook_child_copy();
+    uint64_t was_committed = bytes_committed, dropped = 0;
+    /* Idle chunks: dropped, not copied (their OS pages are wiped and free). */
+    for (struct sh_chunk *c = chunks, *next; c; c = next) {
+        next = c->next;
+        if (c->free_pages == c->npages) {
+            sh_source_guard(c->base, c->size);
+            n_idle--;
+            dropped++;
+            chunk_unlink(c);
+        }
+    }
     for (int l = 0; l < 2; l++) {
-        for (struct sh_chunk *c = lists[l]; c; c = c->next) {
-            int e = sh_source_reprivatise(c->base, c->size, c->committed, c->backend);
+        for (struct sh_chunk *c = l ? larges : chunks; c; c = c->next) {
+            size_t keep = in_use_end(c);
+            uint8_t backend = c->backend;
+            int e = privatise(c->base, c->size, keep, &backend);
             if (e)
-                sh_fatal("fork child cannot re-privatise chunk %p (%zu KiB, %zu KiB committed): %s; "
-                         "refusing to continue sharing secret memory with the parent",
-                         (void *)c->base, c->size >> 10, c->committed >> 10, strerror(e));
+                sh_fatal("fork child cannot re-privatise chunk %p (%zu KiB in use), not even in ordinary memory: "
+                         "%s; refusing to continue sharing secret memory with the parent",
+                         (void *)c->base, keep >> 10, strerror(e));
+            if (backend != c->backend) {
+                n_secret--;
+                n_locked++;
+                c->backend = backend;
+            }
+            bytes_committed -= c->committed - keep;
+            c->committed = keep;
             atomic_fetch_add(&sh_stat_reprivatised, 1);
         }
     }
+    sh_log(1, "fork child: copied %llu KiB of the parent's %llu KiB committed (%llu idle chunks dropped)",
+           (unsigned long long)(bytes_committed >> 10), (unsigned long long)(was_committed >> 10),
+           (unsigned long long)dropped);
     if (fork_pipe[1] >= 0) {
         ssize_t w = write(fork_pipe[1], "", 1);
         (void)w;
@@ -608,6 +695,25 @@ void sh_chunk_postfork_child(void) {
         fork_pipe[0] = fork_pipe[1] = -1;
     }
     pthread_mutex_unlock(&chunk_mu);
+}
+
+/* See internal.h: no lock, no list; the slot table and each chunk's own
+ * fields only. The whole committed part is copied (the spans cannot be
+ * trusted to say what is in use). */
+void sh_chunk_privatise_all(void) {
+    for (size_t i = 0; i < nslots_total; i++) {
+        struct sh_chunk *c = atomic_load_explicit(&sh_slots[i], memory_order_acquire);
+        if (!c || c->slot != i || c->lost)
+            continue;
+        uint8_t backend = c->backend;
+        int e = privatise(c->base, c->size, c->committed, &backend);
+        if (e)
+            sh_fatal("fork child cannot re-privatise chunk %p (%zu KiB committed), not even in ordinary memory: "
+                     "%s; refusing to continue sharing secret memory with the parent",
+                     (void *)c->base, c->committed >> 10, strerror(e));
+        c->backend = backend;
+        atomic_fetch_add(&sh_stat_reprivatised, 1);
+    }
 }
 
 void sh_chunk_stats(struct secretheap_stats *st) {
@@ -718,6 +824,20 @@ int sh_chunk_check(void) {
         bad = 1;
     }
     return bad ? EINVAL : 0;
+}
+
+void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg) {
+    if (c->large)
+        return;
+    for (uint32_t i = 0; i < c->npages;) {
+        struct sh_span *s = atomic_load_explicit(&c->pagemap[i], memory_order_relaxed);
+        if (!s) {
+            i++;
+            continue;
+        }
+        fn(s, arg);
+        i += s->npages ? s->npages : 1;
+    }
 }
 
 void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg) {

@@ -23,11 +23,15 @@
  *   own slab  a partial slab on the list of the thread that last refilled
  *            from it (heap.c list_of): refills take their own slabs first,
  *            then unowned ones, and carve only when neither has a block.
- *            At thread exit its slabs become unowned (heap.c disown).
+ *            At thread exit its listed slabs become unowned (heap.c
+ *            disown); its full slabs keep naming its cache, which goes to
+ *            a pool (never unmapped) marked dead, so the first block freed
+ *            into one lists it as unowned (heap.c partial_push).
  *   kept slab the one empty slab a class keeps listed (on whichever list)
  *            so that an alloc/free pair around zero live blocks does not
- *            carve and release a slab each time; at thread exit a chunk
- *            holding nothing but kept slabs gives them back (heap.c disown).
+ *            carve and release a slab each time; at thread exit a chunk of
+ *            one of the thread's empty slabs that holds nothing but kept
+ *            slabs gives them back (heap.c disown).
  *   secure slab a slab taken for the secure reserve (OpenSSL mode all,
  *            sh_malloc_secure): on a list of its own, its blocks never go
  *            into magazines, and ordinary spans may not eat into the
@@ -50,9 +54,10 @@
  * magazines are ordinary memory (mmap or libc), so an overflow of a secret
  * block cannot corrupt the allocator and free can validate any pointer.
  *
- * Locks, in the order they are taken: tcache list lock (heap.c) → class
- * locks in class order (heap.c) → chunk lock (chunk.c). The fast paths
- * (magazine pop/push) take none.
+ * Locks, in the order they are taken: fork lock (fork.c) → tcache list
+ * lock (heap.c) → class locks in class order (heap.c) → chunk lock
+ * (chunk.c). The fast paths (magazine pop/push) take none: they run as
+ * sections that a fork waits for (fork.c, the gate).
  */
 #ifndef SECRETHEAP_INTERNAL_H
 #define SECRETHEAP_INTERNAL_H
@@ -143,10 +148,6 @@ struct sh_chunk {
     uint64_t pagefree[SH_CHUNK_MAX_PAGES / 64]; /* (L) bit set: OS page free */
     struct sh_chunk *next, *prev;               /* (L) list of live chunks */
     size_t meta_size;          /* bytes of this descriptor (mmap'd) */
-    /* (L) heap.c trim scratch: holds a span in use. Not next to the fields
-     * free reads without a lock (backend, large, lost): a wider load of
-     * those would race with its writes. */
-    uint32_t busy;
     /* OS page → span covering it, NULL if free. Relaxed atomic: read by free without a lock. */
     _Atomic(struct sh_span *) *pagemap;
     struct sh_span *spans;     /* indexed by first OS page (normal) or [0] (large) */
@@ -186,7 +187,8 @@ SH_HIDDEN int sh_option_check(const char *name, const char *raw, char *out, size
 SH_HIDDEN void sh_init(void);                  /* idempotent, thread-safe (pthread_once) */
 SH_HIDDEN void *sh_malloc_secure(size_t n);     /* may use the secure reserve (OpenSSL secure heap) */
 SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL skin, mode all */
-SH_HIDDEN void sh_heap_prefork(void);
+SH_HIDDEN void sh_heap_prefork(void);           /* also waits until no section is open */
+SH_HIDDEN bool sh_heap_trylock_all(void);        /* unseen fork child: the prefork locks, if free */
 SH_HIDDEN void sh_heap_postfork_parent(void);
 SH_HIDDEN void sh_heap_postfork_child(bool lost_chunks);
 SH_HIDDEN void sh_heap_stats(struct secretheap_stats *st); /* per-class fields + live totals */
@@ -214,6 +216,11 @@ SH_HIDDEN void sh_large_free(struct sh_span *s); /* wipes and unmaps (not at exi
 SH_HIDDEN void sh_chunk_prefork(void);
 SH_HIDDEN void sh_chunk_postfork_parent(void);
 SH_HIDDEN void sh_chunk_postfork_child(void);   /* re-privatise or drop every chunk */
+/* Unseen fork child with untrusted state: copy every mapped chunk into
+ * private memory, reading only the slot table (no lock, no list). */
+SH_HIDDEN void sh_chunk_privatise_all(void);
+/* Tests only (NULL otherwise): called by the fork child before it copies. */
+SH_HIDDEN extern void (*sh_test_hook_child_copy)(void);
 SH_HIDDEN void sh_chunk_stats(struct secretheap_stats *st);
 SH_HIDDEN int sh_chunk_check(void);              /* with chunk lock; 0 or EINVAL */
 SH_HIDDEN void sh_chunk_set_exiting(void);       /* from now on never unmap */
@@ -222,6 +229,9 @@ SH_HIDDEN void sh_chunk_unlock(void);
 SH_HIDDEN void sh_secure_reserve_set(bool on);
 /* Calls fn on every live span; chunk lock held by the caller. */
 SH_HIDDEN void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg);
+/* The same for the spans of one normal chunk (none for a large region). */
+SH_HIDDEN void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg);
+SH_HIDDEN int sh_chunk_trylock(void);            /* 0 or EBUSY */
 
 /* Lock-free lookup of the chunk holding p, NULL if none (the guard part of a
  * slot, a free slot, or outside the arena). */
@@ -259,8 +269,14 @@ SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, in
 SH_HIDDEN uint64_t sh_source_headroom(bool *unlimited);
 SH_HIDDEN extern _Atomic uint64_t sh_stat_headroom_reads; /* calls of the above (tests) */
 /* Fork child: give the mapping at addr private pages holding the same
- * committed bytes (copy policy) or re-lock them (locked backend). 0 or errno. */
-SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committed, int backend);
+ * bytes in [0, keep) (copy policy: a new memfd_secret file, committed
+ * there, nothing past keep) or re-lock [0, keep) (locked backend: its
+ * copy-on-write pages are already private). 0 or errno; on failure the
+ * mapping at addr is unchanged. */
+SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t keep, int backend);
+/* Fork child that cannot have secret memory: the same into ordinary private
+ * memory (MADV_DONTDUMP; *locked: mlock of [0, keep) succeeded). 0 or errno. */
+SH_HIDDEN int sh_source_privatise_ordinary(uintptr_t addr, size_t size, size_t keep, bool *locked);
 /* Mark a mapping MADV_DONTFORK (dontfork policy). */
 SH_HIDDEN int sh_source_dontfork(uintptr_t addr, size_t size);
 SH_HIDDEN int sh_source_backend_in_use(void);   /* SH_BACKEND_* of the last mapping */
@@ -291,7 +307,27 @@ SH_HIDDEN void sh_stats_print(int fd);
 SH_HIDDEN void sh_openssl_stats_print(int fd) __attribute__((weak));
 
 /* ---- fork.c ---- */
-SH_HIDDEN void sh_fork_init(void);               /* pthread_atfork, once */
+SH_HIDDEN void sh_fork_init(void);               /* gate page, membarrier, pthread_atfork; once */
+/*
+ * The fork gate (fork.c): a word in a MADV_WIPEONFORK page. OPEN normally;
+ * FORKING from prepare until the child has its copy; 0 in a child until the
+ * child handler runs (and for good in a child made without the handlers,
+ * until its first allocator call); CLOSED in such a child whose allocator
+ * state could not be trusted. Every allocator entry that may write secret
+ * memory or move blocks without a lock reads it inside a section (heap.c
+ * sec_enter): one load on the fast path.
+ */
+enum { SH_GATE_OPEN = 1, SH_GATE_FORKING = 2, SH_GATE_CLOSED = 3 };
+SH_HIDDEN extern _Atomic(_Atomic uint32_t *) sh_fork_gate; /* set once, before the arena */
+static inline _Atomic uint32_t *sh_gate(void) { return atomic_load_explicit(&sh_fork_gate, memory_order_acquire); }
+/* The gate read g != OPEN, outside any section: waits for the fork to end,
+ * or makes an unseen child private. Returns what to do next. */
+enum { SH_GATE_RETRY = 0, SH_GATE_PASS = 1 /* the forking thread itself */ };
+SH_HIDDEN int sh_fork_gate_wait(uint32_t g);      /* SH_GATE_RETRY, _PASS or _CLOSED */
+/* heap.c: for entries outside heap.c that take allocator locks (stats):
+ * passes the gate; 0, or SH_GATE_CLOSED. */
+SH_HIDDEN int sh_fork_gate_check(void);
+SH_HIDDEN extern bool sh_test_no_membarrier; /* tests: the forker's barrier without membarrier */
 
 /* ---- wipe ---- */
 /*

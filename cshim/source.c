@@ -235,11 +235,11 @@ uint64_t sh_source_headroom(bool *unlimited) {
     return rl.rlim_cur > locked ? rl.rlim_cur - locked : 0;
 }
 
-int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committed, int backend) {
+int sh_source_reprivatise(uintptr_t addr, size_t size, size_t keep, int backend) {
     if (backend == SH_BACKEND_LOCKED) {
         /* The child already has private copy-on-write copies; mlock is not
          * inherited, so lock them again (keeps them out of swap). */
-        if (committed && mlock((void *)addr, committed) != 0)
+        if (keep && mlock((void *)addr, keep) != 0)
             return errno;
         return 0;
     }
@@ -255,21 +255,44 @@ int sh_source_reprivatise(uintptr_t addr, size_t size, size_t committed, int bac
     int e = errno;
     close(fd);
     if (tmp == MAP_FAILED)
-        return e;
-    /* Commit explicitly so a refusal is EFAULT here, not SIGBUS in memcpy. */
-    if (committed && (e = sh_source_commit((uintptr_t)tmp, committed, SH_BACKEND_SECRET)) != 0) {
+        return e == EAGAIN ? ENOMEM : e; /* EAGAIN: past RLIMIT_MEMLOCK (old model) */
+    /* Commit explicitly so a refusal is EFAULT here (new model: the user's
+     * budget), not SIGBUS in memcpy; munmap gives back what was charged. */
+    if (keep && (e = sh_source_commit((uintptr_t)tmp, keep, SH_BACKEND_SECRET)) != 0) {
         munmap(tmp, size);
         return e;
     }
-    memcpy(tmp, (void *)addr, committed);
+    memcpy(tmp, (void *)addr, keep);
     /* Atomically replaces the shared mapping (the parent keeps its own). */
     void *r = mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)addr);
     if (r == MAP_FAILED) {
         e = errno;
-        sh_wipe(tmp, committed);
+        sh_wipe(tmp, keep);
         munmap(tmp, size);
         return e;
     }
+    return 0;
+}
+
+int sh_source_privatise_ordinary(uintptr_t addr, size_t size, size_t keep, bool *locked) {
+    *locked = false;
+    void *tmp = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (tmp == MAP_FAILED)
+        return errno;
+    madvise(tmp, size, MADV_DONTDUMP);
+    memcpy(tmp, (void *)addr, keep);
+    /* Locked after the move: mlock of a part splits the mapping, and mremap
+     * moves one mapping only (EFAULT otherwise, as measured on 6.1.192).
+     * Where the limit refuses, the copy is ordinary memory (the exhaustion
+     * policy's fallback, counted and reported by the caller). */
+    void *r = mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)addr);
+    if (r == MAP_FAILED) {
+        int e = errno;
+        sh_wipe(tmp, keep);
+        munmap(tmp, size);
+        return e;
+    }
+    *locked = keep == 0 || mlock((void *)addr, keep) == 0;
     return 0;
 }
 

@@ -61,8 +61,10 @@ int secretheap_stats(struct secretheap_stats *out, size_t out_size) {
     struct secretheap_stats st;
     memset(&st, 0, sizeof st);
     st.backend = (uint64_t)sh_source_backend_in_use();
-    sh_chunk_stats(&st);
-    sh_heap_stats(&st);
+    if (sh_fork_gate_check() == 0) { /* else an unseen fork child's closed allocator: counters only */
+        sh_chunk_stats(&st);
+        sh_heap_stats(&st);
+    }
     st.fallbacks = atomic_load(&sh_stat_fallbacks);
     st.fork_reprivatised = atomic_load(&sh_stat_reprivatised);
     st.misuse_caught = atomic_load(&sh_stat_misuse);

@@ -406,27 +406,34 @@ func TestMemlockUnprivileged(t *testing.T) {
 		handshake int
 		mustPass  bool
 		fallbacks func(t *testing.T, n uint64)
+		workers   int
 	}{
 		{"64KiB fallback", "65536", "fallback", 8, true, func(t *testing.T, n uint64) {
 			assert.NotZero(t, n, "64 KiB cannot hold a TLS server's allocations: fallbacks expected")
-		}},
+		}, 2},
 		{"8MiB fallback", "8388608", "fallback", 60, true, func(t *testing.T, n uint64) {
 			assert.Zero(t, n, "8 MiB holds a TLS server's allocations")
-		}},
-		{"64KiB null", "65536", "null", 8, false, nil},
+		}, 2},
+		{"64KiB null", "65536", "null", 8, false, nil, 2},
+		// 16 workers: under the new accounting model the master and every
+		// worker share one 8 MiB budget, which does not hold them all; a
+		// worker whose copy does not fit copies into ordinary memory and keeps
+		// serving (before: it aborted, "refusing to continue sharing").
+		{"8MiB 16 workers", "8388608", "fallback", 48, true, func(t *testing.T, n uint64) {}, 16},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := filepath.Join(dir, fmt.Sprintf("memlock%d.stats", i))
 			r := runAs(t, env(lib, "SECRETHEAP_STATS="+st, "SECRETHEAP_ON_EXHAUSTED="+tc.policy), "", nobody,
 				prlimit, "--memlock="+tc.limit+":"+tc.limit, server, "-cert", cert, "-key", key,
-				"-workers", "2", "-selftest", strconv.Itoa(tc.handshake))
+				"-workers", strconv.Itoa(tc.workers), "-selftest", strconv.Itoa(tc.handshake))
 			sig, crashed := r.signaled()
 			require.False(t, crashed, "killed by %v\nstderr: %s", sig, r.stderr)
 			require.NotContains(t, r.stderr, "killed by signal", "a worker crashed")
 			if !tc.mustPass {
 				return
 			}
+			require.NotContains(t, r.stderr, "refusing to continue sharing", "a worker stopped at fork")
 			requireOK(t, r, "tls_server as nobody")
 			assert.Contains(t, r.stderr, "tls_server: all verified")
 			s := readStats(t, st)

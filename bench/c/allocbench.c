@@ -15,7 +15,11 @@
  *                                                   or the secure heap's arena count)
  *   allocbench first   BACKEND                      setup + first allocation
  *   allocbench faultin                              a chunk's first fault-in
- *   allocbench fork    BACKEND MIB REPS             fork → child ready time
+ *   allocbench fork    BACKEND MIB REPS             fork → child ready, parent blocked,
+ *                                                   and committing MIB of fresh secret pages
+ *   allocbench forktear BACKEND N                   N children forked while a thread
+ *                                                   rewrites a 4 KiB secret: copies that
+ *                                                   match no single instant of the parent
  *
  * Backends:
  *   glibc        malloc/free
@@ -42,6 +46,8 @@
 #include <linux/capability.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -675,18 +681,51 @@ static void cmd_faultin(void) {
 
 /* ---- fork with committed secret memory -------------------------------- */
 
+/* commit_fresh_ns: map MIB of a fresh memfd_secret file and commit every OS
+ * page the way the library does (pread from /dev/zero: a kernel-side write
+ * per page); 0 where memfd_secret is unavailable. The baseline for what a
+ * fork child's copy costs: it commits as many fresh pages, then copies. */
+static uint64_t commit_fresh_ns(long mib) {
+    size_t len = (size_t)mib << 20;
+    int z = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    if (z < 0) return 0;
+    uint64_t t0 = now_ns();
+    int fd = (int)syscall(SYS_memfd_secret, O_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)len) != 0) {
+        if (fd >= 0) close(fd);
+        close(z);
+        return 0;
+    }
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        close(z);
+        return 0;
+    }
+    uint64_t ns = 0;
+    if (pread(z, p, len, 0) == (ssize_t)len) ns = now_ns() - t0;
+    munmap(p, len);
+    close(z);
+    return ns;
+}
+
 static void cmd_fork(const struct backend *b, long mib, int reps) {
     setup_and_check(b, 0);
     size_t nblk = (size_t)mib * 256; /* 4 KiB blocks */
     char **blk = calloc(nblk, sizeof *blk);
-    if (blk == NULL) die("out of memory");
+    uint64_t *child = calloc((size_t)reps, sizeof *child), *parent = calloc((size_t)reps, sizeof *parent);
+    if (blk == NULL || child == NULL || parent == NULL) die("out of memory");
     for (size_t i = 0; i < nblk; i++) {
         if ((blk[i] = b->alloc(4096)) == NULL) die("allocation failed");
         memset(blk[i], (int)(i & 0xff), 4096);
     }
-    printf("{\"kind\":\"fork\",\"backend\":\"%s\",\"mib\":%ld,\"ns\":[", b->name, mib);
     uint64_t repriv = 0;
+    uint64_t *commit = calloc((size_t)reps, sizeof *commit);
+    if (commit == NULL) die("out of memory");
     for (int r = 0; r < reps; r++) {
+        /* The commit baseline right before each fork, so that both see the
+         * same machine load. */
+        commit[r] = commit_fresh_ns(mib);
         int pfd[2];
         if (pipe(pfd) != 0) die("pipe");
         uint64_t t0 = now_ns();
@@ -703,6 +742,9 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
             if (write(pfd[1], msg, sizeof msg) != (ssize_t)sizeof msg) _exit(1);
             _exit(0);
         }
+        /* fork() has returned here: the parent's atfork handlers (which wait
+         * for the child's copy) are done. */
+        parent[r] = now_ns() - t0;
         close(pfd[1]);
         uint64_t msg[2];
         if (read(pfd[0], msg, sizeof msg) != (ssize_t)sizeof msg) die("child did not report");
@@ -711,15 +753,95 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
         waitpid(pid, &status, 0);
         if (msg[0] == 0) die("child saw wrong data after fork");
         repriv = msg[1];
-        printf("%s%" PRIu64, r ? "," : "", msg[0] - t0);
+        child[r] = msg[0] - t0;
     }
+    printf("{\"kind\":\"fork\",\"backend\":\"%s\",\"mib\":%ld,\"ns\":[", b->name, mib);
+    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", child[r]);
+    printf("],\"parent_ns\":[");
+    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", parent[r]);
+    printf("],\"commit_ns\":[");
+    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", commit[r]);
     printf("],\"reprivatised_chunks\":%" PRIu64 "}\n", repriv);
     for (size_t i = 0; i < nblk; i++) b->release(blk[i], 4096);
     free(blk);
+    free(child);
+    free(parent);
+    free(commit);
+}
+
+/* ---- fork while another thread writes a secret ------------------------ */
+
+/* A 4 KiB secret under a sequence word: odd while the writer rewrites the
+ * data with the next value, even when every word holds seq/2. A copy taken
+ * at one instant shows an even seq with matching data, or an odd seq with
+ * the new value in a prefix of the data and the old one after it. x86
+ * keeps stores in program order; volatile keeps the compiler from
+ * reordering them. */
+struct tear_secret {
+    volatile uint64_t seq;
+    volatile uint64_t data[512];
+};
+static _Atomic int tear_stop;
+
+static void *tear_writer(void *arg) {
+    struct tear_secret *s = arg;
+    for (uint64_t v = 1; !atomic_load_explicit(&tear_stop, memory_order_relaxed); v++) {
+        s->seq = 2 * v - 1;
+        for (int i = 0; i < 512; i++) s->data[i] = v;
+        s->seq = 2 * v;
+    }
+    return NULL;
+}
+
+static int tear_consistent(const struct tear_secret *s) {
+    uint64_t seq = s->seq, v = (seq + 1) / 2;
+    int i = 0;
+    if (seq % 2 == 0) {
+        for (; i < 512; i++)
+            if (s->data[i] != v) return 0;
+        return 1;
+    }
+    while (i < 512 && s->data[i] == v) i++;
+    for (; i < 512; i++)
+        if (s->data[i] != v - 1) return 0;
+    return 1;
+}
+
+static void cmd_forktear(const struct backend *b, int n) {
+    setup_and_check(b, 0);
+    struct tear_secret *s = b->alloc(sizeof *s);
+    if (s == NULL) die("allocation failed");
+    memset((void *)s, 0, sizeof *s);
+    pthread_t t;
+    atomic_store(&tear_stop, 0);
+    if (pthread_create(&t, NULL, tear_writer, s) != 0) die("pthread_create");
+    while (s->seq < 1000) sched_yield();
+    int torn = 0;
+    for (int r = 0; r < n; r++) {
+        int pfd[2];
+        if (pipe(pfd) != 0) die("pipe");
+        pid_t pid = fork();
+        if (pid < 0) die("fork: %s", strerror(errno));
+        if (pid == 0) {
+            char ok = (char)tear_consistent(s);
+            if (write(pfd[1], &ok, 1) != 1) _exit(1);
+            _exit(0);
+        }
+        close(pfd[1]);
+        char ok = 0;
+        if (read(pfd[0], &ok, 1) != 1) die("child did not report");
+        close(pfd[0]);
+        waitpid(pid, NULL, 0);
+        torn += !ok;
+    }
+    atomic_store(&tear_stop, 1);
+    pthread_join(t, NULL);
+    printf("{\"kind\":\"forktear\",\"backend\":\"%s\",\"children\":%d,\"torn\":%d}\n", b->name, n, torn);
+    b->release(s, sizeof *s);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) die("usage: allocbench check|time|locked|first|faultin|fork ...");
+    if (argc < 2) die("usage: allocbench check|time|locked|first|faultin|fork|forktear ...");
     const char *cmd = argv[1];
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(cmd, "faultin") == 0) {
@@ -741,6 +863,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "fork") == 0) {
         if (argc < 5) die("fork: BACKEND MIB REPS");
         cmd_fork(b, strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10));
+    } else if (strcmp(cmd, "forktear") == 0) {
+        cmd_forktear(b, argc > 3 ? (int)strtol(argv[3], NULL, 10) : 100);
     } else {
         die("unknown command %s", cmd);
     }

@@ -194,7 +194,7 @@ func (b *bench) estimateSteps() int {
 			n += (len(cBackends) - 1 + len(goProbeBackends)) * b.firstReps()
 			n += b.firstReps()
 		case "fork":
-			n += min(r, 3) * 3 * 2
+			n += min(r, 3) * (3*2 + 2)
 		case "go":
 			n += r
 		}

@@ -26,6 +26,8 @@ var reportSections = []struct {
 	{"first-use", "First use in a fresh process (median over fresh processes)", "list"},
 	{"faultin", "A chunk's first fault-in (median over fresh processes)", "list"},
 	{"fork", "fork() → child ready (ratio vs glibc malloc memory of the same size)", "matrix"},
+	{"fork-cost", "fork() with secretheap: the parent's blocked time (fork() until it returns) and the child's start-up, against committing as many fresh secret pages in the same process (ratio vs that commit; goal ≤ 1.5×)", "matrix"},
+	{"fork-tear", "fork() while another thread rewrites a 4 KiB secret under a sequence word: children whose copy matches no single instant of the parent (plain writes are not held back: docs/design.md, Fork)", "list"},
 }
 
 // Report is results.json.

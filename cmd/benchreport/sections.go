@@ -43,6 +43,7 @@ var baselines = map[string]string{
 	"tls-tcp":     "OpenSSL",
 	"startup":     "openssl version",
 	"fork":        "glibc",
+	"fork-cost":   "commit fresh",
 }
 
 // cflags follow the root Makefile's CFLAGS_COMMON with -O2.

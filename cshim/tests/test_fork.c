@@ -6,6 +6,10 @@
  * SIGSEGV on touching an inherited block, and can still allocate.
  * Controls: a MAP_SHARED anonymous page does show writes across fork (so the
  * "never shows" checks can fail), and under copy a grandchild can read.
+ * Children made without the atfork handlers (_Fork, a raw fork system call)
+ * never write into the parent's pages; another thread's free during the
+ * child's copy waits; a child without secret memory for its copy falls back
+ * and never shares; a child copies only the chunks and OS pages in use.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -14,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -179,12 +186,17 @@ static int child_after_threaded_fork(void *arg) {
 
 static void test_fork_with_threads_alive(void) {
     pthread_t t;
+    atomic_store(&stop, 0);
     pthread_create(&t, NULL, churn, NULL);
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 10; r++) {
+        /* Half the rounds with the barrier a seccomp filter would leave
+         * (membarrier refused: a write-protected page's IPIs). */
+        sh_test_no_membarrier = r % 2;
         struct h_child ch;
         h_fork(child_after_threaded_fork, NULL, &ch);
         CHECK_MSG(ch.exited && ch.code == 0, "round %d: exit %d sig %d: %s", r, ch.code, ch.sig, ch.err);
     }
+    sh_test_no_membarrier = false;
     atomic_store(&stop, 1);
     pthread_join(t, NULL);
     CHECK(secretheap_check() == 0);
@@ -277,6 +289,234 @@ static void test_fork_inside_slab_release(void) {
     CHECK(secretheap_check() == 0);
 }
 
+
+/* ---- children made without the atfork handlers ---- */
+
+static pid_t raw_fork(void) { return (pid_t)syscall(SYS_fork); }
+
+/* The child frees its copy of the parent's 4 KiB secret (as a worker that
+ * cleans up would), churns, and checks its heap. Before the gate, the free
+ * wiped the page the parent was still using: all 4096 bytes were zero in
+ * the parent afterwards. */
+static void unseen_child_case(pid_t (*forker)(void), const char *name) {
+    unsigned char *secret = secretheap_malloc(4096);
+    fill(secret, 4096, 0x5a);
+    void *warm[8]; /* blocks of the secret's class in the magazine: the child's mallocs pop them */
+    for (int i = 0; i < 8; i++)
+        warm[i] = secretheap_malloc(4096);
+    for (int i = 0; i < 8; i++)
+        secretheap_free(warm[i]);
+    pid_t pid = forker();
+    if (pid == 0) {
+        int code = 0;
+        if (!check_fill(secret, 4096, 0x5a))
+            code = 70;
+        secretheap_free(secret);
+        void *keep[16];
+        for (int i = 0; i < 16; i++) {
+            keep[i] = secretheap_malloc(4096);
+            memset(keep[i], 0xee, 4096);
+        }
+        for (int i = 0; i < 3000; i++) {
+            size_t n = (size_t)(i * 37 % 5000) + 1;
+            unsigned char *p = secretheap_malloc(n);
+            memset(p, 0xee, n);
+            secretheap_free(p);
+        }
+        struct secretheap_stats st;
+        secretheap_stats(&st, sizeof st);
+        if (st.fork_reprivatised == 0)
+            code = 71;
+        if (secretheap_check() != 0)
+            code = 72;
+        (void)keep;
+        _exit(code);
+    }
+    CHECK(pid > 0);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: status %#x", name, st);
+    size_t bad = 0;
+    for (size_t i = 0; i < 4096; i++)
+        bad += secret[i] != (unsigned char)(0x5a + i * 31);
+    CHECK_MSG(bad == 0, "%s child changed %zu of 4096 bytes of the parent's secret", name, bad);
+    CHECK(secretheap_check() == 0);
+    secretheap_free(secret);
+}
+
+static void test_unseen_fork_child_leaves_parent_intact(void) {
+    unseen_child_case(_Fork, "_Fork");
+    unseen_child_case(raw_fork, "SYS_fork");
+}
+
+/* A thread holds the chunk lock when the child is made: the child's heap
+ * state cannot be trusted. Its secrets are still copied before anything is
+ * written, its writes never reach the parent, and allocations follow the
+ * exhaustion policy (fallback: ordinary memory). */
+static _Atomic int holder_state;
+static void *hold_chunk_lock(void *arg) {
+    (void)arg;
+    sh_chunk_lock();
+    atomic_store(&holder_state, 1);
+    while (atomic_load(&holder_state) != 2)
+        sched_yield();
+    sh_chunk_unlock();
+    return NULL;
+}
+
+static void test_unseen_fork_child_with_lock_held(void) {
+    unsigned char *secret = secretheap_malloc(4096);
+    fill(secret, 4096, 0x3c);
+    pthread_t t;
+    atomic_store(&holder_state, 0);
+    pthread_create(&t, NULL, hold_chunk_lock, NULL);
+    while (atomic_load(&holder_state) != 1)
+        sched_yield();
+    pid_t pid = _Fork();
+    if (pid == 0) {
+        int code = 0;
+        secretheap_free(secret); /* ignored: the allocator is closed */
+        if (!check_fill(secret, 4096, 0x3c))
+            code = 80;
+        memset(secret, 0xee, 4096); /* a plain write: private now */
+        unsigned char *q = secretheap_malloc(100);
+        if (!q || q[0] != 0 || secretheap_backend(q) != SECRETHEAP_BACKEND_FALLBACK)
+            code = 81;
+        secretheap_free(q);
+        /* A closed allocator's own children: fork takes no lock (a thread
+         * that no longer exists holds one) and the grandchild still gets
+         * private copies. */
+        pid_t g = fork();
+        if (g == 0) {
+            memset(secret, 0x11, 4096);
+            secretheap_free(secretheap_malloc(64));
+            _exit(0);
+        }
+        int gst;
+        if (g < 0 || waitpid(g, &gst, 0) != g || !WIFEXITED(gst) || WEXITSTATUS(gst) != 0)
+            code = 82;
+        for (int i = 0; i < 4096 && !code; i++)
+            if (secret[i] != 0xee)
+                code = 83;
+        _exit(code);
+    }
+    atomic_store(&holder_state, 2);
+    pthread_join(t, NULL);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %#x", st);
+    CHECK_MSG(check_fill(secret, 4096, 0x3c), "the child's writes reached the parent");
+    CHECK(secretheap_check() == 0);
+    secretheap_free(secret);
+}
+
+/* ---- other threads during the child's copy ---- */
+
+/* Another thread frees a live block while the child copies (the copy made
+ * slow on purpose): the free waits for the copy, so the child sees the
+ * block as it was at fork(). Before, the free's wipe (lock-free, fast
+ * path) went on during the copy: the child saw a live block of zeros. The
+ * child's hook tells the freeing thread when to go, through a pipe. */
+static int copy_started[2];
+static void slow_copy(void) {
+    ssize_t w = write(copy_started[1], "x", 1);
+    (void)w;
+    usleep(60000);
+}
+static unsigned char *freer_block;
+static _Atomic int freer_ready;
+static void *freer(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 4; i++) /* a cache and a warm magazine: the free below takes the fast path */
+        secretheap_free(secretheap_malloc(4096));
+    atomic_store(&freer_ready, 1);
+    char b;
+    if (read(copy_started[0], &b, 1) == 1) /* the child is about to copy */
+        secretheap_free(freer_block);
+    return NULL;
+}
+static int child_sees_block(void *arg) {
+    (void)arg;
+    if (secretheap_usable_size(freer_block) != 4096)
+        return 1;
+    return check_fill(freer_block, 4096, 0x77) ? 0 : 2;
+}
+
+static void test_free_during_child_copy_waits(void) {
+    CHECK(pipe(copy_started) == 0);
+    freer_block = secretheap_malloc(4096);
+    fill(freer_block, 4096, 0x77);
+    atomic_store(&freer_ready, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, freer, NULL);
+    while (!atomic_load(&freer_ready))
+        sched_yield();
+    sh_test_hook_child_copy = slow_copy;
+    struct h_child ch;
+    h_fork(child_sees_block, NULL, &ch);
+    sh_test_hook_child_copy = NULL;
+    pthread_join(t, NULL);
+    close(copy_started[0]);
+    close(copy_started[1]);
+    CHECK_MSG(ch.exited && ch.code == 0, "child: exit %d sig %d (1: block not live, 2: block changed): %s", ch.code,
+              ch.sig, ch.err);
+    CHECK(secretheap_check() == 0);
+}
+
+/* ---- what the child copies ---- */
+
+/* Idle chunks are dropped and a chunk's committed tail past its last span
+ * is not copied: the child commits what it uses, not what the parent once
+ * did (before: the child's committed bytes equalled the parent's, 2.2 MiB
+ * here). In a fresh process, so that no other test's blocks are live. */
+static int mode_copy_in_use(void) {
+    void *runs[48];
+    for (int i = 0; i < 48; i++) /* 3 MiB of 64 KiB runs: two chunks committed */
+        runs[i] = secretheap_malloc(64 << 10);
+    for (int i = 0; i < 48; i++)
+        secretheap_free(runs[i]);
+    unsigned char *small = secretheap_malloc(100);
+    fill(small, 100, 9);
+    struct secretheap_stats pst;
+    secretheap_stats(&pst, sizeof pst);
+    if (pst.committed_bytes < (2u << 20))
+        return 60;
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return 61;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct secretheap_stats st;
+        secretheap_stats(&st, sizeof st);
+        int code = secretheap_check() == 0 ? 0 : 62;
+        if (!check_fill(small, 100, 9))
+            code = 63;
+        if (write(pfd[1], &st.committed_bytes, sizeof st.committed_bytes) != (ssize_t)sizeof st.committed_bytes)
+            code = 64;
+        _exit(code);
+    }
+    uint64_t committed = UINT64_MAX;
+    if (read(pfd[0], &committed, sizeof committed) != (ssize_t)sizeof committed)
+        return 65;
+    int st;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 66;
+    if (committed * 8 > pst.committed_bytes) {
+        fprintf(stderr, "child committed %llu bytes, parent %llu\n", (unsigned long long)committed,
+                (unsigned long long)pst.committed_bytes);
+        return 67;
+    }
+    secretheap_free(small);
+    return 0;
+}
+
+static void test_child_copies_only_what_is_in_use(void) {
+    struct h_child ch;
+    h_reexec("copy_in_use", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+}
+
 /* ---- dontfork, in a fresh process with SECRETHEAP_FORK=dontfork ---- */
 
 static int touch_in_grandchild(volatile unsigned char *p) {
@@ -326,6 +566,64 @@ static int mode_dontfork(void) {
     return 0;
 }
 
+
+/* As uid 65534, the parent holds secret memory, then lowers RLIMIT_MEMLOCK
+ * and forks: the child cannot get secret memory for its copy (the old
+ * model's per-process charge at mmap, or the new model's per-user charge at
+ * commit). It keeps running on an ordinary private copy, with a warning and
+ * a counted fallback; it never shares pages with the parent, and the parent
+ * is unaffected. Before: "fork child cannot re-privatise chunk ...;
+ * refusing to continue sharing" and the child aborted. */
+static int mode_fork_no_budget(void) {
+    unsigned char *more[7]; /* a few OS pages committed, so that the limit below has room to be between */
+    for (int i = 0; i < 7; i++)
+        more[i] = secretheap_malloc(4096);
+    unsigned char *p = secretheap_malloc(4096);
+    fill(p, 4096, 0x21);
+    if (secretheap_backend(p) != SECRETHEAP_BACKEND_SECRET)
+        return 90;
+    /* The limit: 1.5 times what we committed. Old model (charged per
+     * process, at mmap): the child's 2 MiB chunk does not fit. New model
+     * (charged per user, at commit): our pages and the child's copy together
+     * do not fit. Either way the child's ordinary copy fits to be locked. */
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    struct rlimit rl;
+    getrlimit(RLIMIT_MEMLOCK, &rl);
+    rl.rlim_cur = (st.committed_bytes + st.committed_bytes / 2) & ~(rlim_t)4095; /* down: the copy must not fit */
+    if (rl.rlim_cur >= (2u << 20) || setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+        return 91;
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!check_fill(p, 4096, 0x21))
+            _exit(92);
+        struct secretheap_stats cst;
+        secretheap_stats(&cst, sizeof cst);
+        if (secretheap_backend(p) == SECRETHEAP_BACKEND_SECRET)
+            _exit(93); /* no budget: it cannot be secret memory */
+        fill(p, 4096, 0x44); /* must not reach the parent */
+        unsigned char *q = secretheap_malloc(300);
+        if (!q || q[0] != 0)
+            _exit(94);
+        if (cst.fallbacks == 0 || cst.fork_reprivatised == 0)
+            _exit(95);
+        secretheap_free(q);
+        _exit(secretheap_check() == 0 ? 0 : 96);
+    }
+    int ws;
+    waitpid(pid, &ws, 0);
+    if (WIFSIGNALED(ws))
+        return 100 + WTERMSIG(ws);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        return WIFEXITED(ws) ? WEXITSTATUS(ws) : 97;
+    if (!check_fill(p, 4096, 0x21))
+        return 98;
+    secretheap_free(p);
+    for (int i = 0; i < 7; i++)
+        secretheap_free(more[i]);
+    return secretheap_check() == 0 ? 0 : 99;
+}
+
 /* Control under copy: the grandchild reads the inherited block fine. */
 static int mode_copy_grandchild(void) {
     unsigned char *p = secretheap_malloc(64);
@@ -348,8 +646,18 @@ static void test_dontfork(void) {
     CHECK_MSG(ch.exited && ch.code == 0, "control: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
 }
 
+static void test_fork_without_budget(void) {
+    struct h_child ch;
+    h_reexec("fork_no_budget", NULL, 65534, 8u << 20, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(h_contains(ch.err, "fork child cannot get secret memory"), "no warning: %s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "ordinary memory (locked)"), "the copy was not locked: %s", ch.err);
+}
+
 static const struct h_mode modes[] = {
     {"dontfork", mode_dontfork},
+    {"fork_no_budget", mode_fork_no_budget},
+    {"copy_in_use", mode_copy_in_use},
     {"copy_grandchild", mode_copy_grandchild},
     {NULL, NULL},
 };
@@ -358,11 +666,18 @@ int main(int argc, char **argv) {
     int r = h_dispatch(argc, argv, modes);
     if (r >= 0)
         return r;
+    /* First, in fresh processes: under the new accounting model what this
+     * process holds later counts against the same user's budget. */
+    RUN(test_child_copies_only_what_is_in_use);
+    RUN(test_fork_without_budget);
     RUN(test_children_private_copies);
     RUN(test_parent_writes_invisible_to_child);
     RUN(test_fork_with_threads_alive);
     RUN(test_fork_while_threads_move_runs);
     RUN(test_fork_inside_slab_release);
+    RUN(test_unseen_fork_child_leaves_parent_intact);
+    RUN(test_unseen_fork_child_with_lock_held);
+    RUN(test_free_during_child_copy_waits);
     RUN(test_dontfork);
     return h_done();
 }
