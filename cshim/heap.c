@@ -375,10 +375,22 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
 /* ---- exhaustion ---- */
 
 static void *exhausted(size_t n, int err) {
-    if (err == ENOSYS || err == EPERM) {
-        /* SECRETHEAP_BACKEND=secret without memfd_secret: never ordinary memory. */
-        if (sh_opt.on_exhausted == SH_EXH_ABORT)
-            sh_fatal("memfd_secret unavailable and SECRETHEAP_BACKEND=secret (request of %zu bytes)", n);
+    /* Only a used-up budget (memlock, SECRETHEAP_LIMIT) is exhaustion; any
+     * other cause (chunk.c sets sh_fail_cause) is never papered over with
+     * ordinary memory: no kernel support under BACKEND=secret, a denied
+     * call, no descriptors, no mappings, a closed descriptor. */
+    (void)err;
+    int cause = sh_fail_cause;
+    if (cause != SH_CAUSE_MEMLOCK && cause != SH_CAUSE_LIMIT && cause != SH_CAUSE_ARENA) {
+        if (sh_opt.on_exhausted == SH_EXH_ABORT || sh_opt.backend == SH_POLICY_SECRET)
+            sh_fatal("secret memory refused for a %zu-byte request: %s; %s", n, sh_cause_text(cause),
+                     sh_opt.backend == SH_POLICY_SECRET ? "SECRETHEAP_BACKEND=secret refuses any other memory"
+                                                        : "SECRETHEAP_ON_EXHAUSTED=abort");
+        static _Atomic uint32_t warned;
+        if (!(atomic_fetch_or(&warned, 1u << cause) & (1u << cause)))
+            sh_log(0, "WARNING: secret memory refused for a %zu-byte request: %s; returning NULL (this cause never "
+                      "falls back to ordinary memory; stats: failures_%s)",
+                   n, sh_cause_text(cause), sh_cause_name(cause));
         errno = ENOMEM;
         return NULL;
     }
@@ -387,17 +399,15 @@ static void *exhausted(size_t n, int err) {
         errno = ENOMEM;
         return NULL;
     case SH_EXH_ABORT:
-        sh_fatal("secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte request "
-                 "and SECRETHEAP_ON_EXHAUSTED=abort",
-                 n);
+        sh_fatal("secret memory exhausted for a %zu-byte request: %s; and SECRETHEAP_ON_EXHAUSTED=abort", n,
+                 sh_cause_text(cause));
     default:
         break;
     }
     if (atomic_fetch_add(&sh_stat_fallbacks, 1) == 0)
-        sh_log(0, "WARNING: secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
-                  "request: serving it from ordinary memory (SECRETHEAP_ON_EXHAUSTED=fallback); further "
-                  "fallbacks are only counted (stats: fallbacks)",
-               n);
+        sh_log(0, "WARNING: secret memory exhausted for a %zu-byte request: %s; serving it from ordinary memory "
+                  "(SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only counted (stats: fallbacks)",
+               n, sh_cause_text(cause));
     /* libc memory: free() later sees a pointer outside the arena and hands it
      * back to libc. calloc keeps the zero-on-allocation promise. */
     void *p = calloc(1, n ? n : 1);
