@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 
 #include "internal.h"
 
@@ -53,17 +52,16 @@ void sh_chunk_unlock(void) { pthread_mutex_unlock(&chunk_mu); }
 
 /*
  * The arena's size: 64 GiB, but under a finite RLIMIT_AS at most an eighth
- * of it (a power of two, at least 64 MiB): address space is the host's
- * budget too, and a reservation that fits but leaves the program nothing
- * breaks it as surely as one that fails. Then halved while the kernel
- * refuses (a small address space, other mappings).
+ * of the address space left (a power of two, at least 64 MiB): address
+ * space is the host's budget too, and a reservation that fits but leaves
+ * the program nothing breaks it as surely as one that fails. Then halved
+ * while the kernel refuses (a small address space, other mappings).
  */
 static size_t arena_size_for_rlimit(void) {
     size_t size = SH_ARENA_SIZE;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        while (size > ARENA_MIN && size > rl.rlim_cur / 8)
-            size >>= 1;
+    uint64_t room = sh_source_as_room();
+    while (size > ARENA_MIN && size > room / 8)
+        size >>= 1;
     return size;
 }
 

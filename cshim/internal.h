@@ -314,6 +314,8 @@ SH_HIDDEN void sh_source_wipe(uintptr_t addr, size_t size, size_t committed, boo
  * Old model / locked: ~4 system calls, so chunk.c caches it (headroom()). */
 SH_HIDDEN uint64_t sh_source_headroom(int backend, uint64_t own_secret, bool *unlimited);
 SH_HIDDEN extern _Atomic uint64_t sh_stat_headroom_reads; /* calls of the above (tests) */
+/* Address space left under RLIMIT_AS (limit - VmSize), UINT64_MAX if none. */
+SH_HIDDEN uint64_t sh_source_as_room(void);
 /* The backend the next mapping will use (policy, and whether memfd_secret works). */
 SH_HIDDEN int sh_source_next_backend(void);
 /* Fork child: give the mapping at addr private pages holding the same

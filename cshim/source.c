@@ -445,6 +445,17 @@ static void status_fields(const char *const *keys, char (*vals)[64], int n) {
 
 _Atomic uint64_t sh_stat_headroom_reads;
 
+uint64_t sh_source_as_room(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    static const char *const keys[] = {"VmSize"};
+    char vals[1][64];
+    status_fields(keys, vals, 1);
+    uint64_t used = vals[0][0] ? strtoull(vals[0], NULL, 10) * 1024 : 0;
+    return rl.rlim_cur > used ? rl.rlim_cur - used : 0;
+}
+
 uint64_t sh_source_headroom(int backend, uint64_t own_secret, bool *unlimited) {
     atomic_fetch_add_explicit(&sh_stat_headroom_reads, 1, memory_order_relaxed);
     static const char *const keys[] = {"VmLck"};

@@ -34,7 +34,7 @@ var page = secretmem.PageSize()
 // (only without CAP_IPC_LOCK: CI runs as root, where nothing is skipped).
 func needMemlock(t testing.TB, n uint64) {
 	t.Helper()
-	if h := secretmem.MemlockHeadroom(); h < n {
+	if h := secretmem.Headroom(secretmem.BackendSecret, 0); h < n {
 		t.Skipf("needs %d B of RLIMIT_MEMLOCK headroom, have %d B", n, h)
 	}
 }

@@ -317,7 +317,7 @@ func memlockChild(t *testing.T, limit uint64) {
 	require.Equal(t, limit, m.Limit)
 	head := m.Headroom()
 	require.GreaterOrEqual(t, head, uint64(64<<10))
-	require.Equal(t, head, secretmem.MemlockHeadroom(), "the fast path reads /proc when limited")
+	require.Equal(t, head, secretmem.Headroom(secretmem.BackendLocked, 0), "mlock's headroom is the limit minus VmLck")
 
 	for _, p := range []secretmem.Policy{secretmem.PolicySecret, secretmem.PolicyLocked} {
 		// Control: what fits maps, commits and works.
@@ -432,20 +432,38 @@ func TestErrorsMatch(t *testing.T) {
 // unsafePointer returns the address of b's first byte.
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
-func TestMemlockHeadroom(t *testing.T) {
+// TestHeadroomByModel: the locked backend and the old model are charged to
+// the process (limit minus VmLck, CAP_IPC_LOCK lifts it); the new model to
+// the user, with no bypass: the limit minus what we committed is the
+// ceiling, for root too. Fails on either model when the other's rule is used.
+func TestHeadroomByModel(t *testing.T) {
 	m, err := secretmem.ReadMemlock()
 	require.NoError(t, err)
 	if m.Unlimited {
-		assert.Equal(t, ^uint64(0), secretmem.MemlockHeadroom())
-		return
+		assert.Equal(t, ^uint64(0), secretmem.Headroom(secretmem.BackendLocked, 0))
+	} else {
+		assert.Equal(t, m.Headroom(), secretmem.Headroom(secretmem.BackendLocked, 0))
 	}
-	assert.Equal(t, m.Headroom(), secretmem.MemlockHeadroom())
+	k := secretmem.Detect()
+	var rl unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl))
+	switch {
+	case rl.Cur == unix.RLIM_INFINITY:
+		assert.Equal(t, ^uint64(0), secretmem.Headroom(secretmem.BackendSecret, 4096))
+	case k.Model == secretmem.ModelOld:
+		assert.Equal(t, secretmem.Headroom(secretmem.BackendLocked, 0), secretmem.Headroom(secretmem.BackendSecret, 4096),
+			"old model: the same account as mlock (%v)", k)
+	default:
+		assert.Equal(t, rl.Cur-4096, secretmem.Headroom(secretmem.BackendSecret, 4096),
+			"new model: the limit less what we committed, no CAP_IPC_LOCK bypass (%v)", k)
+	}
 }
 
 // TestCommitRefusalIsAnError makes the kernel refuse to commit (the pages
-// are read-only, so pread from /dev/zero meets EFAULT, the same answer a
-// memlock refusal gets): Commit must return ErrMemlock, not raise a signal,
-// and keep what it committed before.
+// are read-only, so the kernel-side write meets EFAULT, the same answer a
+// memlock refusal gets on the new model): Commit must return an error, not
+// raise a signal, and keep what it committed before. The new model calls it
+// memlock; the old one charged the mapping at mmap, so it is not.
 func TestCommitRefusalIsAnError(t *testing.T) {
 	testutil.RequireSecretMem(t)
 	r, err := secretmem.MapAt(nil, 64<<10, secretmem.PolicySecret)
@@ -456,8 +474,14 @@ func TestCommitRefusalIsAnError(t *testing.T) {
 	require.NoError(t, unix.Mprotect(bytesOf(unsafe.Add(r.Base(), 2*pg), 2*pg), unix.PROT_READ))
 	err = r.Commit(0, 8*pg)
 	require.Error(t, err)
-	require.ErrorIs(t, err, secretmem.ErrMemlock)
 	require.ErrorIs(t, err, unix.EFAULT)
+	if secretmem.Detect().Model == secretmem.ModelOld {
+		require.NotErrorIs(t, err, secretmem.ErrMemlock)
+		assert.Equal(t, secretmem.CauseMemory, secretmem.CauseOf(err))
+	} else {
+		require.ErrorIs(t, err, secretmem.ErrMemlock)
+		assert.Equal(t, secretmem.CauseMemlock, secretmem.CauseOf(err))
+	}
 	assert.Equal(t, 2*pg, r.Committed(), "the OS page before the refusal was committed and is kept")
 	// Control: the same commit over writable pages succeeds.
 	require.NoError(t, unix.Mprotect(bytesOf(unsafe.Add(r.Base(), 2*pg), 2*pg), unix.PROT_READ|unix.PROT_WRITE))

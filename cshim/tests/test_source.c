@@ -30,17 +30,20 @@ static struct secretheap_stats stats(void) {
     return st;
 }
 
-static long vmlck_kib(void) {
+static long status_kib(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
     long v = -1;
+    size_t kl = strlen(key);
     while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmLck:", 6) == 0)
-            v = strtol(line + 6, NULL, 10);
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = strtol(line + kl + 1, NULL, 10);
     if (f)
         fclose(f);
     return v;
 }
+
+static long vmlck_kib(void) { return status_kib("VmLck"); }
 
 static bool secretmem_works(void) {
     int fd = (int)syscall(SYS_memfd_secret, O_CLOEXEC);
@@ -241,7 +244,9 @@ static void test_big_region_by_model(void) {
  * limit, and a 600 MiB mapping of the program's then failed).
  */
 static int mode_rlimit_as(void) {
-    struct rlimit rl = {(rlim_t)1 << 30, (rlim_t)1 << 30};
+    /* 1 GiB more than the process uses now (sanitizers map terabytes of shadow). */
+    rlim_t lim = (rlim_t)status_kib("VmSize") * 1024 + ((rlim_t)1 << 30);
+    struct rlimit rl = {lim, lim};
     if (setrlimit(RLIMIT_AS, &rl) != 0)
         return 70;
     void *p = secretheap_malloc(100);
