@@ -25,6 +25,7 @@ import (
 
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/secretmem"
 )
 
 // tlsTarget is an `openssl s_server` holding a throwaway P-256 key, with or
@@ -157,7 +158,17 @@ func TestInspect(t *testing.T) {
 		assert.True(t, rep.SmapsReadable)
 		assert.Positive(t, rep.SecretRss, "committed OS pages show as Rss")
 		assert.LessOrEqual(t, rep.SecretRss, rep.SecretBytes)
-		assert.GreaterOrEqual(t, rep.VmLck, rep.SecretBytes, "memfd_secret mappings are charged as locked memory")
+		model := secretmem.Detect().Model
+		assert.Equal(t, model.String(), rep.Model, "the model seen on the target's mappings")
+		if model == secretmem.ModelOld {
+			assert.GreaterOrEqual(t, rep.VmLck, rep.SecretBytes, "old model: memfd_secret mappings are charged as locked memory")
+		}
+		assert.Equal(t, rep.SecretRss, uint64(rep.SecretPages)*4096, "pagemap and smaps count the same committed OS pages")
+		if os.Geteuid() == 0 {
+			assert.Empty(t, rep.FramesErr)
+			assert.GreaterOrEqual(t, rep.Frames, (rep.SecretPages+511)/512)
+			assert.LessOrEqual(t, rep.Frames, rep.SecretPages)
+		}
 		assert.Equal(t, "all", rep.Settings["SECRETHEAP_OPENSSL"])
 		require.Empty(t, rep.CountersErr)
 		assert.Equal(t, map[string]uint64{"openssl_hooked": 1, "fallbacks": 0, "fork_reprivatised": 0, "misuse_caught": 0}, rep.Counters)
@@ -174,6 +185,8 @@ func TestInspect(t *testing.T) {
 		require.Equal(t, 0, dispatch([]string{"inspect", strconv.Itoa(tg.pid)}, &out, &errb))
 		assert.Regexp(t, `secretmem +\d+ mappings, `, out.String())
 		assert.Contains(t, out.String(), "library        loaded: "+lib)
+		assert.Regexp(t, `direct map +\d+ OS pages committed`, out.String())
+		assert.Contains(t, out.String(), "accounting     "+model.String()+" model")
 	})
 	t.Run("fallbacks under a small limit", func(t *testing.T) {
 		// The counters are read from the process's memory: a limit far
