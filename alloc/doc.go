@@ -24,7 +24,7 @@
 //	span:    the Go-memory descriptor of a slab, a run or a region.
 //	shard:   one of S lock domains; every slab belongs to the shard that
 //	         created it.
-//	committed: an OS page that has been faulted in (pread from /dev/zero).
+//	committed: an OS page that has been faulted in (a kernel-side write into it).
 //	         The committed part of a chunk is a prefix that never shrinks:
 //	         memfd_secret cannot release single OS pages, only whole chunks.
 //

@@ -20,8 +20,9 @@ const (
 	slotSize  = 1 << slotShift
 
 	// MaxChunkSize is the size of a chunk when RLIMIT_MEMLOCK allows it:
-	// 2 MiB, the x86_64 PMD size, so one chunk splits at most one 2 MiB
-	// direct-map entry when its OS pages leave the direct map.
+	// 2 MiB of address space. Its OS pages are not one 2 MiB physical frame:
+	// the kernel allocates them one by one, and 512 of them landed in ~20
+	// frames (internal/directmap). What chunks save is secret OS pages.
 	MaxChunkSize = 2 << 20
 	// MinChunkSize is the smallest chunk the cache shrinks to when memlock
 	// headroom is short: below it a chunk holds too few slabs to be useful
