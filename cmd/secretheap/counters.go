@@ -22,18 +22,31 @@ import (
 	"github.com/secretheap/secretheap/internal/attack"
 )
 
-// liveCounter names one counter: the C symbol and the stats field.
+// liveCounter names one counter: the C symbol (index: element of an
+// array of uint64) and the stats field.
 type liveCounter struct {
 	symbol, field string
+	index         int
 }
 
 // liveCounters are read in this order and printed with these names (the
 // names of struct secretheap_stats).
 var liveCounters = []liveCounter{
-	{"sh_stat_openssl_hooked", "openssl_hooked"},
-	{"sh_stat_fallbacks", "fallbacks"},
-	{"sh_stat_reprivatised", "fork_reprivatised"},
-	{"sh_stat_misuse", "misuse_caught"},
+	{"sh_stat_openssl_hooked", "openssl_hooked", 0},
+	{"sh_stat_fallbacks", "fallbacks", 0},
+	{"sh_stat_reprivatised", "fork_reprivatised", 0},
+	{"sh_stat_misuse", "misuse_caught", 0},
+	// sh_stat_failures[SECRETHEAP_CAUSE_*]: refusals by cause (stats.c's
+	// failures_<cause> keys); printed only when non-zero.
+	{"sh_stat_failures", "failures_no_support", 1},
+	{"sh_stat_failures", "failures_denied", 2},
+	{"sh_stat_failures", "failures_memlock", 3},
+	{"sh_stat_failures", "failures_limit", 4},
+	{"sh_stat_failures", "failures_descriptors", 5},
+	{"sh_stat_failures", "failures_memory", 6},
+	{"sh_stat_failures", "failures_bad_fd", 7},
+	{"sh_stat_failures", "failures_arena", 8},
+	{"sh_stat_failures", "failures_other", 9},
 }
 
 // readLiveCounters reads the counters of the libsecretheap.so mapped at
@@ -53,7 +66,7 @@ func readLiveCounters(pid int, libPath string, maps []mapping) (map[string]uint6
 	want := map[string]elf.Symbol{}
 	for _, s := range syms {
 		for _, c := range liveCounters {
-			if s.Name == c.symbol && s.Size == 8 {
+			if s.Name == c.symbol && s.Size >= 8*uint64(c.index+1) {
 				want[c.symbol] = s
 			}
 		}
@@ -88,7 +101,7 @@ func readLiveCounters(pid int, libPath string, maps []mapping) (map[string]uint6
 		if !ok {
 			return nil, fmt.Errorf("%s: no symbol %s (a library of another version?)", libPath, c.symbol)
 		}
-		addr := base + s.Value
+		addr := base + s.Value + 8*uint64(c.index)
 		// While ld.so is still loading the library, the counters' addresses
 		// lie in its first read-only mapping of the file, and a read there
 		// returns file bytes, not counters: trust only a writable mapping.
@@ -100,7 +113,7 @@ func readLiveCounters(pid int, libPath string, maps []mapping) (map[string]uint6
 			return nil, err
 		}
 		if len(b) != 8 {
-			return nil, fmt.Errorf("short read of %s", c.symbol)
+			return nil, fmt.Errorf("short read of %s", c.field)
 		}
 		out[c.field] = binary.NativeEndian.Uint64(b)
 	}
@@ -118,11 +131,15 @@ func inWritableMapping(maps []mapping, addr uint64) bool {
 	return false
 }
 
-// formatCounters prints the counters in liveCounters order.
+// formatCounters prints the counters in liveCounters order (refusals by
+// cause only when non-zero).
 func formatCounters(c map[string]uint64) string {
 	s := ""
-	for i, lc := range liveCounters {
-		if i > 0 {
+	for _, lc := range liveCounters {
+		if lc.symbol == "sh_stat_failures" && c[lc.field] == 0 {
+			continue
+		}
+		if s != "" {
 			s += ", "
 		}
 		s += lc.field + " " + strconv.FormatUint(c[lc.field], 10)

@@ -171,7 +171,11 @@ func TestInspect(t *testing.T) {
 		}
 		assert.Equal(t, "all", rep.Settings["SECRETHEAP_OPENSSL"])
 		require.Empty(t, rep.CountersErr)
-		assert.Equal(t, map[string]uint64{"openssl_hooked": 1, "fallbacks": 0, "fork_reprivatised": 0, "misuse_caught": 0}, rep.Counters)
+		for k, want := range map[string]uint64{"openssl_hooked": 1, "fallbacks": 0, "fork_reprivatised": 0, "misuse_caught": 0,
+			"failures_memlock": 0, "failures_descriptors": 0, "failures_other": 0} {
+			v, ok := rep.Counters[k]
+			assert.True(t, ok && v == want, "counter %s = %d (present %v), want %d", k, v, ok, want)
+		}
 		assert.Contains(t, rep.OpenSSLHook, "yes: every OpenSSL allocation")
 
 		// The same through the command, as JSON and as text.
@@ -207,6 +211,7 @@ func TestInspect(t *testing.T) {
 		assert.Equal(t, uint64(1), rep.Counters["openssl_hooked"])
 		assert.LessOrEqual(t, rep.SecretBytes, uint64(128<<10))
 		assert.Contains(t, rep.OpenSSLHook, "fell back to ordinary memory")
+		assert.Positive(t, rep.Counters["failures_limit"], "the refusals are named: SECRETHEAP_LIMIT")
 	})
 	t.Run("stripped library", func(t *testing.T) {
 		// Distribution packages strip .symtab: inspect must say why it has
