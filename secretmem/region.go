@@ -296,13 +296,6 @@ func (r *Region) Lazy() bool {
 	return r.lazy
 }
 
-func newMemlockErrorOrWrap(op string, b Backend, n uintptr, err error) error {
-	if en := errnoOf(err); en == unix.EFAULT || en == unix.ENOMEM {
-		return newMemlockError(op, b, n, en)
-	}
-	return fmt.Errorf("secretmem: %s of %d bytes: %w", op, n, err)
-}
-
 // Wipe zeroes the committed OS pages of [off, off+n) (uncommitted ones read
 // as zero when committed; touching them here would commit them). The region
 // escapes to the kernel and to other goroutines through its address, so the
