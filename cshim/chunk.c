@@ -168,15 +168,27 @@ static unsigned headroom_uses;
 
 static void headroom_forget(void) { headroom_known = false; }
 
+static uint64_t headroom_at; /* committed_secret when headroom_value was read */
+
+/* The next mapping's budget is charged per committed OS page (new model). */
+static bool charged_at_commit(void) {
+    return sh_source_next_backend() == SH_BACKEND_SECRET && sh_kernel.model != SECRETHEAP_MODEL_OLD;
+}
+
 static uint64_t headroom(void) {
     if (headroom_known && headroom_uses < HEADROOM_REREAD) {
         headroom_uses++;
-        return headroom_value;
+    } else {
+        bool unlimited;
+        headroom_value = sh_source_headroom(sh_source_next_backend(), committed_secret, &unlimited);
+        headroom_at = committed_secret;
+        headroom_known = true;
+        headroom_uses = 0;
     }
-    bool unlimited;
-    headroom_value = sh_source_headroom(sh_source_next_backend(), committed_secret, &unlimited);
-    headroom_known = true;
-    headroom_uses = 0;
+    /* New model: every secret commit since the read used the budget up
+     * (without a system call to say so: no file shows it). */
+    if (charged_at_commit() && headroom_value != UINT64_MAX && committed_secret > headroom_at)
+        return headroom_value > committed_secret - headroom_at ? headroom_value - (committed_secret - headroom_at) : 0;
     return headroom_value;
 }
 
@@ -221,16 +233,17 @@ static void *refuse(int cause) {
 static bool reserve_allows(bool secure, uint64_t need) {
     if (!reserve_on || secure)
         return true;
-    uint64_t room = room_for();
-    if (room > UINT64_MAX / 4)
+    uint64_t room = headroom();
+    /* What memlock charges: the mappings (old model, secret backend), or the
+     * committed OS pages (new model; the locked backend's mlock). The most
+     * that can be held is that plus the headroom, and SECRETHEAP_LIMIT. */
+    bool at_map = sh_source_next_backend() == SH_BACKEND_SECRET && !charged_at_commit();
+    uint64_t cap = room > UINT64_MAX / 4 ? UINT64_MAX : (at_map ? bytes_mapped : bytes_committed) + room;
+    if (sh_opt.limit && sh_opt.limit < cap)
+        cap = sh_opt.limit;
+    room_cause = sh_opt.limit && cap == sh_opt.limit ? SH_CAUSE_LIMIT : SH_CAUSE_MEMLOCK;
+    if (cap == UINT64_MAX)
         return true; /* unlimited */
-    /* What the budget is charged for: the mappings (old model, and
-     * SECRETHEAP_LIMIT), or only committed OS pages (new model). */
-    uint64_t charged = sh_source_next_backend() == SH_BACKEND_SECRET && sh_kernel.model != SECRETHEAP_MODEL_OLD &&
-                               !sh_opt.limit
-                           ? bytes_committed
-                           : bytes_mapped;
-    uint64_t cap = charged + room;
     uint64_t keep = sec_bytes >= reserve_bytes ? 0 : reserve_bytes - sec_bytes;
     return ord_bytes + sec_bytes + need + keep <= cap;
 }
