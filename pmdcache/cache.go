@@ -98,7 +98,7 @@ type Config struct {
 	Policy        secretmem.Policy // backend policy for every chunk
 	Limit         uint64           // max bytes mapped (chunks, idle chunks and large regions); 0 = only RLIMIT_MEMLOCK limits
 	MaxIdleChunks int              // wholly free chunks kept mapped: 0 = DefaultMaxIdleChunks, negative = none
-	ArenaSize     uintptr          // address space reserved for chunks: 0 = DefaultArenaSize; rounded up to 4 MiB slots
+	ArenaSize     uintptr          // address space reserved for chunks: 0 = DefaultArenaSize; rounded up to 4 MiB slots; at most an eighth of what RLIMIT_AS leaves
 	// MaxRunPages caps one commit run, in OS pages: 0 means 64 (see the
 	// package doc); 1 commits exactly what each Commit asks, trading more
 	// slow-path trips for no committed-but-unused memory.
