@@ -369,6 +369,12 @@ func (c *Cache) chunkSize() (uintptr, error) {
 		if limited == "Config.Limit" {
 			return 0, &ExhaustedError{Limit: limited, Max: c.cfg.Limit, InUse: c.mapped, Asked: MinChunkSize}
 		}
+		if avail < uint64(secretmem.PageSize()) && secretmem.NextBackend(c.cfg.Policy) == secretmem.BackendSecret && secretmem.Detect().Shared() {
+			// New model: the mapping would succeed and every commit in it
+			// fail; what we committed ourselves already fills the limit.
+			return 0, &ExhaustedError{Limit: "RLIMIT_MEMLOCK", Max: secretmem.Detect().MemlockLimit, InUse: c.committedSecret.Load(),
+				Asked: MinChunkSize, Err: secretmem.ErrMemlock}
+		}
 		// Let the kernel refuse: its answer (EAGAIN at mmap on the old model,
 		// EFAULT at Commit on the new) is the cause the caller sees, and our
 		// reading of the headroom may be stale.

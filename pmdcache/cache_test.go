@@ -18,6 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testutil.LiftMemlock()
 	code := m.Run()
 	testutil.CleanupShared()
 	os.Exit(code)

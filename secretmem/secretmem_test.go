@@ -19,6 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testutil.LiftMemlock()
 	code := m.Run()
 	testutil.CleanupShared()
 	os.Exit(code)
