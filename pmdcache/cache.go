@@ -372,8 +372,9 @@ func (c *Cache) chunkSize() (uintptr, error) {
 		if avail < uint64(secretmem.PageSize()) && secretmem.NextBackend(c.cfg.Policy) == secretmem.BackendSecret && secretmem.Detect().Shared() {
 			// New model: the mapping would succeed and every commit in it
 			// fail; what we committed ourselves already fills the limit.
-			return 0, &ExhaustedError{Limit: "RLIMIT_MEMLOCK", Max: secretmem.Detect().MemlockLimit, InUse: c.committedSecret.Load(),
-				Asked: MinChunkSize, Err: secretmem.ErrMemlock}
+			limit, used := secretmem.Detect().MemlockLimit, c.committedSecret.Load()
+			return 0, &ExhaustedError{Limit: "RLIMIT_MEMLOCK", Max: limit, InUse: used, Asked: MinChunkSize,
+				Err: fmt.Errorf("%w: limit %d B, committed by this cache %d B (new model: a per-user budget)", secretmem.ErrMemlock, limit, used)}
 		}
 		// Let the kernel refuse: its answer (EAGAIN at mmap on the old model,
 		// EFAULT at Commit on the new) is the cause the caller sees, and our
