@@ -14,6 +14,7 @@ import (
 	"github.com/awnumar/memguard"
 
 	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -202,6 +203,7 @@ func BenchmarkNewHeapFirstAlloc(b *testing.B) {
 const firstAllocEnv = "SECRETHEAP_BENCH_FIRST_ALLOC_CHILD"
 
 func TestMain(m *testing.M) {
+	testutil.LiftMemlock()
 	if os.Getenv(firstAllocEnv) == "1" {
 		t0 := time.Now()
 		h, err := alloc.New(alloc.Config{Policy: secretmem.PolicySecret})

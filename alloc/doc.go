@@ -24,7 +24,7 @@
 //	span:    the Go-memory descriptor of a slab, a run or a region.
 //	shard:   one of S lock domains; every slab belongs to the shard that
 //	         created it.
-//	committed: an OS page that has been faulted in (pread from /dev/zero).
+//	committed: an OS page that has been faulted in (a kernel-side write into it).
 //	         The committed part of a chunk is a prefix that never shrinks:
 //	         memfd_secret cannot release single OS pages, only whole chunks.
 //
@@ -97,7 +97,10 @@
 //  7. If the class's slab does not fit the chunks the cache can map (small
 //     chunks under memlock pressure), the request is served as a run.
 //  8. Runs: under the slow-path lock, carve ⌈n/4 KiB⌉ OS pages as in step 6.
-//  9. Regions: pmdcache GetLarge maps a region of its own, committed whole.
+//  9. Regions: pmdcache GetLarge maps a region of its own, committed whole
+//     on the new accounting model; on the old one and for the locked backend
+//     usable at once (no fault can be refused there), its OS pages faulting
+//     in as they are touched, and only those wiped on Free.
 //  10. With CheckZero, the block is verified to be all zero before it is
 //     returned; a non-zero byte panics as a write after free.
 //  11. The []byte is built with unsafe.Slice(unsafe.Add(chunkBase, off), n):

@@ -883,8 +883,10 @@ func (h *Heap) freeLarge(ch *pmdcache.Chunk, addr uintptr) error {
 	h.runs.larges--
 	h.runs.largeRequested -= cm.largeReq
 	h.runs.largeReserved -= uint64(size)
-	// Wipe before the region leaves our hands: the cache may keep it.
-	wipe(sp.base, size)
+	// Wipe before the region leaves our hands: the cache may keep it. The
+	// chunk wipes what was touched (a lazy region's other OS pages are zero
+	// and would only be faulted in by a wipe).
+	cm.ch.Wipe(0, size)
 	cm.ch.Owner = nil
 	h.cache.Put(cm.ch)
 	h.mu.Unlock()

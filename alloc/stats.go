@@ -1,5 +1,7 @@
 package alloc
 
+import "github.com/secretheap/secretheap/secretmem"
+
 // ClassStats are the statistics of one size class.
 type ClassStats struct {
 	Size           uint32 // block size of the class in bytes
@@ -39,6 +41,17 @@ type Stats struct {
 	ExhaustedReturns uint64
 	ShardCount       uint64 // lock shards of the heap
 	HeapClosed       bool
+
+	// What the library committed itself, by backend (never VmLck: the new
+	// accounting model leaves it at 0), and the kernel's rules.
+	CommittedSecretBytes uint64          // of CommittedBytes, memfd_secret OS pages
+	CommittedLockedBytes uint64          // of CommittedBytes, locked-backend OS pages
+	LazyBytes            uint64          // large regions whose OS pages fault in on touch (old model, locked)
+	ArenaBytes           uint64          // address space reserved for chunks (shrunk under RLIMIT_AS)
+	Model                secretmem.Model // the accounting model in force (secretmem.Detect)
+	MemlockLimit         uint64          // soft RLIMIT_MEMLOCK at detection; math.MaxUint64: unlimited
+	MemlockBypass        bool            // CAP_IPC_LOCK lifts the limit (old model only)
+	BudgetShared         bool            // the limit is a per-user budget shared with the uid's other processes (new model)
 }
 
 // Stats returns a snapshot of the heap's statistics. It takes every lock
@@ -95,4 +108,8 @@ func (h *Heap) cacheStats(s *Stats) {
 	s.BytesMapped = cs.BytesMapped
 	s.CommittedBytes = cs.BytesCommitted
 	s.IdleChunks = uint64(cs.IdleChunks)
+	s.CommittedSecretBytes, s.CommittedLockedBytes = cs.CommittedSecret, cs.CommittedLocked
+	s.LazyBytes, s.ArenaBytes = cs.LazyBytes, cs.ArenaBytes
+	k := secretmem.Detect()
+	s.Model, s.MemlockLimit, s.MemlockBypass, s.BudgetShared = k.Model, k.MemlockLimit, k.Bypass(), k.Shared()
 }

@@ -37,6 +37,9 @@ static struct sh_chunk *spare_meta;  /* descriptors of unmapped normal chunks */
 static struct sh_chunk *spare_large; /* descriptors of unmapped large regions */
 static unsigned n_idle;              /* normal chunks without a live span */
 static uint64_t bytes_mapped, bytes_committed, n_secret, n_locked, n_large;
+static uint64_t committed_secret;    /* of bytes_committed, in memfd_secret chunks: the new model's charge */
+static uint64_t lazy_bytes;          /* large regions mapped without commit (sh_source_commit_lazy) */
+static uint64_t reserve_bytes;       /* the secure reserve in force (sh_chunk_init) */
 static bool exiting;
 static bool reserve_on; /* OpenSSL mode all: keep secure_reserve for secure allocations */
 /* OS pages (bytes) in live spans taken for ordinary and for secure requests. */
@@ -46,13 +49,57 @@ void sh_chunk_lock(void) { pthread_mutex_lock(&chunk_mu); }
 int sh_chunk_trylock(void) { return pthread_mutex_trylock(&chunk_mu); }
 void sh_chunk_unlock(void) { pthread_mutex_unlock(&chunk_mu); }
 
-int sh_chunk_init(void) {
-    uintptr_t base;
+#define ARENA_MIN ((size_t)64 << 20)
+
+/*
+ * The arena's size: 64 GiB, but under a finite RLIMIT_AS at most an eighth
+ * of the address space left (a power of two, at least 64 MiB): address
+ * space is the host's budget too, and a reservation that fits but leaves
+ * the program nothing breaks it as surely as one that fails. Then halved
+ * while the kernel refuses (a small address space, other mappings).
+ */
+static size_t arena_size_for_rlimit(void) {
     size_t size = SH_ARENA_SIZE;
-    /* Fall back to a smaller arena under RLIMIT_AS or a small address space. */
+    uint64_t room = sh_source_as_room();
+    while (size > ARENA_MIN && size > room / 8)
+        size >>= 1;
+    return size;
+}
+
+/*
+ * The secure reserve in force: SECRETHEAP_SECURE_RESERVE, but never more than
+ * a quarter of the budget (RLIMIT_MEMLOCK where it binds, SECRETHEAP_LIMIT):
+ * under `ulimit -l 64` the 256 KiB default swallowed the whole limit, and
+ * every ordinary allocation went to ordinary memory. A budget below one
+ * smallest chunk protects nothing: one warning says so at start-up.
+ */
+static void size_reserve(void) {
+    uint64_t budget = UINT64_MAX;
+    bool bypass = sh_kernel.cap_ipc_lock &&
+                  (sh_kernel.model == SECRETHEAP_MODEL_OLD || sh_source_next_backend() == SH_BACKEND_LOCKED);
+    if (!bypass)
+        budget = sh_kernel.memlock_limit;
+    if (sh_opt.limit && sh_opt.limit < budget)
+        budget = sh_opt.limit;
+    reserve_bytes = sh_opt.secure_reserve;
+    if (budget != UINT64_MAX && reserve_bytes > budget / 4)
+        reserve_bytes = (budget / 4) & ~(uint64_t)(SH_OS_PAGE - 1);
+    if (budget < SH_CHUNK_MIN)
+        sh_log(0, "WARNING: secret memory budget is %llu KiB (%s), below the smallest chunk (%zu KiB): nothing "
+                  "can be kept in secret memory; raise it (LimitMEMLOCK= in the systemd unit, memlock in "
+                  "/etc/security/limits.conf, docker run --ulimit memlock=, ulimit -l)",
+               (unsigned long long)(budget >> 10), sh_opt.limit == budget ? "SECRETHEAP_LIMIT" : "RLIMIT_MEMLOCK",
+               SH_CHUNK_MIN >> 10);
+}
+
+int sh_chunk_init(void) {
+    sh_source_detect();
+    size_reserve();
+    uintptr_t base;
+    size_t size = arena_size_for_rlimit();
     while (sh_source_reserve(size, SH_SLOT_SIZE, &base) != 0) {
         size >>= 1;
-        if (size < ((size_t)64 << 20))
+        if (size < ARENA_MIN)
             return ENOMEM;
     }
     nslots_total = size >> SH_SLOT_SHIFT;
@@ -102,8 +149,10 @@ static void slots_mark(size_t first, size_t n, bool used) {
 }
 
 /*
- * RLIMIT_MEMLOCK headroom, read at most once per change of our own
- * mappings. A read costs ~4 system calls (~0.2 ms each here: getrlimit,
+ * RLIMIT_MEMLOCK headroom for the backend the next mapping uses (old model
+ * and locked: limit - VmLck, unlimited with CAP_IPC_LOCK; new model: limit -
+ * what we committed, a ceiling: see sh_source_headroom), read at most once
+ * per change of our own mappings. A read costs ~4 system calls (~0.2 ms each here: getrlimit,
  * open/read/close of /proc/self/status), and once memory runs out every
  * fallback allocation asks again: an s_server under SECRETHEAP_LIMIT=128K
  * took 19 s to start. The value is kept until something of ours that
@@ -120,28 +169,56 @@ static unsigned headroom_uses;
 
 static void headroom_forget(void) { headroom_known = false; }
 
+static uint64_t headroom_at; /* committed_secret when headroom_value was read */
+
+/* The next mapping's budget is charged per committed OS page (new model). */
+static bool charged_at_commit(void) {
+    return sh_source_next_backend() == SH_BACKEND_SECRET && sh_kernel.model != SECRETHEAP_MODEL_OLD;
+}
+
 static uint64_t headroom(void) {
     if (headroom_known && headroom_uses < HEADROOM_REREAD) {
         headroom_uses++;
-        return headroom_value;
+    } else {
+        bool unlimited;
+        headroom_value = sh_source_headroom(sh_source_next_backend(), committed_secret, &unlimited);
+        headroom_at = committed_secret;
+        headroom_known = true;
+        headroom_uses = 0;
     }
-    bool unlimited;
-    headroom_value = sh_source_headroom(&unlimited);
-    headroom_known = true;
-    headroom_uses = 0;
+    /* New model: every secret commit since the read used the budget up
+     * (without a system call to say so: no file shows it). */
+    if (charged_at_commit() && headroom_value != UINT64_MAX && committed_secret > headroom_at)
+        return headroom_value > committed_secret - headroom_at ? headroom_value - (committed_secret - headroom_at) : 0;
     return headroom_value;
 }
 
 /* Bytes a new mapping may take: the smaller of SECRETHEAP_LIMIT and the
- * RLIMIT_MEMLOCK headroom. */
+ * RLIMIT_MEMLOCK headroom. On the new model mapping is free and only
+ * commits are charged, but a chunk larger than what could ever be committed
+ * is no use either, so chunks shrink the same way on both models. */
+static int room_cause; /* SH_CAUSE_MEMLOCK or SH_CAUSE_LIMIT: which bound room_for gave */
 static uint64_t room_for(void) {
     uint64_t room = headroom();
+    room_cause = SH_CAUSE_MEMLOCK;
     if (sh_opt.limit) {
         uint64_t l = sh_opt.limit > bytes_mapped ? sh_opt.limit - bytes_mapped : 0;
-        if (l < room)
+        if (l < room) {
             room = l;
+            room_cause = SH_CAUSE_LIMIT;
+        }
     }
     return room;
+}
+
+/* A refused span or region: the cause for heap.c's exhaustion handling,
+ * counted, errno ENOMEM. Unlocks the chunk lock. */
+static void *refuse(int cause) {
+    sh_fail_cause = cause;
+    atomic_fetch_add_explicit(&sh_stat_failures[cause], 1, memory_order_relaxed);
+    pthread_mutex_unlock(&chunk_mu);
+    errno = ENOMEM;
+    return NULL;
 }
 
 /*
@@ -157,11 +234,18 @@ static uint64_t room_for(void) {
 static bool reserve_allows(bool secure, uint64_t need) {
     if (!reserve_on || secure)
         return true;
-    uint64_t room = room_for();
-    if (room > UINT64_MAX / 4)
+    uint64_t room = headroom();
+    /* What memlock charges: the mappings (old model, secret backend), or the
+     * committed OS pages (new model; the locked backend's mlock). The most
+     * that can be held is that plus the headroom, and SECRETHEAP_LIMIT. */
+    bool at_map = sh_source_next_backend() == SH_BACKEND_SECRET && !charged_at_commit();
+    uint64_t cap = room > UINT64_MAX / 4 ? UINT64_MAX : (at_map ? bytes_mapped : bytes_committed) + room;
+    if (sh_opt.limit && sh_opt.limit < cap)
+        cap = sh_opt.limit;
+    room_cause = sh_opt.limit && cap == sh_opt.limit ? SH_CAUSE_LIMIT : SH_CAUSE_MEMLOCK;
+    if (cap == UINT64_MAX)
         return true; /* unlimited */
-    uint64_t cap = bytes_mapped + room;
-    uint64_t keep = sec_bytes >= sh_opt.secure_reserve ? 0 : sh_opt.secure_reserve - sec_bytes;
+    uint64_t keep = sec_bytes >= reserve_bytes ? 0 : reserve_bytes - sec_bytes;
     return ord_bytes + sec_bytes + need + keep <= cap;
 }
 
@@ -220,24 +304,27 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
         nslots++; /* keep a guard after a region that fills its slots */
     long slot = slots_find(nslots);
     if (slot < 0) {
+        sh_fail_cause = SH_CAUSE_ARENA;
         errno = ENOMEM;
         return NULL;
     }
     struct sh_chunk *c = meta_new(large, size / SH_OS_PAGE);
     if (!c) {
+        sh_fail_cause = sh_cause_of(SH_OP_MAP, errno, SH_BACKEND_NONE);
         errno = ENOMEM;
         return NULL;
     }
     uintptr_t base = atomic_load_explicit(&sh_arena_base, memory_order_relaxed) + ((uintptr_t)slot << SH_SLOT_SHIFT);
-    int backend = 0;
-    int e = sh_source_map(base, size, &backend);
+    int backend = 0, cause = 0;
+    int e = sh_source_map(base, size, &backend, &cause);
     if (e) {
         /* Refused although room_for allowed it (memlock taken outside the
          * allocator): remember, or every later request maps and fails again. */
-        if (e == ENOMEM && headroom_known && headroom_value >= size)
+        if (cause == SH_CAUSE_MEMLOCK && headroom_known && headroom_value >= size)
             headroom_value = size - 1;
         c->large = large;
         meta_park(c);
+        sh_fail_cause = cause;
         errno = e;
         return NULL;
     }
@@ -293,6 +380,18 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
     return c;
 }
 
+/* Takes c's bytes out of the totals (it is unmapped or lost). */
+static void uncount(struct sh_chunk *c) {
+    bytes_mapped -= c->size;
+    if (c->lazy) {
+        lazy_bytes -= c->size;
+    } else {
+        bytes_committed -= c->committed;
+        if (c->backend == SH_BACKEND_SECRET)
+            committed_secret -= c->committed;
+    }
+}
+
 /* Takes c out of every list, slot and total, and parks its descriptor;
  * the caller deals with the mapping. */
 static void chunk_unlink(struct sh_chunk *c) {
@@ -307,8 +406,7 @@ static void chunk_unlink(struct sh_chunk *c) {
     for (size_t i = 0; i < c->nslots; i++)
         atomic_store_explicit(&sh_slots[c->slot + i], NULL, memory_order_release);
     slots_mark(c->slot, c->nslots, false);
-    bytes_mapped -= c->size;
-    bytes_committed -= c->committed;
+    uncount(c);
     headroom_forget();
     if (c->backend == SH_BACKEND_SECRET)
         n_secret--;
@@ -320,7 +418,7 @@ static void chunk_unlink(struct sh_chunk *c) {
 }
 
 static void chunk_destroy(struct sh_chunk *c) {
-    sh_source_unmap(c->base, c->size, c->committed, c->backend);
+    sh_source_unmap(c->base, c->size, c->committed, c->backend, c->lazy);
     sh_log(2, "unmapped %s %zu KiB at %p", c->large ? "large region" : "chunk", c->size >> 10, (void *)c->base);
     chunk_unlink(c);
 }
@@ -339,6 +437,13 @@ static long pages_find(struct sh_chunk *c, uint32_t n) {
     return -1;
 }
 
+static void commit_account(struct sh_chunk *c, size_t n) {
+    bytes_committed += n;
+    if (c->backend == SH_BACKEND_SECRET)
+        committed_secret += n;
+    c->committed += n;
+}
+
 /* Commits up to end, plus a little read-ahead once the chunk is warm: none
  * below READAHEAD_WARM committed, then half of what is committed, at most
  * 64 KiB. Committing costs ~20–100 µs per OS page whatever the batch (the
@@ -350,6 +455,18 @@ static long pages_find(struct sh_chunk *c, uint32_t n) {
  * pages (64 KiB, ~0.3 ms) that were never used; a server that fills the
  * chunk keeps the calls few, and the excess stays bounded to 64 KiB. */
 #define READAHEAD_WARM ((size_t)256 << 10)
+
+/* Commits [c->committed, want); counts what was committed even when a later
+ * OS page is refused (secret: the pages before the refused one stay). */
+static int commit_range(struct sh_chunk *c, size_t want) {
+    size_t done = 0;
+    int e = sh_source_commit_some(c->base + c->committed, want - c->committed, c->backend, &done);
+    commit_account(c, done);
+    if (done && c->backend == SH_BACKEND_LOCKED)
+        headroom_forget(); /* mlock charged it */
+    return e;
+}
+
 static int commit_to(struct sh_chunk *c, size_t end) {
     if (end <= c->committed)
         return 0;
@@ -362,18 +479,23 @@ static int commit_to(struct sh_chunk *c, size_t end) {
     want = (want + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
     if (want > c->size)
         want = c->size;
-    int e = sh_source_commit(c->base + c->committed, want - c->committed, c->backend);
-    if (e) {
-        /* Retry with exactly what is needed. */
-        if (want > end && sh_source_commit(c->base + c->committed, end - c->committed, c->backend) == 0)
-            want = end;
-        else
-            return e;
+    int e = commit_range(c, want);
+    if (e && want > end) {
+        want = end; /* retry with exactly what is needed */
+        e = commit_range(c, want);
     }
-    bytes_committed += want - c->committed;
-    c->committed = want;
-    if (c->backend == SH_BACKEND_LOCKED)
-        headroom_forget(); /* mlock charged it */
+    if (e) {
+        int cause = sh_cause_of(c->backend == SH_BACKEND_LOCKED ? SH_OP_LOCK : SH_OP_COMMIT, e, c->backend);
+        sh_fail_cause = cause;
+        if (cause == SH_CAUSE_MEMLOCK) {
+            /* The kernel is the truth about a budget we cannot read: no room
+             * until something of ours is given back (or HEADROOM_REREAD). */
+            headroom_value = 0;
+            headroom_known = true;
+            headroom_uses = 0;
+        }
+        return e;
+    }
     return 0;
 }
 
@@ -412,11 +534,8 @@ struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure) {
     pthread_mutex_lock(&chunk_mu);
     struct sh_chunk *c;
     long idx = -1;
-    if (!reserve_allows(secure, (uint64_t)npages * SH_OS_PAGE)) {
-        pthread_mutex_unlock(&chunk_mu);
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (!reserve_allows(secure, (uint64_t)npages * SH_OS_PAGE))
+        return refuse(room_cause);
     /* Prefer chunks in use over idle ones, so idle ones can be given back. */
     for (int pass = 0; pass < 2 && idx < 0; pass++) {
         for (c = chunks; c; c = c->next) {
@@ -432,28 +551,18 @@ struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure) {
         size_t size = SH_CHUNK_MAX;
         while (size > SH_CHUNK_MIN && size > room)
             size >>= 1;
-        if (size > room || size < (size_t)npages * SH_OS_PAGE) {
-            pthread_mutex_unlock(&chunk_mu);
-            errno = ENOMEM;
-            return NULL;
-        }
+        if (size > room || size < (size_t)npages * SH_OS_PAGE)
+            return refuse(room_cause);
         c = chunk_new(size, false);
-        if (!c) {
-            int e = errno;
-            pthread_mutex_unlock(&chunk_mu);
-            errno = e == ENOSYS || e == EPERM ? e : ENOMEM;
-            return NULL;
-        }
+        if (!c)
+            return refuse(sh_fail_cause);
         if (size < SH_CHUNK_MAX)
             sh_log(1, "memlock headroom is short: chunk shrunk to %zu KiB", size >> 10);
         idx = 0;
     }
     size_t end = ((size_t)idx + npages) * SH_OS_PAGE;
-    if (commit_to(c, end) != 0) {
-        pthread_mutex_unlock(&chunk_mu);
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (commit_to(c, end) != 0)
+        return refuse(sh_fail_cause);
     if (c->free_pages == c->npages)
         n_idle--;
     for (uint32_t i = (uint32_t)idx; i < (uint32_t)idx + npages; i++)
@@ -489,30 +598,40 @@ void sh_span_free(struct sh_span *s) {
     pthread_mutex_unlock(&chunk_mu);
 }
 
+/*
+ * A large region commits lazily where the kernel cannot refuse a fault
+ * (sh_source_commit_lazy: old model, locked backend): a 64 MiB malloc then
+ * costs a mapping, not 16384 faults up front, and only the OS pages the
+ * program touches leave the direct map. Its committed field is then its
+ * size (every byte usable: fork copies and wipes see all of it) while
+ * bytes_committed counts only what the library faulted in. On the new model
+ * every OS page is committed now: a later fault could be refused with
+ * SIGBUS in the middle of the program.
+ */
 struct sh_span *sh_large_alloc(size_t size, bool secure) {
-    if (size > SH_ARENA_SIZE / 2) {
+    if (size > atomic_load_explicit(&sh_arena_size, memory_order_relaxed) / 2) {
+        sh_fail_cause = SH_CAUSE_ARENA;
+        atomic_fetch_add_explicit(&sh_stat_failures[SH_CAUSE_ARENA], 1, memory_order_relaxed);
         errno = ENOMEM;
         return NULL;
     }
     size = (size + SH_OS_PAGE - 1) & ~(SH_OS_PAGE - 1);
     pthread_mutex_lock(&chunk_mu);
-    if (room_for() < size || !reserve_allows(secure, size)) {
-        pthread_mutex_unlock(&chunk_mu);
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (room_for() < size || !reserve_allows(secure, size))
+        return refuse(room_cause);
     struct sh_chunk *c = chunk_new(size, true);
-    if (!c) {
-        int e = errno;
-        pthread_mutex_unlock(&chunk_mu);
-        errno = e == ENOSYS || e == EPERM ? e : ENOMEM;
-        return NULL;
-    }
-    if (commit_to(c, size) != 0) {
+    if (!c)
+        return refuse(sh_fail_cause);
+    if (sh_source_commit_lazy(c->base, size, c->backend) == 0) {
+        c->lazy = 1;
+        c->committed = size;
+        lazy_bytes += size;
+        if (c->backend == SH_BACKEND_LOCKED)
+            headroom_forget(); /* mlock2 charged it */
+    } else if (commit_to(c, size) != 0) {
+        int cause = sh_fail_cause;
         chunk_destroy(c);
-        pthread_mutex_unlock(&chunk_mu);
-        errno = ENOMEM;
-        return NULL;
+        return refuse(cause);
     }
     struct sh_span *s = &c->spans[0];
     span_init(s, c, c->base, c->npages, SH_SPAN_LARGE, 0);
@@ -530,7 +649,7 @@ void sh_large_free(struct sh_span *s) {
     if (exiting || c->lost) {
         /* Never unmap at exit: other exit handlers may still read their
          * neighbours. The region stays, wiped, until the process is gone. */
-        sh_wipe((void *)c->base, c->committed);
+        sh_source_wipe(c->base, c->size, c->committed, c->lazy);
     } else {
         chunk_destroy(c);
     }
@@ -637,8 +756,7 @@ void sh_chunk_postfork_child(void) {
             for (struct sh_chunk *c = lists[l]; c; c = c->next) {
                 c->lost = 1;
                 sh_source_guard(c->base, c->size);
-                bytes_mapped -= c->size;
-                bytes_committed -= c->committed;
+                uncount(c);
                 if (c->backend == SH_BACKEND_SECRET)
                     n_secret--;
                 else
@@ -675,12 +793,16 @@ void sh_chunk_postfork_child(void) {
                 sh_fatal("fork child cannot re-privatise chunk %p (%zu KiB in use), not even in ordinary memory: "
                          "%s; refusing to continue sharing secret memory with the parent",
                          (void *)c->base, keep >> 10, strerror(e));
+            if (!c->lazy) {
+                bytes_committed -= c->committed - keep;
+                if (c->backend == SH_BACKEND_SECRET)
+                    committed_secret -= backend == SH_BACKEND_SECRET ? c->committed - keep : c->committed;
+            }
             if (backend != c->backend) {
                 n_secret--;
                 n_locked++;
                 c->backend = backend;
             }
-            bytes_committed -= c->committed - keep;
             c->committed = keep;
             atomic_fetch_add(&sh_stat_reprivatised, 1);
         }
@@ -728,6 +850,11 @@ void sh_chunk_stats(struct secretheap_stats *st) {
     st->bytes_mapped = bytes_mapped;
     st->committed_bytes = bytes_committed;
     st->idle_chunks = n_idle;
+    st->committed_secret_bytes = committed_secret;
+    st->committed_locked_bytes = bytes_committed - committed_secret;
+    st->lazy_bytes = lazy_bytes;
+    st->secure_reserve_bytes = reserve_bytes;
+    st->arena_bytes = nslots_total << SH_SLOT_SHIFT;
     pthread_mutex_unlock(&chunk_mu);
 }
 
@@ -738,7 +865,7 @@ int sh_chunk_check(void) {
     for (int l = 0; l < 2; l++) {
         for (struct sh_chunk *c = l ? larges : chunks; c; c = c->next) {
             mapped += c->size;
-            committed += c->committed;
+            committed += c->lazy ? 0 : c->committed;
             if (c->committed > c->size || (c->committed & (SH_OS_PAGE - 1))) {
                 fprintf(stderr, "secretheap: check: chunk %p committed %zu of %zu\n", (void *)c->base, c->committed,
                         c->size);

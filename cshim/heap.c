@@ -478,22 +478,34 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
 /* ---- exhaustion ---- */
 
 /*
- * Secret memory refused a request of n bytes with err. Fallback decisions:
- * ENOSYS/EPERM only reach here under SECRETHEAP_BACKEND=secret (auto takes
- * the locked backend instead): that policy never hands out other memory,
- * and docs/tuning.md promises an abort naming the cause. Otherwise the
- * SECRETHEAP_ON_EXHAUSTED policy: null is counted and reported once (a
- * NULL nobody hears of looks like a bug in the program), abort names the
- * limit, fallback serves the fallback pool (fallback.c).
+ * Secret memory refused a request of n bytes (the cause is sh_fail_cause,
+ * set by chunk.c), or closed: an unseen fork child's allocator that cannot
+ * be trusted (fork.c). A refusal that is not a used-up budget never gets
+ * other memory (a NULL and one warning per cause; an abort under
+ * SECRETHEAP_BACKEND=secret). Otherwise the SECRETHEAP_ON_EXHAUSTED policy:
+ * null is counted and reported once (a NULL nobody hears of looks like a
+ * bug in the program), abort names the cause, fallback serves the fallback
+ * pool (fallback.c).
  */
-static void *exhausted(size_t n, int err) {
-    if (err == ENOSYS || err == EPERM)
-        sh_fatal("SECRETHEAP_BACKEND=secret and memfd_secret is unavailable (%s: %s) for a %zu-byte request; "
-                 "this policy never uses other memory",
-                 err == ENOSYS ? "ENOSYS" : "EPERM",
-                 err == ENOSYS ? "kernel lacks CONFIG_SECRETMEM or boots with secretmem.enable=0"
-                               : "blocked by a seccomp profile or LSM",
-                 n);
+static void *exhausted(size_t n, bool closed) {
+    /* Only a used-up budget (memlock, SECRETHEAP_LIMIT) is exhaustion; any
+     * other cause (chunk.c sets sh_fail_cause) is never papered over with
+     * ordinary memory: no kernel support under BACKEND=secret, a denied
+     * call, no descriptors, no mappings, a closed descriptor. */
+    int cause = closed ? SH_CAUSE_NONE : sh_fail_cause;
+    if (!closed && cause != SH_CAUSE_MEMLOCK && cause != SH_CAUSE_LIMIT && cause != SH_CAUSE_ARENA) {
+        if (sh_opt.on_exhausted == SH_EXH_ABORT || sh_opt.backend == SH_POLICY_SECRET)
+            sh_fatal("secret memory refused for a %zu-byte request: %s; %s", n, sh_cause_text(cause),
+                     sh_opt.backend == SH_POLICY_SECRET ? "SECRETHEAP_BACKEND=secret refuses any other memory"
+                                                        : "SECRETHEAP_ON_EXHAUSTED=abort");
+        static _Atomic uint32_t warned;
+        if (!(atomic_fetch_or(&warned, 1u << cause) & (1u << cause)))
+            sh_log(0, "WARNING: secret memory refused for a %zu-byte request: %s; returning NULL (this cause never "
+                      "falls back to ordinary memory; stats: failures_%s)",
+                   n, sh_cause_text(cause), sh_cause_name(cause));
+        errno = ENOMEM;
+        return NULL;
+    }
     switch (sh_opt.on_exhausted) {
     case SH_EXH_NULL:
         if (atomic_fetch_add(&sh_stat_exhausted_returns, 1) == 0)
@@ -504,18 +516,16 @@ static void *exhausted(size_t n, int err) {
         errno = ENOMEM;
         return NULL;
     case SH_EXH_ABORT:
-        sh_fatal("secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte request "
-                 "and SECRETHEAP_ON_EXHAUSTED=abort",
-                 n);
+        sh_fatal("secret memory exhausted for a %zu-byte request: %s; and SECRETHEAP_ON_EXHAUSTED=abort", n,
+                 closed ? "the allocator is closed in this fork child" : sh_cause_text(cause));
     default:
         break;
     }
     if (atomic_fetch_add(&sh_stat_fallbacks, 1) == 0)
-        sh_log(0, "WARNING: secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
-                  "request: serving it from the fallback pool, ordinary memory (not in a core dump, wiped on free, "
-                  "but readable like any other) (SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only "
-                  "counted (stats: fallbacks)",
-               n);
+        sh_log(0, "WARNING: secret memory exhausted for a %zu-byte request: %s; serving it from the fallback pool, "
+                  "ordinary memory (not in a core dump, wiped on free, but readable like any other) "
+                  "(SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only counted (stats: fallbacks)",
+               n, closed ? "the allocator is closed in this fork child" : sh_cause_text(cause));
     void *p = sh_fallback_alloc(n);
     if (!p)
         atomic_fetch_add(&sh_stat_exhausted_returns, 1);
@@ -580,7 +590,7 @@ static bool adopt_slabs(unsigned cls, struct sh_tcache *self) {
 
 static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls, bool secure) {
     if (sh_unlikely(gate_pass() != 0))
-        return exhausted(n, ENOMEM);
+        return exhausted(n, true);
     struct sh_tcache *tc = sh_tls_cache;
     if (tc == NULL)
         tc = tcache_create();
@@ -625,7 +635,7 @@ static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls,
         }
     }
     if (!got)
-        return exhausted(n, errno);
+        return exhausted(n, false);
     if (sh_unlikely(sh_opt.check_zero))
         check_zero(it.p, cls);
     atomic_store_explicit(it.req, (uint16_t)(n + 1), memory_order_relaxed);
@@ -639,7 +649,7 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
     }
     sh_init();
     if (sh_unlikely(gate_pass() != 0))
-        return exhausted(n, ENOMEM);
+        return exhausted(n, true);
     struct sh_span *s = NULL;
     size_t pages = (n + SH_OS_PAGE - 1) / SH_OS_PAGE;
     if (n <= SH_LARGE_MIN) {
@@ -654,7 +664,7 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
     if (!s && errno == ENOMEM && flush_own_magazines())
         return malloc_large(n, secure);
     if (!s)
-        return exhausted(n, errno);
+        return exhausted(n, false);
     atomic_store_explicit(&s->run_req, n + 1, memory_order_relaxed);
     return (void *)s->start;
 }
@@ -926,7 +936,7 @@ void *secretheap_realloc(void *ptr, size_t n) {
         uint32_t oi;
         if (!live_block(p, &old, &oi))
             old = 0;
-        void *q = exhausted(n, ENOMEM);
+        void *q = exhausted(n, true);
         if (q && old)
             memcpy(q, ptr, old < n ? old : n);
         return q;

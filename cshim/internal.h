@@ -7,7 +7,8 @@
  * Glossary
  *   OS page  the 4 KiB kernel unit; we never say plain "page".
  *   arena    one PROT_NONE, MAP_NORESERVE reservation (64 GiB of address
- *            space, no memory, no memlock) cut into 4 MiB slots.
+ *            space, less under RLIMIT_AS; no memory, no memlock) cut into
+ *            4 MiB slots.
  *   slot     4 MiB of the arena. A chunk starts at the start of its slot;
  *            the rest of the slot stays PROT_NONE as a guard.
  *   chunk    a region of secret memory mapped MAP_FIXED at a slot: 2 MiB
@@ -38,8 +39,10 @@
  *            reserve's OS pages (chunk.c reserve_allows).
  *   block    one allocation handed to a caller.
  *   magazine a per-thread stack of free (already wiped) blocks of one class.
- *   commit   fault OS pages in (pread from /dev/zero for memfd_secret, mlock
- *            for the locked backend) so a refusal is an error, not SIGBUS.
+ *   commit   fault OS pages in (a kernel-side write into each OS page for
+ *            memfd_secret, mlock for the locked backend) so a refusal is an
+ *            error, not SIGBUS. Large regions commit lazily where the kernel
+ *            cannot refuse a fault (old model, locked backend).
  *            A chunk's committed part is a prefix; read-ahead starts once a
  *            chunk has 256 KiB committed (chunk.c commit_to).
  *   fallback pool  ordinary memory of our own for SECRETHEAP_ON_EXHAUSTED=
@@ -145,6 +148,7 @@ struct sh_chunk {
     uint8_t backend;           /* SH_BACKEND_* */
     uint8_t large;             /* 1: a large region, span is &spans[0] */
     uint8_t lost;              /* fork child under dontfork: mapping gone */
+    uint8_t lazy;              /* large region whose OS pages fault in on touch (committed stays 0) */
     uint64_t pagefree[SH_CHUNK_MAX_PAGES / 64]; /* (L) bit set: OS page free */
     struct sh_chunk *next, *prev;               /* (L) list of live chunks */
     size_t meta_size;          /* bytes of this descriptor (mmap'd) */
@@ -251,23 +255,90 @@ static inline bool sh_in_arena(uintptr_t p) {
 }
 
 /* ---- source.c ---- */
+/*
+ * What the kernel gives, detected once at start-up (sh_source_detect, from
+ * sh_chunk_init) by behaviour, never by version string: whether
+ * memfd_secret works, and which accounting model charges it (see
+ * SECRETHEAP_MODEL_* and docs/tuning.md). The model is read off one OS page
+ * mapped for the probe: the old model makes the mapping VM_LOCKED (and
+ * charges it to VmLck), the new one does not; MADV_COLD refuses VM_LOCKED
+ * mappings with EINVAL, so one madvise tells them apart (see source.c).
+ */
+struct sh_kernel {
+    int model;               /* SECRETHEAP_MODEL_* (UNKNOWN when memfd_secret is unavailable) */
+    int secret_cause;        /* SH_CAUSE_* why memfd_secret cannot be used, NONE if it can */
+    int secret_errno;        /* the errno behind secret_cause */
+    uint64_t memlock_limit;  /* soft RLIMIT_MEMLOCK, UINT64_MAX for RLIM_INFINITY */
+    bool cap_ipc_lock;       /* CAP_IPC_LOCK in the effective set */
+};
+SH_HIDDEN extern struct sh_kernel sh_kernel;
+SH_HIDDEN void sh_source_detect(void);
+/* Causes, numbered as SECRETHEAP_CAUSE_*: every failure of memfd_secret,
+ * ftruncate, mmap and commit maps to one (sh_cause_of). Only MEMLOCK and
+ * LIMIT lead to the exhaustion policy; NO_SUPPORT (and DENIED from
+ * memfd_secret itself) to the locked backend under BACKEND=auto; the others
+ * are never papered over with weaker memory. */
+enum {
+    SH_CAUSE_NONE = SECRETHEAP_CAUSE_NONE,
+    SH_CAUSE_NO_SUPPORT = SECRETHEAP_CAUSE_NO_SUPPORT,
+    SH_CAUSE_DENIED = SECRETHEAP_CAUSE_DENIED,
+    SH_CAUSE_MEMLOCK = SECRETHEAP_CAUSE_MEMLOCK,
+    SH_CAUSE_LIMIT = SECRETHEAP_CAUSE_LIMIT,
+    SH_CAUSE_FDS = SECRETHEAP_CAUSE_FDS,
+    SH_CAUSE_MEMORY = SECRETHEAP_CAUSE_MEMORY,
+    SH_CAUSE_BADFD = SECRETHEAP_CAUSE_BADFD,
+    SH_CAUSE_ARENA = SECRETHEAP_CAUSE_ARENA,
+    SH_CAUSE_OTHER = SECRETHEAP_CAUSE_OTHER,
+    SH_CAUSE_COUNT = SECRETHEAP_NUM_CAUSES
+};
+enum { SH_OP_CREATE, SH_OP_SIZE, SH_OP_MAP, SH_OP_COMMIT, SH_OP_LOCK };
+SH_HIDDEN int sh_cause_of(int op, int err, int backend);
+SH_HIDDEN const char *sh_cause_name(int cause); /* "memlock", "no-support", … */
+SH_HIDDEN const char *sh_cause_text(int cause); /* the cause and its fix, one phrase */
+/* The cause of this thread's last refused span or region (chunk.c sets it,
+ * heap.c's exhaustion handling reads it). */
+SH_HIDDEN extern _Thread_local int sh_fail_cause;
+SH_HIDDEN extern _Atomic uint64_t sh_stat_failures[SH_CAUSE_COUNT];
+
 /* Reserve size bytes aligned to align, PROT_NONE + MAP_NORESERVE + MADV_DONTDUMP
  * (no memory, no memlock, nothing in a core dump). */
 SH_HIDDEN int sh_source_reserve(size_t size, size_t align, uintptr_t *out);
 /* Reserved → mapped: secret memory MAP_FIXED at addr, nothing committed.
- * Picks the backend from the policy; *backend tells which. 0, ENOMEM (memlock
- * or limit), ENOSYS/EPERM (policy secret, memfd_secret unavailable). */
-SH_HIDDEN int sh_source_map(uintptr_t addr, size_t size, int *backend);
-/* Mapped → committed for [addr, addr+n). 0 or ENOMEM (refused page). */
+ * Picks the backend from the policy; *backend tells which. 0 or an errno;
+ * *cause (SH_CAUSE_*) says why. */
+SH_HIDDEN int sh_source_map(uintptr_t addr, size_t size, int *backend, int *cause);
+/* Mapped → committed for [addr, addr+n): every OS page faulted in by a
+ * kernel-side write (secret: a refused page is EFAULT, never SIGBUS) or
+ * mlock (locked), using no descriptor. 0 or the errno (EFAULT: refused). */
 SH_HIDDEN int sh_source_commit(uintptr_t addr, size_t n, int backend);
+/* The same, saying in *done how many bytes (whole OS pages) were committed
+ * before a refusal: those stay committed and charged. */
+SH_HIDDEN int sh_source_commit_some(uintptr_t addr, size_t n, int backend, size_t *done);
+/* Large regions where a fault cannot be refused (old model: charged at
+ * mmap; locked: mlock2 MLOCK_ONFAULT charges now): make [addr, addr+n)
+ * usable without faulting it in. 0, or an errno if the backend must commit
+ * eagerly (new model: a later fault could be refused with SIGBUS). */
+SH_HIDDEN int sh_source_commit_lazy(uintptr_t addr, size_t n, int backend);
 /* Anything → reserved: PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP over [addr, addr+size). */
 SH_HIDDEN void sh_source_guard(uintptr_t addr, size_t size);
-/* Committed/mapped → reserved: wipe the committed part, unmap, PROT_NONE again. */
-SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend);
-/* RLIMIT_MEMLOCK headroom in bytes; *unlimited for RLIM_INFINITY or CAP_IPC_LOCK.
- * ~4 system calls: chunk.c caches it (headroom()). */
-SH_HIDDEN uint64_t sh_source_headroom(bool *unlimited);
+/* Committed/mapped → reserved: wipe the committed part (lazy: every OS page
+ * that is resident), unmap, PROT_NONE again. */
+SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend, bool lazy);
+/* The wipe alone (a large region freed while the process exits). */
+SH_HIDDEN void sh_source_wipe(uintptr_t addr, size_t size, size_t committed, bool lazy);
+/* Bytes the next mapping of backend may still take under RLIMIT_MEMLOCK;
+ * *unlimited for RLIM_INFINITY or (old model, locked backend) CAP_IPC_LOCK.
+ * own_secret: bytes of secret memory this process has committed (the new
+ * model's charge, which no file shows). Old model / locked: limit - VmLck.
+ * New model: limit - own_secret, a ceiling only (the budget is the user's,
+ * shared and unreadable: the kernel's refusal at commit is the truth).
+ * Old model / locked: ~4 system calls, so chunk.c caches it (headroom()). */
+SH_HIDDEN uint64_t sh_source_headroom(int backend, uint64_t own_secret, bool *unlimited);
 SH_HIDDEN extern _Atomic uint64_t sh_stat_headroom_reads; /* calls of the above (tests) */
+/* Address space left under RLIMIT_AS (limit - VmSize), UINT64_MAX if none. */
+SH_HIDDEN uint64_t sh_source_as_room(void);
+/* The backend the next mapping will use (policy, and whether memfd_secret works). */
+SH_HIDDEN int sh_source_next_backend(void);
 /* Fork child: give the mapping at addr private pages holding the same
  * bytes in [0, keep) (copy policy: a new memfd_secret file, committed
  * there, nothing past keep) or re-lock [0, keep) (locked backend: its

@@ -49,6 +49,25 @@ extern "C" {
  * memory, MADV_DONTDUMP, wiped on free, locked only where memlock allows. */
 #define SECRETHEAP_BACKEND_FALLBACK 3
 
+/* Accounting models of memfd_secret memory, as in secretheap_stats.model
+ * (detected at start-up from the kernel's behaviour, never its version). */
+#define SECRETHEAP_MODEL_UNKNOWN 0 /* memfd_secret unavailable, or not yet detected */
+#define SECRETHEAP_MODEL_OLD 1     /* charged per process for the whole mapping at mmap (VmLck); CAP_IPC_LOCK bypasses */
+#define SECRETHEAP_MODEL_NEW 2     /* charged per user at each OS page's first fault; no bypass; not in VmLck */
+
+/* Why secret memory was refused: secretheap_stats.failures[] index. */
+#define SECRETHEAP_CAUSE_NONE 0
+#define SECRETHEAP_CAUSE_NO_SUPPORT 1 /* memfd_secret ENOSYS: no kernel support (secretmem.enable=1 on 6.1) */
+#define SECRETHEAP_CAUSE_DENIED 2     /* EPERM/EACCES: seccomp or an LSM denied the call */
+#define SECRETHEAP_CAUSE_MEMLOCK 3    /* RLIMIT_MEMLOCK (EAGAIN at mmap, EFAULT at commit on the new model) */
+#define SECRETHEAP_CAUSE_LIMIT 4      /* SECRETHEAP_LIMIT */
+#define SECRETHEAP_CAUSE_FDS 5        /* EMFILE/ENFILE: descriptor limit */
+#define SECRETHEAP_CAUSE_MEMORY 6     /* ENOMEM: vm.max_map_count, address space or RAM */
+#define SECRETHEAP_CAUSE_BADFD 7      /* EBADF */
+#define SECRETHEAP_CAUSE_ARENA 8      /* the arena's address space is full */
+#define SECRETHEAP_CAUSE_OTHER 9      /* any other errno */
+#define SECRETHEAP_NUM_CAUSES 10
+
 /* Number of small size classes (16 B .. 32 KiB); see cshim/sizeclasses.h. */
 #define SECRETHEAP_NUM_CLASSES 40
 
@@ -99,6 +118,19 @@ struct secretheap_stats {
     /* Appended after the classes (older callers see the prefix). */
     uint64_t fallback_bytes;    /* fallback pool bytes in live blocks (power-of-two blocks, headers included) */
     uint64_t exhausted_returns; /* allocations that returned NULL/ENOMEM because secret memory ran out */
+    /* Appended in 0.2: the kernel's accounting, and what the library itself
+     * committed (never read from VmLck, which the new model leaves at 0). */
+    uint64_t model;                  /* SECRETHEAP_MODEL_* */
+    uint64_t secret_unavailable;     /* SECRETHEAP_CAUSE_* why memfd_secret cannot be used, 0 if it can */
+    uint64_t memlock_limit;          /* soft RLIMIT_MEMLOCK at start-up, bytes; UINT64_MAX: unlimited */
+    uint64_t memlock_bypass;         /* 1: CAP_IPC_LOCK lifts the limit for secret memory (old model only) */
+    uint64_t budget_shared;          /* 1: the limit is a per-user budget shared with every process of the uid */
+    uint64_t committed_secret_bytes; /* OS pages committed in memfd_secret chunks and regions */
+    uint64_t committed_locked_bytes; /* OS pages committed (mlock'ed) in locked-backend chunks and regions */
+    uint64_t lazy_bytes;             /* large regions mapped whose OS pages fault in on first touch (old model, locked) */
+    uint64_t secure_reserve_bytes;   /* secure reserve in force: SECRETHEAP_SECURE_RESERVE capped to a quarter of the budget */
+    uint64_t arena_bytes;            /* address space reserved for chunks (shrunk under RLIMIT_AS) */
+    uint64_t failures[SECRETHEAP_NUM_CAUSES]; /* refused chunk mappings and commits, by SECRETHEAP_CAUSE_* */
 };
 
 /* malloc(3) semantics; the block is zero. NULL with errno ENOMEM when

@@ -10,7 +10,8 @@
  * cmd/benchreport read some of them), then one "  key value" line per
  * value: two spaces, a snake_case key, one space, a value without spaces.
  * Core keys are the field names of struct secretheap_stats (backend as its
- * number), per class "class_<bytes>_<field>" for classes with a slab; the
+ * number), "failures_<cause>" per element of failures[] (cause names as
+ * sh_cause_name, '-' as '_'), per class "class_<bytes>_<field>" for classes with a slab; the
  * skin's keys start with "openssl_". Keys are stable; new ones are only
  * added. No human line has that two-token shape.
  */
@@ -71,6 +72,14 @@ int secretheap_stats(struct secretheap_stats *out, size_t out_size) {
     st.openssl_hooked = atomic_load(&sh_stat_openssl_hooked);
     st.fallback_bytes = atomic_load(&sh_stat_fallback_live);
     st.exhausted_returns = atomic_load(&sh_stat_exhausted_returns);
+    st.model = (uint64_t)sh_kernel.model;
+    st.secret_unavailable = (uint64_t)sh_kernel.secret_cause;
+    st.memlock_limit = sh_kernel.memlock_limit;
+    st.memlock_bypass = sh_kernel.cap_ipc_lock && sh_kernel.model == SECRETHEAP_MODEL_OLD;
+    st.budget_shared = sh_kernel.model != SECRETHEAP_MODEL_OLD && sh_kernel.secret_cause == SH_CAUSE_NONE &&
+                       sh_opt.backend != SH_POLICY_LOCKED;
+    for (int i = 0; i < SH_CAUSE_COUNT; i++)
+        st.failures[i] = atomic_load(&sh_stat_failures[i]);
     size_t n = out_size < sizeof st ? out_size : sizeof st;
     st.struct_size = n;
     memcpy(out, &st, n);
@@ -81,6 +90,12 @@ const char *secretheap_version(void) { return SECRETHEAP_VERSION; }
 
 static const char *backend_name(uint64_t b) {
     return b == SH_BACKEND_SECRET ? "secret" : b == SH_BACKEND_LOCKED ? "locked" : "none";
+}
+
+static const char *model_name(uint64_t m) {
+    return m == SECRETHEAP_MODEL_OLD   ? "old (per process at mmap, in VmLck)"
+           : m == SECRETHEAP_MODEL_NEW ? "new (per user at first fault, not in VmLck)"
+                                       : "unknown";
 }
 
 /* Appends to buf without ever overrunning it (output is cut at the end). */
@@ -153,6 +168,25 @@ void sh_stats_print(int fd) {
         backend_name(st.backend), (unsigned long long)st.chunks_secret, (unsigned long long)st.chunks_locked,
         (unsigned long long)st.idle_chunks, (unsigned long long)st.large_regions_mapped,
         (unsigned long long)(st.bytes_mapped >> 10), (unsigned long long)(st.committed_bytes >> 10));
+    OUT("  kernel model %s; memfd_secret %s; RLIMIT_MEMLOCK %s%llu KiB%s%s; committed %llu KiB secret + %llu KiB "
+        "locked (+ %llu KiB lazy regions)\n",
+        model_name(st.model), st.secret_unavailable ? sh_cause_name((int)st.secret_unavailable) : "available",
+        st.memlock_limit == UINT64_MAX ? "unlimited (" : "",
+        (unsigned long long)(st.memlock_limit == UINT64_MAX ? 0 : st.memlock_limit >> 10),
+        st.memlock_limit == UINT64_MAX ? ")" : "",
+        st.memlock_bypass ? ", bypassed by CAP_IPC_LOCK" : st.budget_shared ? ", shared by the user's processes" : "",
+        (unsigned long long)(st.committed_secret_bytes >> 10), (unsigned long long)(st.committed_locked_bytes >> 10),
+        (unsigned long long)(st.lazy_bytes >> 10));
+    bool any_failure = false;
+    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++)
+        any_failure |= st.failures[i] != 0;
+    if (any_failure) {
+        OUT("  refused:");
+        for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++)
+            if (st.failures[i])
+                OUT(" %s %llu", sh_cause_name(i), (unsigned long long)st.failures[i]);
+        OUT("\n");
+    }
     OUT("  live %llu blocks: %llu B requested, %llu B reserved\n", (unsigned long long)st.live_blocks,
         (unsigned long long)st.requested_bytes, (unsigned long long)st.reserved_bytes);
     OUT("  page runs %llu (%llu B requested, %llu B reserved); large regions %llu (%llu B requested, %llu B "
@@ -197,7 +231,25 @@ void sh_stats_print(int fd) {
     KV(openssl_hooked);
     KV(fallback_bytes);
     KV(exhausted_returns);
+    KV(model);
+    KV(secret_unavailable);
+    KV(memlock_limit);
+    KV(memlock_bypass);
+    KV(budget_shared);
+    KV(committed_secret_bytes);
+    KV(committed_locked_bytes);
+    KV(lazy_bytes);
+    KV(secure_reserve_bytes);
+    KV(arena_bytes);
 #undef KV
+    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "failures_%s", sh_cause_name(i));
+        for (char *k = key; *k; k++)
+            if (*k == '-')
+                *k = '_';
+        OUT("  %s %llu\n", key, (unsigned long long)st.failures[i]);
+    }
     for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
         const struct secretheap_class_stats *c = &st.classes[i];
         if (c->slabs == 0)

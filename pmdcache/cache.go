@@ -20,8 +20,9 @@ const (
 	slotSize  = 1 << slotShift
 
 	// MaxChunkSize is the size of a chunk when RLIMIT_MEMLOCK allows it:
-	// 2 MiB, the x86_64 PMD size, so one chunk splits at most one 2 MiB
-	// direct-map entry when its OS pages leave the direct map.
+	// 2 MiB of address space. Its OS pages are not one 2 MiB physical frame:
+	// the kernel allocates them one by one, and 512 of them landed in ~20
+	// frames (internal/directmap). What chunks save is secret OS pages.
 	MaxChunkSize = 2 << 20
 	// MinChunkSize is the smallest chunk the cache shrinks to when memlock
 	// headroom is short: below it a chunk holds too few slabs to be useful
@@ -73,6 +74,17 @@ func (e *ExhaustedError) Error() string {
 	return s
 }
 
+// Cause classifies the refusal (secretmem.CauseOf uses it).
+func (e *ExhaustedError) Cause() secretmem.Cause {
+	switch e.Limit {
+	case "Config.Limit":
+		return secretmem.CauseLimit
+	case "arena":
+		return secretmem.CauseArena
+	}
+	return secretmem.CauseMemlock
+}
+
 // Unwrap returns ErrExhausted and the cause.
 func (e *ExhaustedError) Unwrap() []error {
 	if e.Err == nil {
@@ -86,7 +98,7 @@ type Config struct {
 	Policy        secretmem.Policy // backend policy for every chunk
 	Limit         uint64           // max bytes mapped (chunks, idle chunks and large regions); 0 = only RLIMIT_MEMLOCK limits
 	MaxIdleChunks int              // wholly free chunks kept mapped: 0 = DefaultMaxIdleChunks, negative = none
-	ArenaSize     uintptr          // address space reserved for chunks: 0 = DefaultArenaSize; rounded up to 4 MiB slots
+	ArenaSize     uintptr          // address space reserved for chunks: 0 = DefaultArenaSize; rounded up to 4 MiB slots; at most an eighth of what RLIMIT_AS leaves
 	// MaxRunPages caps one commit run, in OS pages: 0 means 64 (see the
 	// package doc); 1 commits exactly what each Commit asks, trading more
 	// slow-path trips for no committed-but-unused memory.
@@ -119,7 +131,9 @@ type Cache struct {
 	maps      uint64                 // chunks and regions mapped over the cache's life; guarded by mu
 	unmaps    uint64                 // and unmapped; guarded by mu
 
-	committed atomic.Uint64 // bytes committed in mapped chunks
+	committed       atomic.Uint64 // bytes committed in mapped chunks (lazy regions not included)
+	committedSecret atomic.Uint64 // of committed, in memfd_secret chunks: the new model's charge
+	lazy            atomic.Uint64 // bytes of large regions made usable by CommitLazy
 }
 
 // arena is what Lookup needs, published once the reservation exists.
@@ -153,9 +167,10 @@ type Chunk struct {
 	state  chunkState // guarded by cache.mu
 
 	mu        sync.Mutex     // serialises Commit
-	committed atomic.Uintptr // bytes committed, a prefix; written with mu held
+	committed atomic.Uintptr // bytes committed (usable), a prefix; written with mu held
 	lastRun   uintptr        // size of the last commit run; guarded by mu
 	dead      bool           // unmapped; guarded by mu
+	lazy      bool           // large region made usable by CommitLazy; guarded by mu
 }
 
 // New returns a cache that has mapped nothing yet: the arena is reserved on
@@ -204,15 +219,31 @@ func stderrOnce(format string, args ...any) {
 	stderrWarned.Do(func() { fmt.Fprintf(os.Stderr, format+"\n", args...) })
 }
 
-// ensureArena reserves the arena on first use. c.mu must be held.
+// minArena is the smallest arena ensureArena shrinks to.
+const minArena = 64 << 20
+
+// ensureArena reserves the arena on first use: Config.ArenaSize, but under a
+// finite RLIMIT_AS at most an eighth of the address space left (address space is the program's
+// budget too: a reservation that fits but leaves it nothing breaks it as
+// surely as one that fails), halved while the kernel refuses, down to
+// 64 MiB. c.mu must be held.
 func (c *Cache) ensureArena() error {
 	if c.res != nil {
 		return nil
 	}
-	res, err := secretmem.Reserve(uintptr(c.nslots)<<slotShift, slotSize)
+	size := uintptr(c.nslots) << slotShift
+	for room := secretmem.AddressSpaceRoom(); size > minArena && uint64(size) > room/8; {
+		size /= 2
+	}
+	res, err := secretmem.Reserve(size, slotSize)
+	for err != nil && size/2 >= minArena && size/2 >= 2*slotSize {
+		size /= 2
+		res, err = secretmem.Reserve(size, slotSize)
+	}
 	if err != nil {
 		return fmt.Errorf("pmdcache: reserving the arena: %w", err)
 	}
+	c.nslots = int(size >> slotShift)
 	c.res = res
 	c.slots = make([]*Chunk, c.nslots)
 	c.arena.Store(&arena{base: uintptr(res.Base()), slots: make([]atomic.Pointer[Chunk], c.nslots)})
@@ -320,7 +351,7 @@ func (c *Cache) dropIdle() {
 // chunkSize picks the size of a new chunk from the memlock headroom and
 // Config.Limit. c.mu must be held.
 func (c *Cache) chunkSize() (uintptr, error) {
-	avail := secretmem.MemlockHeadroom()
+	avail := secretmem.Headroom(secretmem.NextBackend(c.cfg.Policy), c.committedSecret.Load())
 	limited := "RLIMIT_MEMLOCK"
 	if c.cfg.Limit > 0 {
 		left := uint64(0)
@@ -338,8 +369,16 @@ func (c *Cache) chunkSize() (uintptr, error) {
 		if limited == "Config.Limit" {
 			return 0, &ExhaustedError{Limit: limited, Max: c.cfg.Limit, InUse: c.mapped, Asked: MinChunkSize}
 		}
-		// Let the kernel refuse: its answer (EAGAIN, with the numbers) is
-		// the cause the caller sees, and our reading of VmLck may be stale.
+		if avail < uint64(secretmem.PageSize()) && secretmem.NextBackend(c.cfg.Policy) == secretmem.BackendSecret && secretmem.Detect().Shared() {
+			// New model: the mapping would succeed and every commit in it
+			// fail; what we committed ourselves already fills the limit.
+			limit, used := secretmem.Detect().MemlockLimit, c.committedSecret.Load()
+			return 0, &ExhaustedError{Limit: "RLIMIT_MEMLOCK", Max: limit, InUse: used, Asked: MinChunkSize,
+				Err: fmt.Errorf("%w: limit %d B, committed by this cache %d B (new model: a per-user budget)", secretmem.ErrMemlock, limit, used)}
+		}
+		// Let the kernel refuse: its answer (EAGAIN at mmap on the old model,
+		// EFAULT at Commit on the new) is the cause the caller sees, and our
+		// reading of the headroom may be stale.
 		return MinChunkSize, nil
 	}
 	return uintptr(1) << (63 - bits.LeadingZeros64(avail)), nil
@@ -464,7 +503,15 @@ func (c *Cache) unmap(ch *Chunk) {
 	c.unmaps++
 	ch.mu.Lock()
 	ch.dead = true
-	c.committed.Add(-uint64(ch.committed.Load()))
+	switch {
+	case ch.lazy:
+		c.lazy.Add(-uint64(ch.size))
+	default:
+		c.committed.Add(-uint64(ch.committed.Load()))
+		if ch.region.Backend() == secretmem.BackendSecret {
+			c.committedSecret.Add(-uint64(ch.committed.Load()))
+		}
+	}
 	ch.committed.Store(0)
 	ch.mu.Unlock()
 	if ch.large {
@@ -501,16 +548,21 @@ func (c *Cache) FallbackReason() error {
 	return c.fallback
 }
 
-// Stats is a snapshot of the cache.
+// Stats is a snapshot of the cache: what the cache mapped and committed
+// itself, never read from VmLck (the new model leaves it at 0).
 type Stats struct {
 	ChunksSecret   int    // chunks (InUse and Idle, not large) served by memfd_secret
 	ChunksLocked   int    // chunks served by the locked backend
 	IdleChunks     int    // chunks kept for reuse
 	LargeRegions   int    // large regions mapped
-	BytesMapped    uint64 // chunks, idle chunks and large regions: what RLIMIT_MEMLOCK is charged
-	BytesCommitted uint64 // OS pages committed in them
-	Maps           uint64 // chunks and regions mapped over the cache's life
-	Unmaps         uint64 // chunks and regions unmapped over the cache's life
+	BytesMapped    uint64 // chunks, idle chunks and large regions (the old model charges this at mmap)
+	BytesCommitted uint64 // OS pages committed in them (the new model charges this, to the user)
+	// Of BytesCommitted: in memfd_secret chunks and regions, and in locked ones.
+	CommittedSecret, CommittedLocked uint64
+	LazyBytes                        uint64 // large regions whose OS pages fault in on touch (Chunk.Commit, old model and locked)
+	ArenaBytes                       uint64 // address space reserved for chunks (0 before the first Get)
+	Maps                             uint64 // chunks and regions mapped over the cache's life
+	Unmaps                           uint64 // chunks and regions unmapped over the cache's life
 }
 
 // Stats returns a snapshot of the counters.
@@ -518,15 +570,27 @@ func (c *Cache) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{
-		ChunksSecret:   c.byBackend[secretmem.BackendSecret],
-		ChunksLocked:   c.byBackend[secretmem.BackendLocked],
-		IdleChunks:     len(c.idle),
-		LargeRegions:   c.large,
-		BytesMapped:    c.mapped,
-		BytesCommitted: c.committed.Load(),
-		Maps:           c.maps,
-		Unmaps:         c.unmaps,
+		ChunksSecret:    c.byBackend[secretmem.BackendSecret],
+		ChunksLocked:    c.byBackend[secretmem.BackendLocked],
+		IdleChunks:      len(c.idle),
+		LargeRegions:    c.large,
+		BytesMapped:     c.mapped,
+		BytesCommitted:  c.committed.Load(),
+		CommittedSecret: c.committedSecret.Load(),
+		CommittedLocked: c.committed.Load() - c.committedSecret.Load(),
+		LazyBytes:       c.lazy.Load(),
+		ArenaBytes:      uint64(c.arenaBytes()),
+		Maps:            c.maps,
+		Unmaps:          c.unmaps,
 	}
+}
+
+// arenaBytes is the arena's size, 0 before it is reserved. c.mu must be held.
+func (c *Cache) arenaBytes() uintptr {
+	if c.res == nil {
+		return 0
+	}
+	return c.res.Size()
 }
 
 // Close wipes and unmaps every chunk, InUse or Idle, and releases the arena.
@@ -593,6 +657,17 @@ func (ch *Chunk) Commit(end uintptr) error {
 	if ch.dead {
 		return fmt.Errorf("pmdcache: Commit on an unmapped chunk: %w", unix.EINVAL)
 	}
+	// A large region is usable at once where no fault can be refused (old
+	// model, locked backend): a 64 MiB request costs a mapping, not 16384
+	// faults up front, and only the OS pages touched leave the direct map.
+	// On the new model it is committed like a chunk (a touch past the user's
+	// budget would be SIGBUS).
+	if ch.large && cur == 0 && ch.region.CommitLazy() {
+		ch.lazy = true
+		ch.committed.Store(ch.size)
+		ch.cache.lazy.Add(uint64(ch.size))
+		return nil
+	}
 	page := secretmem.PageSize()
 	need := (end+page-1)&^(page-1) - cur
 	run := max(need, min(2*ch.lastRun, ch.cache.maxRun))
@@ -601,6 +676,9 @@ func (ch *Chunk) Commit(end uintptr) error {
 	now := ch.region.Committed() // commits only ever grow the prefix
 	ch.committed.Store(now)
 	ch.cache.committed.Add(uint64(now - cur))
+	if ch.region.Backend() == secretmem.BackendSecret {
+		ch.cache.committedSecret.Add(uint64(now - cur))
+	}
 	if err != nil {
 		var me *secretmem.MemlockError
 		if errors.As(err, &me) {
@@ -611,3 +689,8 @@ func (ch *Chunk) Commit(end uintptr) error {
 	ch.lastRun = run
 	return nil
 }
+
+// Wipe zeroes [off, off+n) of the chunk's usable bytes; in a lazy region
+// only the OS pages the program touched (the others are zero and stay out
+// of memory).
+func (ch *Chunk) Wipe(off, n uintptr) { ch.region.Wipe(off, n) }

@@ -3,6 +3,8 @@ package pmdcache_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -49,10 +51,17 @@ func TestMemlockChild(t *testing.T) {
 	}
 }
 
+// memlockChild fills the limit with chunks. Old model: the kernel's refusal
+// is Get's mmap (EAGAIN) and VmLck is exactly what the cache mapped, the
+// large region lazy (charged at mmap, not faulted in). New model: mapping is
+// free, the refusal is a Commit's EFAULT (never SIGBUS), VmLck shows
+// nothing, and the cache's own count is the charge. Sizes lists the chunks
+// committed whole.
 func memlockChild(t *testing.T, large uintptr) {
 	c, err := pmdcache.New(pmdcache.Config{Policy: secretmem.PolicySecret})
 	require.NoError(t, err)
 	defer c.Close()
+	model := secretmem.Detect().Model
 	if large > 0 {
 		l, err := c.GetLarge(large)
 		require.NoError(t, err)
@@ -65,15 +74,25 @@ func memlockChild(t *testing.T, large uintptr) {
 	for i := 0; ; i++ {
 		require.Less(t, i, 100, "the limit never stopped Get")
 		ch, err := c.Get()
+		if err == nil {
+			if err = ch.Commit(ch.Size()); err != nil {
+				require.Equal(t, secretmem.ModelNew, model, "only the new model refuses at commit: %v", err)
+				require.ErrorIs(t, err, unix.EFAULT, "the kernel's own refusal")
+			}
+		} else if model == secretmem.ModelOld {
+			require.ErrorIs(t, err, unix.EAGAIN, "the kernel's own refusal")
+		} else {
+			// New model: what the cache committed itself fills the limit,
+			// so it maps nothing more (the kernel would refuse every commit).
+			require.Equal(t, uint64(0), secretmem.Headroom(secretmem.BackendSecret, c.Stats().CommittedSecret), "%v", err)
+		}
 		if err != nil {
 			require.ErrorIs(t, err, pmdcache.ErrExhausted)
 			require.ErrorIs(t, err, secretmem.ErrMemlock)
-			require.ErrorIs(t, err, unix.EAGAIN, "the kernel's own refusal")
 			got.Err = err.Error()
 			break
 		}
 		got.Sizes = append(got.Sizes, ch.Size())
-		require.NoError(t, ch.Commit(ch.Size()))
 		b := bytesOf(ch, ch.Size())
 		for j := range b {
 			b[j] = byte(j)
@@ -82,8 +101,15 @@ func memlockChild(t *testing.T, large uintptr) {
 	st := c.Stats()
 	m, err := secretmem.ReadMemlock()
 	require.NoError(t, err)
-	require.Equal(t, m.Locked, st.BytesMapped, "VmLck is exactly what the cache mapped")
-	require.Equal(t, st.BytesMapped, st.BytesCommitted)
+	require.Equal(t, st.BytesCommitted, st.CommittedSecret)
+	if model == secretmem.ModelOld {
+		require.Equal(t, m.Locked, st.BytesMapped, "VmLck is exactly what the cache mapped")
+		require.Equal(t, st.BytesMapped, st.BytesCommitted+st.LazyBytes)
+		require.Equal(t, uint64(large), st.LazyBytes, "old model: the large region is usable without faulting it in")
+	} else {
+		require.Zero(t, m.Locked, "the new model's charge is not in VmLck")
+		require.Zero(t, st.LazyBytes, "new model: a large region is committed, never lazy")
+	}
 	testutil.Report("result", got)
 }
 
@@ -198,4 +224,40 @@ func TestFallbackWarnsOncePerProcess(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestArenaFitsRlimitAS: under RLIMIT_AS the arena takes at most an eighth
+// of the address space left, so the program keeps the rest (it took
+// whatever fitted: 512 MiB of 1 GiB left, and the program's own 600 MiB
+// mapping then failed).
+func TestArenaFitsRlimitAS(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	if testutil.InChild(t) {
+		room := uint64(1 << 30)
+		st, err := os.ReadFile("/proc/self/status")
+		require.NoError(t, err)
+		var vmsize uint64
+		for _, l := range strings.Split(string(st), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmSize:" {
+				vmsize, _ = strconv.ParseUint(f[1], 10, 64)
+			}
+		}
+		rl := unix.Rlimit{Cur: vmsize<<10 + room, Max: vmsize<<10 + room}
+		require.NoError(t, unix.Setrlimit(unix.RLIMIT_AS, &rl))
+		c, err := pmdcache.New(pmdcache.Config{})
+		require.NoError(t, err)
+		defer c.Close()
+		ch, err := c.Get()
+		require.NoError(t, err)
+		require.NoError(t, ch.Commit(4096))
+		arena := c.Stats().ArenaBytes
+		assert.LessOrEqual(t, arena, room/8)
+		assert.GreaterOrEqual(t, arena, uint64(64<<20))
+		p, err := unix.MmapPtr(-1, 0, nil, 600<<20, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		require.NoError(t, err, "the program keeps its address space (arena %d MiB)", arena>>20)
+		require.NoError(t, unix.MunmapPtr(p, 600<<20))
+		return
+	}
+	res := testutil.RunChild(t, testutil.ChildOptions{})
+	require.True(t, res.Clean(), res.Output)
 }

@@ -22,7 +22,8 @@
 // mem.go names its states the same way):
 //
 //	Reserved  PROT_NONE, in no chunk: no memory, no memlock.
-//	InUse     mapped (memlock charged for the whole chunk), owned by the
+//	InUse     mapped (old model: memlock charged for the whole chunk; new
+//	          model: each OS page charged as it is committed), owned by the
 //	          caller, found by Lookup.
 //	Idle      mapped, kept by the cache for reuse with its committed OS pages;
 //	          Lookup returns nil for it.

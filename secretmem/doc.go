@@ -7,8 +7,10 @@
 //     6.5). Its OS pages are removed from the kernel direct map, never swapped,
 //     left out of core dumps (written as zeros), and unreadable by any other
 //     process, including through /proc/PID/mem, process_vm_readv(2) and
-//     ptrace(PEEKDATA). The mapping must be MAP_SHARED; the whole mapping is
-//     charged to RLIMIT_MEMLOCK at mmap time and fails with EAGAIN past it.
+//     ptrace(PEEKDATA). The mapping must be MAP_SHARED. Kernels charge it
+//     against RLIMIT_MEMLOCK in one of two ways (Model, Detect): the whole
+//     mapping to the process at mmap (EAGAIN past the limit; the old model),
+//     or each OS page to the user at its first fault (the new model).
 //   - BackendLocked: an anonymous private mapping, mlock2(MLOCK_ONFAULT),
 //     MADV_DONTDUMP and MADV_WIPEONFORK. Never swapped, out of core dumps, gone
 //     in a forked child — but still in the direct map and readable by a
@@ -21,12 +23,13 @@
 // The life of a region's OS pages, and the call that moves between states:
 //
 //	None ──Reserve──▶ Reserved (PROT_NONE, MAP_NORESERVE: no memory, no memlock)
-//	Reserved ──MapAt──▶ Mapped (memlock charged for the whole region, no memory yet)
+//	Reserved ──MapAt──▶ Mapped (old model: memlock charged for the whole region; no memory yet)
 //	Mapped ──Commit──▶ Committed (OS page allocated and zeroed; secret: out of the direct map)
 //	Committed ──Wipe──▶ Committed (zeroed in place; the OS page stays)
 //	Mapped/Committed ──Close──▶ Reserved (wiped, unmapped, PROT_NONE left behind)
 //
-// Commit allocates OS pages explicitly with pread(2) from /dev/zero (secret) or
+// Commit allocates OS pages explicitly with a kernel-side write into each (a
+// raw clock_gettime, no descriptor; secret) or
 // MADV_POPULATE_WRITE (locked), so that a page the kernel refuses is an error
 // (ErrMemlock) on a slow path the caller chose, never a SIGBUS on first touch.
 // Single OS pages cannot be given back to the kernel from a memfd_secret

@@ -96,3 +96,66 @@ func newMemlockError(op string, b Backend, asked uintptr, en unix.Errno) *Memloc
 	m, _ := ReadMemlock() // best effort: the error is about the refusal, not the read
 	return &MemlockError{Op: op, Backend: b, Asked: uint64(asked), Memlock: m, Errno: en}
 }
+
+// Cause names why secret memory was refused. The numbering matches the C
+// API's SECRETHEAP_CAUSE_* constants and String the C stats' names.
+type Cause uint8
+
+const (
+	CauseNone      Cause = iota // no failure
+	CauseNoSupport              // memfd_secret ENOSYS: no kernel support (secretmem.enable=1 on Debian 12's 6.1)
+	CauseDenied                 // EPERM/EACCES: a seccomp profile or an LSM denied the call
+	CauseMemlock                // RLIMIT_MEMLOCK: EAGAIN at mmap (old model), EFAULT at commit (new model)
+	CauseLimit                  // a configured limit (pmdcache Config.Limit, SECRETHEAP_LIMIT)
+	CauseFDs                    // EMFILE/ENFILE: descriptor limit
+	CauseMemory                 // ENOMEM: vm.max_map_count, address space or RAM
+	CauseBadFD                  // EBADF
+	CauseArena                  // the arena's address space is full
+	CauseOther                  // any other error
+)
+
+var causeNames = [...]string{"none", "no-support", "denied", "memlock", "limit", "descriptors", "memory", "bad-fd", "arena", "other"}
+
+// String returns the cause's short name ("memlock", "no-support", …).
+func (c Cause) String() string {
+	if int(c) < len(causeNames) {
+		return causeNames[c]
+	}
+	return fmt.Sprintf("Cause(%d)", uint8(c))
+}
+
+// causer is implemented by errors that know their cause (pmdcache's
+// ExhaustedError).
+type causer interface{ Cause() Cause }
+
+// CauseOf classifies an error from this package (or one wrapping it):
+// CauseNone for nil, CauseOther when nothing is recognised.
+func CauseOf(err error) Cause {
+	if err == nil {
+		return CauseNone
+	}
+	var c causer
+	if errors.As(err, &c) {
+		return c.Cause()
+	}
+	if errors.Is(err, ErrMemlock) {
+		return CauseMemlock
+	}
+	var pe *ProbeError
+	if errors.As(err, &pe) && pe.Op == "memfd_secret" && pe.Errno == unix.ENOSYS {
+		return CauseNoSupport
+	}
+	switch errnoOf(err) {
+	case unix.ENOSYS:
+		return CauseNoSupport
+	case unix.EPERM, unix.EACCES:
+		return CauseDenied
+	case unix.EMFILE, unix.ENFILE:
+		return CauseFDs
+	case unix.ENOMEM, unix.EFAULT:
+		return CauseMemory
+	case unix.EBADF:
+		return CauseBadFD
+	}
+	return CauseOther
+}

@@ -11,12 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Memlock is the process's RLIMIT_MEMLOCK budget: both memfd_secret regions
-// and mlock'ed memory are charged to it, for the whole mapping at map time.
+// Memlock is the process's RLIMIT_MEMLOCK account as /proc shows it (VmLck):
+// what mlock'ed memory and, on the old model (see Model), memfd_secret
+// regions are charged, for the whole mapping at map time. On the new model
+// secret memory is charged to the user instead, and no file shows it: use
+// Headroom, which knows the model.
 type Memlock struct {
 	Limit     uint64 // soft RLIMIT_MEMLOCK in bytes (meaningless when Unlimited)
 	Locked    uint64 // bytes charged to the process now (VmLck in /proc/self/status)
-	Unlimited bool   // RLIM_INFINITY, or CAP_IPC_LOCK in the effective set (root), which bypasses the limit
+	Unlimited bool   // RLIM_INFINITY, or CAP_IPC_LOCK in the effective set, which bypasses the limit for mlock and the old model
 }
 
 // capIPCLock is CAP_IPC_LOCK's bit in the capability sets.
@@ -61,28 +64,6 @@ func ReadMemlock() (Memlock, error) {
 		}
 	}
 	return m, nil
-}
-
-// MemlockHeadroom returns how many more bytes this process may lock, like
-// ReadMemlock().Headroom(), but without reading /proc when the answer is
-// unlimited (RLIM_INFINITY, or CAP_IPC_LOCK checked with capget(2)): reading
-// /proc/self/status costs 30–100 µs here, a chunk's mmap 20–60 µs. On an
-// error it returns math.MaxUint64 and lets the kernel's mmap decide.
-func MemlockHeadroom() uint64 {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
-		return math.MaxUint64
-	}
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err == nil && data[0].Effective&(1<<capIPCLock) != 0 {
-		return math.MaxUint64
-	}
-	m, err := ReadMemlock()
-	if err != nil {
-		return math.MaxUint64
-	}
-	return m.Headroom()
 }
 
 // Headroom returns how many more bytes the limit allows: Limit - Locked, 0 when

@@ -23,6 +23,7 @@ type Region struct {
 
 	mu        sync.Mutex
 	committed spans // committed OS-page ranges, offsets from base; guarded by mu
+	lazy      bool  // CommitLazy: the whole region usable, OS pages fault in on touch; guarded by mu
 	closed    bool  // guarded by mu
 }
 
@@ -191,10 +192,11 @@ func (r *Region) Committed() uintptr {
 // Commit moves the OS pages overlapping [off, off+n) from Mapped to
 // Committed, so that touching them can no longer fault with SIGBUS. Already
 // committed OS pages are skipped: their bytes never change. The secret backend
-// commits with pread(2) from /dev/zero, which the kernel answers with EFAULT
-// (never a signal) when it refuses a page; the locked backend with
-// MADV_POPULATE_WRITE. A refusal returns an error matching ErrMemlock; the
-// OS pages committed before it stay committed.
+// commits with a kernel-side write into each OS page (a raw clock_gettime:
+// no descriptor the host program could close), which the kernel answers with
+// EFAULT (never a signal) when it refuses a page; the locked backend with
+// MADV_POPULATE_WRITE. A memlock refusal (new model) returns an error
+// matching ErrMemlock; the OS pages committed before it stay committed.
 //
 // Writing to an OS page before committing it is a bug: the write faults the
 // page in (SIGBUS if the kernel refuses it) and a later Commit zeroes it.
@@ -239,35 +241,59 @@ func (r *Region) commitRun(off, n uintptr) (uintptr, error) {
 			return 0, fmt.Errorf("secretmem: committing %d bytes: %w", n, err)
 		}
 	}
-	zfd, err := devZero()
-	if err != nil {
-		return 0, err
-	}
-	buf := unsafe.Slice((*byte)(p), n)
-	var done uintptr
-	for done < n {
-		// /dev/zero returns short counts when a signal is pending (Go's
-		// preemption signal is common): keep going from where it stopped.
-		k, err := unix.Pread(zfd, buf[done:], 0)
-		if err == unix.EINTR {
-			continue
+	// A kernel-side write into each OS page, with no descriptor: the kernel
+	// copies clock_gettime's result out with copy_to_user, which faults a
+	// memfd_secret OS page in (on the new model: charges it) and turns a
+	// refused fault into EFAULT where a user-space store would get SIGBUS.
+	// The raw system call, not the vDSO (which writes from user space). The
+	// 16 bytes are zeroed again at once. A /dev/zero descriptor kept for the
+	// process's life was closed by daemons (close_range) and, reused, made
+	// freshly committed memory hold an unrelated file's bytes. Per OS page
+	// it costs the same within noise (~15 µs: the fault dominates).
+	for done := uintptr(0); done < n; done += pageSize {
+		ts := (*unix.Timespec)(unsafe.Add(p, done))
+		if _, _, e := unix.Syscall(unix.SYS_CLOCK_GETTIME, unix.CLOCK_MONOTONIC, uintptr(unsafe.Pointer(ts)), 0); e != 0 {
+			return done, commitFailed(r.backend, n-done, e)
 		}
-		if err != nil {
-			return done &^ (pageSize - 1), newMemlockErrorOrWrap("commit", r.backend, n-done, err)
-		}
-		if k == 0 {
-			return done &^ (pageSize - 1), fmt.Errorf("secretmem: /dev/zero returned EOF")
-		}
-		done += uintptr(k)
+		*ts = unix.Timespec{}
 	}
 	return n, nil
 }
 
-func newMemlockErrorOrWrap(op string, b Backend, n uintptr, err error) error {
-	if en := errnoOf(err); en == unix.EFAULT || en == unix.ENOMEM {
-		return newMemlockError(op, b, n, en)
+// commitFailed classifies a refused commit: EFAULT is the memlock refusal on
+// the new model (the charge is taken at fault); on the old model the charge
+// was taken at mmap and only memory can be short.
+func commitFailed(b Backend, n uintptr, en unix.Errno) error {
+	if en == unix.EFAULT && b == BackendSecret && Detect().Model != ModelOld {
+		return newMemlockError("commit", b, n, en)
 	}
-	return fmt.Errorf("secretmem: %s of %d bytes: %w", op, n, err)
+	return fmt.Errorf("secretmem: commit of %d bytes (%s backend): %w", n, b, en)
+}
+
+// CommitLazy makes the whole region usable without faulting its OS pages
+// in, where no fault can be refused for memlock (Kernel.FaultsGuaranteed:
+// the old model charged the mapping at mmap; the locked backend was charged
+// by mlock2 at map time), and reports whether it did. Pages then fault in
+// as the program touches them, and only those leave the direct map. On the
+// new model it does nothing and returns false: the caller must Commit.
+func (r *Region) CommitLazy() bool {
+	if !Detect().FaultsGuaranteed(r.backend) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.lazy = true
+	return true
+}
+
+// Lazy reports whether CommitLazy made the region usable.
+func (r *Region) Lazy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lazy
 }
 
 // Wipe zeroes the committed OS pages of [off, off+n) (uncommitted ones read
@@ -290,6 +316,10 @@ func (r *Region) Wipe(off, n uintptr) {
 }
 
 func (r *Region) wipeLocked(lo, hi uintptr) {
+	if r.lazy {
+		r.wipeResident(lo, hi)
+		return
+	}
 	for _, s := range r.committed {
 		a, b := max(s.lo, lo), min(s.hi, hi)
 		if a < b {
@@ -322,6 +352,24 @@ func (r *Region) Close() error {
 	return nil
 }
 
+// wipeResident zeroes the OS pages of [lo, hi) that are resident (mincore):
+// touching the others would fault them in only to zero them.
+func (r *Region) wipeResident(lo, hi uintptr) {
+	lo &^= pageSize - 1
+	var vec [512]byte
+	for lo < hi {
+		pages := min((hi-lo+pageSize-1)/pageSize, uintptr(len(vec)))
+		_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Add(r.p, lo)), pages*pageSize, uintptr(unsafe.Pointer(&vec[0])))
+		for i := uintptr(0); i < pages; i++ {
+			if e != 0 || vec[i]&1 != 0 {
+				a := lo + i*pageSize
+				clear(unsafe.Slice((*byte)(unsafe.Add(r.p, a)), min(pageSize, hi-a)))
+			}
+		}
+		lo += pages * pageSize
+	}
+}
+
 func madvise(p unsafe.Pointer, n uintptr, advice int) error {
 	_, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(p), n, uintptr(advice))
 	if e != 0 {
@@ -337,24 +385,6 @@ func errnoOf(err error) unix.Errno {
 		return en
 	}
 	return 0
-}
-
-var zero struct {
-	once sync.Once
-	fd   int
-	err  error
-}
-
-// devZero returns the one /dev/zero descriptor Commit reads from, opened on
-// first use (O_CLOEXEC: it must not leak into exec'ed children).
-func devZero() (int, error) {
-	zero.once.Do(func() {
-		zero.fd, zero.err = unix.Open("/dev/zero", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if zero.err != nil {
-			zero.err = fmt.Errorf("secretmem: opening /dev/zero to commit OS pages: %w", zero.err)
-		}
-	})
-	return zero.fd, zero.err
 }
 
 // span is a half-open range of offsets [lo, hi).

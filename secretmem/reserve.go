@@ -2,7 +2,10 @@ package secretmem
 
 import (
 	"fmt"
+	"math"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -153,3 +156,29 @@ func roundUp(n, to uintptr) uintptr { return (n + to - 1) &^ (to - 1) }
 // rebuilt from a uintptr: besides keeping vet and checkptr quiet, go1.26.8's
 // compiler crashes (ICE in isInlinableMemmove/disjointTypes) compiling a
 // copy(dst, "const") whose dst comes from unsafe.Add(nil, addr).
+
+// AddressSpaceRoom returns the address space left under RLIMIT_AS (the
+// limit less VmSize), math.MaxUint64 when RLIMIT_AS is unlimited.
+// Reservations are address space the program may need too: pmdcache sizes
+// its arena from this.
+func AddressSpaceRoom() uint64 {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_AS, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return math.MaxUint64
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return rl.Cur
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmSize:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			if err == nil && kb<<10 < rl.Cur {
+				return rl.Cur - kb<<10
+			} else if err == nil {
+				return 0
+			}
+		}
+	}
+	return rl.Cur
+}

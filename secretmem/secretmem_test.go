@@ -19,6 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testutil.LiftMemlock()
 	code := m.Run()
 	testutil.CleanupShared()
 	os.Exit(code)
@@ -124,11 +125,17 @@ func TestBackendMapping(t *testing.T) {
 			} else {
 				assert.NotContains(t, flags, "wf", "memfd_secret refuses MADV_WIPEONFORK")
 			}
-			// Both backends charge the whole mapping to the memlock budget at
-			// map time, before any OS page is committed.
+			// The locked backend and the old model charge the whole mapping to
+			// the process (VmLck) at map time, before any OS page is
+			// committed; the new model charges the user at first fault, and
+			// VmLck never shows it.
 			after, err := secretmem.ReadMemlock()
 			require.NoError(t, err)
-			assert.GreaterOrEqual(t, after.Locked, before.Locked+64<<10)
+			if tc.backend == secretmem.BackendLocked || secretmem.Detect().Model == secretmem.ModelOld {
+				assert.GreaterOrEqual(t, after.Locked, before.Locked+64<<10)
+			} else {
+				assert.Equal(t, before.Locked, after.Locked)
+			}
 		})
 	}
 	// Control: an ordinary anonymous mapping has none of these marks, so the
@@ -218,7 +225,11 @@ func TestReservation(t *testing.T) {
 			assert.Contains(t, line, " rw")
 			m1, err := secretmem.ReadMemlock()
 			require.NoError(t, err)
-			assert.Equal(t, m0.Locked+2<<20, m1.Locked)
+			if p == secretmem.PolicyLocked || secretmem.Detect().Model == secretmem.ModelOld {
+				assert.Equal(t, m0.Locked+2<<20, m1.Locked)
+			} else {
+				assert.Equal(t, m0.Locked, m1.Locked, "the new model's charge is not in VmLck")
+			}
 
 			require.NoError(t, r.Close())
 			line, flags := mappingOf(t, uintptr(addr))
@@ -317,7 +328,7 @@ func memlockChild(t *testing.T, limit uint64) {
 	require.Equal(t, limit, m.Limit)
 	head := m.Headroom()
 	require.GreaterOrEqual(t, head, uint64(64<<10))
-	require.Equal(t, head, secretmem.MemlockHeadroom(), "the fast path reads /proc when limited")
+	require.Equal(t, head, secretmem.Headroom(secretmem.BackendLocked, 0), "mlock's headroom is the limit minus VmLck")
 
 	for _, p := range []secretmem.Policy{secretmem.PolicySecret, secretmem.PolicyLocked} {
 		// Control: what fits maps, commits and works.
@@ -328,18 +339,29 @@ func memlockChild(t *testing.T, limit uint64) {
 		for i := range b {
 			b[i] = byte(i)
 		}
-		// Past the limit: a typed error.
-		_, err = secretmem.MapAt(nil, 64<<10, p)
+		// Past the limit: a typed error. On the new model the mapping is
+		// free and the refusal comes at the first commit (EFAULT, not SIGBUS).
+		newModel := p == secretmem.PolicySecret && secretmem.Detect().Model != secretmem.ModelOld
+		r2, err := secretmem.MapAt(nil, 64<<10, p)
+		if newModel {
+			require.NoError(t, err, "new model: mmap is never refused")
+			err = r2.Commit(0, 64<<10)
+			require.NoError(t, r2.Close())
+		}
 		require.Error(t, err)
 		require.ErrorIs(t, err, secretmem.ErrMemlock)
 		var me *secretmem.MemlockError
 		require.ErrorAs(t, err, &me)
 		assert.Equal(t, uint64(64<<10), me.Asked)
 		assert.Equal(t, limit, me.Memlock.Limit)
-		assert.Equal(t, head, me.Memlock.Locked)
-		if p == secretmem.PolicySecret {
+		switch {
+		case newModel:
+			require.ErrorIs(t, err, unix.EFAULT, "the first commit past the user's budget")
+		case p == secretmem.PolicySecret:
+			assert.Equal(t, head, me.Memlock.Locked)
 			require.ErrorIs(t, err, unix.EAGAIN, "memfd_secret mmap past the limit")
-		} else {
+		default:
+			assert.Equal(t, head, me.Memlock.Locked)
 			require.ErrorIs(t, err, unix.ENOMEM, "mlock2 past the limit")
 		}
 		testutil.Report("error", err.Error())
@@ -432,20 +454,38 @@ func TestErrorsMatch(t *testing.T) {
 // unsafePointer returns the address of b's first byte.
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
-func TestMemlockHeadroom(t *testing.T) {
+// TestHeadroomByModel: the locked backend and the old model are charged to
+// the process (limit minus VmLck, CAP_IPC_LOCK lifts it); the new model to
+// the user, with no bypass: the limit minus what we committed is the
+// ceiling, for root too. Fails on either model when the other's rule is used.
+func TestHeadroomByModel(t *testing.T) {
 	m, err := secretmem.ReadMemlock()
 	require.NoError(t, err)
 	if m.Unlimited {
-		assert.Equal(t, ^uint64(0), secretmem.MemlockHeadroom())
-		return
+		assert.Equal(t, ^uint64(0), secretmem.Headroom(secretmem.BackendLocked, 0))
+	} else {
+		assert.Equal(t, m.Headroom(), secretmem.Headroom(secretmem.BackendLocked, 0))
 	}
-	assert.Equal(t, m.Headroom(), secretmem.MemlockHeadroom())
+	k := secretmem.Detect()
+	var rl unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl))
+	switch {
+	case rl.Cur == unix.RLIM_INFINITY:
+		assert.Equal(t, ^uint64(0), secretmem.Headroom(secretmem.BackendSecret, 4096))
+	case k.Model == secretmem.ModelOld:
+		assert.Equal(t, secretmem.Headroom(secretmem.BackendLocked, 0), secretmem.Headroom(secretmem.BackendSecret, 4096),
+			"old model: the same account as mlock (%v)", k)
+	default:
+		assert.Equal(t, rl.Cur-4096, secretmem.Headroom(secretmem.BackendSecret, 4096),
+			"new model: the limit less what we committed, no CAP_IPC_LOCK bypass (%v)", k)
+	}
 }
 
 // TestCommitRefusalIsAnError makes the kernel refuse to commit (the pages
-// are read-only, so pread from /dev/zero meets EFAULT, the same answer a
-// memlock refusal gets): Commit must return ErrMemlock, not raise a signal,
-// and keep what it committed before.
+// are read-only, so the kernel-side write meets EFAULT, the same answer a
+// memlock refusal gets on the new model): Commit must return an error, not
+// raise a signal, and keep what it committed before. The new model calls it
+// memlock; the old one charged the mapping at mmap, so it is not.
 func TestCommitRefusalIsAnError(t *testing.T) {
 	testutil.RequireSecretMem(t)
 	r, err := secretmem.MapAt(nil, 64<<10, secretmem.PolicySecret)
@@ -456,8 +496,14 @@ func TestCommitRefusalIsAnError(t *testing.T) {
 	require.NoError(t, unix.Mprotect(bytesOf(unsafe.Add(r.Base(), 2*pg), 2*pg), unix.PROT_READ))
 	err = r.Commit(0, 8*pg)
 	require.Error(t, err)
-	require.ErrorIs(t, err, secretmem.ErrMemlock)
 	require.ErrorIs(t, err, unix.EFAULT)
+	if secretmem.Detect().Model == secretmem.ModelOld {
+		require.NotErrorIs(t, err, secretmem.ErrMemlock)
+		assert.Equal(t, secretmem.CauseMemory, secretmem.CauseOf(err))
+	} else {
+		require.ErrorIs(t, err, secretmem.ErrMemlock)
+		assert.Equal(t, secretmem.CauseMemlock, secretmem.CauseOf(err))
+	}
 	assert.Equal(t, 2*pg, r.Committed(), "the OS page before the refusal was committed and is kept")
 	// Control: the same commit over writable pages succeeds.
 	require.NoError(t, unix.Mprotect(bytesOf(unsafe.Add(r.Base(), 2*pg), 2*pg), unix.PROT_READ|unix.PROT_WRITE))

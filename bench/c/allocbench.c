@@ -13,6 +13,10 @@
  *                                                   locks nothing, so fixed costs such
  *                                                   as a library constructor's chunk
  *                                                   or the secure heap's arena count)
+ *   allocbench frames  BACKEND N SIZE               N live blocks of SIZE bytes: secret
+ *                                                   OS pages committed and the 2 MiB
+ *                                                   physical frames they occupy (root:
+ *                                                   /proc/self/pagemap), ideal pages/512
  *   allocbench first   BACKEND                      setup + first allocation
  *   allocbench faultin                              a chunk's first fault-in
  *   allocbench fork    BACKEND MIB REPS             fork → child ready, parent blocked,
@@ -597,6 +601,63 @@ static void cmd_locked(const struct backend *b, long n) {
            (double)(after - after_setup) * 1024.0 / (double)n);
 }
 
+/* ---- direct-map frames ------------------------------------------------ */
+
+/* Present OS pages of every /secretmem mapping and the distinct 2 MiB
+ * frames (PFN >> 9) holding them; frames -1 when pagemap hides PFNs. */
+static void secret_frames(long *pages, long *frames) {
+    *pages = 0;
+    *frames = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (f == NULL || pm < 0) die("cannot read /proc/self/maps or pagemap");
+    size_t cap = 1024, n = 0;
+    uint64_t *seen = malloc(cap * sizeof *seen);
+    char line[512];
+    int hidden = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (strstr(line, "/secretmem") == NULL || sscanf(line, "%lx-%lx", &lo, &hi) != 2) continue;
+        for (unsigned long a = lo; a < hi; a += 4096) {
+            uint64_t e;
+            if (pread(pm, &e, 8, (off_t)(a / 4096 * 8)) != 8 || !(e >> 63)) continue;
+            (*pages)++;
+            uint64_t pfn = e & ((1ULL << 55) - 1);
+            if (pfn == 0) {
+                hidden = 1;
+                continue;
+            }
+            size_t k;
+            for (k = 0; k < n && seen[k] != pfn >> 9; k++)
+                ;
+            if (k < n) continue;
+            if (n == cap) seen = realloc(seen, (cap *= 2) * sizeof *seen);
+            seen[n++] = pfn >> 9;
+        }
+    }
+    fclose(f);
+    close(pm);
+    free(seen);
+    *frames = hidden ? -1 : (long)n;
+}
+
+static void cmd_frames(const struct backend *b, long n, size_t size) {
+    setup_and_check(b, 0);
+    void **p = calloc((size_t)n, sizeof *p);
+    if (p == NULL) die("out of memory");
+    for (long i = 0; i < n; i++) {
+        if ((p[i] = b->alloc(size)) == NULL) die("allocation %ld failed", i);
+        memset(p[i], 0x5a, size);
+    }
+    long pages, frames;
+    secret_frames(&pages, &frames);
+    for (long i = 0; i < n; i++) b->release(p[i], size);
+    free(p);
+    printf("{\"kind\":\"frames\",\"backend\":\"%s\",\"n\":%ld,\"size\":%zu,\"pages\":%ld,\"frames\":%ld,"
+           "\"ideal\":%ld}\n",
+           b->name, n, size, pages, frames, (pages + 511) / 512);
+}
+
 /* ---- first use -------------------------------------------------------- */
 
 static void cmd_first(const struct backend *b) {
@@ -841,7 +902,7 @@ static void cmd_forktear(const struct backend *b, int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) die("usage: allocbench check|time|locked|first|faultin|fork|forktear ...");
+    if (argc < 2) die("usage: allocbench check|time|locked|frames|first|faultin|fork|forktear ...");
     const char *cmd = argv[1];
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(cmd, "faultin") == 0) {
@@ -858,6 +919,9 @@ int main(int argc, char **argv) {
         cmd_time(b, argc - 3, argv + 3);
     } else if (strcmp(cmd, "locked") == 0) {
         cmd_locked(b, argc > 3 ? strtol(argv[3], NULL, 10) : 10000);
+    } else if (strcmp(cmd, "frames") == 0) {
+        if (argc < 5) die("frames: BACKEND N SIZE");
+        cmd_frames(b, strtol(argv[3], NULL, 10), (size_t)strtoul(argv[4], NULL, 10));
     } else if (strcmp(cmd, "first") == 0) {
         cmd_first(b);
     } else if (strcmp(cmd, "fork") == 0) {

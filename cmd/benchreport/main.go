@@ -23,6 +23,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/secretheap/secretheap/secretmem"
 )
 
 type config struct {
@@ -229,8 +231,13 @@ type Machine struct {
 	// kernel direct map is already split to 4 KiB pages (splits are permanent).
 	DirectMap4kStart string `json:"directmap4k_start"`
 	DirectMap4kEnd   string `json:"directmap4k_end"`
-	Rounds           int    `json:"rounds"`
-	Quick            bool   `json:"quick"`
+	// Model is the kernel's accounting model for secret memory
+	// (secretmem.Detect: "old" or "new", "unknown"), MemlockLimit the
+	// RLIMIT_MEMLOCK the run had.
+	Model        string `json:"memlock_model"`
+	MemlockLimit uint64 `json:"memlock_limit"`
+	Rounds       int    `json:"rounds"`
+	Quick        bool   `json:"quick"`
 }
 
 func readMachine(root string) Machine {
@@ -247,6 +254,11 @@ func readMachine(root string) Machine {
 	}
 	m.LoadStart = loadavg()
 	m.DirectMap4kStart = directMap4k()
+	k := secretmem.Detect()
+	m.Model, m.MemlockLimit = k.Model.String(), k.MemlockLimit
+	if k.Unavailable != nil {
+		m.Model = "none (memfd_secret unavailable)"
+	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +24,7 @@ var reportSections = []struct {
 	{"memory", "Memory: committed secret bytes against live requested bytes", "list"},
 	{"locked", "Locked memory per 32-byte secret (VmLck after N live secrets ÷ N, fixed costs included)", "list"},
 	{"splits", "Direct-map splits (/proc/vmstat, system-wide, permanent: a later run or backend sees fewer)", "list"},
+	{"frames", "2 MiB physical frames touched by secret memory (pagemap, root): the direct-map blast radius, against one file per allocation and the ideal (secret OS pages ÷ 512)", "list"},
 	{"first-use", "First use in a fresh process (median over fresh processes)", "list"},
 	{"faultin", "A chunk's first fault-in (median over fresh processes)", "list"},
 	{"fork", "fork() → child ready (ratio vs glibc malloc memory of the same size)", "matrix"},
@@ -106,8 +108,10 @@ func renderText(rep Report) string {
 		map[bool]string{true: ", -quick", false: ""}[m.Quick], m.Rounds)
 	fmt.Fprintf(&sb, "Machine: %s, %d CPUs, Linux %s, %s, %s, %s.\n", m.CPU, m.Nproc, m.Kernel, m.OpenSSL, m.Go, m.CC)
 	fmt.Fprintf(&sb, "Load average (1, 5, 15 min) at start: %s; at end: %s.\n", m.LoadStart, m.LoadEnd)
-	fmt.Fprintf(&sb, "Kernel direct map already split to 4 KiB pages (DirectMap4k): %s at start, %s at end.\n\n",
+	fmt.Fprintf(&sb, "Kernel direct map already split to 4 KiB pages (DirectMap4k): %s at start, %s at end.\n",
 		m.DirectMap4kStart, m.DirectMap4kEnd)
+	fmt.Fprintf(&sb, "Secret memory accounting: %s model; RLIMIT_MEMLOCK %s.\n\n", m.Model,
+		map[bool]string{true: "unlimited", false: strconv.FormatUint(m.MemlockLimit, 10) + " B"}[m.MemlockLimit == ^uint64(0)])
 	fmt.Fprintf(&sb, "Cells: median over rounds; (×) median over rounds of the ratio to the baseline of the same round.\n\n")
 	for _, sec := range reportSections {
 		var srows []Row

@@ -80,6 +80,9 @@ func (b *bench) memory() error {
 			return err
 		}
 	}
+	if err := b.frames(); err != nil {
+		return err
+	}
 	probe := filepath.Join(b.bin, "goprobe")
 	for _, be := range goProbeBackends {
 		b.prog.step("memory: locked bytes per 32-B secret, Go %s", be)
@@ -100,6 +103,47 @@ func (b *bench) memory() error {
 			Backend: be, Round: 1, Value: v, Unit: "B/secret"})
 		b.add(Sample{Section: "splits", Workload: fmt.Sprintf("Go: direct-map splits while allocating %d 32-B secrets", lockedN),
 			Backend: be, Round: 1, Value: float64(after - before), Unit: "splits"})
+	}
+	return nil
+}
+
+// framesLive are the live amounts the frames section measures, in 4 KiB
+// blocks: 1 MiB and 4 MiB, the range of a TLS process.
+var framesLive = []int{256, 1024}
+
+// frames: how many 2 MiB physical frames (direct-map entries split) the
+// secret OS pages occupy with N live 4 KiB secrets, for secretheap and for
+// one memfd_secret file per allocation, next to the ideal (pages ÷ 512).
+// Needs root: pagemap hides frame numbers from everyone else.
+func (b *bench) frames() error {
+	if os.Geteuid() != 0 {
+		b.note("frames: skipped (pagemap shows frame numbers to root only)")
+		return nil
+	}
+	for _, n := range framesLive {
+		for _, be := range cBackends {
+			if be.id != "memfd" && be.id != "secretheap" || (be.preload && b.lib == "") {
+				continue
+			}
+			b.prog.step("memory: 2 MiB frames, %d × 4 KiB live, %s", n, be.label)
+			recs, ok, err := b.records("frames "+be.label, 1, 5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
+				"frames", be.id, strconv.Itoa(n), "4096")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			wl := fmt.Sprintf("%d MiB live in 4 KiB secrets", n*4096>>20)
+			pages, _ := recs[0].Num("pages")
+			frames, _ := recs[0].Num("frames")
+			ideal, _ := recs[0].Num("ideal")
+			b.add(Sample{Section: "frames", Workload: wl + ": secret OS pages", Backend: be.label, Round: 1, Value: pages, Unit: "pages"})
+			b.add(Sample{Section: "frames", Workload: wl + ": 2 MiB frames touched", Backend: be.label, Round: 1, Value: frames, Unit: "frames"})
+			if be.id == "secretheap" {
+				b.add(Sample{Section: "frames", Workload: wl + ": 2 MiB frames touched", Backend: "ideal (pages ÷ 512)", Round: 1, Value: ideal, Unit: "frames"})
+			}
+		}
 	}
 	return nil
 }

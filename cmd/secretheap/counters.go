@@ -17,18 +17,31 @@ import (
 	"strconv"
 )
 
-// liveCounter names one counter: the C symbol and the stats field.
+// liveCounter names one counter: the C symbol (index: element of an
+// array of uint64) and the stats field.
 type liveCounter struct {
 	symbol, field string
+	index         int
 }
 
 // liveCounters are read in this order (the order of sh_ident.counters) and
 // printed with these names (the names of struct secretheap_stats).
 var liveCounters = []liveCounter{
-	{"sh_stat_openssl_hooked", "openssl_hooked"},
-	{"sh_stat_fallbacks", "fallbacks"},
-	{"sh_stat_reprivatised", "fork_reprivatised"},
-	{"sh_stat_misuse", "misuse_caught"},
+	{"sh_stat_openssl_hooked", "openssl_hooked", 0},
+	{"sh_stat_fallbacks", "fallbacks", 0},
+	{"sh_stat_reprivatised", "fork_reprivatised", 0},
+	{"sh_stat_misuse", "misuse_caught", 0},
+	// sh_stat_failures[SECRETHEAP_CAUSE_*]: refusals by cause (stats.c's
+	// failures_<cause> keys); printed only when non-zero.
+	{"sh_stat_failures", "failures_no_support", 1},
+	{"sh_stat_failures", "failures_denied", 2},
+	{"sh_stat_failures", "failures_memlock", 3},
+	{"sh_stat_failures", "failures_limit", 4},
+	{"sh_stat_failures", "failures_descriptors", 5},
+	{"sh_stat_failures", "failures_memory", 6},
+	{"sh_stat_failures", "failures_bad_fd", 7},
+	{"sh_stat_failures", "failures_arena", 8},
+	{"sh_stat_failures", "failures_other", 9},
 }
 
 // readLiveCounters reads the counters the ident points at. maps must be the
@@ -50,6 +63,9 @@ func readLiveCounters(r memReader, id libraryIdent, maps []mapping) (map[string]
 		if err != nil {
 			return nil, err
 		}
+		if len(b) != 8 {
+			return nil, fmt.Errorf("short read of %s", c.field)
+		}
 		out[c.field] = binary.NativeEndian.Uint64(b)
 	}
 	return out, nil
@@ -66,11 +82,15 @@ func inWritableMapping(maps []mapping, addr uint64) bool {
 	return false
 }
 
-// formatCounters prints the counters in liveCounters order.
+// formatCounters prints the counters in liveCounters order (refusals by
+// cause only when non-zero).
 func formatCounters(c map[string]uint64) string {
 	s := ""
-	for i, lc := range liveCounters {
-		if i > 0 {
+	for _, lc := range liveCounters {
+		if lc.symbol == "sh_stat_failures" && c[lc.field] == 0 {
+			continue
+		}
+		if s != "" {
 			s += ", "
 		}
 		s += lc.field + " " + strconv.FormatUint(c[lc.field], 10)

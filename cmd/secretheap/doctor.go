@@ -68,7 +68,8 @@ type doctorEnv struct {
 	status      map[string]string // /proc/self/status
 	memlock     secretmem.Memlock
 	memlockErr  error
-	powerState  string // /sys/power/state, "" if absent
+	kernel      secretmem.Kernel // accounting model, detected by behaviour
+	powerState  string           // /sys/power/state, "" if absent
 	openssl     opensslInfo
 	hook        hookResult
 }
@@ -124,6 +125,7 @@ func gatherDoctorEnv() doctorEnv {
 		e.status = parseStatus(b)
 	}
 	e.memlock, e.memlockErr = secretmem.ReadMemlock()
+	e.kernel = secretmem.Detect()
 	if b, err := os.ReadFile("/sys/power/state"); err == nil {
 		e.powerState = strings.TrimSpace(string(b))
 	}
@@ -139,7 +141,8 @@ func diagnose(e doctorEnv) doctorReport {
 		checkProbe(e.probeErr),
 		checkEnableParam(e.enableParam, e.probeErr),
 		checkSeccomp(e.status, e.probeErr),
-		checkMemlock(e.memlock, e.memlockErr, e.status),
+		checkModel(e.kernel),
+		checkMemlock(e.kernel, e.memlock, e.memlockErr, e.status),
 		checkOpenSSL(e.openssl),
 		checkHook(e.hook),
 		checkHibernation(e.powerState),
@@ -347,7 +350,31 @@ func secretCapacity(headroom uint64) (chunks uint64, chunk uint64, total uint64)
 	return chunks, chunk, chunks * chunk
 }
 
-func checkMemlock(m secretmem.Memlock, err error, status map[string]string) check {
+// checkModel names the accounting model the kernel uses for memfd_secret
+// memory, found by how a fresh mapping behaves (never by version: Debian's
+// 6.1.192 has the new model, its 6.1.176 the old one).
+func checkModel(k secretmem.Kernel) check {
+	c := check{Name: "accounting", Data: map[string]any{"model": k.Model.String(), "shared": k.Shared(), "bypass": k.Bypass()}}
+	switch {
+	case k.Unavailable != nil:
+		c.Verdict, c.Detail = verdictOK, "no memfd_secret here: the locked backend's mlock is charged to each process (VmLck)"
+	case k.Model == secretmem.ModelOld:
+		c.Verdict = verdictOK
+		c.Detail = "old model: secret memory is charged to each process for the whole mapping at mmap (it shows in VmLck); " +
+			"CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK"
+	case k.Model == secretmem.ModelNew:
+		c.Verdict = verdictOK
+		c.Detail = "new model: each OS page is charged at first use to the user (one budget shared by every process of the uid, " +
+			"not shown in VmLck); no CAP_IPC_LOCK bypass, root included; the library commits every page before use, so a refusal " +
+			"is exhaustion, never SIGBUS"
+	default:
+		c.Verdict = verdictWarn
+		c.Detail = "could not tell the model (mlockall(MCL_FUTURE) locks every mapping): the new model's rules are assumed"
+	}
+	return c
+}
+
+func checkMemlock(k secretmem.Kernel, m secretmem.Memlock, err error, status map[string]string) check {
 	c := check{Name: "memlock"}
 	if err != nil {
 		c.Verdict, c.Detail = verdictWarn, "cannot read RLIMIT_MEMLOCK: "+err.Error()
@@ -362,6 +389,10 @@ func checkMemlock(m secretmem.Memlock, err error, status map[string]string) chec
 		"locked":       m.Locked,
 		"unlimited":    m.Unlimited,
 		"cap_ipc_lock": capLock,
+		"shared":       k.Shared(),
+	}
+	if k.Shared() {
+		return checkSharedBudget(c, m.Limit)
 	}
 	limitStr := formatBytes(m.Limit)
 	if m.Unlimited {
@@ -394,6 +425,39 @@ func checkMemlock(m secretmem.Memlock, err error, status map[string]string) chec
 		c.Verdict = verdictOK
 		c.Detail = fmt.Sprintf("%s: allows %d chunks of 2 MiB (%s) per process", base, chunks, formatBytes(total))
 	}
+	return c
+}
+
+// checkSharedBudget judges RLIMIT_MEMLOCK on the new model: a per-user
+// budget with no bypass, charged per OS page committed, of which other
+// processes of the user may hold any part (the kernel does not say how
+// much): the limit is what the library could use at most.
+func checkSharedBudget(c check, limit uint64) check {
+	c.Data["unlimited"] = limit == unix.RLIM_INFINITY
+	if limit == unix.RLIM_INFINITY {
+		c.Verdict, c.Detail = verdictOK, "RLIMIT_MEMLOCK is unlimited: secret memory is bounded only by RAM and SECRETHEAP_LIMIT"
+		return c
+	}
+	chunks, chunk, total := secretCapacity(limit)
+	c.Data["allows_bytes"] = total
+	c.Data["chunk_bytes"] = chunk
+	c.Data["chunks"] = chunks
+	base := fmt.Sprintf("RLIMIT_MEMLOCK %s is a budget shared by every process of this user (no CAP_IPC_LOCK bypass, root included)",
+		formatBytes(limit))
+	switch {
+	case chunks == 0:
+		c.Verdict = verdictFail
+		c.Detail = fmt.Sprintf("%s: below the %s minimum chunk, no secret memory at all", base, formatBytes(minChunk))
+	case chunk < chunkSize:
+		c.Verdict = verdictWarn
+		c.Detail = fmt.Sprintf("%s: the library could use at most %s (chunks shrink to %s), less what the user's other processes hold; enough for OpenSSL's secure heap (SECRETHEAP_OPENSSL=secure), not for all of a TLS server's allocations (≈%s peak per process)",
+			base, formatBytes(total), formatBytes(chunk), formatBytes(tlsProcessPeak))
+	default:
+		c.Verdict = verdictWarn
+		c.Detail = fmt.Sprintf("%s: the library could use at most %s, less what the user's other processes hold: a master and N forked workers share it (each worker's copy of the parent's pages is charged again)",
+			base, formatBytes(total))
+	}
+	c.Fix = memlockFix
 	return c
 }
 

@@ -93,7 +93,7 @@ func TestCheckMemlock(t *testing.T) {
 		{"all used", secretmem.Memlock{Limit: 64 * kib, Locked: 64 * kib}, noCap, verdictFail, "no secret memory at all"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := checkMemlock(tc.m, nil, tc.status)
+			c := checkMemlock(secretmem.Kernel{Model: secretmem.ModelOld}, tc.m, nil, tc.status)
 			assert.Equal(t, tc.verdict, c.Verdict, c.Detail)
 			assert.Contains(t, c.Detail, tc.detail)
 			if tc.verdict != verdictOK {
@@ -102,8 +102,37 @@ func TestCheckMemlock(t *testing.T) {
 			}
 		})
 	}
-	c := checkMemlock(secretmem.Memlock{}, fmt.Errorf("boom"), nil)
+	c := checkMemlock(secretmem.Kernel{}, secretmem.Memlock{}, fmt.Errorf("boom"), nil)
 	assert.Equal(t, verdictWarn, c.Verdict)
+}
+
+// On the new model doctor never promises a bypass: root's 8 MiB is a budget
+// shared by the user's processes, and the fix is named.
+func TestCheckMemlockNewModel(t *testing.T) {
+	root := map[string]string{"CapEff": "000001fffeffffff"}
+	k := secretmem.Kernel{Model: secretmem.ModelNew, MemlockLimit: 8 * mib, CapIPCLock: true}
+	c := checkMemlock(k, secretmem.Memlock{Limit: 8 * mib, Unlimited: true}, nil, root)
+	assert.Equal(t, verdictWarn, c.Verdict, c.Detail)
+	assert.NotContains(t, c.Detail, "bypasses")
+	assert.Contains(t, c.Detail, "shared by every process of this user")
+	assert.Contains(t, c.Detail, "at most 8 MiB")
+	assert.Contains(t, c.Fix, "LimitMEMLOCK=")
+	assert.Contains(t, c.Fix, "limits.conf")
+	assert.Contains(t, c.Fix, "--ulimit memlock=")
+	assert.Equal(t, uint64(8*mib), c.Data["allows_bytes"])
+	c = checkMemlock(k, secretmem.Memlock{Limit: 16 * kib}, nil, root)
+	assert.Equal(t, verdictFail, c.Verdict, c.Detail)
+	c = checkMemlock(k, secretmem.Memlock{Limit: unix.RLIM_INFINITY, Unlimited: true}, nil, root)
+	assert.Equal(t, verdictOK, c.Verdict, c.Detail)
+	// The same as root on the old model: the bypass is real there.
+	c = checkMemlock(secretmem.Kernel{Model: secretmem.ModelOld, CapIPCLock: true}, secretmem.Memlock{Limit: 8 * mib, Unlimited: true}, nil, root)
+	assert.Equal(t, verdictOK, c.Verdict)
+	assert.Contains(t, c.Detail, "CAP_IPC_LOCK bypasses")
+
+	for _, m := range []secretmem.Model{secretmem.ModelOld, secretmem.ModelNew, secretmem.ModelUnknown} {
+		c := checkModel(secretmem.Kernel{Model: m})
+		assert.Contains(t, c.Detail, map[secretmem.Model]string{secretmem.ModelOld: "old model", secretmem.ModelNew: "new model", secretmem.ModelUnknown: "could not tell"}[m])
+	}
 }
 
 // probeErr makes the error secretmem.Probe returns for errno en, by asking
@@ -228,12 +257,13 @@ func TestDiagnoseReady(t *testing.T) {
 		enableParam: "Y",
 		status:      map[string]string{"Seccomp": "0", "CapEff": "0"},
 		memlock:     secretmem.Memlock{Limit: 8 * mib},
+		kernel:      secretmem.Kernel{Model: secretmem.ModelOld, MemlockLimit: 8 * mib},
 		openssl:     opensslInfo{Libcrypto: "/l/libcrypto.so.3", Soname: "libcrypto.so.3"},
 		hook:        hookResult{Library: "/x", Hooked: "1"},
 	}
 	rep := diagnose(good)
 	assert.True(t, rep.Ready)
-	require.Len(t, rep.Checks, 8)
+	require.Len(t, rep.Checks, 9)
 	for _, c := range rep.Checks {
 		assert.Equal(t, verdictOK, c.Verdict, c.Name+": "+c.Detail)
 	}

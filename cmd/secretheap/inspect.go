@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/secretheap/secretheap/internal/directmap"
 )
 
 // inspectReport is what inspect finds out about a process from /proc and
@@ -41,6 +43,18 @@ type inspectReport struct {
 	// procMapsLimit of them), "" when all were.
 	Partial string `json:"partial,omitempty"`
 
+	// Model is the accounting model seen on its secretmem mappings: "old"
+	// (VM_LOCKED, "lo" in smaps: charged to the process at mmap, in VmLck),
+	// "new" (not locked: charged per OS page to the user, not in VmLck), or
+	// "" when it has none or smaps is unreadable.
+	Model string `json:"model,omitempty"`
+	// SecretPages and Frames: committed memfd_secret OS pages and the 2 MiB
+	// physical frames they occupy (direct-map entries split), from pagemap;
+	// FramesErr says why frames are unknown (root only).
+	SecretPages int    `json:"secretmem_pages"`
+	Frames      int    `json:"frames_2m,omitempty"`
+	FramesErr   string `json:"frames_error,omitempty"`
+
 	VmLck       uint64            `json:"vmlck_bytes"`
 	MemlockSoft uint64            `json:"memlock_soft"` // MaxUint64 = unlimited
 	MemlockHard uint64            `json:"memlock_hard"`
@@ -62,7 +76,8 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 			"read from the process's memory, so a renamed or stripped library counts and a\n"+
 			"file merely named so does not) and its version, which object is OpenSSL (a\n"+
 			"libcrypto, or a program with OpenSSL linked in, such as node), its memfd_secret\n"+
-			"mappings (count, bytes mapped, bytes committed), locked-backend mappings, VmLck\n"+
+			"mappings (count, bytes mapped, bytes committed, and as root the 2 MiB physical\n"+
+			"frames they occupy), the accounting model, locked-backend mappings, VmLck\n"+
 			"against its RLIMIT_MEMLOCK, the SECRETHEAP_* settings it was started with, and\n"+
 			"the library's live counters (openssl_hooked, fallbacks, fork_reprivatised,\n"+
 			"misuse_caught). No file named by the process is opened; /proc files are read\n"+
@@ -125,6 +140,12 @@ func inspect(pid int) (inspectReport, error) {
 			rep.SecretMaps++
 			rep.SecretBytes += m.Size()
 			rep.SecretRss += m.Rss
+			if rep.SmapsReadable && rep.Model == "" {
+				rep.Model = "new"
+				if m.hasFlag("lo") {
+					rep.Model = "old"
+				}
+			}
 		case m.isLocked():
 			rep.LockedMaps++
 			rep.LockedBytes += m.Size()
@@ -165,6 +186,13 @@ func inspect(pid int) (inspectReport, error) {
 		return inspectReport{PID: pid}, fmt.Errorf("process %d: %w", pid, err)
 	} else if err := readMaps("maps"); err != nil {
 		return rep, fmt.Errorf("process %d: %w", pid, err)
+	}
+	if rep.SecretMaps > 0 {
+		f, err := directmap.Measure(pid)
+		rep.SecretPages, rep.Frames = f.Pages, f.Frames
+		if err != nil {
+			rep.FramesErr = err.Error()
+		}
 	}
 	b, err := d.read("status", procSmallLimit)
 	if err != nil {
@@ -340,12 +368,28 @@ func printInspect(w io.Writer, r inspectReport) {
 		committed = formatBytes(r.SecretRss) + " committed"
 	}
 	fmt.Fprintf(w, "secretmem      %d mappings, %s mapped, %s\n", r.SecretMaps, formatBytes(r.SecretBytes), committed)
+	switch {
+	case r.SecretMaps == 0:
+	case r.FramesErr != "":
+		fmt.Fprintf(w, "direct map     %d OS pages committed; 2 MiB frames unknown: %s\n", r.SecretPages, r.FramesErr)
+	default:
+		fmt.Fprintf(w, "direct map     %d OS pages committed in %d 2 MiB frames (direct-map entries split; ideal %d)\n",
+			r.SecretPages, r.Frames, (r.SecretPages+511)/512)
+	}
+	switch r.Model {
+	case "old":
+		fmt.Fprintln(w, "accounting     old model: secret memory is charged to this process at mmap (VmLck shows it); CAP_IPC_LOCK bypasses the limit")
+	case "new":
+		fmt.Fprintln(w, "accounting     new model: each OS page is charged at first use to the user, shared by its processes; VmLck does not show it, CAP_IPC_LOCK does not lift the limit")
+	}
 	if r.LockedMaps > 0 || r.SmapsReadable {
 		fmt.Fprintf(w, "locked memory  %d mappings, %s (anonymous, mlocked, not dumped: the locked backend, or another locked heap)\n", r.LockedMaps, formatBytes(r.LockedBytes))
 	}
 	lim := fmt.Sprintf("limit %s soft / %s hard", formatBytes(r.MemlockSoft), formatBytes(r.MemlockHard))
-	if r.CapIPCLock {
+	if r.CapIPCLock && r.Model != "new" {
 		lim += ", CAP_IPC_LOCK (limit does not apply)"
+	} else if r.CapIPCLock {
+		lim += ", CAP_IPC_LOCK (lifts it for mlock only)"
 	}
 	fmt.Fprintf(w, "memlock        VmLck %s, %s\n", formatBytes(r.VmLck), lim)
 	if r.EnvReadable {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/secretmem"
 )
 
 // tlsTarget is an `openssl s_server` holding a throwaway P-256 key, with or
@@ -160,10 +161,24 @@ func TestInspect(t *testing.T) {
 		assert.True(t, rep.SmapsReadable)
 		assert.Positive(t, rep.SecretRss, "committed OS pages show as Rss")
 		assert.LessOrEqual(t, rep.SecretRss, rep.SecretBytes)
-		assert.GreaterOrEqual(t, rep.VmLck, rep.SecretBytes, "memfd_secret mappings are charged as locked memory")
+		model := secretmem.Detect().Model
+		assert.Equal(t, model.String(), rep.Model, "the model seen on the target's mappings")
+		if model == secretmem.ModelOld {
+			assert.GreaterOrEqual(t, rep.VmLck, rep.SecretBytes, "old model: memfd_secret mappings are charged as locked memory")
+		}
+		assert.Equal(t, rep.SecretRss, uint64(rep.SecretPages)*4096, "pagemap and smaps count the same committed OS pages")
+		if os.Geteuid() == 0 {
+			assert.Empty(t, rep.FramesErr)
+			assert.GreaterOrEqual(t, rep.Frames, (rep.SecretPages+511)/512)
+			assert.LessOrEqual(t, rep.Frames, rep.SecretPages)
+		}
 		assert.Equal(t, "all", rep.Settings["SECRETHEAP_OPENSSL"])
 		require.Empty(t, rep.CountersErr)
-		assert.Equal(t, map[string]uint64{"openssl_hooked": 1, "fallbacks": 0, "fork_reprivatised": 0, "misuse_caught": 0}, rep.Counters)
+		for k, want := range map[string]uint64{"openssl_hooked": 1, "fallbacks": 0, "fork_reprivatised": 0, "misuse_caught": 0,
+			"failures_memlock": 0, "failures_descriptors": 0, "failures_other": 0} {
+			v, ok := rep.Counters[k]
+			assert.True(t, ok && v == want, "counter %s = %d (present %v), want %d", k, v, ok, want)
+		}
 		assert.Contains(t, rep.OpenSSLHook, "yes: every OpenSSL allocation")
 
 		// The same through the command, as JSON and as text.
@@ -177,6 +192,8 @@ func TestInspect(t *testing.T) {
 		require.Equal(t, 0, dispatch([]string{"inspect", strconv.Itoa(tg.pid)}, &out, &errb))
 		assert.Regexp(t, `secretmem +\d+ mappings, `, out.String())
 		assert.Contains(t, out.String(), "library        loaded: "+lib)
+		assert.Regexp(t, `direct map +\d+ OS pages committed`, out.String())
+		assert.Contains(t, out.String(), "accounting     "+model.String()+" model")
 	})
 	t.Run("fallbacks under a small limit", func(t *testing.T) {
 		// The counters are read from the process's memory: a limit far
@@ -197,6 +214,7 @@ func TestInspect(t *testing.T) {
 		assert.Equal(t, uint64(1), rep.Counters["openssl_hooked"])
 		assert.LessOrEqual(t, rep.SecretBytes, uint64(128<<10))
 		assert.Contains(t, rep.OpenSSLHook, "fell back to ordinary memory")
+		assert.Positive(t, rep.Counters["failures_limit"], "the refusals are named: SECRETHEAP_LIMIT")
 	})
 	t.Run("stripped library", func(t *testing.T) {
 		// Distribution packages strip .symtab: the library is recognised

@@ -127,8 +127,20 @@ void h_reexec(const char *mode, const char *const *env, long uid, size_t memlock
 }
 
 int h_dispatch(int argc, char **argv, const struct h_mode *modes) {
-    if (argc < 2)
+    if (argc < 2) {
+        /* The test program itself (not a re-executed mode). As root, lift
+         * RLIMIT_MEMLOCK: on the new accounting model root's default 8 MiB
+         * is a budget with no CAP_IPC_LOCK bypass, shared by every child the
+         * tests start, and tests that are not about the limit would fall
+         * back. Tests about it set their own limit (h_reexec, setrlimit).
+         * 1 GiB rather than RLIM_INFINITY: with an infinite limit TSan's
+         * handler for a deadly signal aborts ("nested bug"), and
+         * test_dontfork expects its grandchild to die of SIGSEGV. */
+        struct rlimit inf = {(rlim_t)1 << 30, (rlim_t)1 << 30};
+        if (geteuid() == 0)
+            setrlimit(RLIMIT_MEMLOCK, &inf);
         return -1;
+    }
     for (const struct h_mode *m = modes; m->name; m++)
         if (strcmp(m->name, argv[1]) == 0)
             return m->fn();

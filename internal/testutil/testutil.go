@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -36,4 +38,17 @@ func RequireSecretMem(t testing.TB) {
 		t.Fatalf("memfd_secret is required (%s=1) but unavailable: %v", RequireEnv, probe.err)
 	}
 	t.Skipf("memfd_secret unavailable: %v", probe.err)
+}
+
+// LiftMemlock raises RLIMIT_MEMLOCK to unlimited when the test process runs
+// as root, and is meant for TestMain. On the new accounting model (see
+// secretmem.Model) root's default 8 MiB is a budget with no CAP_IPC_LOCK
+// bypass, shared by every child the tests start, so tests that are not
+// about the limit would run out; tests about it set their own limit in a
+// child (ChildOptions.SetMemlock).
+func LiftMemlock() {
+	if os.Geteuid() == 0 {
+		inf := unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+		_ = unix.Setrlimit(unix.RLIMIT_MEMLOCK, &inf)
+	}
 }
