@@ -118,7 +118,7 @@ static int mode_close_all(void) {
         unsigned char *p = secretheap_calloc(1, 3000);
         if (!p)
             return 91;
-        if (secretheap_backend(p) == SECRETHEAP_BACKEND_NONE)
+        if (secretheap_backend(p) == SECRETHEAP_BACKEND_FALLBACK)
             fallback++;
         for (int j = 0; j < 3000; j++)
             bad += p[j] != 0;
@@ -224,7 +224,7 @@ static int mode_big_region(void) {
                    ? 0
                    : 1;
     if (st.model == SECRETHEAP_MODEL_NEW)
-        return backend == SECRETHEAP_BACKEND_NONE && st.fallbacks >= 1 && st.failures[SECRETHEAP_CAUSE_MEMLOCK] >= 1 &&
+        return backend == SECRETHEAP_BACKEND_FALLBACK && st.fallbacks >= 1 && st.failures[SECRETHEAP_CAUSE_MEMLOCK] >= 1 &&
                        mid.lazy_bytes == 0
                    ? 0
                    : 2;
