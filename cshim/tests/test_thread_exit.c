@@ -2,9 +2,9 @@
  * test_thread_exit.c — a thread's exit costs in proportion to its own cache,
  * not to the heap. Before, the exit destructor walked every span of the
  * heap holding every lock: 2.6–5 ms with 512 MiB live in 64-byte blocks,
- * against 0.04 ms with 1 MiB. Measured as a ratio in one run (the median
- * exit of short-lived threads with 1 MiB live, then with 512 MiB live), with
- * a generous bound; sanitizer builds use 64 MiB (ASan's and TSan's shadow
+ * against 0.04 ms with 1 MiB. Measured as a ratio in one run (the fastest
+ * exit of short-lived threads with 1 MiB live, then with 512 MiB live: the
+ * fastest of 21, which a busy machine disturbs least), with a generous bound; sanitizer builds use 64 MiB (ASan's and TSan's shadow
  * memory), where the walk still cost ten times the 1 MiB exit (ASan:
  * 651 us against 62 us).
  */
@@ -22,7 +22,7 @@
 #define BOUND 5 /* the runtimes' own thread teardown grows a little with the heap (TSan: 2.6x here) */
 #else
 #define BIG_MIB 512
-#define BOUND 3
+#define BOUND 20 /* main cost 1011x; a loaded 2-core machine swings the ratio 0.4x-4x */
 #endif
 
 static uint64_t now_ns(void) {
@@ -59,7 +59,7 @@ static uint64_t exit_cost_ns(void) {
         v[r] = now_ns() - t0;
     }
     qsort(v, N, sizeof v[0], cmp_u64);
-    return v[N / 2];
+    return v[0];
 }
 
 static void test_thread_exit_independent_of_heap_size(void) {
