@@ -42,17 +42,23 @@ _Atomic uint64_t sh_stat_openssl_hooked;
  * load, so the reader needs no symbol table). Layout is read from outside:
  * fields are only appended, and ident_counters grows with them.
  */
+_Static_assert(SECRETHEAP_NUM_CAUSES == 10, "list every failures[] counter in secretheap_ident");
 struct sh_ident {
     char magic[16];   /* "secretheap-ident" (no NUL) */
     char version[16]; /* SECRETHEAP_VERSION, NUL-padded */
     uint64_t ncounters;
-    _Atomic uint64_t *counters[4]; /* openssl_hooked, fallbacks, fork_reprivatised, misuse_caught */
+    /* openssl_hooked, fallbacks, fork_reprivatised, misuse_caught, then
+     * failures[1..SECRETHEAP_NUM_CAUSES-1] (cmd/secretheap/counters.go). */
+    _Atomic uint64_t *counters[4 + SECRETHEAP_NUM_CAUSES - 1];
 };
 __attribute__((visibility("default"), used)) const struct sh_ident secretheap_ident = {
     .magic = {'s', 'e', 'c', 'r', 'e', 't', 'h', 'e', 'a', 'p', '-', 'i', 'd', 'e', 'n', 't'},
     .version = SECRETHEAP_VERSION,
-    .ncounters = 4,
-    .counters = {&sh_stat_openssl_hooked, &sh_stat_fallbacks, &sh_stat_reprivatised, &sh_stat_misuse},
+    .ncounters = 4 + SECRETHEAP_NUM_CAUSES - 1,
+    .counters = {&sh_stat_openssl_hooked, &sh_stat_fallbacks, &sh_stat_reprivatised, &sh_stat_misuse,
+                 &sh_stat_failures[1], &sh_stat_failures[2], &sh_stat_failures[3], &sh_stat_failures[4],
+                 &sh_stat_failures[5], &sh_stat_failures[6], &sh_stat_failures[7], &sh_stat_failures[8],
+                 &sh_stat_failures[9]},
 };
 
 int secretheap_stats(struct secretheap_stats *out, size_t out_size) {

@@ -140,7 +140,8 @@ func inspect(pid int) (inspectReport, error) {
 			rep.SecretMaps++
 			rep.SecretBytes += m.Size()
 			rep.SecretRss += m.Rss
-			if rep.SmapsReadable && rep.Model == "" {
+			// Only smaps has VmFlags (maps, the fallback, has none).
+			if m.VmFlags != nil && rep.Model == "" {
 				rep.Model = "new"
 				if m.hasFlag("lo") {
 					rep.Model = "old"
