@@ -28,7 +28,7 @@ INSTALL_TARGETS += c-install
 $(BUILD)/libsecretheap.so: $(CSHIM_SO_SRC) $(CSHIM_HDRS) cshim/libsecretheap.map cshim/cshim.mk
 	@mkdir -p $(BUILD)
 	$(CC) $(CSHIM_CFLAGS) -shared -Wl,--version-script=cshim/libsecretheap.map \
-	  -Wl,-soname,libsecretheap.so -Wl,-z,now -Wl,-z,relro -o $@ $(CSHIM_SO_SRC) -pthread -ldl
+	  -Wl,-soname,libsecretheap.so -Wl,-z,now -Wl,-z,relro -Wl,-z,nodelete -o $@ $(CSHIM_SO_SRC) -pthread -ldl
 
 $(CSHIM_OBJDIR)/%.o: cshim/%.c $(CSHIM_HDRS)
 	@mkdir -p $(CSHIM_OBJDIR)
