@@ -88,3 +88,6 @@ c-install: $(BUILD)/libsecretheap.so $(BUILD)/libsecretheap.a $(BUILD)/secrethea
 	install -m 0644 $(BUILD)/libsecretheap.a $(DESTDIR)$(PREFIX)/lib/libsecretheap.a
 	install -m 0644 cshim/secretheap.h $(DESTDIR)$(PREFIX)/include/secretheap.h
 	install -m 0644 $(BUILD)/secretheap.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/secretheap.pc
+
+# test_openssl.c includes the skin itself.
+$(BUILD)/cshim-test/test_openssl $(BUILD)/cshim-test-asan/test_openssl $(BUILD)/cshim-test-tsan/test_openssl: cshim/openssl.c
