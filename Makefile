@@ -38,6 +38,9 @@ C_OPT := -O2 -g -DNDEBUG
 endif
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(C_OPT)
 
+# The fragments below define rules before `all`: keep `all` the default.
+.DEFAULT_GOAL := all
+
 # Fragments append their targets to these lists.
 BUILD_TARGETS   :=
 TEST_TARGETS    :=

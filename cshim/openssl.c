@@ -570,6 +570,8 @@ static void os_hook(void *handle, ossl_set_mem_fn set, const char *where, bool f
 	}
 }
 
+static void os_free_next_init(void); /* interposed free and realloc, below */
+
 static void os_start_once_fn(void)
 {
 	sh_init();
@@ -606,6 +608,7 @@ static void os_scan(void *handle, const char *where, bool from_dlopen)
 
 __attribute__((constructor)) static void os_init(void)
 {
+	os_free_next_init();
 	/* The stats report covers every process when asked for. */
 	const char *st = secure_getenv("SECRETHEAP_STATS");
 	if (st != NULL && st[0] != '\0')
@@ -827,6 +830,74 @@ __asm__(".text\n"
 	"1:	ret\n"
 	"	.cfi_endproc\n"
 	".size dlsym, .-dlsym\n");
+#endif
+
+/* ---- interposed: free and realloc ---------------------------------------- */
+
+#ifndef SH_NO_FREE_INTERPOSE
+/*
+ * A block of ours that reaches libc's free or realloc (code that does not
+ * know where the block came from: a static libcrypto freeing what a
+ * dlopen'ed one allocated, a program freeing an OPENSSL_malloc block with
+ * free) would make glibc abort with "free(): invalid pointer". The library
+ * interposes both: a pointer inside the arena is released (wiped) or
+ * reallocated by the core, counted as misuse and named once on stderr;
+ * anything else goes to the next definition (libc's, or another allocator
+ * preloaded after us), found in the constructor. The check is one
+ * subtraction and compare, and nothing at all before the arena exists.
+ * (The C tests include this file into sanitized programs, whose runtime
+ * must keep its own free: they define SH_NO_FREE_INTERPOSE.)
+ */
+extern void __libc_free(void *);
+extern void *__libc_realloc(void *, size_t);
+static void (*os_next_free)(void *);
+static void *(*os_next_realloc)(void *, size_t);
+static atomic_int os_foreign_said;
+
+static void os_foreign(const char *what)
+{
+	atomic_fetch_add(&sh_stat_misuse, 1);
+	if (!atomic_exchange(&os_foreign_said, 1))
+		sh_log(0, "%s() of a block from secret memory (secretheap's, handed out through OpenSSL "
+			  "or the C API) by code that does not know it: handled by the library; "
+			  "counted as misuse", what);
+}
+
+static void os_free_next_init(void)
+{
+	void (*f)(void *) = NULL;
+	void *(*r)(void *, size_t) = NULL;
+	*(void **)&f = os_sym(RTLD_NEXT, "free");
+	*(void **)&r = os_sym(RTLD_NEXT, "realloc");
+	__atomic_store_n(&os_next_realloc, r, __ATOMIC_RELEASE);
+	__atomic_store_n(&os_next_free, f, __ATOMIC_RELEASE);
+}
+
+SH_EXPORT void free(void *p)
+{
+	if (sh_unlikely(sh_in_arena((uintptr_t)p))) {
+		os_foreign("free");
+		secretheap_free(p);
+		return;
+	}
+	void (*f)(void *) = __atomic_load_n(&os_next_free, __ATOMIC_ACQUIRE);
+	if (sh_likely(f != NULL))
+		f(p);
+	else
+		__libc_free(p); /* before our constructor ran */
+}
+
+SH_EXPORT void *realloc(void *p, size_t n)
+{
+	if (sh_unlikely(sh_in_arena((uintptr_t)p))) {
+		os_foreign("realloc");
+		return secretheap_realloc(p, n);
+	}
+	void *(*r)(void *, size_t) = __atomic_load_n(&os_next_realloc, __ATOMIC_ACQUIRE);
+	return sh_likely(r != NULL) ? r(p, n) : __libc_realloc(p, n);
+}
+#else
+static void os_free_next_init(void) {}
 #endif
 
 /* ---- interposed: CRYPTO_set_mem_functions -------------------------------- */

@@ -216,3 +216,25 @@ func TestLazyStart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(b), "secretheap stats (pid")
 }
+
+// TestForeignFree: a block of the library freed or reallocated by libc's
+// free/realloc (code that does not know it) is handled by the library —
+// released or moved, counted as misuse, named once on stderr — instead of
+// glibc aborting with "free(): invalid pointer" as before.
+func TestForeignFree(t *testing.T) {
+	lib := setup(t)
+	dir := t.TempDir()
+	prog := compileC(t, dir, "foreign_free.c", "-lcrypto")
+	st := filepath.Join(dir, "foreign.stats")
+	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", prog)
+	_, crashed := r.signaled()
+	require.False(t, crashed, "crashed\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
+	requireOK(t, r, "foreign_free")
+	got := parseOutput(r.stdout)
+	assert.Equal(t, "1", got["realloc_kept"])
+	assert.Equal(t, "1", got["done"])
+	assert.Equal(t, 1, strings.Count(r.stderr, "by code that does not know it"), r.stderr)
+	// free, realloc, and the free of what realloc returned (secret memory too).
+	assert.Equal(t, uint64(3), readStats(t, st).num(t, "misuse_caught"))
+	requireOK(t, run(t, env(""), "", prog), "foreign_free without the library")
+}

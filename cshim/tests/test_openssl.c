@@ -8,6 +8,8 @@
  * secure-heap calls do not reach ours here: the start-up probe must say so
  * (the e2e tests cover the LD_PRELOAD library, where they do).
  */
+/* The sanitizer runtimes keep their own free and realloc. */
+#define SH_NO_FREE_INTERPOSE 1
 #include "../openssl.c"
 
 #include <pthread.h>
