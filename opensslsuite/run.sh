@@ -13,6 +13,7 @@
 #   OUT      results directory, default build/opensslsuite
 #   JOBS     HARNESS_JOBS for the suite, default 2
 #   SECRETHEAP_OPENSSL_CACHE  where build.sh put the builds
+#   SUMMARY_ONLY=1  run nothing: summarise the results already in $OUT
 #
 # Writes $OUT/<style>-<mode>.log (make test's output), .tsv (recipe and
 # result: ok, skipped, failed) and .cpu (user and system seconds of every
@@ -45,6 +46,7 @@ parse() { # make test output → "recipe<TAB>ok|skipped|failed"
 }
 
 for style in $STYLES; do
+  [ "${SUMMARY_ONLY:-}" = 1 ] && break
   dir=$CACHE/$style
   [ -e "$dir/.built" ] || { echo "opensslsuite: $dir not built: run opensslsuite/build.sh" >&2; exit 2; }
   for mode in $MODES; do
