@@ -11,18 +11,24 @@
  *    OpenSSL 1.1.0 through 3.x: malloc(num, file, line), realloc(p, num, file,
  *    line), free(p, file, line). OpenSSL refuses them once it has allocated
  *    through its default allocator; we then say so once and in the stats.
+ *    Without a libcrypto the constructor starts nothing (no arena, no
+ *    secret memory): the core starts at its first use (os_start).
  *  - A libcrypto loaded later by dlopen (Python's ssl module, plugins) is hooked
- *    by our dlopen wrapper right after the real dlopen returns.
- *  - CRYPTO_set_mem_functions is interposed so that a later caller cannot
- *    replace our hooks: once ours are installed, the call is accepted (returns
- *    1, as OpenSSL itself does while customisation is allowed) and ignored, so
- *    a program that aborts on 0 keeps working and no block of ours is ever
- *    freed by another allocator. Ignored calls are counted.
+ *    by our dlopen wrapper right after the real dlopen returns; one loaded
+ *    again after an unload is hooked again.
+ *  - Each hooked libcrypto has a slot with its own hook functions (struct
+ *    os_lib, os_tramp). CRYPTO_set_mem_functions — the interposed symbol, and
+ *    the guard our dlsym hands out for a hooked libcrypto's handle — decides
+ *    per libcrypto (os_set_for): refused (0) for the program's own, honoured
+ *    for a dlopen'ed one that has not allocated (the engine/provider ABI next
+ *    to a static host), refused for one that has. Never 1 and ignored.
  *  - The secure-heap API (CRYPTO_secure_*) is interposed. On Debian's libcrypto
  *    every internal call to it goes through the PLT, so an LD_PRELOAD library
  *    sees them; a libcrypto linked with -Bsymbolic binds them internally. A
  *    probe at hook time (BN_secure_new + BN_set_word, which allocate with
  *    OPENSSL_secure_zalloc inside libcrypto) tells which case we are in.
+ *  - free and realloc are interposed: a block of ours that reaches them is
+ *    handled by the core with a named message, not a glibc abort.
  *
  * Modes (SECRETHEAP_OPENSSL):
  *  all     every OpenSSL allocation (hooks). Secure-heap allocations are served
@@ -31,28 +37,28 @@
  *  secure  only CRYPTO_secure_* (interposition). Hooks are still installed as a
  *          safety net that route a free of one of our blocks back to the core
  *          (OpenSSL, with its secure heap off, does not distinguish the two);
- *          everything else goes to libc malloc.
+ *          everything else goes to libc malloc. Where the probe shows that the
+ *          secure calls cannot be interposed (-Bsymbolic), the slot switches
+ *          to the general hooks: every allocation of that libcrypto in secret
+ *          memory, the only way left to protect its secure ones.
  *  off     nothing; every interposed function forwards to libcrypto.
  *
  * While our secure service is active, CRYPTO_secure_malloc_init does not build
  * OpenSSL's own mlock'd arena (our blocks are already secret memory) and
- * CRYPTO_secure_malloc_initialized reports 1, so code that asks first (the
- * DRBG, applications) takes its secure path into secret memory.
- *
- * CRYPTO_secure_allocated keeps libcrypto's answer (see there); used and
- * actual_size report our blocks; malloc_done succeeds once no secure block of
- * ours is live.
+ * CRYPTO_secure_malloc_initialized reports 1 (0 between a successful done and
+ * the next init), so code that asks first (the DRBG, applications) takes its
+ * secure path into secret memory. CRYPTO_secure_allocated answers 1 for our
+ * blocks (see there); used and actual_size report our blocks; malloc_done
+ * succeeds once no secure block of ours is live.
  *
  * Limits: when OpenSSL refused the hooks but secure interposition works, a
- * secure block freed with plain CRYPTO_free would reach libc free; OpenSSL
- * pairs the two APIs (its own arena needs that too), so this is only a
- * caller's bug made louder. One libcrypto per process gets the interposed
+ * secure block freed with plain CRYPTO_free would reach libc free (now caught
+ * by the free interposer). One libcrypto per process gets the interposed
  * secure calls (the first one found); a second, different libcrypto loaded
- * later is hooked (all mode) but its secure calls forward to the first. The dlopen wrapper makes our
- * library the "caller" of dlopen; os_caller_path restores the caller's
- * DT_RPATH/DT_RUNPATH search for bare names (not ld.so.cache's place in that
- * order, nor $ORIGIN inside a file name that has a slash, nor dlmopen
- * namespaces).
+ * later is hooked but its secure calls forward to the first. dlvsym is not
+ * guarded. The dlopen wrapper makes our library the "caller" of dlopen;
+ * os_caller_path restores the caller's search (see there; not dlmopen
+ * namespaces, $LIB, $PLATFORM).
  */
 #include "internal.h"
 
