@@ -14,6 +14,7 @@
 #   make install      library, header, pkg-config file and the secretheap command under $(PREFIX)
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
 #   make soak         threads and forks allocating and verifying for 20 s
+#   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
 #                     and the C options table (cshim/options_table.h, from internal/options)
 #   make clean
@@ -55,6 +56,7 @@ INSTALL_TARGETS :=
 -include examples/openssl/openssl.mk
 -include fuzz/fuzz.mk
 -include verify/verify.mk
+-include opensslsuite/opensslsuite.mk
 
 # make test also runs the short fuzz runs (C libFuzzer 30 s, each Go fuzz
 # target 20 s) and the 20 s soak of threads and forks: about 2 minutes.

@@ -28,7 +28,7 @@ INSTALL_TARGETS += c-install
 $(BUILD)/libsecretheap.so: $(CSHIM_SO_SRC) $(CSHIM_HDRS) cshim/libsecretheap.map cshim/cshim.mk
 	@mkdir -p $(BUILD)
 	$(CC) $(CSHIM_CFLAGS) -shared -Wl,--version-script=cshim/libsecretheap.map \
-	  -Wl,-soname,libsecretheap.so -Wl,-z,now -Wl,-z,relro -o $@ $(CSHIM_SO_SRC) -pthread -ldl
+	  -Wl,-soname,libsecretheap.so -Wl,-z,now -Wl,-z,relro -Wl,-z,nodelete -o $@ $(CSHIM_SO_SRC) -pthread -ldl
 
 $(CSHIM_OBJDIR)/%.o: cshim/%.c $(CSHIM_HDRS)
 	@mkdir -p $(CSHIM_OBJDIR)
@@ -94,3 +94,6 @@ c-install: $(BUILD)/libsecretheap.so $(BUILD)/libsecretheap.a $(BUILD)/secrethea
 	install -m 0644 $(BUILD)/libsecretheap.a $(DESTDIR)$(PREFIX)/lib/libsecretheap.a
 	install -m 0644 cshim/secretheap.h $(DESTDIR)$(PREFIX)/include/secretheap.h
 	install -m 0644 $(BUILD)/secretheap.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/secretheap.pc
+
+# test_openssl.c includes the skin itself.
+$(BUILD)/cshim-test/test_openssl $(BUILD)/cshim-test-asan/test_openssl $(BUILD)/cshim-test-tsan/test_openssl: cshim/openssl.c

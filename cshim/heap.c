@@ -147,11 +147,25 @@ __attribute__((target("avx2"))) void sh_wipe_avx2(void *p, size_t n) {
 void sh_wipe_avx2(void *p, size_t n) { explicit_bzero(p, n); }
 #endif
 
+/* Not __builtin_cpu_supports: it links libgcc's __cpu_indicator_init, a
+ * constructor that runs CPUID in every process the library is loaded into
+ * (CPUID traps to the hypervisor in a VM: ~0.1 ms, most of the preload's
+ * start-up cost in a process that never uses it). glibc's ld.so has read
+ * the CPU's features already. */
+#if defined(__x86_64__) && __has_include(<sys/platform/x86.h>)
+#include <sys/platform/x86.h>
+static bool cpu_has_avx2(void) { return CPU_FEATURE_ACTIVE(AVX2); }
+#elif defined(__x86_64__)
+static bool cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+#endif
+
 static void init_once(void) {
     sh_options_init();
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    sh_wipe_avx2_ok = __builtin_cpu_supports("avx2");
+    sh_wipe_avx2_ok = cpu_has_avx2();
 #endif
     if (sh_opt.nodump)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

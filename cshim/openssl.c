@@ -11,18 +11,24 @@
  *    OpenSSL 1.1.0 through 3.x: malloc(num, file, line), realloc(p, num, file,
  *    line), free(p, file, line). OpenSSL refuses them once it has allocated
  *    through its default allocator; we then say so once and in the stats.
+ *    Without a libcrypto the constructor starts nothing (no arena, no
+ *    secret memory): the core starts at its first use (os_start).
  *  - A libcrypto loaded later by dlopen (Python's ssl module, plugins) is hooked
- *    by our dlopen wrapper right after the real dlopen returns.
- *  - CRYPTO_set_mem_functions is interposed so that a later caller cannot
- *    replace our hooks: once ours are installed, the call is accepted (returns
- *    1, as OpenSSL itself does while customisation is allowed) and ignored, so
- *    a program that aborts on 0 keeps working and no block of ours is ever
- *    freed by another allocator. Ignored calls are counted.
+ *    by our dlopen wrapper right after the real dlopen returns; one loaded
+ *    again after an unload is hooked again.
+ *  - Each hooked libcrypto has a slot with its own hook functions (struct
+ *    os_lib, os_tramp). CRYPTO_set_mem_functions — the interposed symbol, and
+ *    the guard our dlsym hands out for a hooked libcrypto's handle — decides
+ *    per libcrypto (os_set_for): refused (0) for the program's own, honoured
+ *    for a dlopen'ed one that has not allocated (the engine/provider ABI next
+ *    to a static host), refused for one that has. Never 1 and ignored.
  *  - The secure-heap API (CRYPTO_secure_*) is interposed. On Debian's libcrypto
  *    every internal call to it goes through the PLT, so an LD_PRELOAD library
  *    sees them; a libcrypto linked with -Bsymbolic binds them internally. A
  *    probe at hook time (BN_secure_new + BN_set_word, which allocate with
  *    OPENSSL_secure_zalloc inside libcrypto) tells which case we are in.
+ *  - free and realloc are interposed: a block of ours that reaches them is
+ *    handled by the core with a named message, not a glibc abort.
  *
  * Modes (SECRETHEAP_OPENSSL):
  *  all     every OpenSSL allocation (hooks). Secure-heap allocations are served
@@ -31,28 +37,28 @@
  *  secure  only CRYPTO_secure_* (interposition). Hooks are still installed as a
  *          safety net that route a free of one of our blocks back to the core
  *          (OpenSSL, with its secure heap off, does not distinguish the two);
- *          everything else goes to libc malloc.
+ *          everything else goes to libc malloc. Where the probe shows that the
+ *          secure calls cannot be interposed (-Bsymbolic), the slot switches
+ *          to the general hooks: every allocation of that libcrypto in secret
+ *          memory, the only way left to protect its secure ones.
  *  off     nothing; every interposed function forwards to libcrypto.
  *
  * While our secure service is active, CRYPTO_secure_malloc_init does not build
  * OpenSSL's own mlock'd arena (our blocks are already secret memory) and
- * CRYPTO_secure_malloc_initialized reports 1, so code that asks first (the
- * DRBG, applications) takes its secure path into secret memory.
- *
- * CRYPTO_secure_allocated keeps libcrypto's answer (see there); used and
- * actual_size report our blocks; malloc_done succeeds once no secure block of
- * ours is live.
+ * CRYPTO_secure_malloc_initialized reports 1 (0 between a successful done and
+ * the next init), so code that asks first (the DRBG, applications) takes its
+ * secure path into secret memory. CRYPTO_secure_allocated answers 1 for our
+ * blocks (see there); used and actual_size report our blocks; malloc_done
+ * succeeds once no secure block of ours is live.
  *
  * Limits: when OpenSSL refused the hooks but secure interposition works, a
- * secure block freed with plain CRYPTO_free would reach libc free; OpenSSL
- * pairs the two APIs (its own arena needs that too), so this is only a
- * caller's bug made louder. One libcrypto per process gets the interposed
+ * secure block freed with plain CRYPTO_free would reach libc free (now caught
+ * by the free interposer). One libcrypto per process gets the interposed
  * secure calls (the first one found); a second, different libcrypto loaded
- * later is hooked (all mode) but its secure calls forward to the first. The dlopen wrapper makes our
- * library the "caller" of dlopen; os_caller_path restores the caller's
- * DT_RPATH/DT_RUNPATH search for bare names (not ld.so.cache's place in that
- * order, nor $ORIGIN inside a file name that has a slash, nor dlmopen
- * namespaces).
+ * later is hooked but its secure calls forward to the first. dlvsym is not
+ * guarded. The dlopen wrapper makes our library the "caller" of dlopen;
+ * os_caller_path restores the caller's search (see there; not dlmopen
+ * namespaces, $LIB, $PLATFORM).
  */
 #include "internal.h"
 
@@ -60,6 +66,7 @@
 #include <link.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -77,10 +84,51 @@ typedef void *(*ossl_malloc_fn)(size_t num, const char *file, int line);
 typedef void *(*ossl_realloc_fn)(void *p, size_t num, const char *file, int line);
 typedef void (*ossl_free_fn)(void *p, const char *file, int line);
 typedef int (*ossl_set_mem_fn)(ossl_malloc_fn, ossl_realloc_fn, ossl_free_fn);
+typedef void (*ossl_get_mem_fn)(ossl_malloc_fn *, ossl_realloc_fn *, ossl_free_fn *);
 
-/* The libcrypto functions we forward to. Filled once, from the first
- * libcrypto found (at start, at dlopen, or lazily), under os_real_lock; read
- * afterwards without a lock once os_reals_ready is set (release/acquire). */
+/* ---- the real dlsym and dlopen ------------------------------------------ */
+
+/* Our own lookups never go through our dlsym interposer (it would hand us
+ * our own guard for CRYPTO_set_mem_functions). dlvsym is not interposed.
+ * Hidden but not static: the x86-64 dlsym entry (below) jumps through it. */
+SH_HIDDEN void *(*os_real_dlsym_fn)(void *, const char *);
+static void *(*os_real_dlopen_fn)(const char *, int);
+
+/* Code reached from our dlsym must run before anything else is ready: a
+ * sanitizer runtime looks up its interceptors with dlsym before its own
+ * initialisation (the C tests build this file into sanitized programs). */
+#define OS_EARLY __attribute__((no_sanitize("address", "thread", "undefined")))
+
+OS_EARLY static void os_dl_ready(void)
+{
+	if (sh_likely(__atomic_load_n(&os_real_dlsym_fn, __ATOMIC_ACQUIRE) != NULL))
+		return;
+	void *(*ds)(void *, const char *) = NULL;
+	static const char *const vers[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_2.0"};
+	for (size_t i = 0; ds == NULL && i < sizeof vers / sizeof vers[0]; i++)
+		*(void **)&ds = dlvsym(RTLD_NEXT, "dlsym", vers[i]);
+	if (ds == NULL)
+		sh_fatal("openssl: cannot find the C library's dlsym (dlvsym failed: %s)", dlerror());
+	void *(*dl)(const char *, int) = NULL;
+	*(void **)&dl = ds(RTLD_NEXT, "dlopen");
+	if (dl == NULL)
+		sh_fatal("openssl: cannot find the C library's dlopen");
+	__atomic_store_n(&os_real_dlopen_fn, dl, __ATOMIC_RELEASE);
+	__atomic_store_n(&os_real_dlsym_fn, ds, __ATOMIC_RELEASE);
+}
+
+static void *os_sym(void *handle, const char *name)
+{
+	os_dl_ready();
+	return os_real_dlsym_fn(handle, name);
+}
+
+/* ---- per-libcrypto state ------------------------------------------------ */
+
+/* The libcrypto functions the secure-heap interposers forward to: those of
+ * the first libcrypto found (at start, at dlopen, or lazily), replaced when
+ * that one was unloaded. Filled under os_real_lock; read without a lock once
+ * os_reals_ready is set (release/acquire). */
 struct ossl_reals {
 	ossl_set_mem_fn set_mem_functions;
 	void *(*secure_malloc)(size_t, const char *, int);
@@ -93,27 +141,58 @@ struct ossl_reals {
 	size_t (*secure_used)(void);
 	int (*secure_malloc_init)(size_t, size_t);
 	int (*secure_malloc_done)(void);
+	/* The code of its CRYPTO_secure_free and CRYPTO_secure_clear_free: a
+	 * CRYPTO_secure_allocated call from there is libcrypto's own free path
+	 * (reached by a caller that bypassed our interposers), which must not
+	 * be told that one of our blocks is in its arena. */
+	uintptr_t free_lo, free_hi, clear_lo, clear_hi;
 };
 
 static struct ossl_reals os_real;
 static atomic_int os_reals_ready;
+static pthread_mutex_t os_real_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* os_lock serialises hooking (constructor, dlopen from several threads). */
+/*
+ * Every libcrypto we installed hooks in (or tried to) has a slot, and each
+ * slot its own hook functions (os_tramp[i]), so a hook knows which libcrypto
+ * it serves: OpenSSL's hooks take no context argument. The slot decides:
+ *  general  every allocation goes to the core (mode all; mode secure when the
+ *           secure calls cannot be interposed). Otherwise the hooks are the
+ *           safety net of mode secure (libc memory, our blocks back to us).
+ *  fm/fr/ff an allocator honoured by CRYPTO_set_mem_functions (the engine
+ *           and provider ABI's way of sharing the host's allocator): new
+ *           blocks come from it, our blocks still come back to us.
+ * Slot fields other than the atomics are written under os_lock.
+ */
+struct os_lib {
+	ossl_set_mem_fn set;       /* its CRYPTO_set_mem_functions, NULL: slot free */
+	ossl_get_mem_fn get;       /* its CRYPTO_get_mem_functions, NULL if it has none */
+	bool from_dlopen;          /* arrived by dlopen (not in the process at start) */
+	bool refusal_said;         /* "refused our hooks" was logged */
+	atomic_int installed;      /* our hooks are its allocator */
+	atomic_int general;        /* see above */
+	atomic_int used;           /* it allocated through our hooks (probe excluded) */
+	_Atomic(ossl_malloc_fn) fm;
+	_Atomic(ossl_realloc_fn) fr;
+	_Atomic(ossl_free_fn) ff;
+};
+
+#define OS_MAX_LIBS 8
+static struct os_lib os_libs[OS_MAX_LIBS];
+
+/* os_lock serialises hooking and slot changes (constructor, dlopen from
+ * several threads, CRYPTO_set_mem_functions). Never held while an allocation
+ * hook runs. */
 static pthread_mutex_t os_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Every libcrypto we installed hooks in, by the address of its
- * CRYPTO_set_mem_functions, so a second dlopen of the same library (engines,
- * RTLD_NOLOAD) does not hook it again. Guarded by os_lock. */
-#define OS_MAX_LIBS 8
-static ossl_set_mem_fn os_hooked_libs[OS_MAX_LIBS];
-static int os_nlibs;
-
-static int os_mode = SH_OPENSSL_OFF; /* written once in the constructor */
+static int os_mode = SH_OPENSSL_OFF; /* written once, in os_start */
+static pthread_once_t os_start_once = PTHREAD_ONCE_INIT;
 
 /* os_secure_active: our CRYPTO_secure_* serve from secret memory (the probe
- * showed that libcrypto's internal calls reach us). Written under os_lock,
- * read without. */
+ * showed that libcrypto's internal calls reach us). os_app_done: the program
+ * called CRYPTO_secure_malloc_done successfully and not init since. */
 static atomic_int os_secure_active;
+static atomic_int os_app_done;
 
 /* Counters. Call counts are sharded per thread: an atomic add on one shared
  * cache line costs tens of ns per call with two threads, and even a locked
@@ -136,8 +215,10 @@ static _Thread_local int os_my_shard OS_TLS = -1;
 static atomic_long os_secure_live;     /* usable bytes of live secure blocks */
 static atomic_int os_hooked;           /* 1 when our hooks are in some libcrypto */
 static atomic_int os_refused;          /* libcryptos that refused our hooks */
-static atomic_ulong os_set_ignored;    /* later CRYPTO_set_mem_functions calls ignored */
+static atomic_ulong os_set_refused;    /* CRYPTO_set_mem_functions calls we answered 0 */
+static atomic_ulong os_set_honoured;   /* ... and those honoured for a dlopen'ed libcrypto */
 static atomic_int os_interpose_state;  /* 0 unknown, 1 reaches us, -1 bound inside libcrypto */
+static atomic_int os_secure_fallback;  /* mode secure, not interposable: general hooks instead */
 static atomic_ulong os_probe_hits;     /* our secure allocator reached during the probe */
 static _Thread_local int os_probing OS_TLS;
 
@@ -164,6 +245,11 @@ static unsigned long os_sum(int which)
 	return n;
 }
 
+static inline int os_ours(const void *p)
+{
+	return p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE;
+}
+
 SH_EXPORT int CRYPTO_set_mem_functions(ossl_malloc_fn m, ossl_realloc_fn r, ossl_free_fn f);
 /* Our own definition's address. Plain CRYPTO_set_mem_functions goes through
  * the GOT and means libcrypto's when libcrypto comes first in the global
@@ -174,49 +260,59 @@ extern __typeof__(CRYPTO_set_mem_functions) os_self_set_fn
 
 /* ---- the hooks installed with CRYPTO_set_mem_functions ---------------- */
 
+/* os_mark_used records that libcrypto allocated through our hooks (the
+ * start-up probe excepted, which frees all it allocates): from then on
+ * OpenSSL itself would refuse a new allocator, and so do we. */
+static inline void os_mark_used(struct os_lib *L)
+{
+	if (!os_probing && !atomic_load_explicit(&L->used, memory_order_relaxed))
+		atomic_store_explicit(&L->used, 1, memory_order_relaxed);
+}
+
 /* OpenSSL's default allocator returns NULL for 0 bytes; so do we, so that
  * behaviour does not change under the library. */
-static void *os_hook_malloc(size_t num, const char *file, int line)
+static inline void *os_tr_malloc(struct os_lib *L, size_t num, const char *file, int line)
 {
-	(void)file, (void)line;
-	os_count(OSC_MALLOC);
-	if (num == 0)
-		return NULL;
-	return secretheap_malloc(num);
+	ossl_malloc_fn fm = atomic_load_explicit(&L->fm, memory_order_acquire);
+	if (sh_unlikely(fm != NULL))
+		return fm(num, file, line);
+	if (num != 0)
+		os_mark_used(L);
+	if (atomic_load_explicit(&L->general, memory_order_relaxed)) {
+		os_count(OSC_MALLOC);
+		return num != 0 ? secretheap_malloc(num) : NULL;
+	}
+	return num != 0 ? malloc(num) : NULL; /* safety net: ordinary memory */
 }
 
 /* realloc: NULL → malloc, 0 → free + NULL, and the old block is wiped (the
- * core's realloc does all three). */
-static void *os_hook_realloc(void *p, size_t num, const char *file, int line)
+ * core's realloc does all three). A block of ours always goes back to the
+ * core, whoever allocates the new one. */
+static inline void *os_tr_realloc(struct os_lib *L, void *p, size_t num, const char *file, int line)
 {
-	(void)file, (void)line;
-	os_count(OSC_REALLOC);
-	return secretheap_realloc(p, num);
-}
-
-/* free always wipes (the core does): OpenSSL frees many secrets with plain
- * CRYPTO_free. A pointer outside every chunk (a fallback block) goes to libc. */
-static void os_hook_free(void *p, const char *file, int line)
-{
-	(void)file, (void)line;
-	os_count(OSC_FREE);
-	secretheap_free(p);
-}
-
-/* Safety net of mode secure: ordinary allocations stay in libc memory, but a
- * block of ours that reaches CRYPTO_free or CRYPTO_realloc goes back to us. */
-static void *os_net_malloc(size_t num, const char *file, int line)
-{
-	(void)file, (void)line;
-	if (num == 0)
-		return NULL;
-	return malloc(num);
-}
-
-static void *os_net_realloc(void *p, size_t num, const char *file, int line)
-{
-	(void)file, (void)line;
-	if (p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE)
+	ossl_malloc_fn fm = atomic_load_explicit(&L->fm, memory_order_acquire);
+	if (sh_unlikely(fm != NULL)) {
+		if (!os_ours(p))
+			return atomic_load_explicit(&L->fr, memory_order_relaxed)(p, num, file, line);
+		if (num == 0) {
+			secretheap_free(p);
+			return NULL;
+		}
+		void *q = fm(num, file, line);
+		if (q == NULL)
+			return NULL;
+		size_t have = secretheap_usable_size(p);
+		memcpy(q, p, have < num ? have : num);
+		secretheap_free(p);
+		return q;
+	}
+	if (num != 0)
+		os_mark_used(L);
+	if (atomic_load_explicit(&L->general, memory_order_relaxed)) {
+		os_count(OSC_REALLOC);
+		return secretheap_realloc(p, num);
+	}
+	if (os_ours(p))
 		return secretheap_realloc(p, num);
 	if (num == 0) {
 		free(p);
@@ -225,46 +321,105 @@ static void *os_net_realloc(void *p, size_t num, const char *file, int line)
 	return realloc(p, num);
 }
 
-static void os_net_free(void *p, const char *file, int line)
+/* free always wipes (the core does): OpenSSL frees many secrets with plain
+ * CRYPTO_free. In general mode a pointer outside every chunk (a fallback
+ * block) goes to libc through the core. */
+static inline void os_tr_free(struct os_lib *L, void *p, const char *file, int line)
 {
-	(void)file, (void)line;
-	if (p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE) {
-		os_count(OSC_SECURE_FREE);
-		secretheap_free(p);
+	if (sh_likely(atomic_load_explicit(&L->fm, memory_order_acquire) == NULL)) {
+		if (atomic_load_explicit(&L->general, memory_order_relaxed)) {
+			os_count(OSC_FREE);
+			secretheap_free(p);
+		} else if (os_ours(p)) {
+			os_count(OSC_SECURE_FREE);
+			secretheap_free(p);
+		} else {
+			free(p);
+		}
 		return;
 	}
-	free(p);
+	if (os_ours(p))
+		secretheap_free(p);
+	else
+		atomic_load_explicit(&L->ff, memory_order_relaxed)(p, file, line);
 }
+
+static int os_set_for(struct os_lib *L, ossl_malloc_fn m, ossl_realloc_fn r, ossl_free_fn f,
+		      const char *how);
+
+/* One set of hook functions per slot. os_s<i> is what dlsym hands out for
+ * that libcrypto's CRYPTO_set_mem_functions (see os_dlsym_guard). */
+#define OS_TRAMPOLINES(i)                                                                          \
+	static void *os_m##i(size_t n, const char *f, int l) { return os_tr_malloc(&os_libs[i], n, f, l); } \
+	static void *os_r##i(void *p, size_t n, const char *f, int l)                               \
+	{                                                                                          \
+		return os_tr_realloc(&os_libs[i], p, n, f, l);                                      \
+	}                                                                                          \
+	static void os_f##i(void *p, const char *f, int l) { os_tr_free(&os_libs[i], p, f, l); }   \
+	static int os_s##i(ossl_malloc_fn m, ossl_realloc_fn r, ossl_free_fn f)                    \
+	{                                                                                          \
+		return os_set_for(&os_libs[i], m, r, f, "through dlsym");                          \
+	}
+OS_TRAMPOLINES(0)
+OS_TRAMPOLINES(1)
+OS_TRAMPOLINES(2)
+OS_TRAMPOLINES(3)
+OS_TRAMPOLINES(4)
+OS_TRAMPOLINES(5)
+OS_TRAMPOLINES(6)
+OS_TRAMPOLINES(7)
+
+static const struct {
+	ossl_malloc_fn m;
+	ossl_realloc_fn r;
+	ossl_free_fn f;
+	ossl_set_mem_fn s;
+} os_tramp[OS_MAX_LIBS] = {
+	{os_m0, os_r0, os_f0, os_s0}, {os_m1, os_r1, os_f1, os_s1}, {os_m2, os_r2, os_f2, os_s2},
+	{os_m3, os_r3, os_f3, os_s3}, {os_m4, os_r4, os_f4, os_s4}, {os_m5, os_r5, os_f5, os_s5},
+	{os_m6, os_r6, os_f6, os_s6}, {os_m7, os_r7, os_f7, os_s7},
+};
 
 /* ---- finding and hooking libcrypto ------------------------------------ */
 
-static void *os_sym(void *handle, const char *name)
+/* os_code_range sets [*lo, *hi) to the code of the function at fn (its
+ * symbol's size), or leaves both 0. */
+static void os_code_range(void *fn, uintptr_t *lo, uintptr_t *hi)
 {
-	return dlsym(handle, name);
+	Dl_info info;
+	const ElfW(Sym) *sym = NULL;
+	*lo = *hi = 0;
+	if (fn == NULL || !dladdr1(fn, &info, (void **)&sym, RTLD_DL_SYMENT) || sym == NULL)
+		return;
+	*lo = (uintptr_t)fn;
+	*hi = (uintptr_t)fn + (sym->st_size ? sym->st_size : 1);
 }
 
-/* os_real_lock guards filling os_real; it is never held while calling into
- * OpenSSL, so an interposed function may take it from anywhere. */
-static pthread_mutex_t os_real_lock = PTHREAD_MUTEX_INITIALIZER;
-
 /* os_load_reals fills os_real from handle (RTLD_NEXT or a dlopen handle)
- * the first time a libcrypto is seen; later ones are ignored. */
+ * the first time a libcrypto is seen, and again when the one it points to
+ * was unloaded (its code is gone: dladdr finds nothing there). */
 static void os_load_reals(void *handle, ossl_set_mem_fn set)
 {
 	pthread_mutex_lock(&os_real_lock);
-	if (!atomic_load_explicit(&os_reals_ready, memory_order_relaxed)) {
-		os_real.set_mem_functions = set;
-		*(void **)&os_real.secure_malloc = os_sym(handle, "CRYPTO_secure_malloc");
-		*(void **)&os_real.secure_zalloc = os_sym(handle, "CRYPTO_secure_zalloc");
-		*(void **)&os_real.secure_free = os_sym(handle, "CRYPTO_secure_free");
-		*(void **)&os_real.secure_clear_free = os_sym(handle, "CRYPTO_secure_clear_free");
-		*(void **)&os_real.secure_allocated = os_sym(handle, "CRYPTO_secure_allocated");
-		*(void **)&os_real.secure_malloc_initialized =
-			os_sym(handle, "CRYPTO_secure_malloc_initialized");
-		*(void **)&os_real.secure_actual_size = os_sym(handle, "CRYPTO_secure_actual_size");
-		*(void **)&os_real.secure_used = os_sym(handle, "CRYPTO_secure_used");
-		*(void **)&os_real.secure_malloc_init = os_sym(handle, "CRYPTO_secure_malloc_init");
-		*(void **)&os_real.secure_malloc_done = os_sym(handle, "CRYPTO_secure_malloc_done");
+	Dl_info info;
+	bool stale = atomic_load_explicit(&os_reals_ready, memory_order_relaxed) &&
+		     os_real.set_mem_functions != set &&
+		     !dladdr((void *)(uintptr_t)os_real.set_mem_functions, &info);
+	if (!atomic_load_explicit(&os_reals_ready, memory_order_relaxed) || stale) {
+		struct ossl_reals r = {.set_mem_functions = set};
+		*(void **)&r.secure_malloc = os_sym(handle, "CRYPTO_secure_malloc");
+		*(void **)&r.secure_zalloc = os_sym(handle, "CRYPTO_secure_zalloc");
+		*(void **)&r.secure_free = os_sym(handle, "CRYPTO_secure_free");
+		*(void **)&r.secure_clear_free = os_sym(handle, "CRYPTO_secure_clear_free");
+		*(void **)&r.secure_allocated = os_sym(handle, "CRYPTO_secure_allocated");
+		*(void **)&r.secure_malloc_initialized = os_sym(handle, "CRYPTO_secure_malloc_initialized");
+		*(void **)&r.secure_actual_size = os_sym(handle, "CRYPTO_secure_actual_size");
+		*(void **)&r.secure_used = os_sym(handle, "CRYPTO_secure_used");
+		*(void **)&r.secure_malloc_init = os_sym(handle, "CRYPTO_secure_malloc_init");
+		*(void **)&r.secure_malloc_done = os_sym(handle, "CRYPTO_secure_malloc_done");
+		os_code_range((void *)(uintptr_t)r.secure_free, &r.free_lo, &r.free_hi);
+		os_code_range((void *)(uintptr_t)r.secure_clear_free, &r.clear_lo, &r.clear_hi);
+		os_real = r;
 		atomic_store_explicit(&os_reals_ready, 1, memory_order_release);
 	}
 	pthread_mutex_unlock(&os_real_lock);
@@ -279,7 +434,7 @@ static const struct ossl_reals *os_reals(void)
 	if (sh_likely(atomic_load_explicit(&os_reals_ready, memory_order_acquire)))
 		return &os_real;
 	ossl_set_mem_fn set = NULL;
-	*(void **)&set = dlsym(RTLD_NEXT, "CRYPTO_set_mem_functions");
+	*(void **)&set = os_sym(RTLD_NEXT, "CRYPTO_set_mem_functions");
 	if (set != NULL)
 		os_load_reals(RTLD_NEXT, set);
 	return atomic_load_explicit(&os_reals_ready, memory_order_acquire) ? &os_real : NULL;
@@ -312,22 +467,56 @@ static int os_probe_interposition(void *handle)
 	return atomic_load(&os_probe_hits) != before ? 1 : -1;
 }
 
-/* os_already_hooked reports whether set is a libcrypto we hooked. os_lock. */
-static int os_already_hooked(ossl_set_mem_fn set)
+/* os_still_ours: our hooks are slot i's libcrypto's allocator right now. A
+ * libcrypto unloaded and loaded again at the same address has its default
+ * allocator back, so this is the test, not a flag. os_lock held. */
+static bool os_still_ours(int i)
 {
-	for (int i = 0; i < os_nlibs; i++)
-		if (os_hooked_libs[i] == set)
-			return 1;
-	return 0;
+	struct os_lib *L = &os_libs[i];
+	if (!atomic_load(&L->installed))
+		return false;
+	if (L->get == NULL)
+		return true;
+	ossl_malloc_fn m = NULL;
+	ossl_realloc_fn r = NULL;
+	ossl_free_fn f = NULL;
+	L->get(&m, &r, &f);
+	return m == os_tramp[i].m;
 }
 
 /* os_hook installs our hooks in the libcrypto whose CRYPTO_set_mem_functions
  * is set (found in handle) and checks interposition. os_lock held. */
-static void os_hook(void *handle, ossl_set_mem_fn set, const char *where)
+static void os_hook(void *handle, ossl_set_mem_fn set, const char *where, bool from_dlopen)
 {
-	if (os_already_hooked(set) || os_nlibs == OS_MAX_LIBS)
-		return;
-	os_hooked_libs[os_nlibs++] = set;
+	int i, free_slot = -1;
+	for (i = 0; i < OS_MAX_LIBS; i++) {
+		if (os_libs[i].set == set)
+			break;
+		if (os_libs[i].set == NULL && free_slot < 0)
+			free_slot = i;
+	}
+	if (i < OS_MAX_LIBS && os_still_ours(i))
+		return; /* loaded again while resident (engines, RTLD_NOLOAD) */
+	if (i == OS_MAX_LIBS) {
+		if (free_slot < 0) {
+			sh_log(0, "openssl: more than %d libcryptos in one process; the one %s is not hooked",
+			       OS_MAX_LIBS, where);
+			return;
+		}
+		i = free_slot;
+	} else if (atomic_load(&os_libs[i].installed)) {
+		sh_log(1, "openssl: libcrypto %s was unloaded and loaded again: hooking it again", where);
+	}
+	struct os_lib *L = &os_libs[i];
+	bool said = L->set == set && L->refusal_said;
+	L->set = set;
+	*(void **)&L->get = os_sym(handle, "CRYPTO_get_mem_functions");
+	L->from_dlopen = from_dlopen;
+	L->refusal_said = said;
+	atomic_store(&L->fm, NULL);
+	atomic_store(&L->used, 0);
+	atomic_store(&L->general, os_mode == SH_OPENSSL_ALL);
+	atomic_store(&L->installed, 0);
 	os_load_reals(handle, set);
 
 	/* The reserve is switched on before the first allocation through our
@@ -336,12 +525,9 @@ static void os_hook(void *handle, ossl_set_mem_fn set, const char *where)
 	bool first = os_real.set_mem_functions == set;
 	if (first && os_mode == SH_OPENSSL_ALL)
 		sh_secure_reserve_enable(true);
-	int ok;
-	if (os_mode == SH_OPENSSL_ALL)
-		ok = set(os_hook_malloc, os_hook_realloc, os_hook_free);
-	else
-		ok = set(os_net_malloc, os_net_realloc, os_net_free);
+	int ok = set(os_tramp[i].m, os_tramp[i].r, os_tramp[i].f);
 	if (ok) {
+		atomic_store(&L->installed, 1);
 		atomic_store(&os_hooked, 1);
 		atomic_store(&sh_stat_openssl_hooked, os_mode == SH_OPENSSL_ALL ? 1 : 0);
 		sh_log(1, "openssl: hooks installed in libcrypto (%s, mode %s)", where,
@@ -350,11 +536,13 @@ static void os_hook(void *handle, ossl_set_mem_fn set, const char *where)
 		atomic_fetch_add(&os_refused, 1);
 		if (!atomic_load(&os_hooked))
 			atomic_store(&sh_stat_openssl_hooked, 2);
-		sh_log(0, "OpenSSL refused CRYPTO_set_mem_functions (%s): it allocated before "
-			"the library was loaded; %s", where,
-			os_mode == SH_OPENSSL_ALL
-				? "its ordinary allocations stay in libc memory"
-				: "a secure block freed with CRYPTO_free would reach libc free");
+		if (!L->refusal_said)
+			sh_log(0, "OpenSSL refused CRYPTO_set_mem_functions (%s): it allocated before "
+				  "the library was loaded; %s", where,
+			       os_mode == SH_OPENSSL_ALL
+				       ? "its ordinary allocations stay in libc memory"
+				       : "a secure block freed with CRYPTO_free would reach libc free");
+		L->refusal_said = true;
 	}
 
 	/* Only the libcrypto that os_real points to gets our secure calls. */
@@ -369,80 +557,94 @@ static void os_hook(void *handle, ossl_set_mem_fn set, const char *where)
 	}
 	if (os_mode == SH_OPENSSL_ALL)
 		sh_secure_reserve_enable(false);
-	if (os_mode == SH_OPENSSL_SECURE) {
+	const char *why = st == 0 ? "probe could not run" : "bound inside libcrypto, e.g. -Bsymbolic";
+	if (os_mode == SH_OPENSSL_SECURE && ok) {
+		/* The strongest protection left: every allocation of this
+		 * libcrypto, its secure ones among them, from secret memory. */
+		atomic_store(&L->general, 1);
+		atomic_store(&os_secure_fallback, 1);
+		atomic_store(&sh_stat_openssl_hooked, 1);
+		sh_log(1, "openssl: mode secure: CRYPTO_secure_* not interposable (%s); every OpenSSL "
+			  "allocation is served from secret memory instead (as mode all)", why);
+	} else if (os_mode == SH_OPENSSL_SECURE) {
 		sh_log(0, "OpenSSL mode secure: libcrypto does not call CRYPTO_secure_* through "
-			"the PLT (%s, linked with -Bsymbolic?); secure-heap allocations are not "
-			"served from secret memory",
-			st == 0 ? "probe could not run" : "probe bypassed the library");
+			  "the PLT (%s) and refused the hooks: secure-heap allocations are not "
+			  "served from secret memory", why);
 	} else {
 		sh_log(1, "openssl: CRYPTO_secure_* not interposable (%s); secure-heap "
-			  "allocations use the hooks without the reserve",
-			  st == 0 ? "probe could not run" : "bound inside libcrypto");
+			  "allocations use the hooks without the reserve", why);
 	}
 }
 
+static void os_free_next_init(void); /* interposed free and realloc, below */
+
+static void os_start_once_fn(void)
+{
+	sh_init();
+	os_mode = sh_opt.openssl;
+}
+
+/* os_start initialises the core and reads the mode: only once there is a
+ * libcrypto (or a request for the stats report), so that a process without
+ * OpenSSL pays nothing for the preload but the loading of the library. */
+static void os_start(void)
+{
+	pthread_once(&os_start_once, os_start_once_fn);
+}
+
 /* os_scan hooks the libcrypto reachable from handle, if any. */
-static void os_scan(void *handle, const char *where)
+static void os_scan(void *handle, const char *where, bool from_dlopen)
 {
 	ossl_set_mem_fn set = NULL;
-	*(void **)&set = dlsym(handle, "CRYPTO_set_mem_functions");
+	*(void **)&set = os_sym(handle, "CRYPTO_set_mem_functions");
 	/* dlsym on a handle that searches the global scope (dlopen(NULL),
 	 * RTLD_DEFAULT) finds our own interposed definition: skip it. */
 	if (set == NULL || set == os_self_set)
 		return;
+	os_start();
 	if (os_mode == SH_OPENSSL_OFF) {
 		/* Nothing to hook, but our interposed functions forward here. */
 		os_load_reals(handle, set);
 		return;
 	}
 	pthread_mutex_lock(&os_lock);
-	os_hook(handle, set, where);
+	os_hook(handle, set, where, from_dlopen);
 	pthread_mutex_unlock(&os_lock);
 }
 
 __attribute__((constructor)) static void os_init(void)
 {
-	sh_init();
-	os_mode = sh_opt.openssl;
+	os_free_next_init();
+	/* The stats report covers every process when asked for. */
+	const char *st = secure_getenv("SECRETHEAP_STATS");
+	if (st != NULL && st[0] != '\0')
+		os_start();
 	/* RTLD_NEXT finds a libcrypto after us in the global scope (we are
 	 * preloaded, or linked before it); RTLD_DEFAULT one before us (a program
 	 * linked -lcrypto -lsecretheap). os_scan skips our own definition. */
-	os_scan(RTLD_NEXT, "linked at start");
+	os_scan(RTLD_NEXT, "linked at start", false);
 	if (!atomic_load(&os_reals_ready))
-		os_scan(RTLD_DEFAULT, "linked at start");
+		os_scan(RTLD_DEFAULT, "linked at start", false);
 }
 
 /* ---- interposed: dlopen -------------------------------------------------- */
 
-/* os_caller_path keeps dlopen's search the caller's. glibc resolves a bare
- * file name with the *calling* object's DT_RPATH/DT_RUNPATH, and with our
- * wrapper in between the caller is this library, which has neither. When the
- * real caller has one, we look the name up in its search path (dlinfo
- * RTLD_DI_SERINFO on its link map: RPATH, LD_LIBRARY_PATH, RUNPATH, system
- * directories, with $ORIGIN expanded) and hand the real dlopen a path.
- * Returns a malloc'ed path, or NULL to let the real dlopen search (no caller
- * path to honour, already loaded, or not found there). */
-static char *os_caller_path(const char *file, int mode, const void *ret,
-			    void *(*rd)(const char *, int))
+/* os_caller_map returns the link map of the object holding code address
+ * ret, NULL if none. */
+static struct link_map *os_caller_map(const void *ret)
 {
-	if (file == NULL || strchr(file, '/') != NULL)
-		return NULL;
 	Dl_info info;
 	struct link_map *lm = NULL;
-	if (!dladdr1(ret, &info, (void **)&lm, RTLD_DL_LINKMAP) || lm == NULL || lm->l_ld == NULL)
+	if (!dladdr1(ret, &info, (void **)&lm, RTLD_DL_LINKMAP))
 		return NULL;
-	bool has_path = false;
-	for (const ElfW(Dyn) *d = lm->l_ld; d->d_tag != DT_NULL; d++)
-		if (d->d_tag == DT_RPATH || d->d_tag == DT_RUNPATH)
-			has_path = true;
-	if (!has_path)
-		return NULL;
-	/* A resident object is found by name without any search. */
-	void *h = rd(file, (mode & ~(RTLD_LAZY | RTLD_NOW)) | RTLD_LAZY | RTLD_NOLOAD);
-	if (h != NULL) {
-		dlclose(h);
-		return NULL;
-	}
+	return lm;
+}
+
+/* os_search_dirs returns the directories glibc would search for a bare name
+ * loaded by lm (RPATH, LD_LIBRARY_PATH, RUNPATH, system directories, with
+ * $ORIGIN expanded), malloc'ed; NULL on error. */
+static Dl_serinfo *os_search_dirs(struct link_map *lm)
+{
 	Dl_serinfo size;
 	if (dlinfo(lm, RTLD_DI_SERINFOSIZE, &size) != 0)
 		return NULL;
@@ -451,62 +653,348 @@ static char *os_caller_path(const char *file, int mode, const void *ret,
 		return NULL;
 	si->dls_size = size.dls_size;
 	si->dls_cnt = size.dls_cnt;
+	if (dlinfo(lm, RTLD_DI_SERINFO, si) != 0) {
+		free(si);
+		return NULL;
+	}
+	return si;
+}
+
+static bool os_serinfo_has(const Dl_serinfo *si, const char *dir)
+{
+	for (unsigned i = 0; si != NULL && i < si->dls_cnt; i++)
+		if (strcmp(si->dls_serpath[i].dls_name, dir) == 0)
+			return true;
+	return false;
+}
+
+/* os_origin_path expands $ORIGIN / ${ORIGIN} in a file name with a slash
+ * the way glibc does for the calling object: its directory. NULL when there
+ * is nothing to expand. */
+static char *os_origin_path(const char *file, struct link_map *lm)
+{
+	const char *tok = strstr(file, "$ORIGIN");
+	size_t toklen = 7;
+	const char *tok2 = strstr(file, "${ORIGIN}");
+	if (tok2 != NULL && (tok == NULL || tok2 < tok))
+		tok = tok2, toklen = 9;
+	if (tok == NULL || lm == NULL)
+		return NULL;
+	char self[PATH_MAX];
+	const char *obj = lm->l_name;
+	if (obj == NULL || obj[0] == '\0') { /* the main program */
+		ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+		if (n <= 0)
+			return NULL;
+		self[n] = '\0';
+		obj = self;
+	}
+	const char *slash = strrchr(obj, '/');
+	if (slash == NULL)
+		return NULL;
+	char *out = NULL;
+	if (asprintf(&out, "%.*s%.*s%s", (int)(tok - file), file, (int)(slash - obj), obj, tok + toklen) < 0)
+		return NULL;
+	char *more = os_origin_path(out, lm); /* several tokens */
+	if (more != NULL) {
+		free(out);
+		out = more;
+	}
+	return out;
+}
+
+/* os_caller_path keeps dlopen's search the caller's. glibc resolves a file
+ * name with the *calling* object's DT_RPATH/DT_RUNPATH and its $ORIGIN, and
+ * with our wrapper in between the caller is this library. A bare name is
+ * looked up in the caller's search path (dlinfo RTLD_DI_SERINFO: RPATH,
+ * LD_LIBRARY_PATH, RUNPATH, system directories); when the first directory
+ * holding it is one that our own search also has (LD_LIBRARY_PATH, system
+ * directories), the real dlopen is left to find it, so ld.so.cache keeps
+ * its place before the system directories. $ORIGIN in a name with a slash
+ * is expanded for the caller. Returns a malloc'ed path, or NULL to let the
+ * real dlopen search as it would. Not covered: dlmopen namespaces, $LIB and
+ * $PLATFORM. */
+static char *os_caller_path(const char *file, int mode, const void *ret)
+{
+	if (file == NULL)
+		return NULL;
+	struct link_map *lm = os_caller_map(ret);
+	if (strchr(file, '/') != NULL)
+		return strchr(file, '$') != NULL ? os_origin_path(file, lm) : NULL;
+	if (lm == NULL || lm->l_ld == NULL)
+		return NULL;
+	bool has_path = false;
+	for (const ElfW(Dyn) *d = lm->l_ld; d->d_tag != DT_NULL; d++)
+		if (d->d_tag == DT_RPATH || d->d_tag == DT_RUNPATH)
+			has_path = true;
+	if (!has_path)
+		return NULL;
+	/* A resident object is found by name without any search. */
+	void *h = os_real_dlopen_fn(file, (mode & ~(RTLD_LAZY | RTLD_NOW)) | RTLD_LAZY | RTLD_NOLOAD);
+	if (h != NULL) {
+		dlclose(h);
+		return NULL;
+	}
+	Dl_serinfo *si = os_search_dirs(lm);
+	if (si == NULL)
+		return NULL;
+	struct link_map *mine = os_caller_map((const void *)os_caller_path);
+	Dl_serinfo *own = mine != NULL ? os_search_dirs(mine) : NULL;
 	char *found = NULL;
-	if (dlinfo(lm, RTLD_DI_SERINFO, si) == 0) {
-		for (unsigned i = 0; i < si->dls_cnt && found == NULL; i++) {
-			char *p;
-			if (asprintf(&p, "%s/%s", si->dls_serpath[i].dls_name, file) < 0)
-				break;
-			if (access(p, F_OK) == 0)
+	for (unsigned i = 0; i < si->dls_cnt; i++) {
+		char *p;
+		if (asprintf(&p, "%s/%s", si->dls_serpath[i].dls_name, file) < 0)
+			break;
+		if (access(p, F_OK) == 0) {
+			if (!os_serinfo_has(own, si->dls_serpath[i].dls_name))
 				found = p;
 			else
 				free(p);
+			break;
 		}
+		free(p);
 	}
+	free(own);
 	free(si);
 	return found;
 }
 
 SH_EXPORT void *dlopen(const char *file, int mode)
 {
-	static void *(*real_dlopen)(const char *, int);
-	void *(*rd)(const char *, int) = __atomic_load_n(&real_dlopen, __ATOMIC_ACQUIRE);
-	if (rd == NULL) {
-		*(void **)&rd = dlsym(RTLD_NEXT, "dlopen");
-		if (rd == NULL) {
-			errno = ENOSYS;
-			return NULL;
-		}
-		__atomic_store_n(&real_dlopen, rd, __ATOMIC_RELEASE);
-	}
-	char *path = os_caller_path(file, mode, __builtin_return_address(0), rd);
+	os_dl_ready();
+	char *path = os_caller_path(file, mode, __builtin_return_address(0));
 	os_dlopen_depth++;
-	void *h = rd(path != NULL ? path : file, mode);
+	void *h = os_real_dlopen_fn(path != NULL ? path : file, mode);
 	os_dlopen_depth--;
 	free(path);
 	if (h != NULL && file != NULL && os_dlopen_depth == 0)
-		os_scan(h, "dlopen");
+		os_scan(h, "dlopen", true);
 	return h;
 }
 
+/* ---- interposed: dlsym --------------------------------------------------- */
+
+/* os_dlsym_guard: dlsym(handle, "CRYPTO_set_mem_functions") on a handle of a
+ * libcrypto we hooked (Python's ctypes, plugins that bypass the PLT) gets
+ * that slot's guard (os_s<i>) instead of libcrypto's own function, which
+ * would replace our hooks while blocks of ours are live. NULL: let the real
+ * dlsym answer. Also makes sure the real dlsym is known. */
+SH_HIDDEN void *os_dlsym_guard(void *handle, const char *name);
+OS_EARLY void *os_dlsym_guard(void *handle, const char *name)
+{
+	os_dl_ready();
+	static const char want[] = "CRYPTO_set_mem_functions";
+	if (name == NULL)
+		return NULL;
+	for (size_t i = 0; i < sizeof want; i++) /* not strcmp: see OS_EARLY */
+		if (name[i] != want[i])
+			return NULL;
+	/* The global scope (RTLD_DEFAULT, RTLD_NEXT from the program) finds our
+	 * interposer first anyway. */
+	if (handle == RTLD_DEFAULT || handle == RTLD_NEXT)
+		return NULL;
+	void *sym = os_real_dlsym_fn(handle, name);
+	if (sym == NULL || sym == (void *)(uintptr_t)os_self_set)
+		return NULL;
+	void *guard = NULL;
+	pthread_mutex_lock(&os_lock);
+	for (int i = 0; i < OS_MAX_LIBS; i++)
+		if ((void *)(uintptr_t)os_libs[i].set == sym && atomic_load(&os_libs[i].installed))
+			guard = (void *)(uintptr_t)os_tramp[i].s;
+	pthread_mutex_unlock(&os_lock);
+	return guard;
+}
+
+#if defined(__x86_64__)
+/* dlsym itself decides RTLD_NEXT (and the namespace) by its return address,
+ * so the interposer must not be a frame of its own: it asks os_dlsym_guard
+ * and then jumps to the real dlsym with the caller's arguments and return
+ * address untouched. */
+__asm__(".text\n"
+	".globl dlsym\n"
+	".type dlsym, @function\n"
+	".p2align 4\n"
+	"dlsym:\n"
+	"	.cfi_startproc\n"
+	"	endbr64\n"
+	"	pushq %rdi\n"
+	"	.cfi_adjust_cfa_offset 8\n"
+	"	pushq %rsi\n"
+	"	.cfi_adjust_cfa_offset 8\n"
+	"	subq $8, %rsp\n"
+	"	.cfi_adjust_cfa_offset 8\n"
+	"	call os_dlsym_guard\n"
+	"	addq $8, %rsp\n"
+	"	.cfi_adjust_cfa_offset -8\n"
+	"	popq %rsi\n"
+	"	.cfi_adjust_cfa_offset -8\n"
+	"	popq %rdi\n"
+	"	.cfi_adjust_cfa_offset -8\n"
+	"	testq %rax, %rax\n"
+	"	jnz 1f\n"
+	"	jmpq *os_real_dlsym_fn(%rip)\n"
+	"1:	ret\n"
+	"	.cfi_endproc\n"
+	".size dlsym, .-dlsym\n");
+#endif
+
+/* ---- interposed: free and realloc ---------------------------------------- */
+
+#ifndef SH_NO_FREE_INTERPOSE
+/*
+ * A block of ours that reaches libc's free or realloc (code that does not
+ * know where the block came from: a static libcrypto freeing what a
+ * dlopen'ed one allocated, a program freeing an OPENSSL_malloc block with
+ * free) would make glibc abort with "free(): invalid pointer". The library
+ * interposes both: a pointer inside the arena is released (wiped) or
+ * reallocated by the core, counted as misuse and named once on stderr;
+ * anything else goes to the next definition (libc's, or another allocator
+ * preloaded after us), found in the constructor. The check is one
+ * subtraction and compare, and nothing at all before the arena exists.
+ * (The C tests include this file into sanitized programs, whose runtime
+ * must keep its own free: they define SH_NO_FREE_INTERPOSE.)
+ */
+extern void __libc_free(void *);
+extern void *__libc_realloc(void *, size_t);
+static void (*os_next_free)(void *);
+static void *(*os_next_realloc)(void *, size_t);
+static atomic_int os_foreign_said;
+
+static void os_foreign(const char *what)
+{
+	atomic_fetch_add(&sh_stat_misuse, 1);
+	if (!atomic_exchange(&os_foreign_said, 1))
+		sh_log(0, "%s() of a block from secret memory (secretheap's, handed out through OpenSSL "
+			  "or the C API) by code that does not know it: handled by the library; "
+			  "counted as misuse", what);
+}
+
+static void os_free_next_init(void)
+{
+	void (*f)(void *) = NULL;
+	void *(*r)(void *, size_t) = NULL;
+	*(void **)&f = os_sym(RTLD_NEXT, "free");
+	*(void **)&r = os_sym(RTLD_NEXT, "realloc");
+	__atomic_store_n(&os_next_realloc, r, __ATOMIC_RELEASE);
+	__atomic_store_n(&os_next_free, f, __ATOMIC_RELEASE);
+}
+
+SH_EXPORT void free(void *p)
+{
+	if (sh_unlikely(sh_in_arena((uintptr_t)p))) {
+		os_foreign("free");
+		secretheap_free(p);
+		return;
+	}
+	void (*f)(void *) = __atomic_load_n(&os_next_free, __ATOMIC_ACQUIRE);
+	if (sh_likely(f != NULL))
+		f(p);
+	else
+		__libc_free(p); /* before our constructor ran */
+}
+
+SH_EXPORT void *realloc(void *p, size_t n)
+{
+	if (sh_unlikely(sh_in_arena((uintptr_t)p))) {
+		os_foreign("realloc");
+		return secretheap_realloc(p, n);
+	}
+	void *(*r)(void *, size_t) = __atomic_load_n(&os_next_realloc, __ATOMIC_ACQUIRE);
+	return sh_likely(r != NULL) ? r(p, n) : __libc_realloc(p, n);
+}
+#else
+static void os_free_next_init(void) {}
+#endif
+
 /* ---- interposed: CRYPTO_set_mem_functions -------------------------------- */
+
+/* os_set_for decides a CRYPTO_set_mem_functions call aimed at slot L's
+ * libcrypto. The outcome is what the caller is told:
+ *  - our hooks are not its allocator (it refused them): OpenSSL answers;
+ *  - it was in the process at start (the program's own libcrypto): 0, the
+ *    answer OpenSSL gives once it is too late to change the allocator; our
+ *    hooks stay, so no block of ours ever reaches their free;
+ *  - it arrived by dlopen and has not allocated through our hooks yet (an
+ *    engine's or provider's libcrypto next to a static host, whose bind
+ *    function shares the host's allocator this way; OpenSSL would accept
+ *    too): 1, honoured — new blocks come from their allocator, ours still
+ *    come back to us;
+ *  - it arrived by dlopen but has allocated: 0, refused with a named
+ *    message (as OpenSSL refuses once it allocated; in mode all their free
+ *    would receive our blocks otherwise). */
+static int os_set_for(struct os_lib *L, ossl_malloc_fn m, ossl_realloc_fn r, ossl_free_fn f,
+		      const char *how)
+{
+	pthread_mutex_lock(&os_lock);
+	int i = (int)(L - os_libs);
+	if (L->set == NULL || !os_still_ours(i)) {
+		ossl_set_mem_fn set = L->set;
+		pthread_mutex_unlock(&os_lock);
+		return set != NULL ? set(m, r, f) : 0;
+	}
+	int rc = 0;
+	if (m == os_tramp[i].m && r == os_tramp[i].r && f == os_tramp[i].f) {
+		rc = 1; /* ours again: nothing changes */
+	} else if (m == NULL || r == NULL || f == NULL) {
+		sh_log(0, "openssl: CRYPTO_set_mem_functions (%s) with a NULL function refused", how);
+	} else if (!L->from_dlopen) {
+		if (atomic_fetch_add(&os_set_refused, 1) == 0)
+			sh_log(1, "openssl: CRYPTO_set_mem_functions (%s) refused (answered 0): "
+				  "secretheap's hooks stay in the program's libcrypto", how);
+	} else if (atomic_load(&L->used)) {
+		atomic_fetch_add(&os_set_refused, 1);
+		sh_log(1, "openssl: CRYPTO_set_mem_functions (%s) refused (answered 0): the dlopen'ed "
+			  "libcrypto has allocated already (its blocks, from secret memory in mode "
+			  "all, must not reach the new allocator's free)", how);
+	} else {
+		atomic_store_explicit(&L->fr, r, memory_order_relaxed);
+		atomic_store_explicit(&L->ff, f, memory_order_relaxed);
+		atomic_store_explicit(&L->fm, m, memory_order_release);
+		atomic_fetch_add(&os_set_honoured, 1);
+		sh_log(1, "openssl: CRYPTO_set_mem_functions (%s) honoured for a dlopen'ed libcrypto: "
+			  "its new blocks come from the caller's allocator", how);
+		rc = 1;
+	}
+	pthread_mutex_unlock(&os_lock);
+	return rc;
+}
+
+/* os_target_of returns the CRYPTO_set_mem_functions the code at ret would
+ * call without us: the first definition in its object's own dependency tree
+ * (dlsym on a handle of that object does not search the global scope), or
+ * NULL when that search finds ours (the object sees the global scope). */
+static ossl_set_mem_fn os_target_of(const void *ret)
+{
+	struct link_map *lm = os_caller_map(ret);
+	if (lm == NULL)
+		return NULL;
+	os_dl_ready();
+	void *h = os_real_dlopen_fn(lm->l_name != NULL && lm->l_name[0] ? lm->l_name : NULL,
+				    RTLD_LAZY | RTLD_NOLOAD);
+	if (h == NULL)
+		return NULL;
+	ossl_set_mem_fn set = NULL;
+	*(void **)&set = os_real_dlsym_fn(h, "CRYPTO_set_mem_functions");
+	dlclose(h);
+	return set == os_self_set ? NULL : set;
+}
 
 SH_EXPORT int CRYPTO_set_mem_functions(ossl_malloc_fn m, ossl_realloc_fn r, ossl_free_fn f)
 {
-	if (atomic_load(&os_hooked)) {
-		unsigned long n = atomic_fetch_add(&os_set_ignored, 1);
-		if (n == 0)
-			sh_log(1, "openssl: a later CRYPTO_set_mem_functions was ignored "
-				  "(secretheap's hooks stay installed)");
-		return 1;
+	ossl_set_mem_fn set = os_target_of(__builtin_return_address(0));
+	if (set == NULL) {
+		const struct ossl_reals *real = os_reals();
+		set = real != NULL ? real->set_mem_functions : NULL;
 	}
-	const struct ossl_reals *real = os_reals();
-	ossl_set_mem_fn set = real != NULL ? real->set_mem_functions : NULL;
-	if (set == NULL)
-		*(void **)&set = dlsym(RTLD_NEXT, "CRYPTO_set_mem_functions");
 	if (set == NULL)
 		return 0;
-	return set(m, r, f);
+	struct os_lib *L = NULL;
+	pthread_mutex_lock(&os_lock);
+	for (int i = 0; i < OS_MAX_LIBS; i++)
+		if (os_libs[i].set == set)
+			L = &os_libs[i];
+	pthread_mutex_unlock(&os_lock);
+	return L != NULL ? os_set_for(L, m, r, f, "called") : set(m, r, f);
 }
 
 /* ---- interposed: the secure-heap API ------------------------------------- */
@@ -514,11 +1002,6 @@ SH_EXPORT int CRYPTO_set_mem_functions(ossl_malloc_fn m, ossl_realloc_fn r, ossl
 static inline int os_secure_on(void)
 {
 	return atomic_load_explicit(&os_secure_active, memory_order_relaxed) || os_probing;
-}
-
-static inline int os_ours(const void *p)
-{
-	return p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE;
 }
 
 static void *os_secure_alloc(size_t num)
@@ -600,22 +1083,38 @@ SH_EXPORT void CRYPTO_secure_clear_free(void *p, size_t num, const char *file, i
 		free(p);
 }
 
-/* Always libcrypto's answer, so 0 for our blocks while OpenSSL's own arena is
- * off: libcrypto's CRYPTO_secure_free and CRYPTO_secure_clear_free ask this
- * (through the PLT) before touching their arena, and a caller that reaches
- * them directly (dlsym on a libcrypto handle) with one of our blocks must be
- * sent on to CRYPTO_free, which our hooks route back to the core, not into an
- * arena that was never built. */
+/* 1 for a block of ours while our secure service is on: it lives in secret
+ * memory, as protected as OpenSSL's arena or more. libcrypto asks this to
+ * keep copies of secrets secure (OSSL_PARAM_BLD, OSSL_PARAM_dup), so a 0
+ * would send those copies to libc memory. In mode all every OpenSSL block is
+ * ours, so the answer is 1 for OPENSSL_malloc blocks too (they are as
+ * protected). One caller is told 0: libcrypto's own CRYPTO_secure_free and
+ * CRYPTO_secure_clear_free, which are reached with our block only when a
+ * caller bypassed our interposers (dlsym on a libcrypto handle); on 0 they
+ * hand it to CRYPTO_free, whose hooks bring it back to us, instead of
+ * freeing it into an arena that was never built. */
 SH_EXPORT int CRYPTO_secure_allocated(const void *p)
 {
+	if (os_secure_on() && os_ours(p)) {
+		uintptr_t ret = (uintptr_t)__builtin_return_address(0);
+		const struct ossl_reals *real = os_reals();
+		if (real != NULL && ((ret >= real->free_lo && ret < real->free_hi) ||
+				     (ret >= real->clear_lo && ret < real->clear_hi)))
+			return 0;
+		return 1;
+	}
 	const struct ossl_reals *real = os_reals();
 	return real != NULL && real->secure_allocated != NULL ? real->secure_allocated(p) : 0;
 }
 
+/* 1 while our service is on, from the start (code that asks first, the DRBG
+ * among it, then takes its secure path into secret memory), except after a
+ * successful CRYPTO_secure_malloc_done and before the next init, as OpenSSL
+ * documents. Allocations stay in secret memory in that window. */
 SH_EXPORT int CRYPTO_secure_malloc_initialized(void)
 {
 	if (os_secure_on())
-		return 1;
+		return !atomic_load(&os_app_done);
 	const struct ossl_reals *real = os_reals();
 	return real != NULL && real->secure_malloc_initialized != NULL
 		       ? real->secure_malloc_initialized()
@@ -656,18 +1155,25 @@ SH_EXPORT size_t CRYPTO_secure_used(void)
  * nothing. 1 is OpenSSL's "initialised" answer. */
 SH_EXPORT int CRYPTO_secure_malloc_init(size_t size, size_t minsize)
 {
-	if (os_secure_on())
+	if (os_secure_on()) {
+		atomic_store(&os_app_done, 0);
 		return 1;
+	}
 	const struct ossl_reals *real = os_reals();
 	return real != NULL && real->secure_malloc_init != NULL ? real->secure_malloc_init(size, minsize)
 								: 0;
 }
 
-/* Done succeeds (1) when no secure block is live, as OpenSSL's does. */
+/* Done succeeds (1) when no secure block is live, as OpenSSL's does; then
+ * initialized answers 0 until the next init. */
 SH_EXPORT int CRYPTO_secure_malloc_done(void)
 {
-	if (os_secure_on())
-		return atomic_load(&os_secure_live) == 0;
+	if (os_secure_on()) {
+		if (atomic_load(&os_secure_live) > 0)
+			return 0;
+		atomic_store(&os_app_done, 1);
+		return 1;
+	}
 	const struct ossl_reals *real = os_reals();
 	return real != NULL && real->secure_malloc_done != NULL ? real->secure_malloc_done() : 0;
 }
@@ -690,25 +1196,33 @@ void sh_openssl_stats_print(int fd)
 	const char *mode = modes[os_mode];
 	const char *hooks = atomic_load(&os_hooked) ? "yes" : "no";
 	const char *ip = interp[atomic_load(&os_interpose_state) + 1];
+	/* Who serves OpenSSL's secure-heap allocations from secret memory. */
+	const char *via = atomic_load(&os_secure_active)       ? "interposition"
+			  : atomic_load(&os_secure_fallback)   ? "general-hooks"
+			  : os_mode == SH_OPENSSL_ALL && atomic_load(&os_hooked) ? "general-hooks"
+									 : "none";
 	unsigned long c[OSC_N];
 	for (int i = 0; i < OSC_N; i++)
 		c[i] = os_sum(i);
-	char buf[1536];
+	unsigned long refused = atomic_load(&os_set_refused), honoured = atomic_load(&os_set_honoured);
+	char buf[2048];
 	int n = snprintf(buf, sizeof buf,
-			 "secretheap openssl (pid %d): mode %s; hooks %s; refused %d; secure interposed %s\n"
+			 "secretheap openssl (pid %d): mode %s; hooks %s; refused %d; secure interposed %s; "
+			 "secure served by %s\n"
 			 "  calls: malloc %lu, realloc %lu, free %lu, secure alloc %lu, secure free %lu; "
-			 "secure live %ld B; set_mem_functions ignored %lu\n"
+			 "secure live %ld B; set_mem_functions refused %lu, honoured %lu\n"
 			 "  openssl_mode %s\n  openssl_hooks %s\n  openssl_refused %d\n"
-			 "  openssl_secure_interposed %s\n  openssl_malloc_calls %lu\n"
+			 "  openssl_secure_interposed %s\n  openssl_secure_served_by %s\n"
+			 "  openssl_malloc_calls %lu\n"
 			 "  openssl_realloc_calls %lu\n  openssl_free_calls %lu\n"
 			 "  openssl_secure_alloc_calls %lu\n  openssl_secure_free_calls %lu\n"
-			 "  openssl_secure_live_bytes %ld\n  openssl_set_mem_functions_ignored %lu\n",
-			 (int)getpid(), mode, hooks, atomic_load(&os_refused), ip, c[OSC_MALLOC],
+			 "  openssl_secure_live_bytes %ld\n  openssl_set_mem_functions_refused %lu\n"
+			 "  openssl_set_mem_functions_honoured %lu\n",
+			 (int)getpid(), mode, hooks, atomic_load(&os_refused), ip, via, c[OSC_MALLOC],
 			 c[OSC_REALLOC], c[OSC_FREE], c[OSC_SECURE_ALLOC], c[OSC_SECURE_FREE],
-			 live > 0 ? live : 0, atomic_load(&os_set_ignored), mode, hooks,
-			 atomic_load(&os_refused), ip, c[OSC_MALLOC], c[OSC_REALLOC], c[OSC_FREE],
-			 c[OSC_SECURE_ALLOC], c[OSC_SECURE_FREE], live > 0 ? live : 0,
-			 atomic_load(&os_set_ignored));
+			 live > 0 ? live : 0, refused, honoured, mode, hooks, atomic_load(&os_refused), ip,
+			 via, c[OSC_MALLOC], c[OSC_REALLOC], c[OSC_FREE], c[OSC_SECURE_ALLOC],
+			 c[OSC_SECURE_FREE], live > 0 ? live : 0, refused, honoured);
 	if (n <= 0)
 		return;
 	size_t len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;

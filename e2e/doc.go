@@ -2,7 +2,12 @@
 // openssl command (genpkey, pkey -check, s_server and s_client TLS 1.3
 // handshakes), the pre-forking example server (examples/openssl), a program
 // that dlopen()s libcrypto after start the way Python's ssl module does, and
-// unprivileged children under small RLIMIT_MEMLOCK limits. Each test reads
+// unprivileged children under small RLIMIT_MEMLOCK limits, and the edges of
+// interposition (interpose_test.go): a static host loading a dynamic engine
+// (two libcryptos), OSSL_PARAM_BLD copies of private keys, CRYPTO_set_mem_functions
+// through dlsym, dlclose of the library, a libcrypto loaded again, dlopen by
+// $ORIGIN, libc free of a block of ours, and a process that never loads
+// OpenSSL (no arena reserved). Each test reads
 // the library's statistics (SECRETHEAP_STATS=<file>) to check that OpenSSL's
 // allocations were served from secret memory, and each has a control run
 // (without the library, or with SECRETHEAP_OPENSSL=off) showing that the

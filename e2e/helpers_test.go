@@ -164,12 +164,12 @@ var (
 		{regexp.MustCompile(`\bfork re-privatisations (\d+)`), []string{"fork_reprivatisations"}},
 		{regexp.MustCompile(`\bmisuse caught (\d+)`), []string{"misuse_caught"}},
 		{regexp.MustCompile(`\bopenssl hooked (\d+)`), []string{"openssl_hooked"}},
-		{regexp.MustCompile(`\): mode (\w+); hooks (\w+); refused (\d+); secure interposed ([\w-]+)`),
-			[]string{"openssl_mode", "openssl_hooks", "openssl_refused", "openssl_secure_interposed"}},
-		{regexp.MustCompile(`calls: malloc (\d+), realloc (\d+), free (\d+), secure alloc (\d+), secure free (\d+); secure live (\d+) B; set_mem_functions ignored (\d+)`),
+		{regexp.MustCompile(`\): mode (\w+); hooks (\w+); refused (\d+); secure interposed ([\w-]+); secure served by ([\w-]+)`),
+			[]string{"openssl_mode", "openssl_hooks", "openssl_refused", "openssl_secure_interposed", "openssl_secure_served_by"}},
+		{regexp.MustCompile(`calls: malloc (\d+), realloc (\d+), free (\d+), secure alloc (\d+), secure free (\d+); secure live (\d+) B; set_mem_functions refused (\d+), honoured (\d+)`),
 			[]string{"openssl_malloc_calls", "openssl_realloc_calls", "openssl_free_calls",
 				"openssl_secure_alloc_calls", "openssl_secure_free_calls", "openssl_secure_live_bytes",
-				"openssl_set_mem_functions_ignored"}},
+				"openssl_set_mem_functions_refused", "openssl_set_mem_functions_honoured"}},
 	}
 	// outputLine is a "name value" line printed by a test program.
 	outputLine = regexp.MustCompile(`^([a-z_]+) (\S+)$`)

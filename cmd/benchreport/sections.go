@@ -41,7 +41,7 @@ var baselines = map[string]string{
 	"go-alloc":    "make",
 	"tls-inproc":  "OpenSSL",
 	"tls-tcp":     "OpenSSL",
-	"startup":     "openssl version",
+	"startup":     "without the library",
 	"fork":        "glibc",
 	"fork-cost":   "commit fresh",
 }
@@ -333,7 +333,11 @@ func (b *bench) oneTCPRun(server, dir string, preload bool, secs float64) (rate 
 	return rate, int(s), nil
 }
 
-// startup: `openssl version` with and without the library, by hyperfine.
+// startup: process start-up and exit with and without the library
+// preloaded, by hyperfine, side by side in each round: `openssl version`
+// (libcrypto linked: the library starts and hooks it) and /bin/true (no
+// OpenSSL: the library must cost next to nothing, goal ≤ 1.05×). Also the
+// address space of a process without OpenSSL (VmSize: no arena reserved).
 func (b *bench) startup() error {
 	runs := "40"
 	if b.cfg.quick {
@@ -351,21 +355,41 @@ func (b *bench) startup() error {
 	if err != nil || !strings.Contains(chk, "secretheap") {
 		return b.fail(fmt.Errorf("%w: libsecretheap.so printed nothing in `openssl version` (%v): %q", errSelfCheck, err, chk), "start-up")
 	}
-	plain := "env openssl version"
-	with := "env LD_PRELOAD=" + b.lib + " openssl version"
+	for _, preload := range []bool{false, true} {
+		out, err := run(time.Minute, b.env(preload), "cat", "/proc/self/status")
+		if err != nil {
+			return b.fail(err, "start-up (VmSize)")
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmSize:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				b.add(Sample{Section: "startup", Workload: "cat (no OpenSSL): VmSize", Backend: startupLabel(preload),
+					Round: 1, Value: kb / 1024, Unit: "MiB"})
+			}
+		}
+	}
 	tmp, err := os.CreateTemp("", "hyperfine-*.json")
 	if err != nil {
 		return err
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
+	type cmdName struct{ cmd, name string }
+	var cmds []cmdName
+	for _, prog := range []struct{ name, argv string }{{"openssl version", "openssl version"}, {"/bin/true", "/bin/true"}} {
+		cmds = append(cmds, cmdName{"env " + prog.argv, prog.name},
+			cmdName{"env LD_PRELOAD=" + b.lib + " " + prog.argv, prog.name})
+	}
 	for r := 1; r <= b.cfg.rounds; r++ {
 		b.prog.step("start-up round %d/%d (hyperfine)", r, b.cfg.rounds)
-		cmds := []string{plain, with}
-		if r%2 == 0 {
-			cmds = []string{with, plain}
+		args := []string{"-N", "--style", "none", "--warmup", "5", "--runs", runs, "--export-json", tmp.Name()}
+		for i := range cmds { // alternate the order between rounds
+			j := i
+			if r%2 == 0 {
+				j = len(cmds) - 1 - i
+			}
+			args = append(args, cmds[j].cmd)
 		}
-		args := append([]string{"-N", "--style", "none", "--warmup", "5", "--runs", runs, "--export-json", tmp.Name()}, cmds...)
 		if _, err := run(5*time.Minute, cleanEnv(), "hyperfine", args...); err != nil {
 			if err := b.fail(err, "start-up (hyperfine)"); err != nil {
 				return err
@@ -376,18 +400,27 @@ func (b *bench) startup() error {
 		if err != nil {
 			return err
 		}
-		for cmd, t := range res {
-			label := "openssl version"
-			if strings.Contains(cmd, "LD_PRELOAD") {
-				label = "openssl version + secretheap"
+		for _, c := range cmds {
+			t, ok := res[c.cmd]
+			if !ok {
+				continue
 			}
-			b.add(Sample{Section: "startup", Workload: "wall time (hyperfine median)", Backend: label,
+			label := startupLabel(strings.Contains(c.cmd, "LD_PRELOAD"))
+			b.add(Sample{Section: "startup", Workload: c.name + ": wall time (hyperfine median)", Backend: label,
 				Round: r, Value: t.median * 1e3, Unit: "ms"})
-			b.add(Sample{Section: "startup", Workload: "CPU time, user + system (hyperfine mean)", Backend: label,
+			b.add(Sample{Section: "startup", Workload: c.name + ": CPU time, user + system (hyperfine mean)", Backend: label,
 				Round: r, Value: (t.user + t.system) * 1e3, Unit: "ms"})
 		}
 	}
 	return nil
+}
+
+// startupLabel names the start-up section's two columns.
+func startupLabel(preload bool) string {
+	if preload {
+		return "with libsecretheap.so"
+	}
+	return "without the library"
 }
 
 // hyperTimes are one command's times from hyperfine, in seconds.

@@ -663,10 +663,13 @@ func checkHook(h hookResult) check {
 		c.Detail = fmt.Sprintf("%s takes over OpenSSL's allocator (openssl version, preloaded: hooked; CRYPTO_secure_* interposed: %s)",
 			filepath.Base(h.Library), orUnknown(h.SecureInterposed))
 	case isYes(h.Hooked):
-		c.Verdict = verdictWarn
-		c.Detail = fmt.Sprintf("%s takes over OpenSSL's allocator (hooked), but libcrypto's CRYPTO_secure_* calls do not reach it (%s): SECRETHEAP_OPENSSL=all protects everything, SECRETHEAP_OPENSSL=secure would protect nothing",
+		// The library decides this at run time: mode secure falls back to
+		// the general hooks for such a libcrypto (stats: secure served by
+		// general-hooks), so both modes put every OpenSSL allocation in
+		// secret memory.
+		c.Verdict = verdictOK
+		c.Detail = fmt.Sprintf("%s takes over OpenSSL's allocator (hooked); libcrypto binds its CRYPTO_secure_* calls internally (%s, e.g. linked -Bsymbolic as upstream does), so SECRETHEAP_OPENSSL=secure falls back to serving every OpenSSL allocation from secret memory, as mode all does",
 			filepath.Base(h.Library), h.SecureInterposed)
-		c.Fix = "keep SECRETHEAP_OPENSSL=all (the default) with this libcrypto"
 	case h.Hooked == "2" || strings.EqualFold(h.Hooked, "refused"):
 		c.Verdict = verdictFail
 		c.Detail = "OpenSSL refused CRYPTO_set_mem_functions: it had allocated before the library's constructor ran"

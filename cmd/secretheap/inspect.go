@@ -319,6 +319,9 @@ func judgeHook(r inspectReport) string {
 			if fb := r.Counters["fallbacks"]; fb > 0 {
 				return fmt.Sprintf("yes, but %d allocations fell back to ordinary memory (secret memory ran out: raise SECRETHEAP_LIMIT or RLIMIT_MEMLOCK)", fb)
 			}
+			if mode == "secure" {
+				return "yes: every OpenSSL allocation goes to secret memory (SECRETHEAP_OPENSSL=secure fell back to the general hooks: this libcrypto binds CRYPTO_secure_* internally; openssl_hooked 1, read from the library)"
+			}
 			return "yes: every OpenSSL allocation goes to secret memory (openssl_hooked 1, read from the library)"
 		case 2:
 			return "no: OpenSSL refused the hooks, it had allocated before the library was loaded (openssl_hooked 2)"

@@ -163,6 +163,10 @@ secretheap stats (pid 11, version 0.1.0)
 	v, ok = statsSecureInterposed([]byte("secretheap openssl (pid 1): mode all; hooks yes; refused 0; secure interposed bound-inside-libcrypto\n"))
 	require.True(t, ok)
 	assert.Equal(t, "bound-inside-libcrypto", v)
+	// The line goes on with "; secure served by …" since the -Bsymbolic fallback.
+	v, ok = statsSecureInterposed([]byte("secretheap openssl (pid 1): mode secure; hooks yes; refused 0; secure interposed yes; secure served by interposition\n"))
+	require.True(t, ok)
+	assert.Equal(t, "yes", v)
 	_, ok = statsSecureInterposed([]byte("nothing"))
 	assert.False(t, ok)
 }

@@ -26,7 +26,7 @@ func statsHooked(b []byte) (string, bool) {
 // interposedRE finds the OpenSSL skin's verdict on CRYPTO_secure_*: "secure
 // interposed yes" when libcrypto calls them through its PLT, else why not
 // ("bound-inside-libcrypto", a -Bsymbolic build).
-var interposedRE = regexp.MustCompile(`secure interposed (\S+)`)
+var interposedRE = regexp.MustCompile(`secure interposed ([\w-]+)`)
 
 // statsSecureInterposed returns the last "secure interposed" value.
 func statsSecureInterposed(b []byte) (string, bool) {

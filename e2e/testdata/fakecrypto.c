@@ -13,13 +13,18 @@ typedef void *(*m_fn)(size_t, const char *, int);
 typedef void *(*r_fn)(void *, size_t, const char *, int);
 typedef void (*f_fn)(void *, const char *, int);
 static m_fn mf;
+static r_fn rf;
 static f_fn ff;
 
 API int CRYPTO_set_mem_functions(m_fn m, r_fn r, f_fn f)
 {
-	(void)r;
-	mf = m, ff = f;
+	mf = m, rf = r, ff = f;
 	return 1;
+}
+/* What the library asks to tell a hooked copy from one loaded again. */
+API void CRYPTO_get_mem_functions(m_fn *m, r_fn *r, f_fn *f)
+{
+	*m = mf, *r = rf, *f = ff;
 }
 API void *CRYPTO_malloc(size_t n, const char *file, int line) { return mf ? mf(n, file, line) : malloc(n); }
 API void CRYPTO_free(void *p, const char *file, int line)

@@ -1,6 +1,6 @@
 /* secure_heap — a program that turns on OpenSSL's own secure heap
  * (CRYPTO_secure_malloc_init, as some servers do) and uses the secure-heap
- * API. Under the library (modes all and secure) these calls are served from
+ * API and its life cycle (init, done, init again). Under the library (modes all and secure) these calls are served from
  * secret memory instead and OpenSSL's arena is never built. Prints
  * "name value" lines; exit 0 when every call behaved as the API promises. */
 #include <dlfcn.h>
@@ -26,7 +26,14 @@ int main(void)
 	printf("backend %d\n", backend ? backend(p) : -1);
 	printf("actual_size_ok %d\n", CRYPTO_secure_actual_size(p) >= 100);
 	printf("used_ok %d\n", CRYPTO_secure_used() >= 100);
+	printf("allocated %d\n", CRYPTO_secure_allocated(p));
+	printf("done_while_live %d\n", CRYPTO_secure_malloc_done());
 	OPENSSL_secure_clear_free(p, 100);
+	printf("used_after_free %zu\n", CRYPTO_secure_used());
 	printf("done %d\n", CRYPTO_secure_malloc_done());
+	printf("initialized_after_done %d\n", CRYPTO_secure_malloc_initialized());
+	printf("init_again %d\n", CRYPTO_secure_malloc_init(64 * 1024, 16) >= 1);
+	printf("initialized_again %d\n", CRYPTO_secure_malloc_initialized());
+	CRYPTO_secure_malloc_done();
 	return init >= 1 && zero ? 0 : 1;
 }

@@ -25,6 +25,14 @@ int CRYPTO_set_mem_functions(malloc_fn m, realloc_fn r, free_fn f)
 	return 1;
 }
 
+/* The library asks this to tell a hooked copy from one loaded again. */
+void CRYPTO_get_mem_functions(malloc_fn *m, realloc_fn *r, free_fn *f)
+{
+	*m = m_fn;
+	*r = r_fn;
+	*f = f_fn;
+}
+
 void *CRYPTO_malloc(size_t n, const char *file, int line)
 {
 	return m_fn ? m_fn(n, file, line) : malloc(n);
