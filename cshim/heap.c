@@ -1038,8 +1038,9 @@ int secretheap_backend(const void *ptr) {
  * every time; but the kept slabs of 40 classes end up scattered over as
  * many chunks, which then can never become wholly free (a soak ended with 9
  * chunks, 18 MiB committed, holding nothing but empty slabs, against an
- * idle bound of 2). So the chunks of the exiting thread's empty slabs are
- * looked at (at most one per class and chunk): one whose spans are all
+ * idle bound of 2). So the chunks of the exiting thread's empty slabs, and
+ * of the first few unowned empty slabs of each class (a slab whose owner
+ * exited before another thread freed its last block), are looked at: one whose spans are all
  * empty listed slabs gives them all back, becomes wholly free, and
  * SECRETHEAP_IDLE_CHUNKS decides whether it stays. Empty slabs in chunks
  * that hold anything in use (a live block, a block in some thread's
@@ -1066,6 +1067,18 @@ static void trim_collect(struct sh_span *s, void *arg) {
     s->next = t->release;
     t->release = s;
 }
+static void trim_candidate(struct trim *t, const struct sh_span *s) {
+    if (s->nfree != s->nblocks || t->n >= TRIM_MAX)
+        return;
+    for (unsigned j = 0; j < t->n; j++)
+        if (t->cand[j] == s->chunk)
+            return;
+    t->cand[t->n++] = s->chunk;
+}
+/* Unowned empty slabs looked at per class: the kept slab of a class whose
+ * blocks were freed by a thread that did not own the slab (its owner had
+ * exited) sits near the head of the unowned list. */
+#define TRIM_UNOWNED_LOOK 4
 static void disown(struct sh_tcache *self) {
     struct trim t = {.n = 0, .release = NULL};
     for (unsigned i = 0; i < SH_NUM_CLASSES; i++) {
@@ -1073,15 +1086,13 @@ static void disown(struct sh_tcache *self) {
         pthread_mutex_lock(&k->mu);
         while (self->own[i]) {
             struct sh_span *s = self->own[i];
-            if (s->nfree == s->nblocks && t.n < TRIM_MAX) {
-                bool seen = false;
-                for (unsigned j = 0; j < t.n && !seen; j++)
-                    seen = t.cand[j] == s->chunk;
-                if (!seen)
-                    t.cand[t.n++] = s->chunk;
-            }
+            trim_candidate(&t, s);
             set_owner(k, s, NULL);
         }
+        /* Bounded, so an exit stays O(own cache + classes), not O(heap). */
+        unsigned look = 0;
+        for (struct sh_span *s = k->partial; s && look < TRIM_UNOWNED_LOOK; s = s->next, look++)
+            trim_candidate(&t, s);
         pthread_mutex_unlock(&k->mu);
     }
     if (t.n == 0)
