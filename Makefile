@@ -12,6 +12,7 @@
 #                     (builds only build/secretheap and the library)
 #   make verify       the attack suite: every attack against protected and unprotected targets
 #   make install      library, header, pkg-config file and the secretheap command under $(PREFIX)
+#   make vmtest       the kernel matrix: Debian kernels under QEMU, the project run inside each
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
@@ -57,6 +58,7 @@ INSTALL_TARGETS :=
 -include fuzz/fuzz.mk
 -include verify/verify.mk
 -include opensslsuite/opensslsuite.mk
+-include vmtest/vmtest.mk
 
 # make test also runs the short fuzz runs (C libFuzzer 30 s, each Go fuzz
 # target 20 s) and the 20 s soak of threads and forks: about 2 minutes.

@@ -664,6 +664,19 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
     sh_init();
     if (sh_unlikely(gate_pass() != 0))
         return exhausted(n, true);
+    size_t arena = atomic_load_explicit(&sh_arena_size, memory_order_relaxed);
+    if (n > arena / 2) {
+        /* No budget could ever hold it: a size error, not exhaustion (no
+         * fallback, not counted as one). Named once: a 40 GiB request used to
+         * read as "secret memory exhausted ... RLIMIT_MEMLOCK". */
+        static _Atomic bool warned;
+        if (!atomic_exchange(&warned, true))
+            sh_log(0, "a %zu-byte request is larger than secret memory can ever hold in this process (half of "
+                      "the %zu MiB arena): returning NULL (ENOMEM)",
+                   n, arena >> 20);
+        errno = ENOMEM;
+        return NULL;
+    }
     struct sh_span *s = NULL;
     size_t pages = (n + SH_OS_PAGE - 1) / SH_OS_PAGE;
     if (n <= SH_LARGE_MIN) {

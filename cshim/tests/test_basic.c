@@ -107,6 +107,14 @@ static void test_overflow_enomem(void) {
     CHECK(secretheap_realloc(p, SIZE_MAX - 8) == NULL && errno == ENOMEM);
     CHECK(all_bytes(p, 100, 0x5a)); /* untouched on failure */
     secretheap_free(p);
+    /* Larger than the arena can ever hold (64 GiB of address space): a size
+     * error named as such, not exhaustion — no fallback counted. Run in a
+     * child, which owns its stderr. */
+    struct h_child ch;
+    h_reexec("too_large", NULL, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0 && h_contains(ch.err, "larger than secret memory can ever hold") &&
+                  !h_contains(ch.err, "exhausted"),
+              "40 GiB: exit %d: %s", ch.code, ch.err);
     /* Control: a representable calloc succeeds and is zero. */
     void *q = secretheap_calloc(1000, 3);
     CHECK(q != NULL && all_bytes(q, 3000, 0));
@@ -557,7 +565,17 @@ static void test_startup_commits_little(void) {
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
 }
 
+static int mode_too_large(void) {
+    struct secretheap_stats st;
+    errno = 0;
+    void *p = secretheap_malloc((size_t)40 << 30);
+    int e = errno;
+    secretheap_stats(&st, sizeof st);
+    return p == NULL && e == ENOMEM && st.fallbacks == 0 && st.exhausted_returns == 0 ? 0 : 1;
+}
+
 static const struct h_mode modes[] = {
+    {"too_large", mode_too_large},
     {"startup_commit", mode_startup_commit},
     {"free_after_exit", mode_free_after_exit},
     {"free_before_exit", mode_free_before_exit},
