@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,11 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -35,24 +34,6 @@ func lookTool(t *testing.T, name, pkg string) string {
 		t.Skip(msg)
 	}
 	return p
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSSHDLogins runs OpenSSH's sshd with the library preloaded and logs in
@@ -101,7 +82,7 @@ StrictModes no
 	defer cancel()
 	srv := exec.CommandContext(ctx, sshd, "-D", "-e", "-f", conf)
 	srv.Env = env(lib, "SECRETHEAP_STATS="+statsPath)
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	srv.Stdout, srv.Stderr = &log, &log
 	require.NoError(t, srv.Start())
 	defer func() { _ = srv.Process.Kill() }()

@@ -61,7 +61,7 @@ func startTarget(t *testing.T, asNobody bool, env []string, argv ...string) int 
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var errb syncBuffer
+	var errb testutil.SyncBuffer
 	cmd.Stderr = &errb
 	cmd.WaitDelay = 2 * time.Second
 	require.NoError(t, cmd.Start())

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,40 +42,21 @@ type cliResult struct {
 	code           int
 }
 
-// syncBuffer is a bytes.Buffer that tests may read while exec's copying
-// goroutine writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startCLI starts the CLI (this test binary in CLI mode) with args.
-func startCLI(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+func startCLI(t *testing.T, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer, *testutil.SyncBuffer) {
 	t.Helper()
 	return startCLIIn(t, "", env, args...)
 }
 
 // startCLIIn is startCLI in the working directory dir ("" for ours).
-func startCLIIn(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+func startCLIIn(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer, *testutil.SyncBuffer) {
 	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), envCLIMain+"=1"), env...)
-	var out, errb syncBuffer
+	var out, errb testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// A program the CLI started may outlive a killed CLI and hold the
 	// output pipes open: do not wait for them for ever.
