@@ -133,9 +133,8 @@ int h_dispatch(int argc, char **argv, const struct h_mode *modes) {
          * is a budget with no CAP_IPC_LOCK bypass, shared by every child the
          * tests start, and tests that are not about the limit would fall
          * back. Tests about it set their own limit (h_reexec, setrlimit).
-         * 1 GiB rather than RLIM_INFINITY: with an infinite limit TSan's
-         * handler for a deadly signal aborts ("nested bug"), and
-         * test_dontfork expects its grandchild to die of SIGSEGV. */
+         * 1 GiB rather than RLIM_INFINITY: a bound keeps a runaway test
+         * from locking the machine's memory. */
         struct rlimit inf = {(rlim_t)1 << 30, (rlim_t)1 << 30};
         if (geteuid() == 0)
             setrlimit(RLIMIT_MEMLOCK, &inf);
