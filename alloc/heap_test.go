@@ -1,13 +1,10 @@
 package alloc_test
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"unsafe"
@@ -16,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/secretmem"
 )
@@ -325,26 +323,17 @@ func TestStress(t *testing.T) {
 	assert.Zero(t, st.RequestedBytes)
 }
 
-// mappingOf returns the /proc/self/maps line of the mapping holding addr.
+// mappingOf returns the /proc/self/maps line (procfs.Mapping.String) of the
+// mapping holding addr.
 func mappingOf(t *testing.T, addr uintptr) string {
 	t.Helper()
-	f, err := os.Open("/proc/self/maps")
+	maps, err := procfs.Maps(0)
 	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		rng, _, _ := strings.Cut(line, " ")
-		lo, hi, _ := strings.Cut(rng, "-")
-		l, err1 := strconv.ParseUint(lo, 16, 64)
-		h, err2 := strconv.ParseUint(hi, 16, 64)
-		require.NoError(t, errors.Join(err1, err2))
-		if uint64(addr) >= l && uint64(addr) < h {
-			return line
-		}
+	m, ok := procfs.MappingAt(maps, uint64(addr))
+	if !ok {
+		return ""
 	}
-	require.NoError(t, sc.Err())
-	return ""
+	return m.String()
 }
 
 // TestInSecretMemMapping: every kind of block lies in a mapping the kernel

@@ -3,12 +3,13 @@ package e2e
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // staticLibcrypto returns the path of a static libcrypto (libssl-dev ships
@@ -193,15 +194,9 @@ func TestDlopenSiblingByOrigin(t *testing.T) {
 func TestLazyStart(t *testing.T) {
 	lib := setup(t)
 	vmSize := func(r result) (uint64, string) {
-		for _, line := range strings.Split(r.stdout, "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmSize:" {
-				n, err := strconv.ParseUint(f[1], 10, 64)
-				require.NoError(t, err)
-				return n, r.stdout
-			}
-		}
-		t.Fatalf("no VmSize in %q", r.stdout)
-		return 0, ""
+		n, err := procfs.StatusKB([]byte(r.stdout), "VmSize")
+		require.NoError(t, err, "no VmSize in %q", r.stdout)
+		return n >> 10, r.stdout
 	}
 	without, _ := vmSize(run(t, env(""), "", "cat", "/proc/self/status"))
 	with, _ := vmSize(run(t, env(lib), "", "cat", "/proc/self/status"))

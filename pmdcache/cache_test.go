@@ -1,20 +1,20 @@
 package pmdcache_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"unsafe"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/pmdcache"
 	"github.com/secretheap/secretheap/secretmem"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func TestMain(m *testing.M) {
@@ -54,21 +54,13 @@ func bytesOf(ch *pmdcache.Chunk, n uintptr) []byte { return unsafe.Slice((*byte)
 // contains addr, and its name.
 func perms(t *testing.T, addr uintptr) (string, string) {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/maps")
+	maps, err := procfs.Maps(0)
 	require.NoError(t, err)
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		var lo, hi uintptr
-		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil && addr >= lo && addr < hi {
-			name := ""
-			if len(f) > 5 {
-				name = f[5]
-			}
-			return f[1], name
-		}
+	m, ok := procfs.MappingAt(maps, uint64(addr))
+	if !ok {
+		return "", ""
 	}
-	return "", ""
+	return m.Perms, m.Path
 }
 
 func TestNewMapsNothing(t *testing.T) {

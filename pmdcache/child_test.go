@@ -4,16 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/secretheap/secretheap/internal/testutil"
-	"github.com/secretheap/secretheap/pmdcache"
-	"github.com/secretheap/secretheap/secretmem"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/procfs"
+	"github.com/secretheap/secretheap/internal/testutil"
+	"github.com/secretheap/secretheap/pmdcache"
+	"github.com/secretheap/secretheap/secretmem"
 )
 
 // TestMemlockChild runs the cache as uid 65534 (no CAP_IPC_LOCK) under a
@@ -236,13 +237,9 @@ func TestArenaFitsRlimitAS(t *testing.T) {
 		room := uint64(1 << 30)
 		st, err := os.ReadFile("/proc/self/status")
 		require.NoError(t, err)
-		var vmsize uint64
-		for _, l := range strings.Split(string(st), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmSize:" {
-				vmsize, _ = strconv.ParseUint(f[1], 10, 64)
-			}
-		}
-		rl := unix.Rlimit{Cur: vmsize<<10 + room, Max: vmsize<<10 + room}
+		vmsize, err := procfs.StatusKB(st, "VmSize")
+		require.NoError(t, err)
+		rl := unix.Rlimit{Cur: vmsize + room, Max: vmsize + room}
 		require.NoError(t, unix.Setrlimit(unix.RLIMIT_AS, &rl))
 		c, err := pmdcache.New(pmdcache.Config{})
 		require.NoError(t, err)

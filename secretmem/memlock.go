@@ -1,14 +1,13 @@
 package secretmem
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"math"
 	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // Memlock is the process's RLIMIT_MEMLOCK account as /proc shows it (VmLck):
@@ -39,28 +38,22 @@ func ReadMemlock() (Memlock, error) {
 	if err != nil {
 		return m, fmt.Errorf("secretmem: reading locked memory: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		line := sc.Bytes()
-		switch {
-		case bytes.HasPrefix(line, []byte("VmLck:")):
-			// "VmLck:	    2048 kB"
-			f := bytes.Fields(line[len("VmLck:"):])
-			if len(f) >= 1 {
-				kb, err := strconv.ParseUint(string(f[0]), 10, 64)
-				if err != nil {
-					return m, fmt.Errorf("secretmem: parsing %q: %w", line, err)
-				}
-				m.Locked = kb << 10
-			}
-		case bytes.HasPrefix(line, []byte("CapEff:")):
-			caps, err := strconv.ParseUint(string(bytes.TrimSpace(line[len("CapEff:"):])), 16, 64)
-			if err != nil {
-				return m, fmt.Errorf("secretmem: parsing %q: %w", line, err)
-			}
-			if caps&(1<<capIPCLock) != 0 {
-				m.Unlimited = true
-			}
+	st := procfs.ParseStatus(status)
+	if v, ok := st["VmLck"]; ok {
+		// "VmLck:	    2048 kB"
+		n, err := procfs.ParseKB(v)
+		if err != nil {
+			return m, fmt.Errorf("secretmem: parsing VmLck %q: %w", v, err)
+		}
+		m.Locked = n
+	}
+	if v, ok := st["CapEff"]; ok {
+		has, err := procfs.HasCap(v, capIPCLock)
+		if err != nil {
+			return m, fmt.Errorf("secretmem: %w", err)
+		}
+		if has {
+			m.Unlimited = true
 		}
 	}
 	return m, nil

@@ -1,9 +1,7 @@
 package secretmem_test
 
 import (
-	"bufio"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -12,40 +10,23 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
 // smapsOf returns the VmFlags of the mapping holding addr and VmLck in KiB.
 func smapsOf(t *testing.T, addr uintptr) (flags string, vmlck int) {
-	f, err := os.Open("/proc/self/smaps")
+	maps, err := procfs.Smaps(0)
 	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	in := false
-	for sc.Scan() {
-		line := sc.Text()
-		if lo, hi, ok := strings.Cut(strings.Fields(line + " ")[0], "-"); ok && !strings.HasSuffix(line, ":") {
-			a, e1 := strconv.ParseUint(lo, 16, 64)
-			b, e2 := strconv.ParseUint(hi, 16, 64)
-			if e1 == nil && e2 == nil {
-				in = uint64(addr) >= a && uint64(addr) < b
-				continue
-			}
-		}
-		if in && strings.HasPrefix(line, "VmFlags:") {
-			flags = line
-			break
-		}
+	if m, ok := procfs.MappingAt(maps, uint64(addr)); ok {
+		flags = "VmFlags: " + strings.Join(m.VmFlags, " ")
 	}
 	st, err := os.ReadFile("/proc/self/status")
 	require.NoError(t, err)
-	for _, l := range strings.Split(string(st), "\n") {
-		if strings.HasPrefix(l, "VmLck:") {
-			vmlck, _ = strconv.Atoi(strings.Fields(l)[1])
-		}
-	}
-	return flags, vmlck
+	lck, err := procfs.StatusKB(st, "VmLck")
+	require.NoError(t, err)
+	return flags, int(lck >> 10)
 }
 
 // TestDetectMatchesKernel: the model Detect reads off MADV_COLD is what smaps

@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // pageSize is the OS page size (4 KiB on x86_64).
@@ -170,15 +170,11 @@ func AddressSpaceRoom() uint64 {
 	if err != nil {
 		return rl.Cur
 	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmSize:" {
-			kb, err := strconv.ParseUint(f[1], 10, 64)
-			if err == nil && kb<<10 < rl.Cur {
-				return rl.Cur - kb<<10
-			} else if err == nil {
-				return 0
-			}
+	if size, err := procfs.StatusKB(status, "VmSize"); err == nil {
+		if size < rl.Cur {
+			return rl.Cur - size
 		}
+		return 0
 	}
 	return rl.Cur
 }

@@ -1,7 +1,6 @@
 package secretmem_test
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,11 +10,13 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/secretheap/secretheap/internal/testutil"
-	"github.com/secretheap/secretheap/secretmem"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/procfs"
+	"github.com/secretheap/secretheap/internal/testutil"
+	"github.com/secretheap/secretheap/secretmem"
 )
 
 func TestMain(m *testing.M) {
@@ -28,30 +29,15 @@ func TestMain(m *testing.M) {
 // bytesOf views n bytes of mapped memory at p.
 func bytesOf(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
 
-// mappingOf returns the /proc/self/maps line and the smaps VmFlags of the
-// mapping that contains addr.
+// mappingOf returns the /proc/self/maps line (procfs.Mapping.String) and
+// the smaps VmFlags of the mapping that contains addr.
 func mappingOf(t *testing.T, addr uintptr) (line string, flags []string) {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/smaps")
+	maps, err := procfs.Smaps(0)
 	require.NoError(t, err)
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	in := false
-	for sc.Scan() {
-		l := sc.Text()
-		var lo, hi uintptr
-		if n, _ := fmt.Sscanf(l, "%x-%x ", &lo, &hi); n == 2 && strings.Contains(strings.Fields(l)[0], "-") {
-			in = addr >= lo && addr < hi
-			if in {
-				line = l
-			}
-			continue
-		}
-		if in && strings.HasPrefix(l, "VmFlags:") {
-			return line, strings.Fields(strings.TrimPrefix(l, "VmFlags:"))
-		}
-	}
-	require.NotEmpty(t, line, "no mapping contains %#x", addr)
-	return line, nil
+	m, ok := procfs.MappingAt(maps, uint64(addr))
+	require.True(t, ok, "no mapping contains %#x", addr)
+	return m.String(), m.VmFlags
 }
 
 func TestProbe(t *testing.T) {

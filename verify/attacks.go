@@ -2,13 +2,11 @@ package verify
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"os"
 	"strings"
 
 	"github.com/secretheap/secretheap/internal/attack"
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // Bounds on what a live attack reads, so the suite stays within its time
@@ -106,20 +104,18 @@ func ReadLive(ctx context.Context, pid int, m attack.Method) (*Image, error) {
 func residentRuns(pid int, start, end uintptr) [][2]uintptr {
 	const page = 4096
 	whole := [][2]uintptr{{start, end}}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	pm, err := procfs.OpenPagemap(pid)
 	if err != nil {
 		return whole
 	}
-	defer f.Close()
-	n := int((end - start) / page)
-	buf := make([]byte, 8*n)
-	if k, err := f.ReadAt(buf, int64(start/page)*8); err != nil || k != len(buf) {
+	defer pm.Close()
+	es, err := pm.Entries(uint64(start), uint64(end))
+	if err != nil {
 		return whole
 	}
 	var runs [][2]uintptr
-	for i := 0; i < n; i++ {
-		e := binary.LittleEndian.Uint64(buf[8*i:])
-		if e&(3<<62) == 0 {
+	for i, e := range es {
+		if !e.Present() && !e.Swapped() {
 			continue
 		}
 		a := start + uintptr(i)*page

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // ReadCore reads the memory segments (PT_LOAD) of an ELF core file into an
@@ -118,21 +120,15 @@ func Gcore(ctx context.Context, pid int, dir string) (*Image, error) {
 // dontdumpReservations has gdb call madvise(MADV_DONTDUMP) in process pid
 // on each of its PROT_NONE mappings of 1 GiB or more that lack the flag.
 func dontdumpReservations(ctx context.Context, pid int) error {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	maps, err := procfs.Smaps(pid)
 	if err != nil {
 		return err
 	}
 	args := []string{"-p", fmt.Sprint(pid), "-batch", "-nx"}
-	var cur Mapping
-	for _, l := range strings.Split(string(b), "\n") {
-		if m, ok := parseSmapsHeader(l); ok {
-			cur = m
-			continue
-		}
-		if strings.HasPrefix(l, "VmFlags:") && cur.Perms[:3] == "---" && !strings.Contains(l+" ", " dd ") &&
-			cur.End-cur.Start >= 1<<30 {
+	for _, m := range maps {
+		if m.VmFlags != nil && m.Perms[:3] == "---" && !m.HasFlag("dd") && m.Size() >= 1<<30 {
 			args = append(args, "-ex", fmt.Sprintf("call (int)madvise((void*)%#x, %#x, %d)",
-				cur.Start, cur.End-cur.Start, unix.MADV_DONTDUMP))
+				m.Start, m.Size(), unix.MADV_DONTDUMP))
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -153,40 +149,23 @@ const gcoreMaxFile = 3 << 30
 // zeros although they can hold no data: no permissions and no "dd" flag
 // (MADV_DONTDUMP). It also names the largest.
 func undumpable(pid int) (total uint64, largest string) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	maps, err := procfs.Smaps(pid)
 	if err != nil {
 		return 0, ""
 	}
-	var cur Mapping
 	var bestSize uint64
-	for _, l := range strings.Split(string(b), "\n") {
-		if m, ok := parseSmapsHeader(l); ok {
-			cur = m
+	for _, m := range maps {
+		if m.VmFlags == nil || m.Perms[:3] != "---" || m.HasFlag("dd") {
 			continue
 		}
-		if !strings.HasPrefix(l, "VmFlags:") || cur.Perms[:3] != "---" || strings.Contains(l+" ", " dd ") {
-			continue
-		}
-		size := cur.End - cur.Start
+		size := m.Size()
 		total += size
 		if size > bestSize {
 			bestSize = size
-			largest = fmt.Sprintf("%x-%x ---p, %d MiB", cur.Start, cur.End, size>>20)
+			largest = fmt.Sprintf("%x-%x ---p, %d MiB", m.Start, m.End, size>>20)
 		}
 	}
 	return total, largest
-}
-
-func parseSmapsHeader(l string) (Mapping, bool) {
-	f := strings.Fields(l)
-	if len(f) < 5 || !strings.Contains(f[0], "-") || len(f[1]) != 4 {
-		return Mapping{}, false
-	}
-	var s, e uint64
-	if _, err := fmt.Sscanf(f[0], "%x-%x", &s, &e); err != nil {
-		return Mapping{}, false
-	}
-	return Mapping{Start: s, End: e, Perms: f[1]}, true
 }
 
 // ErrSkipped says an attack cannot run on this machine, and why.

@@ -5,13 +5,13 @@
 package benchgo
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 const osPage = 4096
@@ -53,22 +53,10 @@ func (m memfdBlock) free() error { return unix.MunmapPtr(m.p, m.size) }
 // inSecretMem reports whether /proc/self/maps names the mapping holding p
 // "secretmem" — the self-check that a naive block really is secret memory.
 func inSecretMem(p unsafe.Pointer) (bool, error) {
-	f, err := os.Open("/proc/self/maps")
+	maps, err := procfs.Maps(0)
 	if err != nil {
 		return false, err
 	}
-	defer f.Close()
-	addr := uintptr(p)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var lo, hi uintptr
-		line := sc.Text()
-		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
-			continue
-		}
-		if addr >= lo && addr < hi {
-			return strings.Contains(line, "secretmem"), nil
-		}
-	}
-	return false, sc.Err()
+	m, _ := procfs.MappingAt(maps, uint64(uintptr(p)))
+	return strings.Contains(m.String(), "secretmem"), nil
 }

@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // Start-up cost of OpenSSL commands with and without the library (hyperfine).
@@ -38,12 +39,9 @@ func (b *bench) startup() error {
 		if err != nil {
 			return b.fail(err, "start-up (VmSize)")
 		}
-		for _, line := range strings.Split(out, "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmSize:" {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				b.add(Sample{Section: "startup", Workload: "cat (no OpenSSL): VmSize", Backend: startupLabel(preload),
-					Round: 1, Value: kb / 1024, Unit: "MiB"})
-			}
+		if size, err := procfs.StatusKB([]byte(out), "VmSize"); err == nil {
+			b.add(Sample{Section: "startup", Workload: "cat (no OpenSSL): VmSize", Backend: startupLabel(preload),
+				Round: 1, Value: float64(size) / (1 << 20), Unit: "MiB"})
 		}
 	}
 	tmp, err := os.CreateTemp("", "hyperfine-*.json")

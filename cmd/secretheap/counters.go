@@ -15,6 +15,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // liveCounter names one counter: the C symbol (index: element of an
@@ -46,7 +48,7 @@ var liveCounters = []liveCounter{
 
 // readLiveCounters reads the counters the ident points at. maps must be the
 // process's mappings.
-func readLiveCounters(r memReader, id libraryIdent, maps []mapping) (map[string]uint64, error) {
+func readLiveCounters(r memReader, id libraryIdent, maps []procfs.Mapping) (map[string]uint64, error) {
 	if len(id.counters) < len(liveCounters) {
 		return nil, fmt.Errorf("the library (version %s) names %d counters, want %d", escape(id.Version), len(id.counters), len(liveCounters))
 	}
@@ -73,7 +75,7 @@ func readLiveCounters(r memReader, id libraryIdent, maps []mapping) (map[string]
 
 // inWritableMapping reports whether addr lies in a mapping that is readable
 // and writable (the library's data segment or its .bss).
-func inWritableMapping(maps []mapping, addr uint64) bool {
+func inWritableMapping(maps []procfs.Mapping, addr uint64) bool {
 	for _, m := range maps {
 		if addr >= m.Start && addr < m.End {
 			return len(m.Perms) >= 2 && m.Perms[:2] == "rw"

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
@@ -121,8 +122,8 @@ func gatherDoctorEnv() doctorEnv {
 	case errors.Is(err, os.ErrPermission):
 		e.enableParam = paramUnreadable
 	}
-	if b, err := readProc(0, "status"); err == nil {
-		e.status = parseStatus(b)
+	if b, err := procfs.ReadFile(0, "status"); err == nil {
+		e.status = procfs.ParseStatus(b)
 	}
 	e.memlock, e.memlockErr = secretmem.ReadMemlock()
 	e.kernel = secretmem.Detect()
@@ -382,7 +383,7 @@ func checkMemlock(k secretmem.Kernel, m secretmem.Memlock, err error, status map
 	}
 	capLock := false
 	if mask, ok := status["CapEff"]; ok {
-		capLock, _ = hasCap(mask, capIPCLock)
+		capLock, _ = procfs.HasCap(mask, procfs.CapIPCLock)
 	}
 	c.Data = map[string]any{
 		"limit":        m.Limit,

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 const (
@@ -276,10 +278,10 @@ type objectReport struct {
 // file offset 0) and returns the library (with its ident) and the objects
 // that export OpenSSL's allocator hook. objErr says why none could be read
 // (the process's memory is unreadable) when every attempt failed that way.
-func findObjects(r memReader, maps []mapping) (lib *objectReport, ident libraryIdent, identErr error, openssl []objectReport, memErr error) {
+func findObjects(r memReader, maps []procfs.Mapping) (lib *objectReport, ident libraryIdent, identErr error, openssl []objectReport, memErr error) {
 	seen := 0
 	for _, m := range maps {
-		if m.Offset != 0 || !strings.HasPrefix(m.Path, "/") || m.isSecretmem() || !strings.HasPrefix(m.Perms, "r") {
+		if m.Offset != 0 || !strings.HasPrefix(m.Path, "/") || m.Secretmem() || !strings.HasPrefix(m.Perms, "r") {
 			continue
 		}
 		if seen++; seen > maxObjects {

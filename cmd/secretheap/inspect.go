@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/secretheap/secretheap/internal/directmap"
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // inspectReport is what inspect finds out about a process from /proc and
@@ -40,7 +41,7 @@ type inspectReport struct {
 	LockedBytes   uint64 `json:"locked_bytes"`
 	Mappings      int    `json:"mappings"`
 	// Partial says why the mappings were read only in part (more than
-	// procMapsLimit of them), "" when all were.
+	// procfs.MapsLimit of them), "" when all were.
 	Partial string `json:"partial,omitempty"`
 
 	// Model is the accounting model seen on its secretmem mappings: "old"
@@ -118,36 +119,36 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 
 func inspect(pid int) (inspectReport, error) {
 	rep := inspectReport{PID: pid}
-	d, err := openProcDir(pid)
+	d, err := procfs.OpenDir(pid)
 	if err != nil {
 		return rep, err
 	}
 	defer d.Close()
-	if b, err := d.read("cmdline", procSmallLimit); err == nil {
+	if b, err := d.Read("cmdline", procfs.SmallLimit); err == nil {
 		rep.Command = strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 	}
 	// smaps gives committed bytes (Rss) and VmFlags; it needs the same
 	// access as /proc/PID/mem's owner check, so fall back to maps. Both are
 	// streamed: a process may have 65530 mappings with 4 KiB names each,
 	// and only the names of the objects' first mappings are kept.
-	var maps []mapping
+	var maps []procfs.Mapping
 	var libByName, cryptoByName string
 	named := 0
-	keep := func(m mapping) {
+	keep := func(m procfs.Mapping) {
 		rep.Mappings++
 		switch {
-		case m.isSecretmem():
+		case m.Secretmem():
 			rep.SecretMaps++
 			rep.SecretBytes += m.Size()
 			rep.SecretRss += m.Rss
 			// Only smaps has VmFlags (maps, the fallback, has none).
 			if m.VmFlags != nil && rep.Model == "" {
 				rep.Model = "new"
-				if m.hasFlag("lo") {
+				if m.HasFlag("lo") {
 					rep.Model = "old"
 				}
 			}
-		case m.isLocked():
+		case isLocked(m):
 			rep.LockedMaps++
 			rep.LockedBytes += m.Size()
 		}
@@ -169,12 +170,10 @@ func inspect(pid int) (inspectReport, error) {
 	readMaps := func(name string) error {
 		maps, rep.Mappings, rep.SecretMaps, rep.SecretBytes, rep.SecretRss, rep.LockedMaps, rep.LockedBytes = nil, 0, 0, 0, 0, 0, 0
 		libByName, cryptoByName, named = "", "", 0
-		p := mapsParser{emit: keep}
-		partial, err := d.lines(name, p.line)
+		partial, err := d.Mappings(name, keep)
 		if err != nil {
 			return err
 		}
-		p.done()
 		if partial != nil {
 			rep.Partial = partial.Error()
 		}
@@ -182,7 +181,7 @@ func inspect(pid int) (inspectReport, error) {
 	}
 	if err := readMaps("smaps"); err == nil {
 		rep.SmapsReadable = true
-	} else if errors.Is(err, errProcTimeout) {
+	} else if errors.Is(err, procfs.ErrTimeout) {
 		// Its reader may still be running: touch none of its state.
 		return inspectReport{PID: pid}, fmt.Errorf("process %d: %w", pid, err)
 	} else if err := readMaps("maps"); err != nil {
@@ -195,26 +194,26 @@ func inspect(pid int) (inspectReport, error) {
 			rep.FramesErr = err.Error()
 		}
 	}
-	b, err := d.read("status", procSmallLimit)
+	b, err := d.Read("status", procfs.SmallLimit)
 	if err != nil {
 		return rep, fmt.Errorf("process %d: %w", pid, err)
 	}
-	st := parseStatus(b)
+	st := procfs.ParseStatus(b)
 	if v, ok := st["VmLck"]; ok {
-		rep.VmLck, _ = parseKB(v)
+		rep.VmLck, _ = procfs.ParseKB(v)
 	}
 	if v, ok := st["CapEff"]; ok {
-		rep.CapIPCLock, _ = hasCap(v, capIPCLock)
+		rep.CapIPCLock, _ = procfs.HasCap(v, procfs.CapIPCLock)
 	}
-	if b, err := d.read("limits", procSmallLimit); err == nil {
-		if l, err := parseMemlockLimit(b); err == nil {
+	if b, err := d.Read("limits", procfs.SmallLimit); err == nil {
+		if l, err := procfs.ParseMemlockLimit(b); err == nil {
 			rep.MemlockSoft, rep.MemlockHard = l.Soft, l.Hard
 		}
 	}
-	if b, err := d.read("environ", procSmallLimit); err == nil {
+	if b, err := d.Read("environ", procfs.SmallLimit); err == nil {
 		rep.EnvReadable = true
 		rep.Settings = make(map[string]string)
-		for k, v := range parseEnviron(b) {
+		for k, v := range procfs.ParseEnviron(b) {
 			if strings.HasPrefix(k, "SECRETHEAP_") || k == "LD_PRELOAD" {
 				rep.Settings[k] = v
 			}
@@ -228,8 +227,8 @@ func inspect(pid int) (inspectReport, error) {
 // inspectObjects fills in the library, OpenSSL and the counters from the
 // process's memory; when that is unreadable, from the file names in maps,
 // saying so.
-func inspectObjects(d *procDir, rep *inspectReport, maps []mapping, libByName, cryptoByName string) {
-	f, err := d.open("mem")
+func inspectObjects(d *procfs.Dir, rep *inspectReport, maps []procfs.Mapping, libByName, cryptoByName string) {
+	f, err := d.Open("mem")
 	if err == nil {
 		defer f.Close()
 		r := memReader{f}
@@ -240,7 +239,7 @@ func inspectObjects(d *procDir, rep *inspectReport, maps []mapping, libByName, c
 			ossl  []objectReport
 		}
 		ch := make(chan found, 1)
-		err = withTimeout(func() error {
+		err = procfs.WithTimeout(func() error {
 			var f found
 			f.lib, f.id, f.idErr, f.ossl, _ = findObjects(r, maps)
 			ch <- f
@@ -262,7 +261,7 @@ func inspectObjects(d *procDir, rep *inspectReport, maps []mapping, libByName, c
 						err error
 					}
 					ch := make(chan res, 1)
-					err := withTimeout(func() error {
+					err := procfs.WithTimeout(func() error {
 						c, err := readLiveCounters(r, id, maps)
 						ch <- res{c, err}
 						return err

@@ -2,11 +2,12 @@ package main
 
 import (
 	"math"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // smapsSample is a cut of a real /proc/PID/smaps (Linux 6.18) holding a
@@ -33,99 +34,21 @@ VmFlags: rd ex mr mw me sd
 `
 
 func TestParseMaps(t *testing.T) {
-	maps, err := parseMaps([]byte(smapsSample))
+	maps, err := procfs.ParseMaps([]byte(smapsSample))
 	require.NoError(t, err)
 	require.Len(t, maps, 5)
 
 	sec := maps[1]
-	assert.True(t, sec.isSecretmem())
+	assert.True(t, sec.Secretmem())
 	assert.Equal(t, "/secretmem (deleted)", sec.Path)
 	assert.Equal(t, uint64(2<<20), sec.Size())
 	assert.Equal(t, uint64(20*1024), sec.Rss)
-	assert.False(t, sec.isLocked())
+	assert.False(t, isLocked(sec))
 
-	assert.True(t, maps[2].isLocked(), "lo+dd anonymous mapping is the locked backend")
-	assert.False(t, maps[3].isLocked(), "plain anonymous memory is not")
-	assert.False(t, maps[0].isSecretmem())
+	assert.True(t, isLocked(maps[2]), "lo+dd anonymous mapping is the locked backend")
+	assert.False(t, isLocked(maps[3]), "plain anonymous memory is not")
+	assert.False(t, maps[0].Secretmem())
 	assert.Equal(t, "/work/main/build/libsecretheap.so", maps[4].Path)
-}
-
-func TestParseMapsErrors(t *testing.T) {
-	for _, tc := range []struct{ name, in string }{
-		{"field first", "Rss: 4 kB\n"},
-		{"bad range", "zz-10 r--p 0 0:0 0\n"},
-		{"short", "1000-2000 r--p\n"},
-		{"bad rss", "1000-2000 r--p 0 0:0 0\nRss: x kB\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseMaps([]byte(tc.in))
-			assert.Error(t, err)
-		})
-	}
-}
-
-func TestParseOwnMaps(t *testing.T) {
-	// Our own smaps must parse: it is the format of this kernel, not a sample.
-	b, err := os.ReadFile("/proc/self/smaps")
-	require.NoError(t, err)
-	maps, err := parseMaps(b)
-	require.NoError(t, err)
-	require.NotEmpty(t, maps)
-	var rss uint64
-	for _, m := range maps {
-		rss += m.Rss
-		assert.Less(t, m.Start, m.End)
-	}
-	assert.Positive(t, rss)
-}
-
-func TestParseMemlockLimit(t *testing.T) {
-	const limits = `Limit                     Soft Limit           Hard Limit           Units     
-Max cpu time              unlimited            unlimited            seconds   
-Max locked memory         65536                131072               bytes     
-Max address space         unlimited            unlimited            bytes     
-`
-	l, err := parseMemlockLimit([]byte(limits))
-	require.NoError(t, err)
-	assert.Equal(t, limit{Soft: 65536, Hard: 131072}, l)
-
-	l, err = parseMemlockLimit([]byte("Max locked memory         unlimited            unlimited            bytes\n"))
-	require.NoError(t, err)
-	assert.True(t, l.SoftInf)
-	assert.Equal(t, uint64(math.MaxUint64), l.Soft)
-
-	_, err = parseMemlockLimit([]byte("Max cpu time unlimited unlimited seconds\n"))
-	assert.Error(t, err)
-
-	b, err := os.ReadFile("/proc/self/limits")
-	require.NoError(t, err)
-	_, err = parseMemlockLimit(b)
-	assert.NoError(t, err, "this kernel's own limits file")
-}
-
-func TestHasCap(t *testing.T) {
-	for _, tc := range []struct {
-		mask string
-		want bool
-	}{
-		{"000001fffeffffff", true},
-		{"0000000000004000", true},
-		{"0000000000000000", false},
-		{"000001fffeffbfff", false},
-	} {
-		t.Run(tc.mask, func(t *testing.T) {
-			got, err := hasCap(tc.mask, capIPCLock)
-			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
-		})
-	}
-	_, err := hasCap("xyz", capIPCLock)
-	assert.Error(t, err)
-}
-
-func TestParseEnviron(t *testing.T) {
-	env := parseEnviron([]byte("A=1\x00SECRETHEAP_BACKEND=secret\x00EMPTY=\x00junk\x00"))
-	assert.Equal(t, map[string]string{"A": "1", "SECRETHEAP_BACKEND": "secret", "EMPTY": ""}, env)
 }
 
 func TestFormatBytes(t *testing.T) {
@@ -176,7 +99,7 @@ secretheap stats (pid 11, version 0.1.0)
 // address lies in a read-only mapping of the file, whose bytes are not
 // counters.
 func TestInWritableMapping(t *testing.T) {
-	maps := []mapping{
+	maps := []procfs.Mapping{
 		{Start: 0x1000, End: 0x3000, Perms: "r--p", Path: "/lib/libsecretheap.so"},
 		{Start: 0x3000, End: 0x4000, Perms: "rw-p", Path: "/lib/libsecretheap.so"},
 		{Start: 0x4000, End: 0x5000, Perms: "rw-p"},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/secretheap/secretheap/alloc"
 	"github.com/secretheap/secretheap/internal/attack"
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // needle is one byte string to look for, with the name it is reported under.
@@ -251,12 +252,12 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 // maxBytes bounds each pass; progress goes to progress.
 func scan(pid int, needles []needle, m attack.Method, maxBytes uint64, progress io.Writer) (scanReport, error) {
 	rep := scanReport{PID: pid, Method: m.Describe()}
-	d, err := openProcDir(pid)
+	d, err := procfs.OpenDir(pid)
 	if err != nil {
 		return rep, err
 	}
 	defer d.Close()
-	if b, err := d.read("cmdline", procSmallLimit); err == nil {
+	if b, err := d.Read("cmdline", procfs.SmallLimit); err == nil {
 		rep.Command = strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 	}
 	maps, partial, err := scanMaps(d)
@@ -313,7 +314,7 @@ func scan(pid int, needles []needle, m attack.Method, maxBytes uint64, progress 
 
 // scanOne reads todo (total bytes) for one needle, printing progress when
 // there is much to read, and gives up when a read makes no progress for
-// procReadTimeout (a read of a file mapping waits for the file system,
+// procfs.ReadTimeout (a read of a file mapping waits for the file system,
 // and a FUSE server run by the process may never answer): the reading
 // goroutine is then left behind.
 func scanOne(pid int, needle []byte, m attack.Method, todo []attack.Mapping, total uint64, what string, progress io.Writer) (*attack.ScanResult, error) {
@@ -347,8 +348,8 @@ func scanOne(pid int, needle []byte, m attack.Method, todo []attack.Mapping, tot
 		case r := <-ch:
 			return r.res, r.err
 		case now := <-tick.C:
-			if now.Sub(time.Unix(0, last.Load())) > procReadTimeout {
-				return nil, fmt.Errorf("process %d: a read of its memory made no progress for %v after %s (a mapping the process controls may be stalling it, such as a file on a FUSE file system whose server does not answer): stopped", pid, procReadTimeout, formatBytes(done.Load()))
+			if now.Sub(time.Unix(0, last.Load())) > procfs.ReadTimeout {
+				return nil, fmt.Errorf("process %d: a read of its memory made no progress for %v after %s (a mapping the process controls may be stalling it, such as a file on a FUSE file system whose server does not answer): stopped", pid, procfs.ReadTimeout, formatBytes(done.Load()))
 			}
 			if total > progressAbove && now.Sub(lastPrint) >= progressEvery {
 				lastPrint = now
@@ -360,21 +361,19 @@ func scanOne(pid int, needle []byte, m attack.Method, todo []attack.Mapping, tot
 
 // scanMaps reads the mappings of the process, bounded like inspect's read.
 // Names are interned: a file mapped thousands of times is one string.
-func scanMaps(d *procDir) ([]attack.Mapping, error, error) {
+func scanMaps(d *procfs.Dir) ([]attack.Mapping, error, error) {
 	var out []attack.Mapping
 	names := map[string]string{}
-	p := mapsParser{emit: func(m mapping) {
+	partial, err := d.Mappings("maps", func(m procfs.Mapping) {
 		name, ok := names[m.Path]
 		if !ok {
 			names[m.Path], name = m.Path, m.Path
 		}
 		out = append(out, attack.Mapping{Start: uintptr(m.Start), End: uintptr(m.End), Perms: m.Perms, Offset: m.Offset, Name: name})
-	}}
-	partial, err := d.lines("maps", p.line)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	p.done()
 	return out, partial, nil
 }
 

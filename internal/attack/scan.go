@@ -1,12 +1,11 @@
 package attack
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // Mapping is one line of /proc/PID/maps.
@@ -32,52 +31,17 @@ func (m Mapping) String() string {
 	return fmt.Sprintf("%x-%x %s %s", m.Start, m.End, m.Perms, m.Name)
 }
 
-// Maps parses /proc/PID/maps.
+// Maps reads /proc/PID/maps (through internal/procfs, the one parser).
 func Maps(pid int) ([]Mapping, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	ms, err := procfs.Maps(pid)
 	if err != nil {
 		return nil, fmt.Errorf("attack: %w", err)
 	}
-	return parseMaps(b)
-}
-
-func parseMaps(b []byte) ([]Mapping, error) {
-	var out []Mapping
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := sc.Text()
-		// start-end perms offset dev inode [name]; the name may hold spaces.
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			return nil, fmt.Errorf("attack: bad maps line %q", line)
-		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		if !ok {
-			return nil, fmt.Errorf("attack: bad maps range %q", f[0])
-		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		off, err3 := strconv.ParseUint(f[2], 16, 64)
-		ino, err4 := strconv.ParseUint(f[4], 10, 64)
-		for _, err := range []error{err1, err2, err3, err4} {
-			if err != nil {
-				return nil, fmt.Errorf("attack: bad maps line %q: %w", line, err)
-			}
-		}
-		m := Mapping{Start: uintptr(start), End: uintptr(end), Perms: f[1], Offset: off, Inode: ino}
-		if len(f) > 5 {
-			// Everything after the inode column, as the kernel wrote it
-			// (a path may hold spaces): skip five fields and their blanks.
-			rest := line
-			for range 5 {
-				rest = strings.TrimLeft(rest, " ")
-				rest = rest[strings.IndexByte(rest, ' ')+1:]
-			}
-			m.Name = strings.TrimSpace(rest)
-		}
-		out = append(out, m)
+	out := make([]Mapping, len(ms))
+	for i, m := range ms {
+		out[i] = Mapping{Start: uintptr(m.Start), End: uintptr(m.End), Perms: m.Perms, Offset: m.Offset, Inode: m.Inode, Name: m.Path}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // Hit is an occurrence of the needle.

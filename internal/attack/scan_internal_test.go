@@ -77,30 +77,6 @@ func TestScanLogic(t *testing.T) {
 	assert.False(t, bytes.Contains(mem[:4], needle))
 }
 
-func TestParseMaps(t *testing.T) {
-	in := []byte(`55d0c0a00000-55d0c0a21000 r--p 00000000 08:01 1234                       /usr/bin/cat
-7f00aa000000-7f00aa200000 rw-s 00000000 00:01 77                         /secretmem (deleted)
-7f00ab000000-7f00ab010000 rw-p 00000000 00:00 0 
-7ffc1000-7ffc3000 rw-p 00000000 00:00 0                          [stack]
-7f00ac000000-7f00ac001000 r--p 00001000 08:01 99                         /tmp/a file with spaces
-`)
-	maps, err := parseMaps(in)
-	require.NoError(t, err)
-	require.Len(t, maps, 5)
-	assert.Equal(t, Mapping{Start: 0x55d0c0a00000, End: 0x55d0c0a21000, Perms: "r--p", Inode: 1234, Name: "/usr/bin/cat"}, maps[0])
-	assert.True(t, maps[1].Secret())
-	assert.Equal(t, "/secretmem (deleted)", maps[1].Name)
-	assert.False(t, maps[2].Secret())
-	assert.Equal(t, "", maps[2].Name)
-	assert.Equal(t, "[stack]", maps[3].Name)
-	assert.Equal(t, "/tmp/a file with spaces", maps[4].Name)
-	assert.Equal(t, uint64(0x1000), maps[4].Offset)
-	assert.True(t, maps[0].Readable())
-	assert.Equal(t, uintptr(0x200000), maps[1].Size())
-	_, err = parseMaps([]byte("garbage\n"))
-	require.Error(t, err)
-}
-
 func TestMethods(t *testing.T) {
 	for _, m := range Methods() {
 		got, err := ParseMethod(m.String())

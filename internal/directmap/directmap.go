@@ -14,14 +14,10 @@
 package directmap
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
+
+	"github.com/secretheap/secretheap/internal/procfs"
 )
 
 // ErrNoFrames reports that pagemap hid the frame numbers (not root).
@@ -40,53 +36,38 @@ func (f Frames) Ideal() int { return (f.Pages + 511) / 512 }
 // /proc/PID/maps and the frame of each present OS page from pagemap.
 func Measure(pid int) (Frames, error) {
 	var f Frames
-	dir := "/proc/self"
-	if pid > 0 {
-		dir = "/proc/" + strconv.Itoa(pid)
-	}
-	maps, err := os.ReadFile(dir + "/maps")
+	maps, err := procfs.Maps(pid)
 	if err != nil {
 		return f, err
 	}
-	pm, err := os.Open(dir + "/pagemap")
+	pm, err := procfs.OpenPagemap(pid)
 	if err != nil {
 		return f, err
 	}
 	defer pm.Close()
 	frames := map[uint64]bool{}
 	hidden := false
-	sc := bufio.NewScanner(bytes.NewReader(maps))
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || !strings.HasPrefix(fields[5], "/secretmem") {
+	for _, m := range maps {
+		if !m.Secretmem() {
 			continue
 		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		if !ok {
-			continue
+		if m.End <= m.Start {
+			return f, fmt.Errorf("directmap: bad mapping %x-%x", m.Start, m.End)
 		}
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil || end <= start {
-			return f, fmt.Errorf("directmap: bad maps line %q", sc.Text())
+		es, err := pm.Entries(m.Start, m.End)
+		if err != nil {
+			return f, fmt.Errorf("directmap: %w", err)
 		}
-		n := (end - start) / 4096
-		buf := make([]byte, 8*n)
-		if _, err := pm.ReadAt(buf, int64(start/4096*8)); err != nil {
-			return f, fmt.Errorf("directmap: reading pagemap: %w", err)
-		}
-		for i := uint64(0); i < n; i++ {
-			e := binary.LittleEndian.Uint64(buf[8*i:])
-			if e>>63 == 0 { // not present
+		for _, e := range es {
+			if !e.Present() {
 				continue
 			}
 			f.Pages++
-			pfn := e & (1<<55 - 1)
-			if pfn == 0 {
+			if e.PFN() == 0 {
 				hidden = true
 				continue
 			}
-			frames[pfn>>9] = true
+			frames[e.PFN()>>9] = true
 		}
 	}
 	f.Frames = len(frames)

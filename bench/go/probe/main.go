@@ -11,16 +11,15 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/awnumar/memguard"
 
 	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -31,20 +30,15 @@ func die(code int, format string, args ...any) {
 
 // vmlckKB reads VmLck from /proc/self/status.
 func vmlckKB() int64 {
-	f, err := os.Open("/proc/self/status")
+	st, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		die(2, "%v", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmLck:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb
-		}
+	n, err := procfs.StatusKB(st, "VmLck")
+	if err != nil {
+		die(2, "%v in /proc/self/status", err)
 	}
-	die(2, "no VmLck in /proc/self/status")
-	return 0
+	return int64(n >> 10)
 }
 
 // allocator returns allocate and free functions for a backend.
