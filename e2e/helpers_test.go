@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,42 +26,11 @@ import (
 // test, not the whole `go test` run.
 const cmdTimeout = 30 * time.Second
 
-// moduleRoot walks up from the working directory (go test runs in e2e/) to
-// the directory holding go.mod.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, dir, parent, "go.mod not found above the working directory")
-		dir = parent
-	}
-}
-
-// built returns the path of a file `make` puts in build/. Missing: the test
-// fails under SECRETHEAP_REQUIRE=1 (CI runs make first), else it skips.
-func built(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join(moduleRoot(t), "build", name)
-	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("%s missing: run make (%v)", p, err)
-		if os.Getenv("SECRETHEAP_REQUIRE") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
-
 // setup checks what every test here needs and returns the library's path.
 func setup(t *testing.T) string {
 	t.Helper()
 	testutil.RequireSecretMem(t)
-	lib := built(t, "libsecretheap.so")
+	lib := testutil.Built(t, "libsecretheap.so")
 	if _, err := exec.LookPath("openssl"); err != nil {
 		if os.Getenv("SECRETHEAP_REQUIRE") == "1" {
 			t.Fatal("openssl command missing (apt-get install openssl)")

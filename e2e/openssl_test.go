@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/testutil"
 )
 
 // TestOpenSSLCommands runs key generation and checking with the openssl
@@ -345,7 +347,7 @@ func TestInterpositionProbe(t *testing.T) {
 // showing that the server's verification notices broken workers.
 func TestForkServer(t *testing.T) {
 	lib := setup(t)
-	server := built(t, "tls_server")
+	server := testutil.Built(t, "tls_server")
 	dir := t.TempDir()
 	key, cert := keyPair(t, dir)
 	args := []string{"-cert", cert, "-key", key, "-workers", "4", "-selftest", "300"}
@@ -387,7 +389,7 @@ func TestForkServer(t *testing.T) {
 // program may fail, but never crashes.
 func TestMemlockUnprivileged(t *testing.T) {
 	lib := setup(t)
-	server := built(t, "tls_server")
+	server := testutil.Built(t, "tls_server")
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a child as uid 65534")
 	}

@@ -23,27 +23,12 @@ import (
 // test has a control: the same child without the option, which must show the
 // attack or the bug getting through.
 
-// repoRoot finds the repository from this package's directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	return filepath.Dir(wd)
-}
-
 // helper returns the path of a verify/c program built by `make`, skipping
 // the test with the reason if it is missing (and failing in CI, where
 // SECRETHEAP_REQUIRE=1 and `make test` builds everything first).
 func helper(t *testing.T, name string) string {
 	t.Helper()
-	p := filepath.Join(repoRoot(t), "build", "verify-c", name)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("SECRETHEAP_REQUIRE") == "1" {
-			t.Fatalf("%s not built (run make): %v", p, err)
-		}
-		t.Skipf("%s not built (run make first)", p)
-	}
-	return p
+	return testutil.Built(t, filepath.Join("verify-c", name))
 }
 
 // asNobody makes cmd run as uid/gid 65534: root's CAP_SYS_PTRACE would
@@ -239,10 +224,7 @@ func TestHardeningCheckZeroGo(t *testing.T) {
 // (reported at SECRETHEAP_VERBOSE=1, never the old "not served" warning).
 // The real openssl must probe as interposed on this machine.
 func TestHardeningSecureReport(t *testing.T) {
-	lib := filepath.Join(repoRoot(t), "build", "libsecretheap.so")
-	if _, err := os.Stat(lib); err != nil {
-		t.Skipf("%s not built", lib)
-	}
+	lib := testutil.Built(t, "libsecretheap.so")
 	testutil.RequireSecretMem(t)
 	const (
 		ok       = "CRYPTO_secure_* interposed"

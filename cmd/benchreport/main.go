@@ -19,11 +19,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/secretheap/secretheap/internal/repo"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -60,7 +60,7 @@ func main() {
 			cfg.only[strings.TrimSpace(s)] = true
 		}
 	}
-	root, err := findRoot()
+	root, err := repo.Root()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
@@ -77,26 +77,6 @@ func main() {
 	}
 	b.prog.finish()
 	fmt.Fprintf(os.Stderr, "wrote %s/results.txt, results.json and charts\n", cfg.out)
-}
-
-// findRoot walks up from the working directory to the go.mod of the main
-// module (this command's own go.mod, in cmd/benchreport, is passed by).
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			regexp.MustCompile(`(?m)^module github\.com/secretheap/secretheap\s*$`).Match(b) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of github.com/secretheap/secretheap above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // bench holds the state of one run.

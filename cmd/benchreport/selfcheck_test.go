@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -9,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/repo"
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
@@ -18,7 +18,7 @@ func buildBench(t *testing.T, name string, libs ...string) string {
 	if _, err := exec.LookPath(ccName()); err != nil {
 		t.Skipf("no C compiler: %v", err)
 	}
-	root, err := findRoot()
+	root, err := repo.Root()
 	require.NoError(t, err)
 	path, err := compileC(root, t.TempDir(), name, libs...)
 	require.NoError(t, err)
@@ -27,10 +27,9 @@ func buildBench(t *testing.T, name string, libs ...string) string {
 
 // libPath is build/libsecretheap.so, or "" if it is not built.
 func libPath(t *testing.T) string {
-	root, err := findRoot()
-	require.NoError(t, err)
-	p := filepath.Join(root, "build", "libsecretheap.so")
-	if _, err := os.Stat(p); err != nil {
+	p, err := repo.Built("libsecretheap.so")
+	if err != nil {
+		t.Log(err)
 		return ""
 	}
 	return p

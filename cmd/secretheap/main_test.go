@@ -96,15 +96,7 @@ func runCLI(t *testing.T, env []string, args ...string) cliResult {
 // SECRETHEAP_REQUIRE=1, where `make test` has built it first.
 func requireLibrary(t *testing.T) string {
 	t.Helper()
-	lib, err := ldpreload.Resolve("")
-	if err == nil {
-		return lib
-	}
-	if os.Getenv(testutil.RequireEnv) == "1" {
-		t.Fatalf("%s=1 but the library is missing: %v (run make)", testutil.RequireEnv, err)
-	}
-	t.Skipf("needs build/libsecretheap.so (run make): %v", err)
-	return ""
+	return testutil.Built(t, ldpreload.LibraryName)
 }
 
 func requireOpenSSL(t *testing.T) string {

@@ -16,10 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/preload/ldpreload"
 )
-
-const repoRoot = "../.."
 
 func requireMake(t *testing.T) {
 	t.Helper()
@@ -30,7 +29,7 @@ func requireMake(t *testing.T) {
 
 func runMake(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("make", append([]string{"-C", repoRoot, "--no-print-directory"}, args...)...)
+	cmd := exec.Command("make", append([]string{"-C", testutil.RepoRoot(t), "--no-print-directory"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -90,7 +89,7 @@ func TestMakePkgConfigFollowsPrefix(t *testing.T) {
 // (gonum, ~40 MB of modules) once made `make demo` and `go get` download it.
 func TestMainModuleHasNoBenchDeps(t *testing.T) {
 	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(repoRoot, f))
+		b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), f))
 		require.NoError(t, err)
 		assert.NotContains(t, string(b), "gonum.org", "%s of the main module", f)
 	}

@@ -5,7 +5,6 @@
 package ldpreload
 
 import (
-	"bufio"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/secretheap/secretheap/internal/repo"
 )
 
 // LibraryName is the file name of the LD_PRELOAD library that `make` builds
@@ -23,10 +24,6 @@ const LibraryName = "libsecretheap.so"
 // LibraryEnv names the environment variable that overrides the search done by
 // LibraryPath: when it is set, it must name the library file.
 const LibraryEnv = "SECRETHEAP_LIBRARY"
-
-// modulePath identifies this repository's go.mod while walking up from a
-// directory, so that an unrelated Go module higher up is never taken for ours.
-const modulePath = "github.com/secretheap/secretheap"
 
 // defaultPrefix is the Makefile's default PREFIX, searched when $PREFIX is not
 // set, so that `make install` without arguments is found.
@@ -136,13 +133,13 @@ func Candidates() []string {
 		add(filepath.Join(exeDir, "..", "lib", LibraryName))
 	}
 	if wd, err := os.Getwd(); err == nil {
-		if root, ok := moduleRoot(wd); ok {
-			add(filepath.Join(root, "build", LibraryName))
+		if root, ok := repo.RootFrom(wd); ok {
+			add(filepath.Join(root, repo.BuildDir, LibraryName))
 		}
 	}
 	if exeDir != "" {
-		if root, ok := moduleRoot(exeDir); ok {
-			add(filepath.Join(root, "build", LibraryName))
+		if root, ok := repo.RootFrom(exeDir); ok {
+			add(filepath.Join(root, repo.BuildDir, LibraryName))
 		}
 	}
 	if prefix := os.Getenv("PREFIX"); prefix != "" {
@@ -152,39 +149,6 @@ func Candidates() []string {
 	}
 	add(filepath.Join(defaultPrefix, "lib", LibraryName))
 	return out
-}
-
-// moduleRoot walks up from dir to the directory whose go.mod declares this
-// module.
-func moduleRoot(dir string) (string, bool) {
-	for {
-		if isOurGoMod(filepath.Join(dir, "go.mod")) {
-			return dir, true
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
-}
-
-// isOurGoMod reports whether the file at path is a go.mod whose module line
-// names this module.
-func isOurGoMod(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "module" {
-			return strings.Trim(fields[1], `"`) == modulePath
-		}
-	}
-	return false
 }
 
 // checkLibrary returns nil if path is an ELF shared object that is safe to

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/repo"
 )
 
 func TestEnv(t *testing.T) {
@@ -99,7 +101,7 @@ func TestLibraryPathOverride(t *testing.T) {
 func TestLibraryCandidates(t *testing.T) {
 	wd, err := os.Getwd()
 	require.NoError(t, err)
-	root, ok := moduleRoot(wd)
+	root, ok := repo.RootFrom(wd)
 	require.True(t, ok, "go test runs inside the module")
 	require.FileExists(t, filepath.Join(root, "go.mod"))
 	c := Candidates()
@@ -110,7 +112,7 @@ func TestLibraryCandidates(t *testing.T) {
 	assert.Contains(t, Candidates(), "/opt/sh/lib/"+LibraryName)
 
 	// Control: a directory outside the module has no root.
-	_, ok = moduleRoot(t.TempDir())
+	_, ok = repo.RootFrom(t.TempDir())
 	assert.False(t, ok)
 }
 
