@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/launch"
 	"github.com/secretheap/secretheap/internal/procfs"
 )
 
@@ -271,10 +272,4 @@ func waitGone(pid int, limit time.Duration) {
 	}
 }
 
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
-}
+func lastLines(b []byte, n int) string { return launch.LastLines(string(b), n) }

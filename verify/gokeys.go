@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // The modes of the Go keys target: where its keys live and how it uses them.
@@ -59,8 +61,8 @@ func (GoKeys) Start(ctx context.Context, env Env, mode Mode) (*Running, error) {
 	if bin == "" {
 		return nil, ErrSkipped{"gokeys not built"}
 	}
-	return StartKeys(env.WorkDir, keys, mode == ModeGoErasing, func(args ...string) *exec.Cmd {
-		return exec.CommandContext(ctx, bin, args...)
+	return StartKeys(ctx, env.WorkDir, keys, mode == ModeGoErasing, func(args ...string) *exec.Cmd {
+		return exec.Command(bin, args...)
 	})
 }
 
@@ -71,7 +73,7 @@ var keysReadyRe = regexp.MustCompile(`^ready erasing=(true|false)`)
 // arguments of verify/cmd/gokeys appended) in keys mode (KeysPlain,
 // KeysNaive, KeysRecipe), waits until it used them and reports ready, and
 // checks that its build erases (alloc.Erasing) exactly when erasing.
-func StartKeys(workDir, keys string, erasing bool, command func(args ...string) *exec.Cmd) (*Running, error) {
+func StartKeys(ctx context.Context, workDir, keys string, erasing bool, command func(args ...string) *exec.Cmd) (*Running, error) {
 	r := &Running{Count: true}
 	var err error
 	if r.Dir, err = os.MkdirTemp(workDir, "gokeys-*"); err != nil {
@@ -98,30 +100,19 @@ func StartKeys(workDir, keys string, erasing bool, command func(args ...string) 
 	r.Needles = append(HMACNeedles(hmacKey), Ed25519Needles(seed)...)
 	r.Needles = append(r.Needles, ECDSANeedles(d)...)
 	cmd := command("-mode", keys, "-hmac-key", files.HMAC, "-seed", files.Ed25519, "-ecdsa", files.ECDSA)
-	cmd.Dir = r.Dir
 	// GOTRACEBACK=crash: SIGABRT makes the runtime dump core (the core
-	// attack), as for the Go program target.
-	cmd.Env = append(cmd.Environ(), "GOTRACEBACK=crash", "SECRETHEAP_BACKEND=secret")
-	stdin, err := cmd.StdinPipe()
+	// attack), as for the Go program target. cmd's environment goes after
+	// ours, so its settings win.
+	p, err := launch.Start(ctx, launch.Options{Dir: r.Dir, Role: "main",
+		Env: append(cmd.Environ(), "GOTRACEBACK=crash", "SECRETHEAP_BACKEND=secret")}, cmd.Path, cmd.Args[1:]...)
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr := &strings.Builder{}
-	cmd.Stderr = stderr
-	p, err := r.startProc(cmd, "main")
-	if err != nil {
-		return nil, err
-	}
-	r.Procs = append(r.Procs, *p)
-	r.stop = append(r.stop, func() { stdin.Close() })
-	got, err := newLineWatcher(out).waitFor(keysReadyRe, 60*time.Second)
+	r.Procs = append(r.Procs, r.track(p))
+	got, err := p.WaitLine(keysReadyRe, 60*time.Second)
 	if err != nil {
 		r.Stop()
-		return nil, fmt.Errorf("gokeys: %w; stderr: %s", err, lastLines([]byte(stderr.String()), 3))
+		return nil, fmt.Errorf("gokeys: %w; stderr: %s", err, lastLines([]byte(p.Stderr()), 3))
 	}
 	if got != fmt.Sprint(erasing) {
 		r.Stop()

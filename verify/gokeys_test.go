@@ -51,7 +51,7 @@ func TestGoKeysOutsideScan(t *testing.T) {
 	testutil.RequireSecretMem(t)
 	counts := map[string][]Copies{}
 	for _, keys := range []string{KeysPlain, KeysNaive, KeysRecipe} {
-		r, err := StartKeys(t.TempDir(), keys, alloc.Erasing(), func(args ...string) *exec.Cmd {
+		r, err := StartKeys(context.Background(), t.TempDir(), keys, alloc.Erasing(), func(args ...string) *exec.Cmd {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestGoKeysOutsideScan$", "-test.count=1")
 			cmd.Env = append(os.Environ(), gokeysArgsEnv+"="+strings.Join(args, "\n"))
 			return cmd

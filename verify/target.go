@@ -1,21 +1,18 @@
 package verify
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // Mode says how a target runs: without the library, or with it in one of
@@ -99,105 +96,26 @@ type Target interface {
 	Start(ctx context.Context, env Env, mode Mode) (*Running, error)
 }
 
-// lineWatcher collects a process's output and lets callers wait for a line.
-type lineWatcher struct {
-	mu    sync.Mutex
-	lines []string
-	ch    chan struct{}
-}
-
-func newLineWatcher(r io.Reader) *lineWatcher {
-	w := &lineWatcher{ch: make(chan struct{}, 1)}
-	go func() {
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64*1024), 1<<20)
-		for sc.Scan() {
-			w.mu.Lock()
-			w.lines = append(w.lines, sc.Text())
-			w.mu.Unlock()
-			select {
-			case w.ch <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return w
-}
-
-// waitFor returns the first submatch of re in a line, waiting up to d.
-func (w *lineWatcher) waitFor(re *regexp.Regexp, d time.Duration) (string, error) {
-	deadline := time.After(d)
-	for {
-		w.mu.Lock()
-		for _, l := range w.lines {
-			if m := re.FindStringSubmatch(l); m != nil {
-				w.mu.Unlock()
-				if len(m) > 1 {
-					return m[1], nil
-				}
-				return m[0], nil
-			}
-		}
-		w.mu.Unlock()
-		select {
-		case <-w.ch:
-		case <-time.After(50 * time.Millisecond):
-		case <-deadline:
-			return "", fmt.Errorf("timed out waiting for %q", re.String())
-		}
-	}
-}
-
-func (w *lineWatcher) text() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.Join(w.lines, "\n")
-}
-
-// libEnv is the environment of a protected C process.
-func libEnv(env Env, mode Mode) []string {
-	out := os.Environ()
+// options is how a C target runs in mode: with the library in its OpenSSL
+// mode and backend, or without it.
+func options(env Env, mode Mode, role string) launch.Options {
+	o := launch.Options{Role: role}
 	if mode.Protected() {
-		out = append(out, "LD_PRELOAD="+env.Library, "SECRETHEAP_OPENSSL="+mode.openSSLMode(),
-			"SECRETHEAP_BACKEND="+mode.backend(), "SECRETHEAP_VERBOSE=1")
+		o.Library = env.Library
+		o.Env = []string{"SECRETHEAP_OPENSSL=" + mode.openSSLMode(), "SECRETHEAP_BACKEND=" + mode.backend(), "SECRETHEAP_VERBOSE=1"}
 	}
-	return out
+	return o
 }
-
-// liveGroups holds the process groups of every target process and client
-// still running, so that KillAll can end them when the suite is interrupted.
-var liveGroups sync.Map
 
 // KillAll kills every process the suite started and has not stopped yet
 // (for a signal handler: targets run in their own process groups and would
 // not see the terminal's SIGINT).
-func KillAll() {
-	liveGroups.Range(func(k, _ any) bool {
-		_ = syscall.Kill(-k.(int), syscall.SIGKILL)
-		return true
-	})
-}
+func KillAll() { launch.KillAll() }
 
-// startProc starts cmd in its own process group and registers its end.
-func (r *Running) startProc(cmd *exec.Cmd, role string) (*Proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	var once sync.Once
-	var werr error
-	wait := func() error {
-		once.Do(func() { werr = cmd.Wait() })
-		return werr
-	}
-	pgid := cmd.Process.Pid
-	liveGroups.Store(pgid, true)
-	r.stop = append(r.stop, func() {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		_ = wait()
-		liveGroups.Delete(pgid)
-	})
-	return &Proc{Role: role, PID: cmd.Process.Pid, wait: wait}, nil
+// track registers a started process: it is stopped with the target.
+func (r *Running) track(p *launch.Proc) Proc {
+	r.stop = append(r.stop, p.Stop)
+	return Proc{Role: p.Role, PID: p.PID, wait: func() error { return p.Wait(time.Minute) }}
 }
 
 // openClient connects s_client to port and logs its keys, keeping the
@@ -207,35 +125,24 @@ func (r *Running) startProc(cmd *exec.Cmd, role string) (*Proc, error) {
 // log holds the application traffic secrets, which the server derived
 // before the client could (it sent its Finished first). It adds the TLS
 // secrets to the needles.
-func (r *Running) openClient(port, line string, serverOut *lineWatcher, echo *regexp.Regexp) error {
-	keylog := filepath.Join(r.Dir, fmt.Sprintf("keylog-%s.txt", port))
-	cmd := exec.Command("openssl", "s_client", "-connect", "127.0.0.1:"+port, "-tls1_3",
-		"-keylogfile", keylog, "-quiet", "-verify_quiet")
-	cmd.Dir = r.Dir
-	stdin, err := cmd.StdinPipe()
+func (r *Running) openClient(ctx context.Context, port int, line string, server *launch.Proc, echo *regexp.Regexp) error {
+	keylog := filepath.Join(r.Dir, fmt.Sprintf("keylog-%d.txt", port))
+	c, err := launch.SClient(ctx, launch.Options{Dir: r.Dir, Role: "client"}, fmt.Sprintf("127.0.0.1:%d", port),
+		"-tls1_3", "-keylogfile", keylog, "-quiet", "-verify_quiet")
 	if err != nil {
 		return err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stderr = io.Discard
-	if _, err := r.startProc(cmd, "client"); err != nil {
-		return err
-	}
-	r.stop = append(r.stop, func() { stdin.Close() })
-	clientOut := newLineWatcher(out)
+	r.track(c)
 	if line != "" {
-		if _, err := io.WriteString(stdin, line+"\n"); err != nil {
+		if _, err := io.WriteString(c.Stdin, line+"\n"); err != nil {
 			return err
 		}
-		w := serverOut
+		w := server
 		if w == nil {
-			w = clientOut
+			w = c
 		}
-		if _, err := w.waitFor(echo, 15*time.Second); err != nil {
-			return fmt.Errorf("TLS connection: %w (output: %s)", err, lastLines([]byte(w.text()), 3))
+		if _, err := w.WaitLine(echo, 15*time.Second); err != nil {
+			return fmt.Errorf("TLS connection: %w (output: %s)", err, lastLines([]byte(w.Stdout()), 3))
 		}
 	}
 	var ns []Needle
@@ -281,10 +188,7 @@ func (t SServer) Modes() []Mode {
 	return []Mode{ModePlain, ModeAll, ModeSecure}
 }
 
-var (
-	acceptRe = regexp.MustCompile(`^ACCEPT .*:(\d+)$`)
-	pingRe   = regexp.MustCompile(`ping-verify`)
-)
+var pingRe = regexp.MustCompile(`ping-verify`)
 
 // Start implements Target.
 func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error) {
@@ -298,39 +202,18 @@ func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 		return nil, err
 	}
 	r.Needles = append(r.Needles, km.Needles...)
-	cmd := exec.CommandContext(ctx, "openssl", "s_server", "-accept", "127.0.0.1:0",
-		"-key", km.KeyPath, "-cert", km.CertPath, "-tls1_3", "-naccept", "1")
-	cmd.Dir = r.Dir
-	cmd.Env = libEnv(env, mode)
-	out, err := cmd.StdoutPipe()
+	opt := options(env, mode, "server")
+	opt.Dir = r.Dir
+	srv, err := launch.SServer(ctx, opt, launch.KeyPair{Key: km.KeyPath, Cert: km.CertPath}, "-naccept", "1")
 	if err != nil {
 		return nil, err
 	}
-	// s_server reads its terminal too and ends the connection at EOF on
-	// stdin: keep a pipe open until the target stops.
-	sin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	r.stop = append(r.stop, func() { sin.Close() })
-	stderr := &strings.Builder{}
-	cmd.Stderr = stderr
-	p, err := r.startProc(cmd, "server")
-	if err != nil {
-		return nil, err
-	}
-	r.Procs = append(r.Procs, *p)
-	sout := newLineWatcher(out)
-	port, err := sout.waitFor(acceptRe, 15*time.Second)
-	if err != nil {
-		r.Stop()
-		return nil, fmt.Errorf("s_server: %w; stderr: %s", err, lastLines([]byte(stderr.String()), 3))
-	}
-	if err := r.openClient(port, "ping-verify", sout, pingRe); err != nil {
+	r.Procs = append(r.Procs, r.track(srv.Proc))
+	if err := r.openClient(ctx, srv.Port, "ping-verify", srv.Proc, pingRe); err != nil {
 		r.Stop()
 		return nil, err
 	}
-	r.Notes = append(r.Notes, libNotes(stderr.String())...)
+	r.Notes = append(r.Notes, libNotes(srv.Stderr())...)
 	return r, nil
 }
 
@@ -356,8 +239,6 @@ func (t ForkServer) Name() string { return "tls_server " + t.Alg }
 // Modes implements Target.
 func (t ForkServer) Modes() []Mode { return []Mode{ModePlain, ModeAll, ModeSecure} }
 
-var portRe = regexp.MustCompile(`^port (\d+)$`)
-
 // Start implements Target.
 func (t ForkServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error) {
 	if env.TLSServer == "" {
@@ -373,66 +254,26 @@ func (t ForkServer) Start(ctx context.Context, env Env, mode Mode) (*Running, er
 		return nil, err
 	}
 	r.Needles = append(r.Needles, km.Needles...)
-	workers := max(env.Workers, 1)
-	cmd := exec.CommandContext(ctx, env.TLSServer, "-cert", km.CertPath, "-key", km.KeyPath,
-		"-port", "0", "-workers", strconv.Itoa(workers))
-	cmd.Dir = r.Dir
-	cmd.Env = libEnv(env, mode)
-	out, err := cmd.StdoutPipe()
+	opt := options(env, mode, "parent")
+	opt.Dir = r.Dir
+	// Every worker is forked before it returns, so each is attacked.
+	srv, kids, err := launch.ForkServer(ctx, opt, env.TLSServer, launch.KeyPair{Key: km.KeyPath, Cert: km.CertPath}, max(env.Workers, 1))
 	if err != nil {
 		return nil, err
 	}
-	stderr := &strings.Builder{}
-	cmd.Stderr = stderr
-	p, err := r.startProc(cmd, "parent")
-	if err != nil {
-		return nil, err
-	}
-	r.Procs = append(r.Procs, *p)
-	sout := newLineWatcher(out)
-	port, err := sout.waitFor(portRe, 15*time.Second)
-	if err != nil {
-		r.Stop()
-		return nil, fmt.Errorf("tls_server: %w; stderr: %s", err, lastLines([]byte(stderr.String()), 3))
-	}
-	// Wait until every worker is forked, so each is attacked.
-	var kids []int
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if kids = children(p.PID); len(kids) >= workers {
-			break
-		}
-	}
-	if len(kids) < workers {
-		r.Stop()
-		return nil, fmt.Errorf("tls_server: %d of %d workers running", len(kids), workers)
-	}
+	r.Procs = append(r.Procs, r.track(srv.Proc))
 	for i, k := range kids {
 		r.Procs = append(r.Procs, Proc{Role: fmt.Sprintf("worker %d", i+1), PID: k})
 	}
 	// A worker answers one line and then closes the connection, so no line
 	// is sent: the worker that took the connection waits in SSL_read with
 	// the connection's secrets live while we attack.
-	if err := r.openClient(port, "", nil, nil); err != nil {
+	if err := r.openClient(ctx, srv.Port, "", nil, nil); err != nil {
 		r.Stop()
 		return nil, err
 	}
-	r.Notes = append(r.Notes, libNotes(stderr.String())...)
+	r.Notes = append(r.Notes, libNotes(srv.Stderr())...)
 	return r, nil
-}
-
-// children lists the child processes of pid.
-func children(pid int) []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // GoProgram is verify/cmd/gotarget holding 64 random bytes, either in an
@@ -466,34 +307,20 @@ func (GoProgram) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 	if mode == ModeSecret {
 		m = "secret"
 	}
-	cmd := exec.CommandContext(ctx, env.GoTarget, "-mode", m)
-	cmd.Dir = r.Dir
 	// GOTRACEBACK=crash: a fatal signal makes the runtime dump core.
-	cmd.Env = append(os.Environ(), "GOTRACEBACK=crash", "SECRETHEAP_BACKEND=secret")
-	stdin, err := cmd.StdinPipe()
+	p, err := launch.Start(ctx, launch.Options{Dir: r.Dir, Role: "main", Env: []string{"GOTRACEBACK=crash", "SECRETHEAP_BACKEND=secret"}},
+		env.GoTarget, "-mode", m)
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr := &strings.Builder{}
-	cmd.Stderr = stderr
-	p, err := r.startProc(cmd, "main")
-	if err != nil {
-		return nil, err
-	}
-	r.Procs = append(r.Procs, *p)
-	r.stop = append(r.stop, func() { stdin.Close() })
-	w := newLineWatcher(out)
-	if _, err := stdin.Write(secret); err != nil {
+	r.Procs = append(r.Procs, r.track(p))
+	if _, err := p.Stdin.Write(secret); err != nil {
 		r.Stop()
 		return nil, err
 	}
-	if _, err := w.waitFor(regexp.MustCompile(`^ready`), 15*time.Second); err != nil {
+	if _, err := p.WaitLine(regexp.MustCompile(`^ready`), 15*time.Second); err != nil {
 		r.Stop()
-		return nil, fmt.Errorf("gotarget: %w; stderr: %s", err, lastLines([]byte(stderr.String()), 3))
+		return nil, fmt.Errorf("gotarget: %w; stderr: %s", err, lastLines([]byte(p.Stderr()), 3))
 	}
 	r.Notes = append(r.Notes, "gotarget holds "+hex.EncodeToString(secret[:4])+"… in "+m)
 	return r, nil
