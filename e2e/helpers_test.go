@@ -12,13 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/launch"
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
@@ -44,17 +44,7 @@ func setup(t *testing.T) string {
 // LD_PRELOAD variable (so the developer's shell cannot change a result), plus
 // the given KEY=value pairs. lib == "" runs without the library.
 func env(lib string, kv ...string) []string {
-	var out []string
-	for _, e := range os.Environ() {
-		if strings.HasPrefix(e, "SECRETHEAP_") || strings.HasPrefix(e, "LD_PRELOAD=") {
-			continue
-		}
-		out = append(out, e)
-	}
-	if lib != "" {
-		out = append(out, "LD_PRELOAD="+lib)
-	}
-	return append(out, kv...)
+	return launch.Options{CleanEnv: true, Library: lib, Env: kv}.Environ()
 }
 
 // result is what a finished command left behind.
@@ -250,109 +240,19 @@ func requireServedFromSecret(t *testing.T, s stats) {
 // dir (made readable by everyone, for the unprivileged tests).
 func keyPair(t *testing.T, dir string) (key, cert string) {
 	t.Helper()
-	key, cert = filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
-	r := run(t, env(""), "", "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-		"ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-days", "1",
-		"-keyout", key, "-out", cert)
-	requireOK(t, r, "openssl req")
-	require.NoError(t, os.Chmod(key, 0o644))
-	require.NoError(t, os.Chmod(cert, 0o644))
-	return key, cert
-}
-
-// server is a background process whose first stdout line matching a pattern
-// gives the port it listens on.
-type server struct {
-	cmd    *exec.Cmd
-	port   int
-	stderr *bytes.Buffer
-	done   chan struct{}
-	err    error
-	mu     sync.Mutex
-}
-
-// startServer starts name args and waits (bounded) for a stdout line matching
-// portRE, whose first group is the port. The server is always killed at the
-// end of the test.
-func startServer(t *testing.T, environ []string, portRE *regexp.Regexp, name string, args ...string) *server {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = environ
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.StdoutPipe()
+	kp, _, err := launch.NewP256(dir, true)
 	require.NoError(t, err)
-	s := &server{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = lockedWriter{s}
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { s.stop(t, syscall.SIGKILL) })
-
-	ports := make(chan int, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		sent := false
-		for sc.Scan() {
-			if m := portRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
-				p, _ := strconv.Atoi(m[1])
-				ports <- p
-				sent = true
-			}
-		}
-		s.err = cmd.Wait()
-		close(s.done)
-	}()
-	select {
-	case s.port = <-ports:
-	case <-s.done:
-		t.Fatalf("%s exited before listening: %v\nstderr: %s", name, s.err, s.stderrText())
-	case <-time.After(cmdTimeout):
-		t.Fatalf("%s did not report its port in %v", name, cmdTimeout)
-	}
-	return s
+	return kp.Key, kp.Cert
 }
 
-type lockedWriter struct{ s *server }
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	return w.s.stderr.Write(p)
-}
-
-func (s *server) stderrText() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stderr.String()
-}
-
-// stop sends sig (if still running) and waits, bounded, for the exit.
-func (s *server) stop(t *testing.T, sig syscall.Signal) error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-	}
-	_ = s.cmd.Process.Signal(sig)
-	select {
-	case <-s.done:
-	case <-time.After(cmdTimeout):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-		t.Errorf("server did not exit after %v", sig)
-	}
-	return s.err
-}
-
-// wait waits, bounded, for the server to exit by itself.
-func (s *server) wait(t *testing.T) error {
+// sserver starts openssl s_server (internal/launch) with kp and the extra
+// arguments; it is killed at the end of the test.
+func sserver(t *testing.T, opt launch.Options, kp launch.KeyPair, extra ...string) *launch.Server {
 	t.Helper()
-	select {
-	case <-s.done:
-		return s.err
-	case <-time.After(cmdTimeout):
-		t.Fatalf("server still running after %v\nstderr: %s", cmdTimeout, s.stderrText())
-		return nil
-	}
+	srv, err := launch.SServer(context.Background(), opt, kp, extra...)
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+	return srv
 }
 
 // compileC builds a test program from testdata into dir.

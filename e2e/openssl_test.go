@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/launch"
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
@@ -63,8 +63,6 @@ func TestOpenSSLCommands(t *testing.T) {
 	}
 }
 
-var acceptLine = regexp.MustCompile(`^ACCEPT 127\.0\.0\.1:(\d+)$`)
-
 // TestTLSHandshake runs openssl s_server and s_client, both under the
 // library, for TLS 1.3 handshakes on 127.0.0.1 in each OpenSSL mode, and
 // checks what each mode promises in both processes' stats.
@@ -110,20 +108,19 @@ func TestTLSHandshake(t *testing.T) {
 			// -rev: an echo server that never reads its own stdin (s_server
 			// otherwise ends a connection at stdin EOF); -naccept makes it
 			// exit, and so print its stats, after our clients.
-			srv := startServer(t, env(lib, "SECRETHEAP_STATS="+sst, "SECRETHEAP_OPENSSL="+tc.mode),
-				acceptLine, "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key,
-				"-tls1_3", "-rev", "-naccept", strconv.Itoa(handshakes), "-no_cache", "-num_tickets", "0")
+			srv := sserver(t, launch.Options{CleanEnv: true, Library: lib, Env: []string{"SECRETHEAP_STATS=" + sst, "SECRETHEAP_OPENSSL=" + tc.mode}},
+				launch.KeyPair{Key: key, Cert: cert}, "-rev", "-naccept", strconv.Itoa(handshakes), "-no_cache", "-num_tickets", "0")
 			for i := 0; i < handshakes; i++ {
 				cst := filepath.Join(dir, fmt.Sprintf("%s-client%d.stats", tc.mode, i))
 				r := run(t, env(lib, "SECRETHEAP_STATS="+cst, "SECRETHEAP_OPENSSL="+tc.mode), "ping\n",
-					"openssl", "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", srv.port), "-tls1_3",
+					"openssl", "s_client", "-connect", srv.Addr(), "-tls1_3",
 					"-brief", "-CAfile", cert, "-verify_return_error", "-verify_hostname", "localhost")
 				requireOK(t, r, "openssl s_client")
 				assert.Contains(t, r.stderr, "Protocol version: TLSv1.3")
 				assert.Contains(t, r.stderr, "Verification: OK")
 				tc.clnt(t, readStats(t, cst))
 			}
-			require.NoError(t, srv.wait(t), "s_server: %s", srv.stderrText())
+			require.NoError(t, srv.Wait(cmdTimeout), "s_server: %s", srv.Stderr())
 			tc.server(t, readStats(t, sst))
 		})
 	}

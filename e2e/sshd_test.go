@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // lookTool finds a program the test needs: missing, it fails under
@@ -60,10 +60,8 @@ func TestSSHDLogins(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600))
 	require.NoError(t, os.MkdirAll("/run/sshd", 0o755)) // privilege separation directory
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := launch.FreePort() // sshd cannot report a port of its own choosing
 	require.NoError(t, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
 	conf := filepath.Join(dir, "sshd_config")
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
@@ -80,24 +78,14 @@ StrictModes no
 	statsPath := filepath.Join(dir, "stats.txt")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv := exec.CommandContext(ctx, sshd, "-D", "-e", "-f", conf)
-	srv.Env = env(lib, "SECRETHEAP_STATS="+statsPath)
-	var log testutil.SyncBuffer
-	srv.Stdout, srv.Stderr = &log, &log
-	require.NoError(t, srv.Start())
-	defer func() { _ = srv.Process.Kill() }()
+	srv, err := launch.Start(ctx, launch.Options{CleanEnv: true, Library: lib, Env: []string{"SECRETHEAP_STATS=" + statsPath}, Role: "sshd"},
+		sshd, "-D", "-e", "-f", conf)
+	require.NoError(t, err)
+	defer srv.Stop()
+	log := func() string { return srv.Stdout() + srv.Stderr() }
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "sshd did not listen on %s: %s", addr, log.String())
-		time.Sleep(50 * time.Millisecond)
-	}
+	require.NoError(t, launch.ListenUntil(srv, addr, 20*time.Second), "sshd: %s", log())
 
 	ok := 0
 	var failures []string
@@ -111,10 +99,9 @@ StrictModes no
 			failures = append(failures, fmt.Sprintf("%v: %s", r.err, r.stderr))
 		}
 	}
-	require.NoError(t, srv.Process.Signal(syscall.SIGTERM))
-	_ = srv.Wait()
+	_, _ = srv.Signal(syscall.SIGTERM, cmdTimeout)
 	require.Equal(t, 20, ok, "logins with the library preloaded into sshd; first failures: %v\nsshd:\n%s",
-		failures, log.String())
-	require.NotContains(t, log.String(), "secretheap: WARNING", "the library warned inside sshd")
+		failures, log())
+	require.NotContains(t, log(), "secretheap: WARNING", "the library warned inside sshd")
 	requireServedFromSecret(t, readStats(t, statsPath))
 }
