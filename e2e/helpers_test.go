@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/internal/launch"
@@ -93,6 +94,64 @@ func runAs(t *testing.T, environ []string, stdin string, attr *syscall.SysProcAt
 		t.Fatalf("%s %v: timed out after %v\nstderr: %s", name, args, cmdTimeout, se.String())
 	}
 	return result{stdout: so.String(), stderr: se.String(), err: err}
+}
+
+// requireNoCrash fails when the command died of a signal (a crash), then
+// when it did not exit 0, with its output.
+func requireNoCrash(t *testing.T, r result, what string) {
+	t.Helper()
+	sig, crashed := r.signaled()
+	require.False(t, crashed, "%s crashed (%v)\nstdout: %s\nstderr: %s", what, sig, r.stdout, r.stderr)
+	requireOK(t, r, what)
+}
+
+// assertOutput checks the "name value" lines a test program printed
+// against want.
+func assertOutput(t *testing.T, r result, want map[string]string) {
+	t.Helper()
+	got := parseOutput(r.stdout)
+	for k, v := range want {
+		assert.Equal(t, v, got[k], "%s\nstdout: %s\nstderr: %s", k, r.stdout, r.stderr)
+	}
+}
+
+// outputCase is one run of a test program: its argument, environment, and
+// the "name value" lines it must print.
+type outputCase struct {
+	name, arg string
+	environ   []string
+	want      map[string]string
+}
+
+// runOutputCases runs prog once per case, as a subtest: it must not crash,
+// must exit 0, and must print what the case wants.
+func runOutputCases(t *testing.T, what, prog string, cases []outputCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.environ, "", prog, tc.arg)
+			requireNoCrash(t, r, what)
+			assertOutput(t, r, tc.want)
+		})
+	}
+}
+
+// libdep builds testdata/dep.c as dir/sub/libdep.so and returns dir/sub.
+func libdep(t *testing.T, dir, sub string) string {
+	t.Helper()
+	sub = filepath.Join(dir, sub)
+	require.NoError(t, os.Mkdir(sub, 0o755))
+	dep := compileShared(t, sub, "dep.c")
+	require.NoError(t, os.Rename(dep, filepath.Join(sub, "libdep.so")))
+	return sub
+}
+
+// withAndWithout runs f as two subtests: without the library ("no
+// library"), the control, and with it preloaded ("library").
+func withAndWithout(t *testing.T, lib string, f func(t *testing.T, environ []string)) {
+	t.Helper()
+	t.Run("no library", func(t *testing.T) { f(t, env("")) })
+	t.Run("library", func(t *testing.T) { f(t, env(lib)) })
 }
 
 // requireOK fails with the command's output when it did not exit 0.

@@ -52,9 +52,7 @@ func TestStaticHostEngine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(t, tc.environ, "", host, engine)
-			_, crashed := r.signaled()
-			require.False(t, crashed, "host crashed\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
-			requireOK(t, r, "static_host")
+			requireNoCrash(t, r, "static_host")
 			got := parseOutput(r.stdout)
 			assert.Equal(t, "shtest", got["engine"])
 			assert.Equal(t, tc.backend, got["engine_block_backend"], "the host's allocator served the engine")
@@ -102,26 +100,11 @@ func TestParamBldSecureCopy(t *testing.T) {
 func TestDlsymSetMemFunctions(t *testing.T) {
 	lib := setup(t)
 	prog := compileC(t, t.TempDir(), "dlsym_set.c", "-ldl")
-	for _, tc := range []struct {
-		name, arg string
-		environ   []string
-		want      map[string]string
-	}{
+	runOutputCases(t, "dlsym_set", prog, []outputCase{
 		{"used", "used", env(lib), map[string]string{"set_mem_functions": "0", "after_backend": "1", "their_calls": "0"}},
 		{"fresh", "fresh", env(lib), map[string]string{"set_mem_functions": "1", "after_backend": "0", "their_calls": "2"}},
 		{"used/no library", "used", env(""), map[string]string{"set_mem_functions": "0", "after_backend": "-1"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.environ, "", prog, tc.arg)
-			_, crashed := r.signaled()
-			require.False(t, crashed, "crashed\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
-			requireOK(t, r, "dlsym_set")
-			got := parseOutput(r.stdout)
-			for k, v := range tc.want {
-				assert.Equal(t, v, got[k], "%s\nstdout: %s\nstderr: %s", k, r.stdout, r.stderr)
-			}
-		})
-	}
+	})
 }
 
 // TestUnloadLibrary: the library is linked -z nodelete, so dlclose does not
@@ -132,9 +115,7 @@ func TestUnloadLibrary(t *testing.T) {
 	lib := setup(t)
 	prog := compileC(t, t.TempDir(), "unload.c", "-lcrypto", "-ldl", "-pthread")
 	r := run(t, env(""), "", prog, lib)
-	_, crashed := r.signaled()
-	require.False(t, crashed, "crashed after dlclose\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
-	requireOK(t, r, "unload")
+	requireNoCrash(t, r, "unload")
 	got := parseOutput(r.stdout)
 	assert.Equal(t, "1", got["openssl_backend"], "the dlopen'ed library hooked the program's libcrypto")
 	assert.Equal(t, "1", got["done"])
@@ -164,27 +145,16 @@ func TestLibcryptoReloaded(t *testing.T) {
 func TestDlopenSiblingByOrigin(t *testing.T) {
 	lib := setup(t)
 	dir := t.TempDir()
-	sub := filepath.Join(dir, "plugins")
-	require.NoError(t, os.Mkdir(sub, 0o755))
-	dep := compileShared(t, sub, "dep.c")
-	require.NoError(t, os.Rename(dep, filepath.Join(sub, "libdep.so")))
+	sub := libdep(t, dir, "plugins")
 	outer := compileShared(t, sub, "outer.c", "-Wl,--enable-new-dtags,-rpath,$ORIGIN", "-ldl")
 	prog := compileC(t, dir, "sibling_main.c", "-ldl")
-	for _, tc := range []struct {
-		name    string
-		environ []string
-	}{
-		{"no library", env("")},
-		{"library", env(lib)},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.environ, "", prog, outer)
-			requireOK(t, r, "sibling_main")
-			got := parseOutput(r.stdout)
-			assert.Equal(t, "42", got["bare"], r.stdout)
-			assert.Equal(t, "42", got["origin"], r.stdout)
-		})
-	}
+	withAndWithout(t, lib, func(t *testing.T, environ []string) {
+		r := run(t, environ, "", prog, outer)
+		requireOK(t, r, "sibling_main")
+		got := parseOutput(r.stdout)
+		assert.Equal(t, "42", got["bare"], r.stdout)
+		assert.Equal(t, "42", got["origin"], r.stdout)
+	})
 }
 
 // TestLazyStart: a process that never loads libcrypto and never calls the C
@@ -222,9 +192,7 @@ func TestForeignFree(t *testing.T) {
 	prog := compileC(t, dir, "foreign_free.c", "-lcrypto")
 	st := filepath.Join(dir, "foreign.stats")
 	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", prog)
-	_, crashed := r.signaled()
-	require.False(t, crashed, "crashed\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
-	requireOK(t, r, "foreign_free")
+	requireNoCrash(t, r, "foreign_free")
 	got := parseOutput(r.stdout)
 	assert.Equal(t, "1", got["realloc_kept"])
 	assert.Equal(t, "1", got["done"])

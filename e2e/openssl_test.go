@@ -148,11 +148,7 @@ func TestDlopenLibcrypto(t *testing.T) {
 	prog := compileC(t, dir, "dlopen_crypto.c", "-ldl")
 	plugin := compileShared(t, dir, "plugin.c", "-lcrypto")
 	type want map[string]string
-	cases := []struct {
-		name, target string
-		environ      []string
-		want         want
-	}{
+	runOutputCases(t, "dlopen_crypto", prog, []outputCase{
 		{"plugin/all", plugin, env(lib), want{"malloc_backend": "1", "secure_backend": "1",
 			"secure_initialized": "1", "set_mem_functions": "0", "after_backend": "1", "their_calls": "0"}},
 		{"plugin/secure", plugin, env(lib, "SECRETHEAP_OPENSSL=secure"), want{"malloc_backend": "0",
@@ -168,17 +164,7 @@ func TestDlopenLibcrypto(t *testing.T) {
 		{"libcrypto/off", "libcrypto.so.3", env(lib, "SECRETHEAP_OPENSSL=off"),
 			want{"malloc_backend": "0", "secure_backend": "0", "set_mem_functions": "0"}},
 		{"libcrypto/no library", "libcrypto.so.3", env(""), want{"malloc_backend": "-1", "secure_backend": "-1"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.environ, "", prog, tc.target)
-			requireOK(t, r, "dlopen_crypto")
-			got := parseOutput(r.stdout)
-			for k, v := range tc.want {
-				assert.Equal(t, v, got[k], "%s\nstdout: %s\nstderr: %s", k, r.stdout, r.stderr)
-			}
-		})
-	}
+	})
 }
 
 // TestHooksRefused: a module whose constructor allocates through OpenSSL is
@@ -277,24 +263,13 @@ func TestPythonSSL(t *testing.T) {
 func TestDlopenKeepsCallerRunpath(t *testing.T) {
 	lib := setup(t)
 	dir := t.TempDir()
-	sub := filepath.Join(dir, "sub")
-	require.NoError(t, os.Mkdir(sub, 0o755))
-	dep := compileShared(t, sub, "dep.c")
-	require.NoError(t, os.Rename(dep, filepath.Join(sub, "libdep.so")))
+	libdep(t, dir, "sub")
 	prog := compileC(t, dir, "runpath_main.c", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/sub", "-ldl")
-	for _, tc := range []struct {
-		name    string
-		environ []string
-	}{
-		{"no library", env("")},
-		{"library", env(lib)},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := run(t, tc.environ, "", prog)
-			requireOK(t, r, "runpath_main")
-			assert.Contains(t, r.stdout, "dep_value 42")
-		})
-	}
+	withAndWithout(t, lib, func(t *testing.T, environ []string) {
+		r := run(t, environ, "", prog)
+		requireOK(t, r, "runpath_main")
+		assert.Contains(t, r.stdout, "dep_value 42")
+	})
 }
 
 // TestInterpositionProbe checks the start-up probe of mode secure against a

@@ -7,17 +7,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // Kind is the class of a secret; the coverage table is written per kind.
@@ -128,33 +126,13 @@ func NewKey(dir, alg string) (*KeyMaterial, error) {
 	default:
 		return nil, fmt.Errorf("verify: unknown key algorithm %q (want ec-p256 or rsa-2048)", alg)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	kp, pemText, err := launch.WriteKeyPair(dir, alg, priv, pub, false)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	cert, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		return nil, err
-	}
-	km := &KeyMaterial{
-		Alg:      alg,
-		KeyPath:  filepath.Join(dir, alg+".key"),
-		CertPath: filepath.Join(dir, alg+".crt"),
-	}
-	pemText := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err := os.WriteFile(km.KeyPath, pemText, 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(km.CertPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}), 0o644); err != nil {
-		return nil, err
-	}
+	km := &KeyMaterial{Alg: alg, KeyPath: kp.Key, CertPath: kp.Cert}
+	blk, _ := pem.Decode(pemText)
+	der := blk.Bytes
 	for _, x := range nums {
 		be := x.v.Bytes()
 		le := KindKeyLE

@@ -1,27 +1,8 @@
 package testutil
 
-import (
-	"bytes"
-	"sync"
-)
+import "github.com/secretheap/secretheap/internal/launch"
 
-// SyncBuffer is a bytes.Buffer that a test may read while exec's copying
-// goroutines write a child's output into it.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p; it is safe to call from several goroutines.
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns what was written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// SyncBuffer is a buffer that a test may read while exec's copying
+// goroutines write a child's output into it (internal/launch's, which keeps
+// the stderr of the targets it starts).
+type SyncBuffer = launch.SyncBuffer
