@@ -1,16 +1,15 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // TLS handshakes with and without the library: in one process (bench/c/tlsbench)
@@ -145,52 +144,19 @@ func (b *bench) tlsTCP(variants []variant) error {
 // oneTCPRun starts the server (library preloaded or not), drives it with
 // tlsbench client (never preloaded) for secs, and stops it.
 func (b *bench) oneTCPRun(server, dir string, preload bool, secs float64) (rate float64, slow int, err error) {
-	cmd := exec.Command(server, "-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
-		"-port", "0", "-workers", strconv.Itoa(tcpWorkers))
-	cmd.Env = b.env(preload)
-	stdout, err := cmd.StdoutPipe()
+	// CleanEnv, then b.env's own list: a user's SECRETHEAP_* stays out.
+	srv, _, err := launch.ForkServer(context.Background(), launch.Options{CleanEnv: true, Env: b.env(preload)}, server,
+		launch.KeyPair{Key: filepath.Join(dir, "key.pem"), Cert: filepath.Join(dir, "cert.pem")}, tcpWorkers)
 	if err != nil {
 		return 0, 0, err
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return 0, 0, err
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	portc := make(chan int, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var p int
-			if _, err := fmt.Sscanf(sc.Text(), "port %d", &p); err == nil {
-				portc <- p
-				break
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	var port int
-	select {
-	case port = <-portc:
-	case <-time.After(15 * time.Second):
-		return 0, 0, fmt.Errorf("server printed no port: %s", stderr.String())
-	}
+	defer srv.Signal(syscall.SIGTERM, 10*time.Second)
+	port := srv.Port
 	out, err := run(time.Duration(secs*float64(time.Second))+time.Minute, b.env(false),
 		filepath.Join(b.bin, "tlsbench"), "client", "-p", strconv.Itoa(port),
 		"-ca", filepath.Join(dir, "cert.pem"), "-s", fmt.Sprintf("%g", secs), "-j", "2", "-n", "20000")
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w (server: %s)", err, stderr.String())
+		return 0, 0, fmt.Errorf("%w (server: %s)", err, srv.Stderr())
 	}
 	recs, err := ParseRecords(out)
 	if err != nil || len(recs) != 1 {

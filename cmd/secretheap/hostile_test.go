@@ -7,11 +7,12 @@ package main
 // scan once read.
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/launch"
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
@@ -51,42 +53,15 @@ func nobodyDir(t *testing.T) string {
 // for it to print "ready", and keeps its stdin open until the test ends.
 func startTarget(t *testing.T, asNobody bool, env []string, argv ...string) int {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
+	opt := launch.Options{Env: env, Ready: regexp.MustCompile(`^ready$`), ReadyTimeout: 60 * time.Second, Role: "target"}
 	if asNobody {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID}}
-		cmd.Dir = "/"
+		opt.Credential = &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID}
+		opt.Dir = "/"
 	}
-	stdin, err := cmd.StdinPipe()
+	p, err := launch.Start(context.Background(), opt, argv[0], argv[1:]...)
 	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	var errb testutil.SyncBuffer
-	cmd.Stderr = &errb
-	cmd.WaitDelay = 2 * time.Second
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if sc.Text() == "ready" {
-				ready <- true
-			}
-		}
-		close(ready)
-	}()
-	select {
-	case ok := <-ready:
-		require.True(t, ok, "target exited before it was ready: %s", errb.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("target not ready in 60 s: %s", errb.String())
-	}
-	return cmd.Process.Pid
+	t.Cleanup(p.Stop)
+	return p.PID
 }
 
 // runCLIWithin runs the CLI and fails the test if it has not finished after

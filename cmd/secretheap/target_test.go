@@ -1,21 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/ecdsa"
+	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -23,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/launch"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
@@ -38,65 +34,25 @@ type tlsTarget struct {
 	scalarLE []byte
 }
 
-var acceptRE = regexp.MustCompile(`ACCEPT 127\.0\.0\.1:(\d+)`)
-
 // startTLSTarget starts the server (preloading lib unless it is "") with env
 // added, and makes handshakes TLS handshakes against it.
 func startTLSTarget(t *testing.T, lib string, handshakes int, env ...string) tlsTarget {
 	t.Helper()
-	ossl := requireOpenSSL(t)
-	dir := t.TempDir()
-	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
-	out, err := exec.Command(ossl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-		"-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=secretheap-test", "-days", "1").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	pemBytes, err := os.ReadFile(key)
+	requireOpenSSL(t)
+	kp, le, err := launch.NewP256(t.TempDir(), false)
 	require.NoError(t, err)
-	blk, _ := pem.Decode(pemBytes)
-	require.NotNil(t, blk)
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	require.NoError(t, err)
-	be, err := k.(*ecdsa.PrivateKey).Bytes()
-	require.NoError(t, err)
-	require.Len(t, be, 32)
-	le := slices.Clone(be)
-	slices.Reverse(le)
-
-	cmd := exec.Command(ossl, "s_server", "-key", key, "-cert", cert, "-accept", "127.0.0.1:0", "-www")
-	cmd.Env = os.Environ()
+	opt := launch.Options{Library: lib, Env: env}
 	if lib != "" {
-		cmd.Env = append(ldpreload.Env(cmd.Env, lib), "SECRETHEAP_OPENSSL=all", "SECRETHEAP_BACKEND=secret")
+		opt.Env = append([]string{"SECRETHEAP_OPENSSL=all", "SECRETHEAP_BACKEND=secret"}, env...)
 	}
-	cmd.Env = append(cmd.Env, env...)
-	stdout, err := cmd.StdoutPipe()
+	srv, err := launch.SServer(context.Background(), opt, kp, "-www")
 	require.NoError(t, err)
-	cmd.Stderr = io.Discard
-	cmd.WaitDelay = 2 * time.Second
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	portc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := acceptRE.FindStringSubmatch(sc.Text()); m != nil {
-				portc <- m[1]
-			}
-		}
-	}()
-	var port string
-	select {
-	case port = <-portc:
-	case <-time.After(20 * time.Second):
-		t.Fatal("s_server did not start")
-	}
-	tg := tlsTarget{pid: cmd.Process.Pid, port: port, scalarLE: le}
+	t.Cleanup(srv.Stop)
+	tg := tlsTarget{pid: srv.PID, port: strconv.Itoa(srv.Port), scalarLE: le}
 	// A few handshakes, so the key has been used (signatures) and freed
 	// buffers have been through the allocator.
 	for i := 0; i < handshakes; i++ {
-		c, err := tls.Dial("tcp", "127.0.0.1:"+port, &tls.Config{InsecureSkipVerify: true})
+		c, err := tls.Dial("tcp", srv.Addr(), &tls.Config{InsecureSkipVerify: true})
 		require.NoError(t, err)
 		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
 		_, _ = io.Copy(io.Discard, c)
@@ -110,7 +66,7 @@ func startTLSTarget(t *testing.T, lib string, handshakes int, env ...string) tls
 // stays up once started), and returns its pid at once.
 func startWaitingClient(t *testing.T, lib string, env ...string) int {
 	t.Helper()
-	ossl := requireOpenSSL(t)
+	requireOpenSSL(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
@@ -120,18 +76,10 @@ func startWaitingClient(t *testing.T, lib string, env ...string) int {
 			accepted <- c
 		}
 	}()
-	cmd := exec.Command(ossl, "s_client", "-connect", ln.Addr().String())
-	cmd.Env = append(ldpreload.Env(os.Environ(), lib), env...)
-	stdin, err := cmd.StdinPipe() // held open: s_client would quit at EOF
+	// Its stdin is held open: s_client would quit at EOF.
+	c, err := launch.SClient(context.Background(), launch.Options{Library: lib, Env: env}, ln.Addr().String())
 	require.NoError(t, err)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	cmd.WaitDelay = 2 * time.Second
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	t.Cleanup(c.Stop)
 	t.Cleanup(func() {
 		select {
 		case c := <-accepted:
@@ -139,7 +87,7 @@ func startWaitingClient(t *testing.T, lib string, env ...string) int {
 		default:
 		}
 	})
-	return cmd.Process.Pid
+	return c.PID
 }
 
 // TestInspect inspects a preloaded TLS server and, as the control, the same
