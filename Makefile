@@ -129,9 +129,9 @@ bench: all $(BENCH_TARGETS)
 	  else $(GO) test -run '^$$' -bench . -benchmem -count 5 ./alloc/... ; fi
 
 # The demo needs the command and the library only: it builds just those, so
-# that a first `make demo` is quick.
+# that a first `make demo` is quick. It is `secretheap demo` (cmd/secretheap/demo.go).
 demo: cli $(BUILD)/libsecretheap.so
-	@if [ -x scripts/demo.sh ]; then scripts/demo.sh; else echo "demo not built yet"; exit 1; fi
+	$(BUILD)/secretheap demo --library $(abspath $(BUILD))/libsecretheap.so
 
 verify: all
 	@if [ -x scripts/verify.sh ]; then scripts/verify.sh; else echo "verify not built yet"; exit 1; fi

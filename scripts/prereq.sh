@@ -54,7 +54,6 @@ check_build() {
 
 check_run() {
   have openssl || need "openssl command" "openssl (apt-get install openssl)"
-  have pgrep || need "pgrep" "procps (apt-get install procps)"
 }
 
 check_test() {

@@ -7,11 +7,13 @@
 //	secretheap run [options] -- PROGRAM ARGS…  run PROGRAM with libsecretheap.so preloaded
 //	secretheap inspect [--json] PID            what a running process has in secret memory
 //	secretheap scan PID --hex|--string NEEDLE  read another process's memory for a secret
+//	secretheap demo [--json]                   a TLS server without and with the library, read from outside
 //	secretheap version                         (also --version)
 //
 // Every subcommand takes --help. doctor exits 0 when the machine is ready and 1
 // when it is not; run exits with the program's status; scan exits like grep: 0
-// when a needle was found, 1 when none was, 2 on error.
+// when a needle was found, 1 when none was, 2 on error; demo exits 0 when no
+// form of the key is readable in the protected server, 1 when one is.
 //
 // run finds the library without `make install`: $SECRETHEAP_LIBRARY if set,
 // else libsecretheap.so next to the secretheap binary (build/secretheap uses
@@ -47,6 +49,7 @@ var commands = []command{
 	{"run", "run a program with libsecretheap.so preloaded, print stats at exit", runRun},
 	{"inspect", "show what a running process keeps in secret memory", runInspect},
 	{"scan", "search another process's readable memory for a secret", runScan},
+	{"demo", "a TLS server without and with the library, its key read from outside", runDemo},
 	{"version", "print the version of this command", runVersion},
 }
 
