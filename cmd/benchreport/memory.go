@@ -1,14 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // Memory: locked memory per secret, direct-map splits and 2 MiB frames
@@ -198,49 +200,24 @@ func (b *bench) sserverMemory() error {
 // it with 100 connections: one probe that the port is up, then tlsbench's
 // checked first connection and 98 more.
 func (b *bench) sserver100(dir, preload, env string) error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := launch.SServer(context.Background(), launch.Options{CleanEnv: true, Env: []string{"LD_PRELOAD=" + preload, env}},
+		launch.KeyPair{Key: filepath.Join(dir, "key.pem"), Cert: filepath.Join(dir, "cert.pem")},
+		"-naccept", "100", "-rev", "-no_cache", "-num_tickets", "0")
 	if err != nil {
 		return err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("openssl", "s_server", "-accept", fmt.Sprintf("127.0.0.1:%d", port),
-		"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
-		"-tls1_3", "-naccept", "100", "-rev", "-no_cache", "-num_tickets", "0")
-	cmd.Env = cleanEnv("LD_PRELOAD="+preload, env)
-	if err := cmd.Start(); err != nil {
-		return err
+	defer srv.Stop()
+	// The probe connection of before (it counts against -naccept).
+	if c, err := net.Dial("tcp", srv.Addr()); err == nil {
+		c.Close()
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	up := false
-	for i := 0; i < 100 && !up; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			up = true
-		} else {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if !up {
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("s_server did not listen on %d", port)
-	}
-	_, cerr := run(2*time.Minute, cleanEnv(), filepath.Join(b.bin, "tlsbench"), "client", "-p", strconv.Itoa(port),
+	_, cerr := run(2*time.Minute, cleanEnv(), filepath.Join(b.bin, "tlsbench"), "client", "-p", strconv.Itoa(srv.Port),
 		"-ca", filepath.Join(dir, "cert.pem"), "-n", "98", "-w", "0", "-j", "1", "-s", "60")
-	select {
-	case err := <-done:
-		if cerr != nil {
-			return cerr
-		}
-		if err != nil {
-			return fmt.Errorf("s_server: %w", err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("s_server did not exit after 100 connections (client: %v)", cerr)
+	if cerr != nil {
+		return cerr
+	}
+	if err := srv.Wait(30 * time.Second); err != nil {
+		return fmt.Errorf("s_server: %w (client: %v)", err, cerr)
 	}
 	return nil
 }

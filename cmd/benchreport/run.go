@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 // errSelfCheck marks a backend that did not do what it claims (exit status 3
@@ -46,14 +48,7 @@ func (p *progress) finish() {
 // cleanEnv is the environment for every child: ours minus LD_PRELOAD and
 // SECRETHEAP_* (a user's settings must not leak into a baseline), plus extra.
 func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, e := range os.Environ() {
-		if strings.HasPrefix(e, "LD_PRELOAD=") || strings.HasPrefix(e, "SECRETHEAP_") {
-			continue
-		}
-		env = append(env, e)
-	}
-	return append(env, extra...)
+	return launch.Options{CleanEnv: true, Env: extra}.Environ()
 }
 
 // run executes a command with a time limit and returns its stdout. Exit
