@@ -1,12 +1,13 @@
 package verify
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/internal/launch"
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
@@ -56,27 +58,21 @@ func TestHardeningNoDump(t *testing.T) {
 		{"control", "0", "1", []string{"open=ok", "read=5a5a5a5a5a5a5a5a", "attach=ok", "peek=5a5a5a5a5a5a5a5a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(hold)
-			cmd.Env = append(os.Environ(), "SECRETHEAP_NODUMP="+tc.nodump, "SECRETHEAP_BACKEND=secret")
-			asNobody(cmd)
-			stdin, err := cmd.StdinPipe()
+			target, err := launch.Start(context.Background(), launch.Options{
+				Env:        []string{"SECRETHEAP_NODUMP=" + tc.nodump, "SECRETHEAP_BACKEND=secret"},
+				Credential: &syscall.Credential{Uid: testutil.Nobody, Gid: testutil.Nobody},
+				Ready:      regexp.MustCompile(`^secret \S+ plain \S+ dumpable \S+`), Role: "hold",
+			}, hold)
 			require.NoError(t, err)
-			out, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			require.NoError(t, cmd.Start())
-			defer func() {
-				stdin.Close()
-				_ = cmd.Wait()
-			}()
-			line, err := bufio.NewReader(out).ReadString('\n')
-			require.NoError(t, err)
+			defer target.Stop()
+			line := target.Ready
 			var secretAddr, plainAddr string
 			var dumpable string
 			_, err = fmt.Sscanf(line, "secret %s plain %s dumpable %s", &secretAddr, &plainAddr, &dumpable)
 			require.NoError(t, err, line)
 			assert.Equal(t, tc.dumpable, dumpable, "PR_GET_DUMPABLE in the target")
 
-			att := exec.Command(peek, fmt.Sprint(cmd.Process.Pid), plainAddr)
+			att := exec.Command(peek, fmt.Sprint(target.PID), plainAddr)
 			asNobody(att)
 			res, err := att.CombinedOutput()
 			require.NoError(t, err, string(res))
@@ -85,7 +81,7 @@ func TestHardeningNoDump(t *testing.T) {
 			}
 			// The secret block itself stays unreadable either way
 			// (memfd_secret): EIO from both routes when they open.
-			att = exec.Command(peek, fmt.Sprint(cmd.Process.Pid), secretAddr)
+			att = exec.Command(peek, fmt.Sprint(target.PID), secretAddr)
 			asNobody(att)
 			res, err = att.CombinedOutput()
 			require.NoError(t, err, string(res))
