@@ -108,6 +108,9 @@ func Start(ctx context.Context, opt Options, name string, args ...string) (*Proc
 	cmd.Env = opt.Environ()
 	cmd.Dir = opt.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: opt.Credential}
+	// A process that left the group may hold stderr open: Wait stops
+	// copying it this long after the program exited.
+	cmd.WaitDelay = 5 * time.Second
 	p := &Proc{Cmd: cmd, Role: opt.Role, done: make(chan struct{})}
 	if p.Role == "" {
 		p.Role = name
