@@ -86,7 +86,6 @@
 package conformance
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"errors"
@@ -104,6 +103,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/secretmem"
 )
@@ -484,34 +484,18 @@ func testHuge(t *testing.T, a Allocator) {
 	}
 }
 
-// mappingOf returns the /proc/self/maps line whose range holds p.
+// mappingOf returns the /proc/self/maps line (procfs.Mapping.String) whose
+// range holds p.
 func mappingOf(p uintptr) (string, error) {
-	f, err := os.Open("/proc/self/maps")
+	maps, err := procfs.Maps(0)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		rng, _, _ := strings.Cut(line, " ")
-		lo, hi, ok := strings.Cut(rng, "-")
-		if !ok {
-			continue
-		}
-		l, err1 := strconv.ParseUint(lo, 16, 64)
-		h, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		if uint64(p) >= l && uint64(p) < h {
-			return line, nil
-		}
+	m, ok := procfs.MappingAt(maps, uint64(p))
+	if !ok {
+		return "", fmt.Errorf("%#x is in no mapping of /proc/self/maps", p)
 	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", fmt.Errorf("%#x is in no mapping of /proc/self/maps", p)
+	return m.String(), nil
 }
 
 func testSecretMemMapping(t *testing.T, a Allocator) {
