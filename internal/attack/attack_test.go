@@ -1,20 +1,21 @@
 package attack_test
 
 import (
-	"bufio"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
+	"regexp"
 	"runtime"
-	"strings"
 	"testing"
 
-	"github.com/secretheap/secretheap/internal/attack"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/secretheap/secretheap/internal/attack"
+	"github.com/secretheap/secretheap/internal/launch"
 )
 
 const targetEnv = "SECRETHEAP_ATTACK_TARGET"
@@ -40,32 +41,21 @@ type target struct {
 	pid         int
 	addr, guard uintptr
 	needle      []byte
-	stop        func()
 }
 
 func startTarget(t *testing.T) target {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTarget$")
-	cmd.Env = append(os.Environ(), targetEnv+"=1", "GORACE=atexit_sleep_ms=0")
-	stdin, err := cmd.StdinPipe()
+	p, err := launch.Start(context.Background(), launch.Options{
+		Env:   []string{targetEnv + "=1", "GORACE=atexit_sleep_ms=0"},
+		Ready: regexp.MustCompile(`^TARGET (.*)$`), Role: "target",
+	}, os.Args[0], "-test.run=^TestTarget$")
 	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
+	t.Cleanup(p.Stop)
+	var tg target
+	var hx string
+	_, err = fmt.Sscanf(p.Ready, "%d %x %s %x", &tg.pid, &tg.addr, &hx, &tg.guard)
 	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	tg := target{stop: func() { stdin.Close(); _ = cmd.Wait() }}
-	t.Cleanup(tg.stop)
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "TARGET "); ok {
-			var hx string
-			_, err := fmt.Sscanf(rest, "%d %x %s %x", &tg.pid, &tg.addr, &hx, &tg.guard)
-			require.NoError(t, err)
-			tg.needle, err = hex.DecodeString(hx)
-			require.NoError(t, err)
-			go func() { _, _ = io.Copy(io.Discard, stdout) }()
-			return tg
-		}
-	}
-	t.Fatalf("target never reported: %v", sc.Err())
+	tg.needle, err = hex.DecodeString(hx)
+	require.NoError(t, err)
 	return tg
 }
 
