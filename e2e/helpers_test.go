@@ -32,12 +32,7 @@ func setup(t *testing.T) string {
 	t.Helper()
 	testutil.RequireSecretMem(t)
 	lib := testutil.Built(t, "libsecretheap.so")
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("SECRETHEAP_REQUIRE") == "1" {
-			t.Fatal("openssl command missing (apt-get install openssl)")
-		}
-		t.Skip("openssl command missing")
-	}
+	testutil.LookTool(t, "openssl", "openssl")
 	return lib
 }
 

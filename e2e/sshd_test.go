@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,27 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/internal/launch"
+	"github.com/secretheap/secretheap/internal/testutil"
 )
-
-// lookTool finds a program the test needs: missing, it fails under
-// SECRETHEAP_REQUIRE=1 (CI installs it) and skips otherwise.
-func lookTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/sbin"} {
-			if _, e := os.Stat(filepath.Join(dir, name)); e == nil {
-				return filepath.Join(dir, name)
-			}
-		}
-		msg := fmt.Sprintf("%s missing (apt-get install %s)", name, pkg)
-		if os.Getenv("SECRETHEAP_REQUIRE") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
 
 // TestSSHDLogins runs OpenSSH's sshd with the library preloaded and logs in
 // 20 times. sshd closes every descriptor it did not open (and re-executes
@@ -44,9 +24,9 @@ func lookTool(t *testing.T, name, pkg string) string {
 // secret memory.
 func TestSSHDLogins(t *testing.T) {
 	lib := setup(t)
-	sshd := lookTool(t, "sshd", "openssh-server")
-	ssh := lookTool(t, "ssh", "openssh-client")
-	keygen := lookTool(t, "ssh-keygen", "openssh-client")
+	sshd := testutil.LookTool(t, "sshd", "openssh-server")
+	ssh := testutil.LookTool(t, "ssh", "openssh-client")
+	keygen := testutil.LookTool(t, "ssh-keygen", "openssh-client")
 	if os.Geteuid() != 0 {
 		t.Skip("sshd needs root for privilege separation")
 	}

@@ -101,14 +101,7 @@ func requireLibrary(t *testing.T) string {
 
 func requireOpenSSL(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv(testutil.RequireEnv) == "1" {
-			t.Fatalf("%s=1 but no openssl command: %v", testutil.RequireEnv, err)
-		}
-		t.Skipf("needs the openssl command: %v", err)
-	}
-	return p
+	return testutil.LookTool(t, "openssl", "openssl")
 }
 
 func TestHelpOnEveryCommand(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"syscall"
@@ -20,15 +19,7 @@ import (
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
-func requireOpenSSL(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv(testutil.RequireEnv) == "1" {
-			t.Fatalf("no openssl command: %v", err)
-		}
-		t.Skipf("no openssl command: %v", err)
-	}
-}
+func requireOpenSSL(t *testing.T) { testutil.LookTool(t, "openssl", "openssl") }
 
 // alive reports whether pid exists (a zombie counts until reaped).
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
