@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/secretheap/secretheap/internal/launch"
@@ -175,7 +176,16 @@ func hasNeedle(ns []Needle, name string) bool {
 
 // SServer is `openssl s_server` with a fresh key, one open TLS 1.3
 // connection from s_client.
-type SServer struct{ Alg string }
+type SServer struct {
+	Alg string
+	// Unprivileged runs the server as nobody (uid and gid 65534: no
+	// CAP_IPC_LOCK, so RLIMIT_MEMLOCK binds) with its directory and key
+	// readable by everyone; env.WorkDir must be searchable by nobody.
+	Unprivileged bool
+	// Memlock, when not 0, is the server's RLIMIT_MEMLOCK in bytes (soft
+	// and hard, through prlimit(1), which then execs the server).
+	Memlock uint64
+}
 
 // Name implements Target.
 func (t SServer) Name() string { return "s_server " + t.Alg }
@@ -204,6 +214,16 @@ func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 	r.Needles = append(r.Needles, km.Needles...)
 	opt := options(env, mode, "server")
 	opt.Dir = r.Dir
+	opt.Memlock = t.Memlock
+	if t.Unprivileged {
+		if err := os.Chmod(r.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(km.KeyPath, 0o644); err != nil {
+			return nil, err
+		}
+		opt.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	}
 	srv, err := launch.SServer(ctx, opt, launch.KeyPair{Key: km.KeyPath, Cert: km.CertPath}, "-naccept", "1")
 	if err != nil {
 		return nil, err

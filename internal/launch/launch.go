@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +44,10 @@ type Options struct {
 	Dir string
 	// Credential runs the program as another user (root only).
 	Credential *syscall.Credential
+	// Memlock, when not 0, is the program's RLIMIT_MEMLOCK in bytes (soft
+	// and hard), set by prlimit(1), which then execs the program (its pid
+	// is the program's).
+	Memlock uint64
 	// Ready, when set, makes Start wait until a stdout line matches; its
 	// first group (or the whole match) is Proc.Ready.
 	Ready *regexp.Regexp
@@ -104,6 +109,10 @@ func (o Options) Environ() []string {
 // stopped and the error holds the end of its stderr. ctx kills the group
 // when done.
 func Start(ctx context.Context, opt Options, name string, args ...string) (*Proc, error) {
+	if opt.Memlock != 0 {
+		lim := strconv.FormatUint(opt.Memlock, 10)
+		name, args = "prlimit", append([]string{"--memlock=" + lim + ":" + lim, name}, args...)
+	}
 	cmd := exec.Command(name, args...)
 	cmd.Env = opt.Environ()
 	cmd.Dir = opt.Dir

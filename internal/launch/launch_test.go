@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"strconv"
@@ -116,4 +117,20 @@ func TestStopKillsGroup(t *testing.T) {
 	require.NoError(t, err)
 	p.Stop()
 	require.Eventually(t, func() bool { return !alive(kid) }, 10*time.Second, 20*time.Millisecond, "the forked sleep outlived Stop")
+}
+
+// TestMemlock: the program runs under the limit Options.Memlock sets (as
+// its own process: prlimit execs it).
+func TestMemlock(t *testing.T) {
+	testutil.LookTool(t, "prlimit", "util-linux")
+	p, err := launch.Start(context.Background(), launch.Options{Memlock: 64 << 10, Ready: regexp.MustCompile(`^(\d+)$`)},
+		"sh", "-c", "ulimit -l; exec sleep 60")
+	require.NoError(t, err)
+	t.Cleanup(p.Stop)
+	assert.Equal(t, "64", p.Ready, "ulimit -l prints KiB")
+	// The shell execs sleep after its ulimit line: wait for that.
+	require.Eventually(t, func() bool {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+		return err == nil && string(cmdline) == "sleep\x0060\x00"
+	}, 10*time.Second, 10*time.Millisecond, "the pid is the program's")
 }
