@@ -16,8 +16,10 @@
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
-#   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
-#                     and the C options table (cshim/options_table.h, from internal/options)
+#   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h),
+#                     the C options table (cshim/options_table.h, from internal/options) and
+#                     the digest of cshim/ that makes cmd/go rebuild internal/ccore
+#                     (internal/ccore/coresum.go)
 #   make clean
 #
 # Knobs
@@ -53,18 +55,17 @@ TEST_TARGETS    :=
 BENCH_TARGETS   :=
 INSTALL_TARGETS :=
 
--include cshim/cshim.mk
--include examples/openssl/openssl.mk
--include fuzz/fuzz.mk
--include verify/verify.mk
--include opensslsuite/opensslsuite.mk
--include vmtest/vmtest.mk
+include cshim/cshim.mk
+include preload/preload.mk
+include examples/openssl/openssl.mk
+include fuzz/fuzz.mk
+include verify/verify.mk
+include opensslsuite/opensslsuite.mk
+include vmtest/vmtest.mk
 
 # make test also runs the short fuzz runs (C libFuzzer 30 s, each Go fuzz
 # target 20 s) and the 20 s soak of threads and forks: about 2 minutes.
-ifneq ($(wildcard fuzz/fuzz.mk),)
 TEST_TARGETS += fuzz-short soak
-endif
 
 # Prerequisites are checked before anything is built (scripts/prereq.sh,
 # under a second): a missing tool stops make at once, naming the package to
@@ -143,6 +144,7 @@ install: all $(INSTALL_TARGETS)
 generate:
 	cd alloc && $(GO) run mksizeclasses.go
 	cd internal/options && $(GO) run mkoptions.go
+	$(GO) test -count=1 -run '^TestBindingSources$$' ./internal/ccore -update
 
 clean:
 	rm -rf $(BUILD)

@@ -1,7 +1,7 @@
-package preload
+package ccore
 
 /*
-#cgo CFLAGS: -std=c11 -D_GNU_SOURCE -O2 -g -I${SRCDIR}/../cshim
+#cgo CFLAGS: -std=c11 -D_GNU_SOURCE -O2 -g -I${SRCDIR}/../../cshim
 #cgo LDFLAGS: -lpthread
 #include <errno.h>
 #include <stdint.h>
@@ -26,19 +26,21 @@ import (
 )
 
 // The C core is compiled into this package from cshim's own sources: one
-// cshim_<file>.c per file of CSHIM_CORE in cshim/cshim.mk, each a single
-// #include of ../cshim/<file>.c, so every file stays its own translation unit
-// (their static names may collide) and `go test ./...` needs no `make`.
-// cshim/openssl.c is left out: the OpenSSL skin and the library constructor
-// belong to libsecretheap.so only, so the binding initialises lazily, on the
-// first call, and never touches OpenSSL.
+// core_<file>.c per file of CSHIM_CORE in cshim/cshim.mk, each a single
+// #include of ../../cshim/<file>.c, so every file stays its own translation
+// unit (their static names may collide) and `go test ./...` needs no `make`.
+// preload/openssl.c is left out: the OpenSSL hooks and the library
+// constructor belong to libsecretheap.so only, so the binding initialises
+// lazily, on the first call, and never touches OpenSSL.
 //
 // cmd/go hashes only the files in a package's own directory, so an edit in
 // cshim/ alone would not rebuild this package (the #include is invisible to
-// it) and tests would run a stale core. preload/ therefore also holds a
-// symlink to every cshim source and header, named cshim-<file>.h: cmd/go
-// hashes .h files (following the link) but compiles none. TestBindingSources
-// checks that both lists match cshim/cshim.mk and cshim/*.h.
+// it) and tests would run a stale core. coresum.go therefore holds a digest
+// of cshim's sources and headers: when cshim/ changes, TestBindingSources
+// fails until the digest is regenerated (`make generate`, which runs that
+// test with -update), and the new coresum.go changes this package's hash, so
+// cmd/go rebuilds it. (The symlinks that did this before are gone: no file
+// in the tree is a symlink.)
 
 var (
 	// ErrTooLarge is returned by Alloc and Realloc for n <= 0 or an n the
