@@ -17,11 +17,11 @@ static int sh_go_in_arena(const void *p) { return sh_in_arena((uintptr_t)p); }
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"syscall"
 	"unsafe"
 
+	"github.com/secretheap/secretheap/alloc"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -42,18 +42,21 @@ import (
 // cmd/go rebuilds it. (The symlinks that did this before are gone: no file
 // in the tree is a symlink.)
 
+// The binding's errors are alloc's sentinels, so errors.Is reads the same on
+// an error from either heap (the conformance suite relies on it).
 var (
-	// ErrTooLarge is returned by Alloc and Realloc for n <= 0 or an n the
-	// core cannot serve at all; it mirrors alloc.ErrTooLarge.
-	ErrTooLarge = errors.New("secretheap: allocation size out of range")
-	// ErrExhausted is returned when the C core has no secret memory left:
-	// it returned NULL (SECRETHEAP_ON_EXHAUSTED=null) or fell back to libc
-	// memory (=fallback, the default), which the binding never hands out.
-	ErrExhausted = errors.New("secretheap: secret memory exhausted")
-	// ErrForeign is returned by Free and Realloc for a slice outside the C
-	// core's arena (e.g. on the Go heap). The C API would hand such a
-	// pointer to libc free; the binding refuses instead.
-	ErrForeign = errors.New("secretheap: slice not allocated by the C core")
+	// ErrTooLarge (alloc.ErrTooLarge) is returned by Alloc and Realloc for
+	// n <= 0 or an n the core cannot serve at all.
+	ErrTooLarge = alloc.ErrTooLarge
+	// ErrExhausted (alloc.ErrExhausted) is returned when the C core has no
+	// secret memory left: it returned NULL (SECRETHEAP_ON_EXHAUSTED=null) or
+	// fell back to libc memory (=fallback, the default), which the binding
+	// never hands out.
+	ErrExhausted = alloc.ErrExhausted
+	// ErrForeign (alloc.ErrForeign) is returned by Free and Realloc for a
+	// slice outside the C core's arena (e.g. on the Go heap). The C API would
+	// hand such a pointer to libc free; the binding refuses instead.
+	ErrForeign = alloc.ErrForeign
 )
 
 // CHeap is the C core's heap. There is one per process (the C core keeps its
@@ -199,15 +202,6 @@ func (*CHeap) Check() error {
 // Version returns the C core's version string.
 func (*CHeap) Version() string { return C.GoString(C.secretheap_version()) }
 
-// ClassStats are the statistics of one size class of the C heap.
-type ClassStats struct {
-	Size           uint32 // block size of the class in bytes
-	RequestedBytes uint64 // sum of the sizes asked for by live blocks
-	ReservedBytes  uint64 // live blocks × block size
-	LiveBlocks     uint64 // blocks handed out and not freed
-	Slabs          uint64 // slabs of the class
-}
-
 // OpenSSLHook says whether OpenSSL's allocator is the C core (only ever set
 // inside libsecretheap.so; the binding never hooks OpenSSL).
 type OpenSSLHook uint64
@@ -219,36 +213,16 @@ const (
 	OpenSSLRefused   OpenSSLHook = 2 // OpenSSL had already allocated and refused
 )
 
-// Stats is a snapshot of struct secretheap_stats. Field names follow
-// alloc.Stats, which has the same meanings.
+// Stats is a snapshot of struct secretheap_stats: alloc.Stats, whose fields
+// have the same meanings (those the C core has no counterpart for stay zero),
+// and what only the C core reports.
 type Stats struct {
+	alloc.Stats
+
 	// Backend of the last chunk mapped; BackendNone before the first.
-	Backend secretmem.Backend
-
-	// Totals over classes, page runs and large regions (live blocks).
-	RequestedBytes, ReservedBytes, LiveBlocks uint64
-	// Page runs: requests above the largest class, OS pages inside a chunk.
-	RunBlocks, RunRequestedBytes, RunReservedBytes uint64
-	// Large regions: requests above half a chunk, a region of their own.
-	LargeRegions, LargeRequestedBytes, LargeReservedBytes uint64
-
-	ChunksMapped       uint64 // chunks mapped (in use or idle), large regions included
-	ChunksSecret       uint64 // chunks (not large regions) from memfd_secret
-	ChunksLocked       uint64 // chunks (not large regions) from the locked backend
-	LargeRegionsMapped uint64 // large regions mapped
-	BytesMapped        uint64 // secret memory mapped (charged to RLIMIT_MEMLOCK)
-	CommittedBytes     uint64 // bytes of OS pages committed (faulted in)
-	IdleChunks         uint64 // wholly free chunks kept for reuse
-
-	Fallbacks        uint64      // allocations served from the fallback pool on exhaustion
-	ForkReprivatised uint64      // chunks re-privatised in fork children
-	MisuseCaught     uint64      // double/interior frees, writes after free
-	OpenSSL          OpenSSLHook // state of the OpenSSL hook
-	FallbackBytes    uint64      // bytes of live fallback-pool blocks
-	ExhaustedReturns uint64      // allocations that returned NULL/ENOMEM on exhaustion
-
-	// Classes holds one entry per size class, smallest first.
-	Classes []ClassStats
+	Backend       secretmem.Backend
+	OpenSSL       OpenSSLHook // state of the OpenSSL hook
+	FallbackBytes uint64      // bytes of live fallback-pool blocks
 }
 
 // Stats returns a snapshot of the C heap's statistics.
@@ -258,33 +232,35 @@ func (*CHeap) Stats() (Stats, error) {
 		return Stats{}, fmt.Errorf("secretheap_stats: %w", syscall.Errno(rc))
 	}
 	s := Stats{
-		Backend:             secretmem.Backend(cs.backend),
-		RequestedBytes:      uint64(cs.requested_bytes),
-		ReservedBytes:       uint64(cs.reserved_bytes),
-		LiveBlocks:          uint64(cs.live_blocks),
-		RunBlocks:           uint64(cs.run_blocks),
-		RunRequestedBytes:   uint64(cs.run_requested_bytes),
-		RunReservedBytes:    uint64(cs.run_reserved_bytes),
-		LargeRegions:        uint64(cs.large_regions),
-		LargeRequestedBytes: uint64(cs.large_requested_bytes),
-		LargeReservedBytes:  uint64(cs.large_reserved_bytes),
-		ChunksMapped:        uint64(cs.chunks_mapped),
-		ChunksSecret:        uint64(cs.chunks_secret),
-		ChunksLocked:        uint64(cs.chunks_locked),
-		LargeRegionsMapped:  uint64(cs.large_regions_mapped),
-		BytesMapped:         uint64(cs.bytes_mapped),
-		CommittedBytes:      uint64(cs.committed_bytes),
-		IdleChunks:          uint64(cs.idle_chunks),
-		Fallbacks:           uint64(cs.fallbacks),
-		ForkReprivatised:    uint64(cs.fork_reprivatised),
-		MisuseCaught:        uint64(cs.misuse_caught),
-		OpenSSL:             OpenSSLHook(cs.openssl_hooked),
-		FallbackBytes:       uint64(cs.fallback_bytes),
-		ExhaustedReturns:    uint64(cs.exhausted_returns),
-		Classes:             make([]ClassStats, len(cs.classes)),
+		Stats: alloc.Stats{
+			RequestedBytes:      uint64(cs.requested_bytes),
+			ReservedBytes:       uint64(cs.reserved_bytes),
+			LiveBlocks:          uint64(cs.live_blocks),
+			RunBlocks:           uint64(cs.run_blocks),
+			RunRequestedBytes:   uint64(cs.run_requested_bytes),
+			RunReservedBytes:    uint64(cs.run_reserved_bytes),
+			LargeRegions:        uint64(cs.large_regions),
+			LargeRequestedBytes: uint64(cs.large_requested_bytes),
+			LargeReservedBytes:  uint64(cs.large_reserved_bytes),
+			ChunksMapped:        uint64(cs.chunks_mapped),
+			ChunksSecret:        uint64(cs.chunks_secret),
+			ChunksLocked:        uint64(cs.chunks_locked),
+			LargeRegionsMapped:  uint64(cs.large_regions_mapped),
+			BytesMapped:         uint64(cs.bytes_mapped),
+			CommittedBytes:      uint64(cs.committed_bytes),
+			IdleChunks:          uint64(cs.idle_chunks),
+			Fallbacks:           uint64(cs.fallbacks),
+			ForkReprivatised:    uint64(cs.fork_reprivatised),
+			MisuseCaught:        uint64(cs.misuse_caught),
+			ExhaustedReturns:    uint64(cs.exhausted_returns),
+			Classes:             make([]alloc.ClassStats, len(cs.classes)),
+		},
+		Backend:       secretmem.Backend(cs.backend),
+		OpenSSL:       OpenSSLHook(cs.openssl_hooked),
+		FallbackBytes: uint64(cs.fallback_bytes),
 	}
 	for i, c := range cs.classes {
-		s.Classes[i] = ClassStats{
+		s.Classes[i] = alloc.ClassStats{
 			Size:           uint32(c.size),
 			RequestedBytes: uint64(c.requested_bytes),
 			ReservedBytes:  uint64(c.reserved_bytes),

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/alloc"
 	"github.com/secretheap/secretheap/internal/conformance"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/secretmem"
@@ -101,6 +102,28 @@ func TestBindingSources(t *testing.T) {
 	}
 	assert.Equal(t, digest, coreSum, "cshim/ changed since internal/ccore/coresum.go was written, so "+
 		"cmd/go may have built this binding from a stale core: run `make generate`")
+}
+
+// TestErrorsAreAllocs: an error from the C binding matches alloc's
+// sentinels under errors.Is, as one from the Go heap does, so callers and the
+// conformance suite test both cores' errors the same way.
+func TestErrorsAreAllocs(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	_, err := Core().Alloc(0)
+	assert.ErrorIs(t, err, alloc.ErrTooLarge, "Alloc(0)")
+	_, err = Core().Alloc(maxAlloc)
+	assert.ErrorIs(t, err, alloc.ErrExhausted, "Alloc beyond any arena")
+	assert.ErrorIs(t, Core().Free(make([]byte, 64)), alloc.ErrForeign, "Free of a Go-heap slice")
+	_, err = Core().Realloc(make([]byte, 64), 32)
+	assert.ErrorIs(t, err, alloc.ErrForeign, "Realloc of a Go-heap slice")
+
+	// The same sentinels from the Go heap, for contrast.
+	h, err := alloc.New(alloc.Config{})
+	require.NoError(t, err)
+	defer h.Close()
+	_, err = h.Alloc(0)
+	assert.ErrorIs(t, err, alloc.ErrTooLarge, "Go heap Alloc(0)")
+	assert.ErrorIs(t, h.Free(make([]byte, 64)), alloc.ErrForeign, "Go heap Free of a Go-heap slice")
 }
 
 func TestFreeNilAndForeign(t *testing.T) {

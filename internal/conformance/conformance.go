@@ -50,8 +50,8 @@
 //   - A pointer outside every chunk: C's secretheap_free hands it to libc
 //     free (blocks malloc'ed before the library loaded must stay freeable).
 //     The Go heap returns alloc.ErrForeign; the cgo binding checks first and
-//     returns ccore.ErrForeign, because passing a Go-heap pointer to libc
-//     free would corrupt the process.
+//     returns alloc.ErrForeign too, because passing a Go-heap pointer to
+//     libc free would corrupt the process.
 //   - Exhaustion: C's default SECRETHEAP_ON_EXHAUSTED=fallback hands out libc
 //     memory; Go never hands out unprotected memory. The binding treats a
 //     fallback block (backend NONE) as exhaustion: it frees it and returns
