@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "94c85260bb5eda43bd2a0fc7bfdf0942ee6a9069e0c20cc2c5c6c80c5eeb39c9"
+const coreSum = "b0d77b4a072e14ea723e21baacdd1c3ea8894de0bcdd3d14689e835bd2b4844e"
