@@ -109,7 +109,7 @@ struct sh_span {
     struct sh_chunk *chunk;    /* (L) */
     uint32_t npages;           /* (L) OS pages */
     uint32_t block_size;       /* (L) class size, or npages*4096 for runs/large */
-    uint64_t recip;            /* (L) ceil(2^32 / (block_size/16)): index without a divide */
+    uint64_t div_mul;          /* (L) sh_class_div_mul[cls]: block index without a divide */
     uint8_t kind;              /* (L) SH_SPAN_* */
     uint8_t cls;               /* (L) size class of a slab */
     uint8_t secure;            /* (L) 1: taken for the secure reserve (sh_malloc_secure) */
@@ -453,9 +453,11 @@ SH_NO_MEMSET_IDIOM static inline void sh_wipe_block(void *p, size_t n) {
     }
 }
 
-/* Block index of p within a slab, without a divide (exact for slabs ≤ 64 OS pages). */
+/* Index of the block at offset off of a slab, without a divide: exact for
+ * every offset inside a slab of its class (alloc/mksizeclasses.go checks it;
+ * alloc's span.blockIndex is the same). */
 static inline uint32_t sh_block_index(const struct sh_span *s, uintptr_t off) {
-    return (uint32_t)(((uint64_t)(off >> 4) * s->recip) >> 32);
+    return (uint32_t)(((uint64_t)off * s->div_mul) >> 32);
 }
 
 #endif /* SECRETHEAP_INTERNAL_H */

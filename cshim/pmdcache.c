@@ -518,7 +518,7 @@ static void span_init(struct sh_span *s, struct sh_chunk *c, uintptr_t start, ui
     if (kind == SH_SPAN_SLAB) {
         uint32_t bs = sh_class_size[cls];
         s->block_size = bs;
-        s->recip = (((uint64_t)1 << 32) + (bs >> 4) - 1) / (bs >> 4);
+        s->div_mul = sh_class_div_mul[cls];
         uint32_t fit = npages * (uint32_t)SH_OS_PAGE / bs; /* a short first slab (heap.c) */
         s->nblocks = (uint16_t)(fit < sh_class_slab_blocks[cls] ? fit : sh_class_slab_blocks[cls]);
         s->nfree = s->nblocks;
@@ -526,7 +526,7 @@ static void span_init(struct sh_span *s, struct sh_chunk *c, uintptr_t start, ui
             s->freebits[i >> 6] |= 1ULL << (i & 63);
     } else {
         s->block_size = npages <= UINT32_MAX / SH_OS_PAGE ? npages * (uint32_t)SH_OS_PAGE : 0;
-        s->recip = 0;
+        s->div_mul = 0;
         s->nblocks = 1;
         s->nfree = 0;
     }

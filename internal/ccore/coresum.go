@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "b0d77b4a072e14ea723e21baacdd1c3ea8894de0bcdd3d14689e835bd2b4844e"
+const coreSum = "291aa729ecb3f11e3817f802b0238e6ebdce2c89b969ee96efa81d2a13fa3da6"
