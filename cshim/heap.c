@@ -53,7 +53,7 @@ static struct sh_tcache *tc_pool; /* caches of exited threads, for reuse; guarde
 static _Atomic uint32_t untracked_busy;
 static pthread_key_t tc_key;
 static _Atomic bool reserve_enabled;
-void (*sh_test_hook_release)(void); /* set once by the OpenSSL skin (mode all) */
+void (*sh_test_hook_release)(void); /* set once by the OpenSSL hooks (mode all) */
 
 /*
  * Magazine capacity per class: 16 KiB of blocks, between 4 and 32 blocks.

@@ -193,7 +193,7 @@ SH_HIDDEN void sh_init(void); /* process initialisation, once; idempotent, threa
 /* ---- heap.c (its own state: heap.h; its checker: check.c) ---- */
 SH_HIDDEN void sh_heap_init(void);             /* from sh_init only: locks, magazine sizes, thread key */
 SH_HIDDEN void *sh_malloc_secure(size_t n);     /* may use the secure reserve (OpenSSL secure heap) */
-SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL skin, mode all */
+SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL hooks, mode all */
 SH_HIDDEN void sh_heap_prefork(void);           /* also waits until no section is open */
 SH_HIDDEN bool sh_heap_trylock_all(void);        /* unseen fork child: the prefork locks, if free */
 SH_HIDDEN void sh_heap_postfork_parent(void);
@@ -372,7 +372,7 @@ SH_HIDDEN extern _Atomic uint64_t sh_stat_exhausted_returns;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
-/* The whole report (core block, then the skin's) to fd; fd < 0: where
+/* The whole report (core block, then the OpenSSL hooks') to fd; fd < 0: where
  * SECRETHEAP_STATS says. Format: see stats.c. */
 SH_HIDDEN void sh_stats_print(int fd);
 
@@ -436,7 +436,7 @@ typedef uint64_t sh_v16 __attribute__((vector_size(16)));
  * init). glibc's memset switches to rep stosb from 2 KiB on, which on this
  * machine (AMD EPYC) wipes 4 KiB in ~46-49 ns against ~40 ns for the loop,
  * and 256 B in 4.6 ns against 3.1 ns; from 16 KiB on they are equal. The
- * 4096 B malloc+free pair is almost all wipe (cshim/bench).
+ * 4096 B malloc+free pair is almost all wipe (bench/c/allocbench.c).
  */
 SH_HIDDEN extern bool sh_wipe_avx2_ok;
 SH_HIDDEN void sh_wipe_avx2(void *p, size_t n); /* n a multiple of 32 */

@@ -1,10 +1,10 @@
-/* openssl.c — the OpenSSL skin of libsecretheap.so.
+/* openssl.c — the OpenSSL hooks of libsecretheap.so, and its constructor.
  *
  * Forwarding only, like mimalloc's alloc-override.c: this file decides which
  * OpenSSL allocations go to the core (secretheap_malloc and friends) and knows
  * nothing of chunks or slabs; the core knows nothing of OpenSSL.
  *
- * How OpenSSL is reached (see ../shared/DESIGN.md, "OpenSSL facts"):
+ * How OpenSSL is reached (docs/design.md, Layers: the OpenSSL front end):
  *  - The library does not link libcrypto. A constructor looks for
  *    CRYPTO_set_mem_functions with dlsym(RTLD_NEXT) (RTLD_DEFAULT would find
  *    our own interposed definition first) and installs hooks with the ABI of
@@ -1180,7 +1180,7 @@ SH_EXPORT int CRYPTO_secure_malloc_done(void)
 
 /* ---- stats ------------------------------------------------------------- */
 
-/* sh_openssl_stats_print writes the skin's block of the stats report to fd,
+/* sh_openssl_stats_print writes the OpenSSL hooks' block of the stats report to fd,
  * once per process. The core's sh_stats_print calls it right after its own
  * block (see stats.c for the format): a summary for people, then one
  * "  openssl_<key> value" line per value. */

@@ -229,7 +229,7 @@ static void test_mode_secure(void) {
 }
 
 /* Runs before openssl.c's constructor when asked: the allocator is then
- * initialised (and registers its exit handler) before the skin's
+ * initialised (and registers its exit handler) before the OpenSSL hooks'
  * constructor runs, as when another library's constructor allocates first. */
 __attribute__((constructor(101))) static void early_alloc(void) {
     if (getenv("SH_TEST_EARLY_ALLOC"))
@@ -244,7 +244,7 @@ static int mode_stats(void) {
     return 0;
 }
 
-/* The stats report at exit: the core's block, then the skin's, each with
+/* The stats report at exit: the core's block, then the OpenSSL hooks', each with
  * its "  key value" lines, whichever constructor ran first. */
 static void test_stats_report(void) {
     for (int early = 0; early < 2; early++) {

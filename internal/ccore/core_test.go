@@ -510,7 +510,7 @@ func readMaps(t *testing.T) []string {
 }
 
 // TestNoOpenSSLInBinding checks that the binding did not pull libcrypto in:
-// the OpenSSL skin is left out on purpose (see core.go).
+// the OpenSSL hooks are left out on purpose (see core.go).
 func TestNoOpenSSLInBinding(t *testing.T) {
 	for _, l := range readMaps(t) {
 		assert.NotContains(t, l, "libcrypto", "the cgo binding must not load OpenSSL")
