@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "291aa729ecb3f11e3817f802b0238e6ebdce2c89b969ee96efa81d2a13fa3da6"
+const coreSum = "e421e54544de27d4aa507ec74def472588ae6109216c05fc949a4e4ef62479f6"
