@@ -36,7 +36,7 @@
  *   secure slab a slab taken for the secure reserve (OpenSSL mode all,
  *            sh_malloc_secure): on a list of its own, its blocks never go
  *            into magazines, and ordinary spans may not eat into the
- *            reserve's OS pages (chunk.c reserve_allows).
+ *            reserve's OS pages (pmdcache.c reserve_allows).
  *   block    one allocation handed to a caller.
  *   magazine a per-thread stack of free (already wiped) blocks of one class.
  *   commit   fault OS pages in (a kernel-side write into each OS page for
@@ -44,7 +44,7 @@
  *            error, not SIGBUS. Large regions commit lazily where the kernel
  *            cannot refuse a fault (old model, locked backend).
  *            A chunk's committed part is a prefix; read-ahead starts once a
- *            chunk has 256 KiB committed (chunk.c commit_to).
+ *            chunk has 256 KiB committed (pmdcache.c commit_to).
  *   fallback pool  ordinary memory of our own for SECRETHEAP_ON_EXHAUSTED=
  *            fallback (fallback.c): reserved ranges outside the arena,
  *            MADV_DONTDUMP, mlock'ed where memlock allows, power-of-two
@@ -59,7 +59,7 @@
  *
  * Locks, in the order they are taken: fork lock (fork.c) → tcache list
  * lock (heap.c) → class locks in class order (heap.c) → chunk lock
- * (chunk.c). The fast paths (magazine pop/push) take none: they run as
+ * (pmdcache.c). The fast paths (magazine pop/push) take none: they run as
  * sections that a fork waits for (fork.c, the gate).
  */
 #ifndef SECRETHEAP_INTERNAL_H
@@ -71,7 +71,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "secretheap.h"
+#include "include/secretheap.h"
 #include "sizeclasses.h"
 
 _Static_assert(SH_NUM_CLASSES == SECRETHEAP_NUM_CLASSES, "regenerate sizeclasses.h or update secretheap.h");
@@ -109,7 +109,7 @@ struct sh_span {
     struct sh_chunk *chunk;    /* (L) */
     uint32_t npages;           /* (L) OS pages */
     uint32_t block_size;       /* (L) class size, or npages*4096 for runs/large */
-    uint64_t recip;            /* (L) ceil(2^32 / (block_size/16)): index without a divide */
+    uint64_t div_mul;          /* (L) sh_class_div_mul[cls]: block index without a divide */
     uint8_t kind;              /* (L) SH_SPAN_* */
     uint8_t cls;               /* (L) size class of a slab */
     uint8_t secure;            /* (L) 1: taken for the secure reserve (sh_malloc_secure) */
@@ -187,10 +187,13 @@ SH_HIDDEN _Noreturn void sh_fatal(const char *fmt, ...) __attribute__((format(pr
  * run through it. */
 SH_HIDDEN int sh_option_check(const char *name, const char *raw, char *out, size_t n);
 
-/* ---- heap.c ---- */
-SH_HIDDEN void sh_init(void);                  /* idempotent, thread-safe (pthread_once) */
+/* ---- init.c ---- */
+SH_HIDDEN void sh_init(void); /* process initialisation, once; idempotent, thread-safe (pthread_once) */
+
+/* ---- heap.c (its own state: heap.h; its checker: check.c) ---- */
+SH_HIDDEN void sh_heap_init(void);             /* from sh_init only: locks, magazine sizes, thread key */
 SH_HIDDEN void *sh_malloc_secure(size_t n);     /* may use the secure reserve (OpenSSL secure heap) */
-SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL skin, mode all */
+SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL hooks, mode all */
 SH_HIDDEN void sh_heap_prefork(void);           /* also waits until no section is open */
 SH_HIDDEN bool sh_heap_trylock_all(void);        /* unseen fork child: the prefork locks, if free */
 SH_HIDDEN void sh_heap_postfork_parent(void);
@@ -202,7 +205,7 @@ extern _Thread_local struct sh_tcache *sh_tls_cache;
  * inside that window. */
 SH_HIDDEN extern void (*sh_test_hook_release)(void);
 
-/* ---- chunk.c ---- */
+/* ---- pmdcache.c ---- */
 SH_HIDDEN int sh_chunk_init(void);              /* reserve the arena; 0 or errno */
 SH_HIDDEN extern _Atomic uintptr_t sh_arena_base;
 SH_HIDDEN extern _Atomic size_t sh_arena_size;  /* 0 until the arena exists: everything is foreign */
@@ -254,7 +257,7 @@ static inline bool sh_in_arena(uintptr_t p) {
            atomic_load_explicit(&sh_arena_size, memory_order_relaxed);
 }
 
-/* ---- source.c ---- */
+/* ---- secretmem.c ---- */
 /*
  * What the kernel gives, detected once at start-up (sh_source_detect, from
  * sh_chunk_init) by behaviour, never by version string: whether
@@ -262,7 +265,7 @@ static inline bool sh_in_arena(uintptr_t p) {
  * SECRETHEAP_MODEL_* and docs/tuning.md). The model is read off one OS page
  * mapped for the probe: the old model makes the mapping VM_LOCKED (and
  * charges it to VmLck), the new one does not; MADV_COLD refuses VM_LOCKED
- * mappings with EINVAL, so one madvise tells them apart (see source.c).
+ * mappings with EINVAL, so one madvise tells them apart (see secretmem.c).
  */
 struct sh_kernel {
     int model;               /* SECRETHEAP_MODEL_* (UNKNOWN when memfd_secret is unavailable) */
@@ -295,7 +298,7 @@ enum { SH_OP_CREATE, SH_OP_SIZE, SH_OP_MAP, SH_OP_COMMIT, SH_OP_LOCK };
 SH_HIDDEN int sh_cause_of(int op, int err, int backend);
 SH_HIDDEN const char *sh_cause_name(int cause); /* "memlock", "no-support", … */
 SH_HIDDEN const char *sh_cause_text(int cause); /* the cause and its fix, one phrase */
-/* The cause of this thread's last refused span or region (chunk.c sets it,
+/* The cause of this thread's last refused span or region (pmdcache.c sets it,
  * heap.c's exhaustion handling reads it). */
 SH_HIDDEN extern _Thread_local int sh_fail_cause;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_failures[SH_CAUSE_COUNT];
@@ -332,7 +335,7 @@ SH_HIDDEN void sh_source_wipe(uintptr_t addr, size_t size, size_t committed, boo
  * model's charge, which no file shows). Old model / locked: limit - VmLck.
  * New model: limit - own_secret, a ceiling only (the budget is the user's,
  * shared and unreadable: the kernel's refusal at commit is the truth).
- * Old model / locked: ~4 system calls, so chunk.c caches it (headroom()). */
+ * Old model / locked: ~4 system calls, so pmdcache.c caches it (headroom()). */
 SH_HIDDEN uint64_t sh_source_headroom(int backend, uint64_t own_secret, bool *unlimited);
 SH_HIDDEN extern _Atomic uint64_t sh_stat_headroom_reads; /* calls of the above (tests) */
 /* Address space left under RLIMIT_AS (limit - VmSize), UINT64_MAX if none. */
@@ -369,11 +372,11 @@ SH_HIDDEN extern _Atomic uint64_t sh_stat_exhausted_returns;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
-/* The whole report (core block, then the skin's) to fd; fd < 0: where
+/* The whole report (core block, then the OpenSSL hooks') to fd; fd < 0: where
  * SECRETHEAP_STATS says. Format: see stats.c. */
 SH_HIDDEN void sh_stats_print(int fd);
 
-/* ---- openssl.c (the skin; absent from the C unit tests but one) ---- */
+/* ---- preload/openssl.c (the OpenSSL hooks; absent from the C unit tests but one) ---- */
 /* Its block of the stats report, once per process; called by sh_stats_print. */
 SH_HIDDEN void sh_openssl_stats_print(int fd) __attribute__((weak));
 
@@ -395,8 +398,8 @@ static inline _Atomic uint32_t *sh_gate(void) { return atomic_load_explicit(&sh_
  * or makes an unseen child private. Returns what to do next. */
 enum { SH_GATE_RETRY = 0, SH_GATE_PASS = 1 /* the forking thread itself */ };
 SH_HIDDEN int sh_fork_gate_wait(uint32_t g);      /* SH_GATE_RETRY, _PASS or _CLOSED */
-/* heap.c: for entries outside heap.c that take allocator locks (stats):
- * passes the gate; 0, or SH_GATE_CLOSED. */
+/* heap.c: for entries outside heap.c that take allocator locks (stats.c,
+ * check.c): passes the gate; 0, or SH_GATE_CLOSED. */
 SH_HIDDEN int sh_fork_gate_check(void);
 SH_HIDDEN extern bool sh_test_no_membarrier; /* tests: the forker's barrier without membarrier */
 
@@ -433,7 +436,7 @@ typedef uint64_t sh_v16 __attribute__((vector_size(16)));
  * init). glibc's memset switches to rep stosb from 2 KiB on, which on this
  * machine (AMD EPYC) wipes 4 KiB in ~46-49 ns against ~40 ns for the loop,
  * and 256 B in 4.6 ns against 3.1 ns; from 16 KiB on they are equal. The
- * 4096 B malloc+free pair is almost all wipe (cshim/bench).
+ * 4096 B malloc+free pair is almost all wipe (bench/c/allocbench.c).
  */
 SH_HIDDEN extern bool sh_wipe_avx2_ok;
 SH_HIDDEN void sh_wipe_avx2(void *p, size_t n); /* n a multiple of 32 */
@@ -450,9 +453,11 @@ SH_NO_MEMSET_IDIOM static inline void sh_wipe_block(void *p, size_t n) {
     }
 }
 
-/* Block index of p within a slab, without a divide (exact for slabs ≤ 64 OS pages). */
+/* Index of the block at offset off of a slab, without a divide: exact for
+ * every offset inside a slab of its class (alloc/mksizeclasses.go checks it;
+ * alloc's span.blockIndex is the same). */
 static inline uint32_t sh_block_index(const struct sh_span *s, uintptr_t off) {
-    return (uint32_t)(((uint64_t)(off >> 4) * s->recip) >> 32);
+    return (uint32_t)(((uint64_t)off * s->div_mul) >> 32);
 }
 
 #endif /* SECRETHEAP_INTERNAL_H */

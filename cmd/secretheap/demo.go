@@ -25,7 +25,7 @@ import (
 
 	"github.com/secretheap/secretheap/internal/attack"
 	"github.com/secretheap/secretheap/internal/launch"
-	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/internal/ldpreload"
 )
 
 // demoSide is one server of the demo and what the outside read found.

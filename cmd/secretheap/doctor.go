@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/ldpreload"
 	"github.com/secretheap/secretheap/internal/procfs"
-	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
 

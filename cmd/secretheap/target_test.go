@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/internal/launch"
+	"github.com/secretheap/secretheap/internal/ldpreload"
 	"github.com/secretheap/secretheap/internal/testutil"
-	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
 

@@ -327,7 +327,7 @@ static void test_block_index_exact(void) {
         memset(&s, 0, sizeof s);
         uint32_t bs = sh_class_size[c];
         s.block_size = bs;
-        s.recip = (((uint64_t)1 << 32) + (bs >> 4) - 1) / (bs >> 4);
+        s.div_mul = sh_class_div_mul[c]; /* the generated multiplier pmdcache.c gives every slab */
         size_t slab = (size_t)sh_class_slab_pages[c] * 4096;
         int bad = 0;
         for (size_t off = 0; off < slab && !bad; off++)

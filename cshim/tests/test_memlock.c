@@ -277,7 +277,7 @@ static void test_exhausted_no_headroom_rereads(void) {
 /*
  * The secure reserve (OpenSSL mode all): ordinary allocations may not take
  * the last SECRETHEAP_SECURE_RESERVE bytes of what memlock/the limit allows,
- * and secure ones (sh_malloc_secure, the skin's entry point) get them even
+ * and secure ones (sh_malloc_secure, the OpenSSL hooks' entry point) get them even
  * after ordinary ones have filled everything else. Interleaved as in
  * OpenSSL: one secure request per ten ordinary ones, all kept live. Prints
  * the secret bytes each kind got and the secure fallbacks that happened

@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/internal/ldpreload"
 )
 
 // DefaultReadyTimeout bounds the wait for a target's ready line.

@@ -2,7 +2,7 @@
  * CRYPTO_set_mem_functions hooks over glibc malloc that track the live and
  * peak bytes OpenSSL asked for, and writes "openssl_peak_live_bytes N" and
  * "openssl_allocations N" at exit to $OSSL_PEAK_OUT (default stderr). Used by
- * bench.sh to compare secretheap's committed memory with what OpenSSL needs. */
+ * make bench (cmd/benchreport) to compare secretheap's committed memory with what OpenSSL needs. */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdatomic.h>
