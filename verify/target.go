@@ -108,6 +108,25 @@ func options(env Env, mode Mode, role string) launch.Options {
 	return o
 }
 
+// startTLS prepares a TLS server target: its directory under env.WorkDir, a
+// fresh key of alg there (its needles are the target's), and how the
+// server runs in mode.
+func startTLS(env Env, mode Mode, name, alg, role string) (*Running, launch.KeyPair, launch.Options, error) {
+	r := &Running{}
+	var err error
+	if r.Dir, err = os.MkdirTemp(env.WorkDir, name+"-*"); err != nil {
+		return nil, launch.KeyPair{}, launch.Options{}, err
+	}
+	km, err := NewKey(r.Dir, alg)
+	if err != nil {
+		return nil, launch.KeyPair{}, launch.Options{}, err
+	}
+	r.Needles = append(r.Needles, km.Needles...)
+	opt := options(env, mode, role)
+	opt.Dir = r.Dir
+	return r, launch.KeyPair{Key: km.KeyPath, Cert: km.CertPath}, opt, nil
+}
+
 // KillAll kills every process the suite started and has not stopped yet
 // (for a signal handler: targets run in their own process groups and would
 // not see the terminal's SIGINT).
@@ -202,29 +221,21 @@ var pingRe = regexp.MustCompile(`ping-verify`)
 
 // Start implements Target.
 func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error) {
-	r := &Running{}
-	var err error
-	if r.Dir, err = os.MkdirTemp(env.WorkDir, "s_server-*"); err != nil {
-		return nil, err
-	}
-	km, err := NewKey(r.Dir, t.Alg)
+	r, km, opt, err := startTLS(env, mode, "s_server", t.Alg, "server")
 	if err != nil {
 		return nil, err
 	}
-	r.Needles = append(r.Needles, km.Needles...)
-	opt := options(env, mode, "server")
-	opt.Dir = r.Dir
 	opt.Memlock = t.Memlock
 	if t.Unprivileged {
 		if err := os.Chmod(r.Dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := os.Chmod(km.KeyPath, 0o644); err != nil {
+		if err := os.Chmod(km.Key, 0o644); err != nil {
 			return nil, err
 		}
 		opt.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
 	}
-	srv, err := launch.SServer(ctx, opt, launch.KeyPair{Key: km.KeyPath, Cert: km.CertPath}, "-naccept", "1")
+	srv, err := launch.SServer(ctx, opt, km, "-naccept", "1")
 	if err != nil {
 		return nil, err
 	}
@@ -264,20 +275,12 @@ func (t ForkServer) Start(ctx context.Context, env Env, mode Mode) (*Running, er
 	if env.TLSServer == "" {
 		return nil, ErrSkipped{"examples/openssl tls_server not built"}
 	}
-	r := &Running{}
-	var err error
-	if r.Dir, err = os.MkdirTemp(env.WorkDir, "tls_server-*"); err != nil {
-		return nil, err
-	}
-	km, err := NewKey(r.Dir, t.Alg)
+	r, km, opt, err := startTLS(env, mode, "tls_server", t.Alg, "parent")
 	if err != nil {
 		return nil, err
 	}
-	r.Needles = append(r.Needles, km.Needles...)
-	opt := options(env, mode, "parent")
-	opt.Dir = r.Dir
 	// Every worker is forked before it returns, so each is attacked.
-	srv, kids, err := launch.ForkServer(ctx, opt, env.TLSServer, launch.KeyPair{Key: km.KeyPath, Cert: km.CertPath}, max(env.Workers, 1))
+	srv, kids, err := launch.ForkServer(ctx, opt, env.TLSServer, km, max(env.Workers, 1))
 	if err != nil {
 		return nil, err
 	}
