@@ -17,7 +17,8 @@
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
-#                     and the C options table (cshim/options_table.h, from internal/options)
+#                     the C options table (cshim/options_table.h, from internal/options) and
+#                     the C stats member lists (cshim/stats_table.h, from internal/stats)
 #   make clean
 #
 # Knobs
@@ -143,6 +144,7 @@ install: all $(INSTALL_TARGETS)
 generate:
 	cd alloc && $(GO) run mksizeclasses.go
 	cd internal/options && $(GO) run mkoptions.go
+	cd internal/stats && $(GO) run mkstats.go
 
 clean:
 	rm -rf $(BUILD)

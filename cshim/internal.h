@@ -73,6 +73,7 @@
 
 #include "secretheap.h"
 #include "sizeclasses.h"
+#include "stats_table.h"
 
 _Static_assert(SH_NUM_CLASSES == SECRETHEAP_NUM_CLASSES, "regenerate sizeclasses.h or update secretheap.h");
 _Static_assert(SH_MAX_SLAB_BLOCKS <= 256, "slab bitmaps are four 64-bit words");
@@ -369,13 +370,15 @@ SH_HIDDEN extern _Atomic uint64_t sh_stat_exhausted_returns;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
-/* The whole report (core block, then the skin's) to fd; fd < 0: where
- * SECRETHEAP_STATS says. Format: see stats.c. */
+/* The whole report (core block, then the skin's) to fd, as text; fd < 0:
+ * where and in which form (text, or json: one JSON line) SECRETHEAP_STATS
+ * says. Format: see stats.c. */
 SH_HIDDEN void sh_stats_print(int fd);
 
 /* ---- openssl.c (the skin; absent from the C unit tests but one) ---- */
-/* Its block of the stats report, once per process; called by sh_stats_print. */
-SH_HIDDEN void sh_openssl_stats_print(int fd) __attribute__((weak));
+/* Its values for the stats report (struct sh_openssl_stats: stats_table.h,
+ * from internal/stats); called by sh_stats_print. */
+SH_HIDDEN void sh_openssl_stats(struct sh_openssl_stats *out) __attribute__((weak));
 
 /* ---- fork.c ---- */
 SH_HIDDEN void sh_fork_init(void);               /* gate page, membarrier, pthread_atfork; once */

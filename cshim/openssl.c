@@ -1180,56 +1180,28 @@ SH_EXPORT int CRYPTO_secure_malloc_done(void)
 
 /* ---- stats ------------------------------------------------------------- */
 
-/* sh_openssl_stats_print writes the skin's block of the stats report to fd,
- * once per process. The core's sh_stats_print calls it right after its own
- * block (see stats.c for the format): a summary for people, then one
- * "  openssl_<key> value" line per value. */
-static atomic_int os_stats_printed;
-
-void sh_openssl_stats_print(int fd)
+/* sh_openssl_stats fills the skin's values of the stats report (the table
+ * of internal/stats; stats.c prints them after the core's block). */
+void sh_openssl_stats(struct sh_openssl_stats *out)
 {
 	static const char *const modes[] = {"all", "secure", "off"};
 	static const char *const interp[] = {"bound-inside-libcrypto", "unknown", "yes"};
-	if (atomic_exchange(&os_stats_printed, 1))
-		return;
 	long live = atomic_load(&os_secure_live);
-	const char *mode = modes[os_mode];
-	const char *hooks = atomic_load(&os_hooked) ? "yes" : "no";
-	const char *ip = interp[atomic_load(&os_interpose_state) + 1];
+	out->mode = modes[os_mode];
+	out->hooks = atomic_load(&os_hooked) ? "yes" : "no";
+	out->refused = (uint64_t)atomic_load(&os_refused);
+	out->secure_interposed = interp[atomic_load(&os_interpose_state) + 1];
 	/* Who serves OpenSSL's secure-heap allocations from secret memory. */
-	const char *via = atomic_load(&os_secure_active)       ? "interposition"
-			  : atomic_load(&os_secure_fallback)   ? "general-hooks"
-			  : os_mode == SH_OPENSSL_ALL && atomic_load(&os_hooked) ? "general-hooks"
-									 : "none";
-	unsigned long c[OSC_N];
-	for (int i = 0; i < OSC_N; i++)
-		c[i] = os_sum(i);
-	unsigned long refused = atomic_load(&os_set_refused), honoured = atomic_load(&os_set_honoured);
-	char buf[2048];
-	int n = snprintf(buf, sizeof buf,
-			 "secretheap openssl (pid %d): mode %s; hooks %s; refused %d; secure interposed %s; "
-			 "secure served by %s\n"
-			 "  calls: malloc %lu, realloc %lu, free %lu, secure alloc %lu, secure free %lu; "
-			 "secure live %ld B; set_mem_functions refused %lu, honoured %lu\n"
-			 "  openssl_mode %s\n  openssl_hooks %s\n  openssl_refused %d\n"
-			 "  openssl_secure_interposed %s\n  openssl_secure_served_by %s\n"
-			 "  openssl_malloc_calls %lu\n"
-			 "  openssl_realloc_calls %lu\n  openssl_free_calls %lu\n"
-			 "  openssl_secure_alloc_calls %lu\n  openssl_secure_free_calls %lu\n"
-			 "  openssl_secure_live_bytes %ld\n  openssl_set_mem_functions_refused %lu\n"
-			 "  openssl_set_mem_functions_honoured %lu\n",
-			 (int)getpid(), mode, hooks, atomic_load(&os_refused), ip, via, c[OSC_MALLOC],
-			 c[OSC_REALLOC], c[OSC_FREE], c[OSC_SECURE_ALLOC], c[OSC_SECURE_FREE],
-			 live > 0 ? live : 0, refused, honoured, mode, hooks, atomic_load(&os_refused), ip,
-			 via, c[OSC_MALLOC], c[OSC_REALLOC], c[OSC_FREE], c[OSC_SECURE_ALLOC],
-			 c[OSC_SECURE_FREE], live > 0 ? live : 0, refused, honoured);
-	if (n <= 0)
-		return;
-	size_t len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
-	for (size_t off = 0; off < len;) {
-		ssize_t w = write(fd, buf + off, len - off);
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
+	out->secure_served_by = atomic_load(&os_secure_active)			     ? "interposition"
+				: atomic_load(&os_secure_fallback)			     ? "general-hooks"
+				: os_mode == SH_OPENSSL_ALL && atomic_load(&os_hooked) ? "general-hooks"
+										       : "none";
+	out->malloc_calls = os_sum(OSC_MALLOC);
+	out->realloc_calls = os_sum(OSC_REALLOC);
+	out->free_calls = os_sum(OSC_FREE);
+	out->secure_alloc_calls = os_sum(OSC_SECURE_ALLOC);
+	out->secure_free_calls = os_sum(OSC_SECURE_FREE);
+	out->secure_live_bytes = live > 0 ? (uint64_t)live : 0;
+	out->set_mem_functions_refused = atomic_load(&os_set_refused);
+	out->set_mem_functions_honoured = atomic_load(&os_set_honoured);
 }

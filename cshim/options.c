@@ -129,13 +129,20 @@ static bool parse(const struct sh_opt_def *o, const char *s, size_t n, union val
             v->text[0] = 0;
             return true;
         }
+        size_t form = 0; /* "json:" (any case) first: the JSON form, stored as "json:" */
+        if (n >= 5 && strncasecmp(s, "json:", 5) == 0) {
+            memcpy(v->text, "json:", 5);
+            form = 5;
+            s += 5;
+            n -= 5;
+        }
         if (n == 6 && strncasecmp(s, "stderr", 6) == 0) {
-            strcpy(v->text, "stderr");
+            strcpy(v->text + form, "stderr");
             return true;
         }
-        if (memchr(s, '/', n) && n < sizeof v->text) {
-            memcpy(v->text, s, n);
-            v->text[n] = 0;
+        if (memchr(s, '/', n) && form + n < sizeof v->text) {
+            memcpy(v->text + form, s, n);
+            v->text[form + n] = 0;
             return true;
         }
         return false;

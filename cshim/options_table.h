@@ -30,7 +30,7 @@ static const struct sh_opt_def sh_option_table[] = {
      "copy: children get private copies; dontfork: children lose the secrets"},
     {"SECRETHEAP_STATS", OPT_OUTPUT, "off", NULL, 0L, 0L, sh_opt.stats, SH_SCOPE_C_ONLY,
      "off, stderr, or a file path containing a /",
-     "off, stderr, or a file path: print statistics at exit"},
+     "off, stderr, or a file path: print statistics at exit; json:stderr or json:PATH: as one JSON line"},
     {"SECRETHEAP_VERBOSE", OPT_INT, "0", NULL, 0L, 2L, &sh_opt.verbose, SH_SCOPE_C_ONLY,
      "an integer from 0 to 2",
      "0 warnings only, 1 info, 2 debug"},

@@ -16,7 +16,8 @@
 //     "1.5G" are errors), and no overflow of 64 bits;
 //   - int: decimal digits only, within the option's range;
 //   - output: off or 0, stderr, or a file path containing a '/' (so that a
-//     misspelt "stderr" is an error, not a file of that name).
+//     misspelt "stderr" is an error, not a file of that name); stderr or the
+//     path may follow "json:" (case-insensitive) for the JSON form.
 //
 // Anything else is an error naming the variable and the accepted values:
 // alloc.ConfigFromEnv returns it; the C library prints it and aborts at
@@ -43,7 +44,7 @@ const (
 	Size
 	// Int is a decimal integer in [Option.Min, Option.Max].
 	Int
-	// Output is off, stderr or a file path.
+	// Output is off, stderr or a file path, optionally after "json:".
 	Output
 )
 
@@ -91,7 +92,7 @@ var Table = []Option{
 	{Name: "SECRETHEAP_FORK", Kind: Enum, Default: "copy", Values: []string{"copy", "dontfork"}, Scope: COnly, Field: "fork",
 		Meaning: "copy: children get private copies; dontfork: children lose the secrets"},
 	{Name: "SECRETHEAP_STATS", Kind: Output, Default: "off", Scope: COnly, Field: "stats",
-		Meaning: "off, stderr, or a file path: print statistics at exit"},
+		Meaning: "off, stderr, or a file path: print statistics at exit; json:stderr or json:PATH: as one JSON line"},
 	{Name: "SECRETHEAP_VERBOSE", Kind: Int, Default: "0", Min: 0, Max: 2, Scope: COnly, Field: "verbose",
 		Meaning: "0 warnings only, 1 info, 2 debug"},
 	{Name: "SECRETHEAP_NODUMP", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "nodump",
@@ -145,14 +146,19 @@ func (o *Option) Accepted() string {
 		}
 		return fmt.Sprintf("an integer from %d to %d", o.Min, o.Max)
 	}
+	// The JSON form (JSONPrefix) is in the option's Meaning, not here:
+	// this text is the one the existing messages and their tests know.
 	return "off, stderr, or a file path containing a /"
 }
+
+// JSONPrefix before an Output value asks for the JSON form.
+const JSONPrefix = "json:"
 
 // Value is a parsed value.
 type Value struct {
 	Index int    // Enum: position in Option.Values
 	N     uint64 // Size, Int
-	Text  string // Output: "" (off), "stderr" or the path
+	Text  string // Output: "" (off), "stderr" or the path, after "json:" for JSON
 }
 
 // blanks are trimmed around a value, by both parsers.
@@ -197,13 +203,18 @@ func (o *Option) parse(s string) (Value, bool) {
 		}
 		return Value{N: uint64(n)}, true
 	case Output:
-		switch {
-		case strings.EqualFold(s, "off") || s == "0":
+		if strings.EqualFold(s, "off") || s == "0" {
 			return Value{}, true
+		}
+		form := ""
+		if len(s) >= len(JSONPrefix) && strings.EqualFold(s[:len(JSONPrefix)], JSONPrefix) {
+			form, s = JSONPrefix, s[len(JSONPrefix):]
+		}
+		switch {
 		case strings.EqualFold(s, "stderr"):
-			return Value{Text: "stderr"}, true
-		case strings.Contains(s, "/") && len(s) < 256:
-			return Value{Text: s}, true
+			return Value{Text: form + "stderr"}, true
+		case strings.Contains(s, "/") && len(form)+len(s) < 256:
+			return Value{Text: form + s}, true
 		}
 	}
 	return Value{}, false
@@ -275,7 +286,7 @@ func (o *Option) Canonical(v Value) string {
 	if v.Text == "" {
 		return "off"
 	}
-	return v.Text
+	return v.Text // "json:" lower-case
 }
 
 // Env is what Read found in an environment.

@@ -1,0 +1,65 @@
+package stats_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/stats"
+)
+
+// TestCHeaderUpToDate: cshim/stats_table.h is what the table generates.
+func TestCHeaderUpToDate(t *testing.T) {
+	got, err := os.ReadFile("../../cshim/stats_table.h")
+	require.NoError(t, err)
+	assert.Equal(t, string(stats.CHeader()), string(got), "run make generate (go generate ./internal/stats)")
+}
+
+// TestTable: keys are unique snake_case, every row has a meaning, classes
+// sit where the struct has them.
+func TestTable(t *testing.T) {
+	seen := map[string]bool{}
+	for _, f := range stats.Fields {
+		assert.Regexp(t, `^[a-z][a-z0-9_]*$`, f.Key)
+		assert.False(t, seen[f.Key], "duplicate key %s", f.Key)
+		seen[f.Key] = true
+		assert.NotEmpty(t, f.Meaning, f.Key)
+		assert.True(t, f.C || f.Go != "", "%s is in neither struct", f.Key)
+	}
+	for i := 1; i < len(stats.Causes); i++ {
+		assert.False(t, seen[stats.FailureKey(i)], "failure key %s", stats.FailureKey(i))
+	}
+	require.NotNil(t, stats.Lookup(stats.ClassesAfter))
+	assert.Equal(t, "failures_no_support", stats.FailureKey(1))
+}
+
+// TestReadReports: one report per line, the last is the process that
+// exited last; a report cut short is an error naming its line.
+func TestReadReports(t *testing.T) {
+	two := `{"pid":10,"version":"0.1.0","summary":"secretheap stats (pid 10, version 0.1.0)\n","openssl_hooked":0,"classes":[]}
+{"pid":11,"version":"0.1.0","summary":"s","openssl_hooked":1,"memlock_limit":18446744073709551615,"classes":[{"size":16,"slabs":2}],"openssl":{"mode":"all","secure_interposed":"yes","refused":0}}
+`
+	rs, err := stats.ReadReports([]byte(two))
+	require.NoError(t, err)
+	require.Len(t, rs, 2)
+	last, err := stats.ReadLast([]byte(two))
+	require.NoError(t, err)
+	assert.Equal(t, 11, last.PID)
+	v, ok := last.Value("openssl_hooked")
+	assert.True(t, ok)
+	assert.Equal(t, uint64(1), v)
+	assert.Equal(t, ^uint64(0), last.Values["memlock_limit"])
+	assert.Equal(t, "yes", last.OpenSSL["secure_interposed"])
+	assert.Equal(t, "0", last.OpenSSL["refused"])
+	assert.Equal(t, uint64(2), last.Classes[0]["slabs"])
+	assert.Nil(t, rs[0].OpenSSL, "no skin block")
+
+	_, err = stats.ReadLast([]byte(two + `{"pid":12,"versi`))
+	assert.ErrorContains(t, err, "line 3")
+	_, err = stats.ReadLast(nil)
+	assert.ErrorContains(t, err, "no stats report")
+	_, err = stats.ReadLast([]byte(`{"pid":1,"live_blocks":-1}`))
+	assert.ErrorContains(t, err, "live_blocks")
+}
