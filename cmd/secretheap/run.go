@@ -99,7 +99,8 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"the SECRETHEAP_* variable named in brackets; variables already in the\n"+
 			"environment pass through when the option is not given. The library's stats are\n"+
 			"printed to stderr when PROGRAM exits (the human lines; --stats FILE keeps the whole\n"+
-			"report, with its machine-readable key value lines), unless --quiet or --stats is given.\n"+
+			"report, with its machine-readable key value lines, --stats json:FILE as JSON),\n"+
+			"unless --quiet or --stats is given.\n"+
 			"Signals sent to secretheap are passed on to PROGRAM (SIGINT and SIGQUIT only\n"+
 			"when secretheap is not in the terminal's foreground: there the terminal sends\n"+
 			"them to PROGRAM itself). The exit status is PROGRAM's (128+N when it was killed\n"+
@@ -122,7 +123,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	for _, o := range runBoolOptions {
 		bools[o.flag] = fs.Bool(o.flag, false, fmt.Sprintf("%s [%s=1]", o.usage, o.env))
 	}
-	statsDest := fs.String("stats", "", "where the library writes its stats at exit: stderr or a file path, instead of printing them here [SECRETHEAP_STATS]")
+	statsDest := fs.String("stats", "", "where the library writes its stats at exit: stderr or a file path, json:stderr or json:PATH for JSON, instead of printing them here [SECRETHEAP_STATS]")
 	quiet := fs.Bool("quiet", false, "do not print the stats at exit")
 	library := fs.String("library", "", "path of libsecretheap.so (default: found as described above) [SECRETHEAP_LIBRARY]")
 	say := fs.Bool("v", false, "say what run does: the library, how it is put in LD_PRELOAD, the variables set")
@@ -214,10 +215,10 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		statsFile = filepath.Join(dir, "stats")
-		env = setEnv(env, "SECRETHEAP_STATS", statsFile)
+		statsFile = filepath.Join(dir, "stats.json")
+		env = setEnv(env, "SECRETHEAP_STATS", statsEnv(statsFile))
 		if *say {
-			fmt.Fprintf(stderr, "secretheap run: SECRETHEAP_STATS=%s (printed here at exit)\n", escape(statsFile))
+			fmt.Fprintf(stderr, "secretheap run: SECRETHEAP_STATS=%s (printed here at exit)\n", escape(statsEnv(statsFile)))
 		}
 	}
 
@@ -232,16 +233,19 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 // signal, or one that left through _exit, writes none: say so instead of
 // printing nothing.
 func printRunStats(w io.Writer, path, prog string) {
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
+	rs, err := readStats(path)
+	if len(rs) == 0 {
 		fmt.Fprintf(w, "secretheap: no stats from %s (it was killed, called _exit, or did not load the library)\n", filepath.Base(prog))
 		return
 	}
 	fmt.Fprintf(w, "secretheap: stats of %s at exit:\n", filepath.Base(prog))
-	b = humanStats(b)
+	b := statsSummary(rs)
 	w.Write(b)
-	if b[len(b)-1] != '\n' {
+	if len(b) > 0 && b[len(b)-1] != '\n' {
 		fmt.Fprintln(w)
+	}
+	if err != nil { // a report cut short: a reader that stopped, a full disk
+		fmt.Fprintf(w, "secretheap: the stats file is damaged after %d reports: %v\n", len(rs), err)
 	}
 }
 

@@ -2,6 +2,7 @@ package stats_test
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -62,4 +63,53 @@ func TestReadReports(t *testing.T) {
 	assert.ErrorContains(t, err, "no stats report")
 	_, err = stats.ReadLast([]byte(`{"pid":1,"live_blocks":-1}`))
 	assert.ErrorContains(t, err, "live_blocks")
+}
+
+// TestDocs: docs/tuning.md's Statistics section names every value with its
+// key and Go name, every cause and every OpenSSL key, and documents no key
+// the table lacks.
+func TestDocs(t *testing.T) {
+	b, err := os.ReadFile("../../docs/tuning.md")
+	require.NoError(t, err)
+	doc := string(b)
+	start := strings.Index(doc, "## Statistics")
+	require.GreaterOrEqual(t, start, 0)
+	doc = doc[start:]
+	if end := strings.Index(doc[3:], "\n## "); end >= 0 {
+		doc = doc[:end+3]
+	}
+	for _, f := range stats.Fields {
+		if f.C && f.Key != "struct_size" {
+			assert.Contains(t, doc, "`"+f.Key+"`", "docs/tuning.md: stats value %s", f.Key)
+		}
+		if f.Go != "" {
+			assert.Contains(t, doc, "`"+f.Go+"`", "docs/tuning.md: alloc.Stats.%s", f.Go)
+		}
+	}
+	for _, f := range stats.ClassFields {
+		assert.Contains(t, doc, "| `"+f.Key+"` / `"+f.Go+"` |", "docs/tuning.md: class value %s", f.Key)
+	}
+	for i := 1; i < len(stats.Causes); i++ {
+		assert.Contains(t, doc, "`"+strings.TrimPrefix(stats.FailureKey(i), "failures_")+"`", "docs/tuning.md: cause %s", stats.Causes[i])
+	}
+	for _, f := range stats.OpenSSL {
+		assert.Contains(t, doc, "`"+f.Key+"`", "docs/tuning.md: OpenSSL value %s", f.Key)
+	}
+	// The first column of the tables: C keys only.
+	for _, line := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cell := strings.SplitN(line, "|", 3)[1]
+		for _, part := range strings.Split(cell, "`") {
+			if part == "" || strings.ContainsAny(part, " ()/") || strings.ToLower(part) != part {
+				continue
+			}
+			known := stats.Lookup(part) != nil || part == "failures_<cause>"
+			for _, f := range stats.ClassFields {
+				known = known || f.Key == part
+			}
+			assert.True(t, known, "docs/tuning.md documents %q, which is not in internal/stats", part)
+		}
+	}
 }
