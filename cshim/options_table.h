@@ -32,7 +32,7 @@ static const struct sh_opt_def sh_option_table[] = {
      "off, stderr, or a file path containing a /",
      "off, stderr, or a file path: print statistics at exit; json:stderr or json:PATH: as one JSON line"},
     {"SECRETHEAP_VERBOSE", OPT_INT, "0", NULL, 0L, 2L, &sh_opt.verbose, SH_SCOPE_C_ONLY,
-     "an integer from 0 to 2",
+     "0, 1, 2",
      "0 warnings only, 1 info, 2 debug"},
     {"SECRETHEAP_NODUMP", OPT_INT, "0", NULL, 0L, 1L, &sh_opt.nodump, SH_SCOPE_BOTH,
      "0 or 1",

@@ -72,3 +72,23 @@ func TestStatsJSONFromLibrary(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, "1", hooked, "Debian's libcrypto routes its allocations through the hooks")
 }
+
+// TestLiveCountersInTable: the counters inspect reads from a live process
+// are stats values under their table keys, the refusals one per cause in
+// SECRETHEAP_CAUSE_* order (the order of secretheap_ident in stats.c).
+func TestLiveCountersInTable(t *testing.T) {
+	failures := 0
+	for _, c := range liveCounters {
+		if c.symbol == "sh_stat_failures" {
+			failures++
+			assert.Equal(t, stats.FailureKey(c.index), c.field)
+			assert.Equal(t, failures, c.index, "causes in order from 1")
+			continue
+		}
+		f := stats.Lookup(c.field)
+		if assert.NotNil(t, f, "live counter %s is not a stats value", c.field) {
+			assert.True(t, f.C, c.field)
+		}
+	}
+	assert.Equal(t, len(stats.Causes)-1, failures, "one live counter per cause")
+}

@@ -69,21 +69,27 @@ type Option struct {
 	Max     int64    // Int: largest value
 	Scope   Scope    // who acts on it
 	Field   string   // the member of the C core's struct sh_options
+	Config  string   // Scope Both: the field of alloc.Config it sets (TestConfigFromTable)
 	Meaning string   // one line
 }
 
-// Table lists every option. Adding one means adding a row here, running
-// `go generate ./internal/options`, adding its member to struct sh_options
-// (cshim/internal.h) and its use, vectors in testdata/vectors.tsv, and a row
-// in README.md and docs/tuning.md (TestDocs checks both).
+// Table lists every option. Adding one means adding a row here and running
+// `make generate` (cshim/options_table.h); `secretheap run` gets its flag
+// from the row. The tests then name what else to write: the member of
+// struct sh_options (cshim/internal.h; the generated table does not compile
+// without it) and its use, vectors in testdata/vectors.tsv (TestVectors
+// wants a valid and an invalid one), a row in README.md and a section in
+// docs/tuning.md (TestDocs), and for a Scope Both option the alloc.Config
+// field named in Config and its reading in alloc's configFromEnv
+// (TestConfigFromTable).
 var Table = []Option{
-	{Name: "SECRETHEAP_BACKEND", Kind: Enum, Default: "auto", Values: []string{"auto", "secret", "locked"}, Scope: Both, Field: "backend",
+	{Name: "SECRETHEAP_BACKEND", Kind: Enum, Default: "auto", Values: []string{"auto", "secret", "locked"}, Scope: Both, Field: "backend", Config: "Policy",
 		Meaning: "auto: memfd_secret, else the locked backend with one loud warning; secret: fail without it; locked"},
-	{Name: "SECRETHEAP_LIMIT", Kind: Size, Default: "0", Scope: Both, Field: "limit",
+	{Name: "SECRETHEAP_LIMIT", Kind: Size, Default: "0", Scope: Both, Field: "limit", Config: "Limit",
 		Meaning: "most secret memory mapped (bytes, K/M/G); 0: only RLIMIT_MEMLOCK limits"},
-	{Name: "SECRETHEAP_IDLE_CHUNKS", Kind: Int, Default: "2", Min: 0, Max: 4096, Scope: Both, Field: "idle_chunks",
+	{Name: "SECRETHEAP_IDLE_CHUNKS", Kind: Int, Default: "2", Min: 0, Max: 4096, Scope: Both, Field: "idle_chunks", Config: "MaxIdleChunks",
 		Meaning: "wholly free chunks kept mapped for reuse"},
-	{Name: "SECRETHEAP_ON_EXHAUSTED", Kind: Enum, Default: "fallback", Values: []string{"fallback", "null", "abort"}, Scope: Both, Field: "on_exhausted",
+	{Name: "SECRETHEAP_ON_EXHAUSTED", Kind: Enum, Default: "fallback", Values: []string{"fallback", "null", "abort"}, Scope: Both, Field: "on_exhausted", Config: "OnExhausted",
 		Meaning: "fallback: the fallback pool (C; Go: as null), counted, one warning; null: NULL/ErrExhausted, counted, reported once; abort"},
 	{Name: "SECRETHEAP_OPENSSL", Kind: Enum, Default: "all", Values: []string{"all", "secure", "off"}, Scope: COnly, Field: "openssl",
 		Meaning: "all OpenSSL allocations, secure (only CRYPTO_secure_*), or off"},
@@ -95,9 +101,9 @@ var Table = []Option{
 		Meaning: "off, stderr, or a file path: print statistics at exit; json:stderr or json:PATH: as one JSON line"},
 	{Name: "SECRETHEAP_VERBOSE", Kind: Int, Default: "0", Min: 0, Max: 2, Scope: COnly, Field: "verbose",
 		Meaning: "0 warnings only, 1 info, 2 debug"},
-	{Name: "SECRETHEAP_NODUMP", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "nodump",
+	{Name: "SECRETHEAP_NODUMP", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "nodump", Config: "NoDump",
 		Meaning: "1: prctl(PR_SET_DUMPABLE, 0) at start (blocks same-user ptrace and core dumps)"},
-	{Name: "SECRETHEAP_CHECK_ZERO", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "check_zero",
+	{Name: "SECRETHEAP_CHECK_ZERO", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "check_zero", Config: "CheckZero",
 		Meaning: "1: verify a block is still zero when handed out again"},
 }
 
@@ -123,6 +129,16 @@ func Lookup(name string) *Option {
 	return nil
 }
 
+// Flag is the option's name as a command-line flag of `secretheap run`:
+// SECRETHEAP_ON_EXHAUSTED is --on-exhausted.
+func (o *Option) Flag() string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(o.Name, Prefix), "_", "-"))
+}
+
+// IsBool reports whether the option is an on/off switch (an Int of 0 or 1):
+// a boolean flag of `secretheap run`.
+func (o *Option) IsBool() bool { return o.Kind == Int && o.Min == 0 && o.Max == 1 }
+
 // IsTool reports whether name is one of ToolNames.
 func IsTool(name string) bool {
 	for _, t := range ToolNames {
@@ -143,6 +159,13 @@ func (o *Option) Accepted() string {
 	case Int:
 		if o.Min == 0 && o.Max == 1 {
 			return "0 or 1"
+		}
+		if o.Max-o.Min <= 2 { // a few levels: name them, as for an enum
+			var vs []string
+			for v := o.Min; v <= o.Max; v++ {
+				vs = append(vs, strconv.FormatInt(v, 10))
+			}
+			return strings.Join(vs, ", ")
 		}
 		return fmt.Sprintf("an integer from %d to %d", o.Min, o.Max)
 	}
