@@ -17,7 +17,8 @@
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
-#                     the C options table (cshim/options_table.h, from internal/options) and
+#                     the C options table and struct (cshim/options_table.h, cshim/options.h, from
+#                     internal/options) and
 #                     the C stats member lists (cshim/stats_table.h, from internal/stats)
 #   make clean
 #

@@ -159,23 +159,9 @@ struct sh_chunk {
 };
 
 /* ---- options.c ---- */
-enum { SH_POLICY_AUTO, SH_POLICY_SECRET, SH_POLICY_LOCKED };
-enum { SH_EXH_FALLBACK, SH_EXH_NULL, SH_EXH_ABORT };
-enum { SH_OPENSSL_ALL, SH_OPENSSL_SECURE, SH_OPENSSL_OFF };
-enum { SH_FORK_COPY, SH_FORK_DONTFORK };
-struct sh_options {
-    int backend;             /* SH_POLICY_* */
-    uint64_t limit;          /* bytes mapped at most, 0 = memlock only */
-    int idle_chunks;
-    int on_exhausted;        /* SH_EXH_* */
-    int openssl;             /* SH_OPENSSL_* */
-    uint64_t secure_reserve; /* bytes of the limit kept for secure-heap allocations */
-    int fork;                /* SH_FORK_* */
-    char stats[256];         /* "" off, "stderr", or a path */
-    int verbose;
-    int nodump;
-    int check_zero;
-};
+/* struct sh_options and the enum options' constants (SH_POLICY_*, SH_EXH_*,
+ * SH_OPENSSL_*, SH_FORK_*): generated from internal/options.Table. */
+#include "options.h"
 SH_HIDDEN extern struct sh_options sh_opt;
 /* From sh_init only: reads the environment once; an invalid value aborts
  * naming it (fail closed), an unknown SECRETHEAP_* name is reported. */

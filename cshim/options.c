@@ -5,8 +5,8 @@
  * setenv changes nothing.
  *
  * The table is generated (options_table.h, from internal/options.Table in
- * Go: `go generate ./internal/options`), and so are the texts of its
- * messages; the syntax is the one internal/options documents, and one set of
+ * Go: `make generate`), and so are the texts of its messages and struct
+ * sh_options (options.h); the syntax is the one internal/options documents, and one set of
  * test vectors (internal/options/testdata/vectors.tsv) runs against this
  * parser (cshim/tests/test_options.c) and the Go one. Fail closed: an
  * invalid value prints the variable and the accepted values and aborts — a

@@ -69,33 +69,34 @@ type Option struct {
 	Max     int64    // Int: largest value
 	Scope   Scope    // who acts on it
 	Field   string   // the member of the C core's struct sh_options
+	CEnum   string   // Enum: the prefix of its C constants (SH_POLICY: SH_POLICY_AUTO, …)
 	Config  string   // Scope Both: the field of alloc.Config it sets (TestConfigFromTable)
 	Meaning string   // one line
 }
 
 // Table lists every option. Adding one means adding a row here and running
-// `make generate` (cshim/options_table.h); `secretheap run` gets its flag
-// from the row. The tests then name what else to write: the member of
-// struct sh_options (cshim/internal.h; the generated table does not compile
-// without it) and its use, vectors in testdata/vectors.tsv (TestVectors
-// wants a valid and an invalid one), a row in README.md and a section in
+// `make generate`: the C core's parser table and its struct sh_options
+// member (cshim/options_table.h, cshim/options.h) follow, and so does
+// `secretheap run`'s flag. The tests then ask for what a person writes:
+// vectors in testdata/vectors.tsv (TestVectors wants a valid and an invalid
+// one, run by both parsers), a row in README.md and a section in
 // docs/tuning.md (TestDocs), and for a Scope Both option the alloc.Config
 // field named in Config and its reading in alloc's configFromEnv
-// (TestConfigFromTable).
+// (TestConfigFromTable). Then the option's use.
 var Table = []Option{
-	{Name: "SECRETHEAP_BACKEND", Kind: Enum, Default: "auto", Values: []string{"auto", "secret", "locked"}, Scope: Both, Field: "backend", Config: "Policy",
+	{Name: "SECRETHEAP_BACKEND", Kind: Enum, Default: "auto", Values: []string{"auto", "secret", "locked"}, Scope: Both, Field: "backend", Config: "Policy", CEnum: "SH_POLICY",
 		Meaning: "auto: memfd_secret, else the locked backend with one loud warning; secret: fail without it; locked"},
 	{Name: "SECRETHEAP_LIMIT", Kind: Size, Default: "0", Scope: Both, Field: "limit", Config: "Limit",
 		Meaning: "most secret memory mapped (bytes, K/M/G); 0: only RLIMIT_MEMLOCK limits"},
 	{Name: "SECRETHEAP_IDLE_CHUNKS", Kind: Int, Default: "2", Min: 0, Max: 4096, Scope: Both, Field: "idle_chunks", Config: "MaxIdleChunks",
 		Meaning: "wholly free chunks kept mapped for reuse"},
-	{Name: "SECRETHEAP_ON_EXHAUSTED", Kind: Enum, Default: "fallback", Values: []string{"fallback", "null", "abort"}, Scope: Both, Field: "on_exhausted", Config: "OnExhausted",
+	{Name: "SECRETHEAP_ON_EXHAUSTED", Kind: Enum, Default: "fallback", Values: []string{"fallback", "null", "abort"}, Scope: Both, Field: "on_exhausted", Config: "OnExhausted", CEnum: "SH_EXH",
 		Meaning: "fallback: the fallback pool (C; Go: as null), counted, one warning; null: NULL/ErrExhausted, counted, reported once; abort"},
-	{Name: "SECRETHEAP_OPENSSL", Kind: Enum, Default: "all", Values: []string{"all", "secure", "off"}, Scope: COnly, Field: "openssl",
+	{Name: "SECRETHEAP_OPENSSL", Kind: Enum, Default: "all", Values: []string{"all", "secure", "off"}, Scope: COnly, Field: "openssl", CEnum: "SH_OPENSSL",
 		Meaning: "all OpenSSL allocations, secure (only CRYPTO_secure_*), or off"},
 	{Name: "SECRETHEAP_SECURE_RESERVE", Kind: Size, Default: "256K", Scope: COnly, Field: "secure_reserve",
 		Meaning: "share of the limit kept for secure-heap allocations in mode all"},
-	{Name: "SECRETHEAP_FORK", Kind: Enum, Default: "copy", Values: []string{"copy", "dontfork"}, Scope: COnly, Field: "fork",
+	{Name: "SECRETHEAP_FORK", Kind: Enum, Default: "copy", Values: []string{"copy", "dontfork"}, Scope: COnly, Field: "fork", CEnum: "SH_FORK",
 		Meaning: "copy: children get private copies; dontfork: children lose the secrets"},
 	{Name: "SECRETHEAP_STATS", Kind: Output, Default: "off", Scope: COnly, Field: "stats",
 		Meaning: "off, stderr, or a file path: print statistics at exit; json:stderr or json:PATH: as one JSON line"},
@@ -174,6 +175,10 @@ func (o *Option) Accepted() string {
 	return "off, stderr, or a file path containing a /"
 }
 
+// OutputMax bounds an Output value (json: and the path, in bytes): the C
+// core's buffer, with its NUL.
+const OutputMax = 256
+
 // JSONPrefix before an Output value asks for the JSON form.
 const JSONPrefix = "json:"
 
@@ -236,7 +241,7 @@ func (o *Option) parse(s string) (Value, bool) {
 		switch {
 		case strings.EqualFold(s, "stderr"):
 			return Value{Text: form + "stderr"}, true
-		case strings.Contains(s, "/") && len(form)+len(s) < 256:
+		case strings.Contains(s, "/") && len(form)+len(s) < OutputMax:
 			return Value{Text: form + s}, true
 		}
 	}
