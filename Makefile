@@ -16,7 +16,7 @@
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
-#   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
+#   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h),
 #                     the C options table and struct (cshim/options_table.h, cshim/options.h, from
 #                     internal/options) and
 #                     the C stats member lists (cshim/stats_table.h, from internal/stats)
