@@ -18,8 +18,9 @@
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h),
 #                     the C options table and struct (cshim/options_table.h, cshim/options.h, from
-#                     internal/options) and
-#                     the C stats member lists (cshim/stats_table.h, from internal/stats)
+#                     internal/options), the C stats member lists (cshim/stats_table.h, from
+#                     internal/stats) and the digest of cshim/ that makes cmd/go rebuild
+#                     internal/ccore (internal/ccore/coresum.go)
 #   make clean
 #
 # Knobs
@@ -55,18 +56,17 @@ TEST_TARGETS    :=
 BENCH_TARGETS   :=
 INSTALL_TARGETS :=
 
--include cshim/cshim.mk
--include examples/openssl/openssl.mk
--include fuzz/fuzz.mk
--include verify/verify.mk
--include opensslsuite/opensslsuite.mk
--include vmtest/vmtest.mk
+include cshim/cshim.mk
+include preload/preload.mk
+include examples/openssl/openssl.mk
+include fuzz/fuzz.mk
+include verify/verify.mk
+include opensslsuite/opensslsuite.mk
+include vmtest/vmtest.mk
 
 # make test also runs the short fuzz runs (C libFuzzer 30 s, each Go fuzz
 # target 20 s) and the 20 s soak of threads and forks: about 2 minutes.
-ifneq ($(wildcard fuzz/fuzz.mk),)
 TEST_TARGETS += fuzz-short soak
-endif
 
 # Prerequisites are checked before anything is built (scripts/prereq.sh,
 # under a second): a missing tool stops make at once, naming the package to
@@ -146,6 +146,7 @@ generate:
 	cd alloc && $(GO) run mksizeclasses.go
 	cd internal/options && $(GO) run mkoptions.go
 	cd internal/stats && $(GO) run mkstats.go
+	$(GO) test -count=1 -run '^TestBindingSources$$' ./internal/ccore -update
 
 clean:
 	rm -rf $(BUILD)

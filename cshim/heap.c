@@ -9,7 +9,7 @@
  *      out-of-band req slot (a relaxed store) — this marks it live;
  *   3. magazine empty: refill up to half of it under the class lock from
  *      the partial slabs this thread owns, else from unowned ones (which
- *      it then owns), taking a new slab (chunk.c) only when nothing was
+ *      it then owns), taking a new slab (pmdcache.c) only when nothing was
  *      found (a refill is worth no commit of its own).
  * Secure requests (sh_malloc_secure, secure reserve on) skip magazines and
  * take one block from the class's secure slabs under the class lock.
@@ -493,7 +493,7 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
 
 /*
  * Secret memory refused a request of n bytes (the cause is sh_fail_cause,
- * set by chunk.c), or closed: an unseen fork child's allocator that cannot
+ * set by pmdcache.c), or closed: an unseen fork child's allocator that cannot
  * be trusted (fork.c). A refusal that is not a used-up budget never gets
  * other memory (a NULL and one warning per cause; an abort under
  * SECRETHEAP_BACKEND=secret). Otherwise the SECRETHEAP_ON_EXHAUSTED policy:
@@ -503,7 +503,7 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
  */
 static void *exhausted(size_t n, bool closed) {
     /* Only a used-up budget (memlock, SECRETHEAP_LIMIT) is exhaustion; any
-     * other cause (chunk.c sets sh_fail_cause) is never papered over with
+     * other cause (pmdcache.c sets sh_fail_cause) is never papered over with
      * ordinary memory: no kernel support under BACKEND=secret, a denied
      * call, no descriptors, no mappings, a closed descriptor. */
     int cause = closed ? SH_CAUSE_NONE : sh_fail_cause;

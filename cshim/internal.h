@@ -36,7 +36,7 @@
  *   secure slab a slab taken for the secure reserve (OpenSSL mode all,
  *            sh_malloc_secure): on a list of its own, its blocks never go
  *            into magazines, and ordinary spans may not eat into the
- *            reserve's OS pages (chunk.c reserve_allows).
+ *            reserve's OS pages (pmdcache.c reserve_allows).
  *   block    one allocation handed to a caller.
  *   magazine a per-thread stack of free (already wiped) blocks of one class.
  *   commit   fault OS pages in (a kernel-side write into each OS page for
@@ -44,7 +44,7 @@
  *            error, not SIGBUS. Large regions commit lazily where the kernel
  *            cannot refuse a fault (old model, locked backend).
  *            A chunk's committed part is a prefix; read-ahead starts once a
- *            chunk has 256 KiB committed (chunk.c commit_to).
+ *            chunk has 256 KiB committed (pmdcache.c commit_to).
  *   fallback pool  ordinary memory of our own for SECRETHEAP_ON_EXHAUSTED=
  *            fallback (fallback.c): reserved ranges outside the arena,
  *            MADV_DONTDUMP, mlock'ed where memlock allows, power-of-two
@@ -59,7 +59,7 @@
  *
  * Locks, in the order they are taken: fork lock (fork.c) → tcache list
  * lock (heap.c) → class locks in class order (heap.c) → chunk lock
- * (chunk.c). The fast paths (magazine pop/push) take none: they run as
+ * (pmdcache.c). The fast paths (magazine pop/push) take none: they run as
  * sections that a fork waits for (fork.c, the gate).
  */
 #ifndef SECRETHEAP_INTERNAL_H
@@ -71,7 +71,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "secretheap.h"
+#include "include/secretheap.h"
 #include "sizeclasses.h"
 #include "stats_table.h"
 
@@ -189,7 +189,7 @@ extern _Thread_local struct sh_tcache *sh_tls_cache;
  * inside that window. */
 SH_HIDDEN extern void (*sh_test_hook_release)(void);
 
-/* ---- chunk.c ---- */
+/* ---- pmdcache.c ---- */
 SH_HIDDEN int sh_chunk_init(void);              /* reserve the arena; 0 or errno */
 SH_HIDDEN extern _Atomic uintptr_t sh_arena_base;
 SH_HIDDEN extern _Atomic size_t sh_arena_size;  /* 0 until the arena exists: everything is foreign */
@@ -241,7 +241,7 @@ static inline bool sh_in_arena(uintptr_t p) {
            atomic_load_explicit(&sh_arena_size, memory_order_relaxed);
 }
 
-/* ---- source.c ---- */
+/* ---- secretmem.c ---- */
 /*
  * What the kernel gives, detected once at start-up (sh_source_detect, from
  * sh_chunk_init) by behaviour, never by version string: whether
@@ -249,7 +249,7 @@ static inline bool sh_in_arena(uintptr_t p) {
  * SECRETHEAP_MODEL_* and docs/tuning.md). The model is read off one OS page
  * mapped for the probe: the old model makes the mapping VM_LOCKED (and
  * charges it to VmLck), the new one does not; MADV_COLD refuses VM_LOCKED
- * mappings with EINVAL, so one madvise tells them apart (see source.c).
+ * mappings with EINVAL, so one madvise tells them apart (see secretmem.c).
  */
 struct sh_kernel {
     int model;               /* SECRETHEAP_MODEL_* (UNKNOWN when memfd_secret is unavailable) */
@@ -282,7 +282,7 @@ enum { SH_OP_CREATE, SH_OP_SIZE, SH_OP_MAP, SH_OP_COMMIT, SH_OP_LOCK };
 SH_HIDDEN int sh_cause_of(int op, int err, int backend);
 SH_HIDDEN const char *sh_cause_name(int cause); /* "memlock", "no-support", … */
 SH_HIDDEN const char *sh_cause_text(int cause); /* the cause and its fix, one phrase */
-/* The cause of this thread's last refused span or region (chunk.c sets it,
+/* The cause of this thread's last refused span or region (pmdcache.c sets it,
  * heap.c's exhaustion handling reads it). */
 SH_HIDDEN extern _Thread_local int sh_fail_cause;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_failures[SH_CAUSE_COUNT];
@@ -319,7 +319,7 @@ SH_HIDDEN void sh_source_wipe(uintptr_t addr, size_t size, size_t committed, boo
  * model's charge, which no file shows). Old model / locked: limit - VmLck.
  * New model: limit - own_secret, a ceiling only (the budget is the user's,
  * shared and unreadable: the kernel's refusal at commit is the truth).
- * Old model / locked: ~4 system calls, so chunk.c caches it (headroom()). */
+ * Old model / locked: ~4 system calls, so pmdcache.c caches it (headroom()). */
 SH_HIDDEN uint64_t sh_source_headroom(int backend, uint64_t own_secret, bool *unlimited);
 SH_HIDDEN extern _Atomic uint64_t sh_stat_headroom_reads; /* calls of the above (tests) */
 /* Address space left under RLIMIT_AS (limit - VmSize), UINT64_MAX if none. */
@@ -361,7 +361,7 @@ SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
  * says. Format: see stats.c. */
 SH_HIDDEN void sh_stats_print(int fd);
 
-/* ---- openssl.c (the skin; absent from the C unit tests but one) ---- */
+/* ---- preload/openssl.c (the OpenSSL hooks; absent from the C unit tests but one) ---- */
 /* Its values for the stats report (struct sh_openssl_stats: stats_table.h,
  * from internal/stats); called by sh_stats_print. */
 SH_HIDDEN void sh_openssl_stats(struct sh_openssl_stats *out) __attribute__((weak));

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../cshim/secretheap.h"
+#include "../cshim/include/secretheap.h"
 
 #define NSLOTS 32
 

@@ -37,7 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../cshim/secretheap.h"
+#include "../cshim/include/secretheap.h"
 
 #define NSLOTS 256
 #define MAILBOX 64

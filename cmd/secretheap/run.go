@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/ldpreload"
 	"github.com/secretheap/secretheap/internal/options"
-	"github.com/secretheap/secretheap/preload/ldpreload"
 )
 
 // runOption is one flag of `secretheap run`, made from a row of the options

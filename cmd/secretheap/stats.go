@@ -37,7 +37,7 @@ func statsHooked(rs []stats.Report) (string, bool) {
 	return fmt.Sprint(v), ok
 }
 
-// statsSecureInterposed returns the OpenSSL skin's last verdict on
+// statsSecureInterposed returns the OpenSSL hooks' last verdict on
 // CRYPTO_secure_*: "yes" when libcrypto calls them through its PLT, else
 // why not ("bound-inside-libcrypto", a -Bsymbolic build).
 func statsSecureInterposed(rs []stats.Report) (string, bool) {

@@ -19,7 +19,7 @@ type Report struct {
 	Values map[string]uint64 `json:"-"`
 	// Classes are the size classes' values, by ClassFields key.
 	Classes []map[string]uint64 `json:"classes"`
-	// OpenSSL is the skin's block (nil when the skin is not linked in):
+	// OpenSSL is the OpenSSL hooks' block (nil when they are not linked in):
 	// Text values as strings, the others as their decimal digits.
 	OpenSSL map[string]string `json:"-"`
 }

@@ -1,13 +1,13 @@
 // Package stats is the one table of secretheap's statistics: the fields of
 // the C library's struct secretheap_stats, of the Go allocator's
-// alloc.Stats and of the OpenSSL skin's block, with the key each has in the
+// alloc.Stats and of the OpenSSL hooks' block (preload/openssl.c), with the key each has in the
 // stats report and in its JSON form.
 //
 // From the table come:
 //   - cshim/stats_table.h (mkstats.go, `make generate`; TestCHeaderUpToDate
 //     fails when it is stale): the member lists stats.c prints the report's
-//     "key value" lines and the JSON document from, the skin's values, and
-//     compile-time checks that struct secretheap_stats (secretheap.h) has
+//     "key value" lines and the JSON document from, the OpenSSL hooks' values, and
+//     compile-time checks that struct secretheap_stats (cshim/include/secretheap.h) has
 //     exactly these members in this order (a member added to the struct
 //     alone, or to the table alone, stops the build);
 //   - alloc.Stats's JSON form (alloc/stats.go), whose fields a test matches
@@ -20,13 +20,13 @@
 // of the text report, as they are printed), every Field with C set under its
 // Key as an unsigned integer, "failures_<cause>" per Cause but the first,
 // "classes" (one object per size class, ClassFields), and "openssl" (the
-// skin's OpenSSL fields) when the skin is linked in.
+// OpenSSL hooks' fields) when they are linked in (the preload library).
 package stats
 
 //go:generate go run mkstats.go
 
 // Kind is what a value counts or says; every value is an unsigned integer
-// but the skin's Text values.
+// but the OpenSSL hooks' Text values.
 type Kind uint8
 
 const (
@@ -39,7 +39,7 @@ const (
 	// Code is one of a list of named constants (SECRETHEAP_BACKEND_*,
 	// SECRETHEAP_MODEL_*, SECRETHEAP_CAUSE_*, openssl_hooked's 0/1/2).
 	Code
-	// Text is a word (the skin's mode and verdicts).
+	// Text is a word (the OpenSSL hooks' mode and verdicts).
 	Text
 )
 
@@ -124,7 +124,7 @@ const NumClasses = 40
 // for every cause but the first ("none").
 var Causes = []string{"none", "no-support", "denied", "memlock", "limit", "descriptors", "memory", "bad-fd", "arena", "other"}
 
-// OpenSSL are the values of the OpenSSL skin's block: "openssl_" + Key in
+// OpenSSL are the values of the OpenSSL hooks' block (preload/openssl.c): "openssl_" + Key in
 // the text report, Key in the JSON's "openssl" object, in this order.
 var OpenSSL = []Field{
 	{"mode", "", true, Text, "SECRETHEAP_OPENSSL in force: all, secure or off"},

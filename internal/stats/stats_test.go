@@ -55,7 +55,7 @@ func TestReadReports(t *testing.T) {
 	assert.Equal(t, "yes", last.OpenSSL["secure_interposed"])
 	assert.Equal(t, "0", last.OpenSSL["refused"])
 	assert.Equal(t, uint64(2), last.Classes[0]["slabs"])
-	assert.Nil(t, rs[0].OpenSSL, "no skin block")
+	assert.Nil(t, rs[0].OpenSSL, "no OpenSSL block")
 
 	_, err = stats.ReadLast([]byte(two + `{"pid":12,"versi`))
 	assert.ErrorContains(t, err, "line 3")

@@ -1,5 +1,5 @@
 /*
- * chunk.c — the chunk cache: one arena of 4 MiB slots, chunks mapped
+ * pmdcache.c — the chunk cache: one arena of 4 MiB slots, chunks mapped
  * MAP_FIXED at slot starts, OS-page spans carved out of chunks, commits in
  * growing runs, wholly free chunks kept idle for reuse, O(1) owner lookup.
  *

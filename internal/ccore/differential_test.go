@@ -1,4 +1,4 @@
-package preload
+package ccore
 
 import (
 	"encoding/binary"
@@ -449,7 +449,7 @@ func (r *runner) step(i int, o op) error {
 
 // FuzzDifferential runs fuzz-chosen operation sequences on the Go heap and
 // the C core. Its seed corpus (testdata/fuzz/FuzzDifferential) runs in every
-// go test; `go test -fuzz FuzzDifferential ./preload` explores further.
+// go test; `go test -fuzz FuzzDifferential ./internal/ccore` explores further.
 func FuzzDifferential(f *testing.F) {
 	testutil.RequireSecretMem(f)
 	f.Add([]byte{})

@@ -1,7 +1,7 @@
-package preload
+package ccore
 
 /*
-#cgo CFLAGS: -std=c11 -D_GNU_SOURCE -O2 -g -I${SRCDIR}/../cshim
+#cgo CFLAGS: -std=c11 -D_GNU_SOURCE -O2 -g -I${SRCDIR}/../../cshim
 #cgo LDFLAGS: -lpthread
 #include <errno.h>
 #include <stdint.h>
@@ -17,41 +17,48 @@ static int sh_go_in_arena(const void *p) { return sh_in_arena((uintptr_t)p); }
 import "C"
 
 import (
-	"errors"
 	"fmt"
+	"reflect"
 	"syscall"
 	"unsafe"
 
+	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/internal/stats"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
 // The C core is compiled into this package from cshim's own sources: one
-// cshim_<file>.c per file of CSHIM_CORE in cshim/cshim.mk, each a single
-// #include of ../cshim/<file>.c, so every file stays its own translation unit
-// (their static names may collide) and `go test ./...` needs no `make`.
-// cshim/openssl.c is left out: the OpenSSL skin and the library constructor
-// belong to libsecretheap.so only, so the binding initialises lazily, on the
-// first call, and never touches OpenSSL.
+// core_<file>.c per file of CSHIM_CORE in cshim/cshim.mk, each a single
+// #include of ../../cshim/<file>.c, so every file stays its own translation
+// unit (their static names may collide) and `go test ./...` needs no `make`.
+// preload/openssl.c is left out: the OpenSSL hooks and the library
+// constructor belong to libsecretheap.so only, so the binding initialises
+// lazily, on the first call, and never touches OpenSSL.
 //
 // cmd/go hashes only the files in a package's own directory, so an edit in
 // cshim/ alone would not rebuild this package (the #include is invisible to
-// it) and tests would run a stale core. preload/ therefore also holds a
-// symlink to every cshim source and header, named cshim-<file>.h: cmd/go
-// hashes .h files (following the link) but compiles none. TestBindingSources
-// checks that both lists match cshim/cshim.mk and cshim/*.h.
+// it) and tests would run a stale core. coresum.go therefore holds a digest
+// of cshim's sources and headers: when cshim/ changes, TestBindingSources
+// fails until the digest is regenerated (`make generate`, which runs that
+// test with -update), and the new coresum.go changes this package's hash, so
+// cmd/go rebuilds it. (The symlinks that did this before are gone: no file
+// in the tree is a symlink.)
 
+// The binding's errors are alloc's sentinels, so errors.Is reads the same on
+// an error from either heap (the conformance suite relies on it).
 var (
-	// ErrTooLarge is returned by Alloc and Realloc for n <= 0 or an n the
-	// core cannot serve at all; it mirrors alloc.ErrTooLarge.
-	ErrTooLarge = errors.New("secretheap: allocation size out of range")
-	// ErrExhausted is returned when the C core has no secret memory left:
-	// it returned NULL (SECRETHEAP_ON_EXHAUSTED=null) or fell back to libc
-	// memory (=fallback, the default), which the binding never hands out.
-	ErrExhausted = errors.New("secretheap: secret memory exhausted")
-	// ErrForeign is returned by Free and Realloc for a slice outside the C
-	// core's arena (e.g. on the Go heap). The C API would hand such a
-	// pointer to libc free; the binding refuses instead.
-	ErrForeign = errors.New("secretheap: slice not allocated by the C core")
+	// ErrTooLarge (alloc.ErrTooLarge) is returned by Alloc and Realloc for
+	// n <= 0 or an n the core cannot serve at all.
+	ErrTooLarge = alloc.ErrTooLarge
+	// ErrExhausted (alloc.ErrExhausted) is returned when the C core has no
+	// secret memory left: it returned NULL (SECRETHEAP_ON_EXHAUSTED=null) or
+	// fell back to libc memory (=fallback, the default), which the binding
+	// never hands out.
+	ErrExhausted = alloc.ErrExhausted
+	// ErrForeign (alloc.ErrForeign) is returned by Free and Realloc for a
+	// slice outside the C core's arena (e.g. on the Go heap). The C API would
+	// hand such a pointer to libc free; the binding refuses instead.
+	ErrForeign = alloc.ErrForeign
 )
 
 // CHeap is the C core's heap. There is one per process (the C core keeps its
@@ -197,15 +204,6 @@ func (*CHeap) Check() error {
 // Version returns the C core's version string.
 func (*CHeap) Version() string { return C.GoString(C.secretheap_version()) }
 
-// ClassStats are the statistics of one size class of the C heap.
-type ClassStats struct {
-	Size           uint32 // block size of the class in bytes
-	RequestedBytes uint64 // sum of the sizes asked for by live blocks
-	ReservedBytes  uint64 // live blocks × block size
-	LiveBlocks     uint64 // blocks handed out and not freed
-	Slabs          uint64 // slabs of the class
-}
-
 // OpenSSLHook says whether OpenSSL's allocator is the C core (only ever set
 // inside libsecretheap.so; the binding never hooks OpenSSL).
 type OpenSSLHook uint64
@@ -217,78 +215,66 @@ const (
 	OpenSSLRefused   OpenSSLHook = 2 // OpenSSL had already allocated and refused
 )
 
-// Stats is a snapshot of struct secretheap_stats. Field names follow
-// alloc.Stats, which has the same meanings.
+// Stats is a snapshot of struct secretheap_stats: alloc.Stats, whose fields
+// have the same meanings (those the C core has no counterpart for, ShardCount
+// and HeapClosed, stay zero), and what only the C core reports.
 type Stats struct {
+	alloc.Stats
+
 	// Backend of the last chunk mapped; BackendNone before the first.
-	Backend secretmem.Backend
-
-	// Totals over classes, page runs and large regions (live blocks).
-	RequestedBytes, ReservedBytes, LiveBlocks uint64
-	// Page runs: requests above the largest class, OS pages inside a chunk.
-	RunBlocks, RunRequestedBytes, RunReservedBytes uint64
-	// Large regions: requests above half a chunk, a region of their own.
-	LargeRegions, LargeRequestedBytes, LargeReservedBytes uint64
-
-	ChunksMapped       uint64 // chunks mapped (in use or idle), large regions included
-	ChunksSecret       uint64 // chunks (not large regions) from memfd_secret
-	ChunksLocked       uint64 // chunks (not large regions) from the locked backend
-	LargeRegionsMapped uint64 // large regions mapped
-	BytesMapped        uint64 // secret memory mapped (charged to RLIMIT_MEMLOCK)
-	CommittedBytes     uint64 // bytes of OS pages committed (faulted in)
-	IdleChunks         uint64 // wholly free chunks kept for reuse
-
-	Fallbacks        uint64      // allocations served from the fallback pool on exhaustion
-	ForkReprivatised uint64      // chunks re-privatised in fork children
-	MisuseCaught     uint64      // double/interior frees, writes after free
-	OpenSSL          OpenSSLHook // state of the OpenSSL hook
-	FallbackBytes    uint64      // bytes of live fallback-pool blocks
-	ExhaustedReturns uint64      // allocations that returned NULL/ENOMEM on exhaustion
-
-	// Classes holds one entry per size class, smallest first.
-	Classes []ClassStats
+	Backend       secretmem.Backend
+	OpenSSL       OpenSSLHook // state of the OpenSSL hook
+	FallbackBytes uint64      // bytes of live fallback-pool blocks
 }
 
-// Stats returns a snapshot of the C heap's statistics.
+// Stats returns a snapshot of the C heap's statistics. struct
+// secretheap_stats is the stats table's C rows in order, every member a
+// uint64 and classes[] after stats.ClassesAfter (cshim/stats_table.h
+// asserts it at compile time), so the values are copied by the table into
+// the alloc.Stats fields of the same rows: no field list of its own here.
 func (*CHeap) Stats() (Stats, error) {
 	var cs C.struct_secretheap_stats
 	if rc := C.secretheap_stats(&cs, C.size_t(unsafe.Sizeof(cs))); rc != 0 {
 		return Stats{}, fmt.Errorf("secretheap_stats: %w", syscall.Errno(rc))
 	}
-	s := Stats{
-		Backend:             secretmem.Backend(cs.backend),
-		RequestedBytes:      uint64(cs.requested_bytes),
-		ReservedBytes:       uint64(cs.reserved_bytes),
-		LiveBlocks:          uint64(cs.live_blocks),
-		RunBlocks:           uint64(cs.run_blocks),
-		RunRequestedBytes:   uint64(cs.run_requested_bytes),
-		RunReservedBytes:    uint64(cs.run_reserved_bytes),
-		LargeRegions:        uint64(cs.large_regions),
-		LargeRequestedBytes: uint64(cs.large_requested_bytes),
-		LargeReservedBytes:  uint64(cs.large_reserved_bytes),
-		ChunksMapped:        uint64(cs.chunks_mapped),
-		ChunksSecret:        uint64(cs.chunks_secret),
-		ChunksLocked:        uint64(cs.chunks_locked),
-		LargeRegionsMapped:  uint64(cs.large_regions_mapped),
-		BytesMapped:         uint64(cs.bytes_mapped),
-		CommittedBytes:      uint64(cs.committed_bytes),
-		IdleChunks:          uint64(cs.idle_chunks),
-		Fallbacks:           uint64(cs.fallbacks),
-		ForkReprivatised:    uint64(cs.fork_reprivatised),
-		MisuseCaught:        uint64(cs.misuse_caught),
-		OpenSSL:             OpenSSLHook(cs.openssl_hooked),
-		FallbackBytes:       uint64(cs.fallback_bytes),
-		ExhaustedReturns:    uint64(cs.exhausted_returns),
-		Classes:             make([]ClassStats, len(cs.classes)),
-	}
-	for i, c := range cs.classes {
-		s.Classes[i] = ClassStats{
-			Size:           uint32(c.size),
-			RequestedBytes: uint64(c.requested_bytes),
-			ReservedBytes:  uint64(c.reserved_bytes),
-			LiveBlocks:     uint64(c.live_blocks),
-			Slabs:          uint64(c.slabs),
+	raw := unsafe.Slice((*uint64)(unsafe.Pointer(&cs)), unsafe.Sizeof(cs)/8)
+	s := Stats{Stats: alloc.Stats{Classes: make([]alloc.ClassStats, stats.NumClasses)}}
+	dst := reflect.ValueOf(&s.Stats).Elem()
+	byKey := make(map[string]uint64)
+	i := 0
+	for _, f := range stats.Fields {
+		if !f.C {
+			continue
+		}
+		byKey[f.Key] = raw[i]
+		setStat(dst, f.Go, raw[i])
+		i++
+		if f.Key == stats.ClassesAfter {
+			for c := range s.Classes {
+				cls := reflect.ValueOf(&s.Classes[c]).Elem()
+				for _, cf := range stats.ClassFields {
+					setStat(cls, cf.Go, raw[i])
+					i++
+				}
+			}
 		}
 	}
+	s.Backend = secretmem.Backend(byKey["backend"])
+	s.OpenSSL = OpenSSLHook(byKey["openssl_hooked"])
+	s.FallbackBytes = byKey["fallback_bytes"]
 	return s, nil
+}
+
+// setStat sets the field named name ("" for none) of the struct v to n
+// (a bool field to n != 0).
+func setStat(v reflect.Value, name string, n uint64) {
+	if name == "" {
+		return
+	}
+	f := v.FieldByName(name)
+	if f.Kind() == reflect.Bool {
+		f.SetBool(n != 0)
+		return
+	}
+	f.SetUint(n)
 }

@@ -1,15 +1,14 @@
-// Package preload is the Go side of secretheap's C core (cshim/): a cgo
-// binding of the core, and the way to run programs with libsecretheap.so
-// preloaded.
-//
-// # The binding
+// Package ccore is the C core (cshim/) bound for Go tests: a cgo binding
+// that lets the conformance suite and the differential fuzzer run the C heap
+// next to the Go one. Nothing but tests imports it; Go programs use package
+// alloc, C programs libsecretheap (cshim/include/secretheap.h, preload/).
 //
 // Core returns the process's one C heap (*CHeap): Alloc, Free, Realloc,
 // Backend, UsableSize, Stats and Check call secretheap_malloc, _free,
 // _realloc, _backend, _usable_size, _stats and _check. The core is compiled
 // into this package from cshim's own sources (see core.go), so `go test
 // ./...` works on a fresh clone without `make`, and the binding never loads
-// OpenSSL: cshim/openssl.c belongs to libsecretheap.so only.
+// OpenSSL: preload/openssl.c belongs to libsecretheap.so only.
 //
 // The binding gives the C heap the Go heap's contract where the two differ
 // (listed in internal/conformance): Alloc(n <= 0) is an error, a slice
@@ -26,17 +25,10 @@
 // TestDifferentialRandom feed one operation sequence to both heaps and
 // compare what a caller sees, with both invariant checkers after every step:
 //
-//	go test -run '^$' -fuzz FuzzDifferential -fuzztime 60s ./preload
+//	go test -run '^$' -fuzz FuzzDifferential -fuzztime 60s ./internal/ccore
 //
 // SECRETHEAP_DIFF_OPS sets the length of the random sequences. The
 // differences it has found so far: C's realloc showed a block's old bytes
 // after an in-place shrink and grow (fixed; the seed realloc-shrink-grow
 // keeps it fixed).
-//
-// # Preloading
-//
-// LibraryPath finds build/libsecretheap.so (or an installed copy) and
-// Command runs a program with it first in LD_PRELOAD. Both forward to
-// package ldpreload, which has no cgo, for commands that must not compile
-// the C core in.
-package preload
+package ccore

@@ -17,7 +17,7 @@ import (
 )
 
 // LibraryName is the file name of the LD_PRELOAD library that `make` builds
-// from cshim/ into build/ and `make install` copies to $PREFIX/lib.
+// from cshim/ and preload/ into build/ and `make install` copies to $PREFIX/lib.
 const LibraryName = "libsecretheap.so"
 
 // LibraryEnv names the environment variable that overrides the search done by

@@ -1,5 +1,5 @@
 /*
- * source.c — the source layer: secret memory from the kernel.
+ * secretmem.c — the source layer: secret memory from the kernel.
  *
  * States of address space, and the call that moves between them:
  *   none      → reserved   sh_source_reserve: PROT_NONE, MAP_NORESERVE (costs

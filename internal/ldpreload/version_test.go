@@ -14,11 +14,11 @@ import (
 // header the library and pkg-config take it from, the header's numeric
 // parts, this package, and the README.
 func TestVersionShared(t *testing.T) {
-	h, err := os.ReadFile("../../cshim/secretheap.h")
+	h, err := os.ReadFile("../../cshim/include/secretheap.h")
 	require.NoError(t, err)
 	def := func(name string) string {
 		m := regexp.MustCompile(`(?m)^#define ` + name + ` "?([^"\s]+)"?$`).FindSubmatch(h)
-		require.NotNil(t, m, "no #define %s in cshim/secretheap.h", name)
+		require.NotNil(t, m, "no #define %s in cshim/include/secretheap.h", name)
 		return string(m[1])
 	}
 	assert.Equal(t, def("SECRETHEAP_VERSION"), Version, "ldpreload.Version and SECRETHEAP_VERSION differ")
