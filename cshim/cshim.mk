@@ -8,7 +8,7 @@
 #   c-test-tsan              the same under TSan
 #   c-install                library, header, pkg-config file under $(DESTDIR)$(PREFIX)
 
-CSHIM_CORE   := cshim/secretmem.c cshim/pmdcache.c cshim/heap.c cshim/fallback.c cshim/options.c cshim/stats.c cshim/fork.c
+CSHIM_CORE   := cshim/init.c cshim/secretmem.c cshim/pmdcache.c cshim/heap.c cshim/check.c cshim/fallback.c cshim/options.c cshim/stats.c cshim/fork.c
 # The installed (public) header; internal.h includes it by this path.
 CSHIM_PUBLIC := cshim/include/secretheap.h
 CSHIM_HDRS   := $(wildcard cshim/*.h) $(CSHIM_PUBLIC)

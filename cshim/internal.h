@@ -174,8 +174,11 @@ SH_HIDDEN _Noreturn void sh_fatal(const char *fmt, ...) __attribute__((format(pr
  * run through it. */
 SH_HIDDEN int sh_option_check(const char *name, const char *raw, char *out, size_t n);
 
-/* ---- heap.c ---- */
-SH_HIDDEN void sh_init(void);                  /* idempotent, thread-safe (pthread_once) */
+/* ---- init.c ---- */
+SH_HIDDEN void sh_init(void); /* process initialisation, once; idempotent, thread-safe (pthread_once) */
+
+/* ---- heap.c (its own state: heap.h; its checker: check.c) ---- */
+SH_HIDDEN void sh_heap_init(void);             /* from sh_init only: locks, magazine sizes, thread key */
 SH_HIDDEN void *sh_malloc_secure(size_t n);     /* may use the secure reserve (OpenSSL secure heap) */
 SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL skin, mode all */
 SH_HIDDEN void sh_heap_prefork(void);           /* also waits until no section is open */
@@ -384,8 +387,8 @@ static inline _Atomic uint32_t *sh_gate(void) { return atomic_load_explicit(&sh_
  * or makes an unseen child private. Returns what to do next. */
 enum { SH_GATE_RETRY = 0, SH_GATE_PASS = 1 /* the forking thread itself */ };
 SH_HIDDEN int sh_fork_gate_wait(uint32_t g);      /* SH_GATE_RETRY, _PASS or _CLOSED */
-/* heap.c: for entries outside heap.c that take allocator locks (stats):
- * passes the gate; 0, or SH_GATE_CLOSED. */
+/* heap.c: for entries outside heap.c that take allocator locks (stats.c,
+ * check.c): passes the gate; 0, or SH_GATE_CLOSED. */
 SH_HIDDEN int sh_fork_gate_check(void);
 SH_HIDDEN extern bool sh_test_no_membarrier; /* tests: the forker's barrier without membarrier */
 

@@ -381,6 +381,8 @@ static struct sh_chunk *chunk_new(size_t size, bool large) {
 }
 
 /* Takes c's bytes out of the totals (it is unmapped or lost). */
+/* Takes c out of the cache's counts (its bytes and the chunk counts by
+ * backend and kind), when it is unmapped or lost in a fork child. */
 static void uncount(struct sh_chunk *c) {
     bytes_mapped -= c->size;
     if (c->lazy) {
@@ -390,6 +392,12 @@ static void uncount(struct sh_chunk *c) {
         if (c->backend == SH_BACKEND_SECRET)
             committed_secret -= c->committed;
     }
+    if (c->backend == SH_BACKEND_SECRET)
+        n_secret--;
+    else
+        n_locked--;
+    if (c->large)
+        n_large--;
 }
 
 /* Takes c out of every list, slot and total, and parks its descriptor;
@@ -408,12 +416,6 @@ static void chunk_unlink(struct sh_chunk *c) {
     slots_mark(c->slot, c->nslots, false);
     uncount(c);
     headroom_forget();
-    if (c->backend == SH_BACKEND_SECRET)
-        n_secret--;
-    else
-        n_locked--;
-    if (c->large)
-        n_large--;
     meta_park(c);
 }
 
@@ -757,12 +759,6 @@ void sh_chunk_postfork_child(void) {
                 c->lost = 1;
                 sh_source_guard(c->base, c->size);
                 uncount(c);
-                if (c->backend == SH_BACKEND_SECRET)
-                    n_secret--;
-                else
-                    n_locked--;
-                if (c->large)
-                    n_large--;
             }
         }
         chunks = larges = NULL;
@@ -968,16 +964,8 @@ void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, v
 }
 
 void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg) {
-    for (struct sh_chunk *c = chunks; c; c = c->next)
-        for (uint32_t i = 0; i < c->npages;) {
-            struct sh_span *s = atomic_load_explicit(&c->pagemap[i], memory_order_relaxed);
-            if (!s) {
-                i++;
-                continue;
-            }
-            fn(s, arg);
-            i += s->npages ? s->npages : 1;
-        }
+    for (struct sh_chunk *c = chunks; c; c = c->next) /* never large: those are on larges */
+        sh_chunk_foreach_span_in(c, fn, arg);
     for (struct sh_chunk *c = larges; c; c = c->next)
         if (c->spans[0].kind == SH_SPAN_LARGE)
             fn(&c->spans[0], arg);

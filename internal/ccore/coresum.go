@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "3e8af14ade92223ed13cf93981e12b406350de9e5fe8c9563d29ea0243cfb6a4"
+const coreSum = "b81815c03fd184e97b469fc7d168b7aff6a03f1fb269aa804658e4249ed60936"
