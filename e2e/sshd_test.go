@@ -58,7 +58,7 @@ StrictModes no
 	statsPath := filepath.Join(dir, "stats.txt")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := launch.Start(ctx, launch.Options{CleanEnv: true, Library: lib, Env: []string{"SECRETHEAP_STATS=" + statsPath}, Role: "sshd"},
+	srv, err := launch.Start(ctx, launch.Options{CleanEnv: true, Library: lib, Env: []string{statsEnv(statsPath)}, Role: "sshd"},
 		sshd, "-D", "-e", "-f", conf)
 	require.NoError(t, err)
 	defer srv.Stop()

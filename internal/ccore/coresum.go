@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "e421e54544de27d4aa507ec74def472588ae6109216c05fc949a4e4ef62479f6"
+const coreSum = "a4a0e7b30008f542af0c6e85a0ea0b5a72ad4aa3d751bb07bdf4ae90147699e7"
