@@ -1,7 +1,6 @@
 package ccore
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/secretheap/secretheap/alloc"
 	"github.com/secretheap/secretheap/internal/conformance"
+	"github.com/secretheap/secretheap/internal/procfs"
 	"github.com/secretheap/secretheap/internal/testutil"
 	"github.com/secretheap/secretheap/secretmem"
 )
@@ -495,16 +495,15 @@ func exhaustChild(t *testing.T) {
 	testutil.Report("exhaust", rep)
 }
 
-// readMaps is used by tests that look at this process's mappings.
+// readMaps is used by tests that look at this process's mappings: one
+// maps line each (procfs.Mapping.String).
 func readMaps(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/maps")
+	maps, err := procfs.Maps(0)
 	require.NoError(t, err)
-	defer f.Close()
 	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
+	for _, m := range maps {
+		lines = append(lines, m.String())
 	}
 	return lines
 }
