@@ -21,6 +21,7 @@ var reportSections = []struct {
 	{"tls-inproc", "TLS 1.3 full handshakes, ECDSA P-256, client and server in one process (memory BIOs, no resumption)", "matrix"},
 	{"tls-tcp", "TLS 1.3 full handshakes against the forking example server (server preloaded or not; client never)", "matrix"},
 	{"startup", "Process start-up and exit: `openssl version` and /bin/true (no OpenSSL), with and without the library (hyperfine, side by side in each round); VmSize of a process without OpenSSL", "matrix"},
+	{"openssl-suite", "OpenSSL's own test suite (the CI subset, opensslsuite/ci-tests.txt), CPU time of every process, without the library and with it in each mode, side by side in each round (goal: within 5 %)", "matrix"},
 	{"memory", "Memory: committed secret bytes against live requested bytes", "list"},
 	{"locked", "Locked memory per 32-byte secret (VmLck after N live secrets ÷ N, fixed costs included)", "list"},
 	{"splits", "Direct-map splits (/proc/vmstat, system-wide, permanent: a later run or backend sees fewer)", "list"},
