@@ -190,7 +190,7 @@ func (b *bench) estimateSteps() int {
 		case "tls":
 			n += r*2 + 2 + min(r, 3)*2
 		case "startup":
-			n += r + 1
+			n += r + 2
 		case "openssl-suite":
 			n += b.suiteRounds() * len(suiteModes)
 		case "memory":

@@ -36,15 +36,16 @@ var cBackends = []cBackend{
 
 // Baselines of each section: ratios are taken against these.
 var baselines = map[string]string{
-	"c-alloc":       "glibc",
-	"c-alloc-cpu":   "glibc",
-	"go-alloc":      "make",
-	"tls-inproc":    "OpenSSL",
-	"tls-tcp":       "OpenSSL",
-	"startup":       "without the library",
-	"openssl-suite": "without the library",
-	"fork":          "glibc",
-	"fork-cost":     "commit fresh",
+	"c-alloc":              "glibc",
+	"c-alloc-cpu":          "glibc",
+	"go-alloc":             "make",
+	"tls-inproc":           "OpenSSL",
+	"tls-tcp":              "OpenSSL",
+	"startup":              "without the library",
+	"openssl-suite":        "without the library",
+	"startup-instructions": "without the library",
+	"fork":                 "glibc",
+	"fork-cost":            "commit fresh",
 }
 
 // cflags follow the root Makefile's CFLAGS_COMMON with -O2.
@@ -380,6 +381,10 @@ func (b *bench) startup() error {
 	for _, prog := range []struct{ name, argv string }{{"openssl version", "openssl version"}, {"/bin/true", "/bin/true"}} {
 		cmds = append(cmds, cmdName{"env " + prog.argv, prog.name},
 			cmdName{"env LD_PRELOAD=" + b.lib + " " + prog.argv, prog.name})
+	}
+	b.prog.step("start-up: instructions under callgrind")
+	if err := b.startupInstructions(); err != nil {
+		return err
 	}
 	for r := 1; r <= b.cfg.rounds; r++ {
 		b.prog.step("start-up round %d/%d (hyperfine)", r, b.cfg.rounds)
