@@ -1,5 +1,5 @@
 /*
- * test_source.c — the source layer against the kernel it runs on: the
+ * test_secretmem.c — the source layer (secretmem.c) against the kernel it runs on: the
  * accounting model detected (checked against what smaps and VmLck show),
  * model-specific budget rules (each test asserts the rules of the model in
  * force, so it fails on either model when that model's code is removed),
