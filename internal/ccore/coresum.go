@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "e421e54544de27d4aa507ec74def472588ae6109216c05fc949a4e4ef62479f6"
+const coreSum = "3cff681de7e8d42d56bbe86ca217275f1571c1843512c41cdf9156aaf9a1b221"
