@@ -3,7 +3,9 @@
 #
 # Targets
 #   make              build the Go packages, the secretheap CLI and build/libsecretheap.so
-#   make test         every test: gofmt, go vet, staticcheck, go test -race (and again with
+#   make lint         clang-format (.clang-format) on every C file, gofmt, go vet, staticcheck
+#   make format       rewrite the C files in the .clang-format style
+#   make test         every test: make lint, go test -race (and again with
 #                     GOEXPERIMENT=runtimesecret for alloc/... and the Go keys scan), C unit tests,
 #                     the C tests again under ASan/UBSan and TSan, short fuzz runs, the soak
 #   make bench        benchmark suites, written to docs/benchmarks/ (cmd/benchreport, a Go
@@ -16,8 +18,10 @@
 #   make fuzz-short   libFuzzer on the C core + go test -fuzz targets, briefly (fuzz-c for 10 min)
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
-#   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h)
-#                     and the C options table (cshim/options_table.h, from internal/options)
+#   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h),
+#                     the C options table (cshim/options_table.h, from internal/options) and
+#                     the digest of cshim/ that makes cmd/go rebuild internal/ccore
+#                     (internal/ccore/coresum.go)
 #   make clean
 #
 # Knobs
@@ -53,18 +57,17 @@ TEST_TARGETS    :=
 BENCH_TARGETS   :=
 INSTALL_TARGETS :=
 
--include cshim/cshim.mk
--include examples/openssl/openssl.mk
--include fuzz/fuzz.mk
--include verify/verify.mk
--include opensslsuite/opensslsuite.mk
--include vmtest/vmtest.mk
+include cshim/cshim.mk
+include preload/preload.mk
+include examples/openssl/openssl.mk
+include fuzz/fuzz.mk
+include verify/verify.mk
+include opensslsuite/opensslsuite.mk
+include vmtest/vmtest.mk
 
 # make test also runs the short fuzz runs (C libFuzzer 30 s, each Go fuzz
 # target 20 s) and the 20 s soak of threads and forks: about 2 minutes.
-ifneq ($(wildcard fuzz/fuzz.mk),)
 TEST_TARGETS += fuzz-short soak
-endif
 
 # Prerequisites are checked before anything is built (scripts/prereq.sh,
 # under a second): a missing tool stops make at once, naming the package to
@@ -72,6 +75,7 @@ endif
 PREREQ_FOR := $(sort $(foreach g,$(or $(MAKECMDGOALS),all),\
   $(if $(filter all go-build cli install,$(g)),build)\
   $(if $(filter test go-test c-test% fuzz% soak%,$(g)),test)\
+  $(if $(filter test lint c-lint go-lint format,$(g)),lint)\
   $(if $(filter bench,$(g)),bench)\
   $(if $(filter demo,$(g)),build run)\
   $(if $(filter verify,$(g)),build verify)))
@@ -84,7 +88,7 @@ endif
 endif
 endif
 
-.PHONY: all go-build cli test go-test go-lint bench demo verify install generate clean
+.PHONY: all go-build cli test go-test lint c-lint go-lint format bench demo verify install generate clean
 
 all: go-build $(BUILD_TARGETS)
 
@@ -94,14 +98,30 @@ go-build: cli
 # The secretheap command alone (what make demo needs of the Go side).
 cli:
 	@mkdir -p $(BUILD)
-	@if [ -d cmd/secretheap ]; then $(GO) build -o $(BUILD)/secretheap ./cmd/secretheap; fi
+	$(GO) build -o $(BUILD)/secretheap ./cmd/secretheap
 
-test: all go-lint go-test $(TEST_TARGETS)
+test: all lint go-test $(TEST_TARGETS)
 
 # Go modules of the tree: the main one, and the benchmark report's (its
 # plotting dependencies stay out of the main module: `make demo` and `go get`
 # never fetch them). Lint and tests cover each.
-GO_MODULES := . $(patsubst %/go.mod,%,$(wildcard cmd/benchreport/go.mod))
+GO_MODULES := . cmd/benchreport
+
+lint: c-lint go-lint
+
+# Every C file of the project (tracked, or new and not ignored) but the
+# generated ones, whose first line says so.
+C_LINT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null | \
+  while read -r f; do [ -f "$$f" ] && ! head -1 "$$f" | grep -q 'Code generated' && echo "$$f"; done)
+CLANG_FORMAT ?= clang-format
+
+c-lint:
+	@bad=$$(for f in $(C_LINT_FILES); do $(CLANG_FORMAT) --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
+	  if [ -n "$$bad" ]; then echo "clang-format needed (make format):"; echo "$$bad"; exit 1; fi; \
+	  echo "clang-format: $(words $(C_LINT_FILES)) C files clean"
+
+format:
+	$(CLANG_FORMAT) -i $(C_LINT_FILES)
 
 go-lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -109,8 +129,7 @@ go-lint:
 	@sc=$$(command -v staticcheck || echo "$$($(GO) env GOPATH)/bin/staticcheck"); \
 	for m in $(GO_MODULES); do \
 	  echo "go vet ($$m)"; (cd $$m && $(GO) vet ./...) || exit 1; \
-	  if [ -x "$$sc" ]; then echo "staticcheck ($$m)"; (cd $$m && "$$sc" ./...) || exit 1; \
-	  else echo "staticcheck not installed: skipped (CI installs it)"; fi; \
+	  echo "staticcheck ($$m)"; (cd $$m && "$$sc" ./...) || exit 1; \
 	done
 	GOEXPERIMENT=runtimesecret $(GO) vet ./alloc/... ./verify/...
 
@@ -124,17 +143,16 @@ go-test:
 	GOEXPERIMENT=runtimesecret $(GO) test -race -count=1 -run GoKeys ./verify
 
 bench: all $(BENCH_TARGETS)
-	@if [ -d cmd/benchreport ]; then \
-	  (cd cmd/benchreport && $(GO) build -o $(CURDIR)/$(BUILD)/benchreport .) && $(BUILD)/benchreport $(BENCH_ARGS); \
-	  else $(GO) test -run '^$$' -bench . -benchmem -count 5 ./alloc/... ; fi
+	cd cmd/benchreport && $(GO) build -o $(CURDIR)/$(BUILD)/benchreport .
+	$(BUILD)/benchreport $(BENCH_ARGS)
 
 # The demo needs the command and the library only: it builds just those, so
 # that a first `make demo` is quick.
 demo: cli $(BUILD)/libsecretheap.so
-	@if [ -x scripts/demo.sh ]; then scripts/demo.sh; else echo "demo not built yet"; exit 1; fi
+	scripts/demo.sh
 
 verify: all
-	@if [ -x scripts/verify.sh ]; then scripts/verify.sh; else echo "verify not built yet"; exit 1; fi
+	scripts/verify.sh
 
 install: all $(INSTALL_TARGETS)
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -143,6 +161,7 @@ install: all $(INSTALL_TARGETS)
 generate:
 	cd alloc && $(GO) run mksizeclasses.go
 	cd internal/options && $(GO) run mkoptions.go
+	$(GO) test -count=1 -run '^TestBindingSources$$' ./internal/ccore -update
 
 clean:
 	rm -rf $(BUILD)

@@ -11,7 +11,7 @@ import (
 )
 
 // goAllocator adapts a Heap to the shared conformance suite
-// (internal/conformance), which preload/conformance_test.go runs against
+// (internal/conformance), which internal/ccore/conformance_test.go runs against
 // the C core too.
 type goAllocator struct{ h *alloc.Heap }
 

@@ -59,7 +59,8 @@
 //     (step 8).
 //   - span: base address, OS pages, class, block size and its reciprocal
 //     (offset × ⌈2³²/size⌉ >> 32 is the block index, exact for every offset
-//     of every slab: TestBlockIndex), the free bitmap ([4]uint64, bit set =
+//     of every slab: mksizeclasses checks it and emits the multipliers for
+//     both cores, classDivMul and sh_class_div_mul; TestBlockIndex), the free bitmap ([4]uint64, bit set =
 //     free), the number of used blocks, and each live block's requested
 //     length (for Stats and Backend).
 //

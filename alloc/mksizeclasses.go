@@ -38,7 +38,14 @@ const (
 type class struct {
 	size, pages, blocks, tail int
 	maxWaste                  float64 // worst internal waste as a fraction of the block
+	divMul                    uint32  // block index of an offset: off*divMul>>32 (see divMulOf)
 }
+
+// divMulOf is the block-index multiplier of a class: ⌈2³²/size⌉, so that
+// off*divMul>>32 == off/size without a divide. Both cores index blocks with
+// it (alloc span.blockIndex, C sh_block_index); main checks that it is exact
+// for every offset inside a slab of the class, tail included.
+func divMulOf(size int) uint32 { return uint32((1<<32 + uint64(size) - 1) / uint64(size)) }
 
 func main() {
 	var sizes []int
@@ -76,6 +83,12 @@ func main() {
 		c.maxWaste = float64(waste) / float64(s)
 		if waste > 15 && c.maxWaste > 0.20 {
 			panic(fmt.Sprintf("class %d wastes %.1f%%", s, 100*c.maxWaste))
+		}
+		c.divMul = divMulOf(s)
+		for off := 0; off < c.pages*osPage; off++ {
+			if int(uint64(off)*uint64(c.divMul)>>32) != off/s {
+				panic(fmt.Sprintf("class %d: block index of offset %d is inexact", s, off))
+			}
 		}
 		classes = append(classes, c)
 		prev = s
@@ -140,6 +153,7 @@ func writeGo(classes []class) {
 	emit("classSize", "is the block size of each class.", field(func(c class) int { return c.size }))
 	emit("classSlabPages", "is the OS pages of one slab of each class.", field(func(c class) int { return c.pages }))
 	emit("classSlabBlocks", "is the blocks in one slab of each class.", field(func(c class) int { return c.blocks }))
+	emit("classDivMul", "is the block-index multiplier of each class: off*classDivMul[c]>>32 is the index of the block at offset off of a slab.", field(func(c class) int { return int(c.divMul) }))
 	emit("sizeToClass16", "maps (n+15)/16 to a class for n ≤ smallLookupMax.", lookup(classes, 16, 0, smallLookupMax))
 	emit("sizeToClass128", "maps (n+127)/128 to a class for smallLookupMax < n ≤ maxSmallSize.", lookup(classes, 128, 0, maxSmallSize))
 	src, err := format.Source(b.Bytes())
@@ -177,6 +191,7 @@ func writeC(classes []class) {
 	emit("sh_class_size", field(func(c class) int { return c.size }), "uint32_t")
 	emit("sh_class_slab_pages", field(func(c class) int { return c.pages }), "uint16_t")
 	emit("sh_class_slab_blocks", field(func(c class) int { return c.blocks }), "uint16_t")
+	emit("sh_class_div_mul", field(func(c class) int { return int(c.divMul) }), "uint32_t")
 	emit("sh_size_to_class16", lookup(classes, 16, 0, smallLookupMax), "uint8_t")
 	emit("sh_size_to_class128", lookup(classes, 128, 0, maxSmallSize), "uint8_t")
 	b.WriteString("#endif /* SECRETHEAP_SIZECLASSES_H */\n")

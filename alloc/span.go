@@ -41,7 +41,7 @@ type span struct {
 	firstPage uint32 // OS-page index of the span inside its chunk
 	npages    uint32
 	size      uint32 // block size (slab) or npages*osPageSize (run, large)
-	divMul    uint32 // ⌈2^32/size⌉: offset*divMul>>32 == offset/size inside a slab
+	divMul    uint32 // classDivMul[class]: offset*divMul>>32 == offset/size inside a slab
 	nblocks   uint32
 	class     uint8
 	kind      spanKind
@@ -82,7 +82,7 @@ func (s *span) initSlab(c int) {
 	s.kind = kindSlab
 	s.class = uint8(c)
 	s.size = classSize[c]
-	s.divMul = ^uint32(0)/s.size + 1
+	s.divMul = classDivMul[c]
 	s.nblocks = classSlabBlocks[c]
 	s.bucketMul = ^uint32(0)/s.nblocks + 1
 	s.used = 0

@@ -1,34 +1,28 @@
-# cshim.mk — the C core, libsecretheap.{so,a}, its unit tests and benchmark.
+# cshim.mk — the C core: libsecretheap.a, its unit tests, the installed header.
 # Included by the root Makefile, which defines CC, CFLAGS_COMMON, BUILD, PREFIX.
+# The LD_PRELOAD library (build/libsecretheap.so) is preload/preload.mk's.
 #
-#   build/libsecretheap.so   core + cshim/openssl.c (if present); exports only the
-#                            secretheap_* API and the interposed OpenSSL symbols
-#                            (cshim/libsecretheap.map, -fvisibility=hidden)
-#   build/libsecretheap.a    core only (for the cgo binding)
+#   build/libsecretheap.a    core only, for C programs linking it statically
 #   c-test                   C unit tests (cshim/tests/*.c)
 #   c-test-asan              the same under ASan + UBSan
 #   c-test-tsan              the same under TSan
 #   c-install                library, header, pkg-config file under $(DESTDIR)$(PREFIX)
 
-CSHIM_CORE   := cshim/source.c cshim/chunk.c cshim/heap.c cshim/fallback.c cshim/options.c cshim/stats.c cshim/fork.c
-CSHIM_SO_SRC := $(CSHIM_CORE) $(wildcard cshim/openssl.c)
-CSHIM_HDRS   := $(wildcard cshim/*.h)
+CSHIM_CORE   := cshim/init.c cshim/secretmem.c cshim/pmdcache.c cshim/heap.c cshim/check.c cshim/fallback.c cshim/options.c cshim/stats.c cshim/fork.c
+# The installed (public) header; internal.h includes it by this path.
+CSHIM_PUBLIC := cshim/include/secretheap.h
+CSHIM_HDRS   := $(wildcard cshim/*.h) $(CSHIM_PUBLIC)
 CSHIM_CFLAGS := $(CFLAGS_COMMON) -fPIC -fvisibility=hidden -pthread
 CSHIM_OBJDIR := $(BUILD)/cshim
 CSHIM_OBJS   := $(patsubst cshim/%.c,$(CSHIM_OBJDIR)/%.o,$(CSHIM_CORE))
 CSHIM_TESTS  := $(notdir $(basename $(wildcard cshim/tests/test_*.c)))
-CSHIM_VERSION := $(shell sed -n 's/^\#define SECRETHEAP_VERSION "\(.*\)"/\1/p' cshim/secretheap.h)
+CSHIM_VERSION := $(shell sed -n 's/^\#define SECRETHEAP_VERSION "\(.*\)"/\1/p' $(CSHIM_PUBLIC))
 
-BUILD_TARGETS   += $(BUILD)/libsecretheap.so $(BUILD)/libsecretheap.a
+BUILD_TARGETS   += $(BUILD)/libsecretheap.a
 TEST_TARGETS    += c-test c-test-asan c-test-tsan
 INSTALL_TARGETS += c-install
 
 .PHONY: c-test c-test-asan c-test-tsan c-install
-
-$(BUILD)/libsecretheap.so: $(CSHIM_SO_SRC) $(CSHIM_HDRS) cshim/libsecretheap.map cshim/cshim.mk
-	@mkdir -p $(BUILD)
-	$(CC) $(CSHIM_CFLAGS) -shared -Wl,--version-script=cshim/libsecretheap.map \
-	  -Wl,-soname,libsecretheap.so -Wl,-z,now -Wl,-z,relro -Wl,-z,nodelete -o $@ $(CSHIM_SO_SRC) -pthread -ldl
 
 $(CSHIM_OBJDIR)/%.o: cshim/%.c $(CSHIM_HDRS)
 	@mkdir -p $(CSHIM_OBJDIR)
@@ -84,7 +78,7 @@ c-test-tsan: $(addprefix $(BUILD)/cshim-test-tsan/,$(CSHIM_TESTS))
 CSHIM_PREFIX_STAMP := $(BUILD)/secretheap.pc.prefix
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(CSHIM_PREFIX_STAMP) 2>/dev/null)" = '$(PREFIX)' ] || printf '%s\n' '$(PREFIX)' > $(CSHIM_PREFIX_STAMP); })
 
-$(BUILD)/secretheap.pc: cshim/secretheap.pc.in cshim/secretheap.h $(CSHIM_PREFIX_STAMP)
+$(BUILD)/secretheap.pc: cshim/secretheap.pc.in $(CSHIM_PUBLIC) $(CSHIM_PREFIX_STAMP)
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(CSHIM_VERSION)|' $< > $@
 
@@ -92,8 +86,8 @@ c-install: $(BUILD)/libsecretheap.so $(BUILD)/libsecretheap.a $(BUILD)/secrethea
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0755 $(BUILD)/libsecretheap.so $(DESTDIR)$(PREFIX)/lib/libsecretheap.so
 	install -m 0644 $(BUILD)/libsecretheap.a $(DESTDIR)$(PREFIX)/lib/libsecretheap.a
-	install -m 0644 cshim/secretheap.h $(DESTDIR)$(PREFIX)/include/secretheap.h
+	install -m 0644 $(CSHIM_PUBLIC) $(DESTDIR)$(PREFIX)/include/secretheap.h
 	install -m 0644 $(BUILD)/secretheap.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/secretheap.pc
 
-# test_openssl.c includes the skin itself.
-$(BUILD)/cshim-test/test_openssl $(BUILD)/cshim-test-asan/test_openssl $(BUILD)/cshim-test-tsan/test_openssl: cshim/openssl.c
+# test_openssl.c includes the preload library's OpenSSL hooks (preload/openssl.c).
+$(BUILD)/cshim-test/test_openssl $(BUILD)/cshim-test-asan/test_openssl $(BUILD)/cshim-test-tsan/test_openssl: preload/openssl.c

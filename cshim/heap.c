@@ -9,7 +9,7 @@
  *      out-of-band req slot (a relaxed store) — this marks it live;
  *   3. magazine empty: refill up to half of it under the class lock from
  *      the partial slabs this thread owns, else from unowned ones (which
- *      it then owns), taking a new slab (chunk.c) only when nothing was
+ *      it then owns), taking a new slab (pmdcache.c) only when nothing was
  *      found (a refill is worth no commit of its own).
  * Secure requests (sh_malloc_secure, secure reserve on) skip magazines and
  * take one block from the class's secure slabs under the class lock.
@@ -34,39 +34,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sched.h>
-#include <sys/prctl.h>
 
 #include "internal.h"
-
-struct sh_mag_item {
-    void *p;
-    _Atomic uint16_t *req; /* the block's req slot, saved to skip the lookup on pop */
-};
-
-struct sh_mag {
-    uint32_t count, cap;
-    struct sh_mag_item *items;
-};
-
-/* A thread's magazines and the partial slabs it owns. The magazines are
- * its thread's alone; own[cls] is guarded by the lock of class cls (another
- * thread that frees into one of these slabs lists it here); the list links
- * are guarded by tc_mu. */
-struct sh_tcache {
-    /* 1 while a section is open (heap.c sec_mark): written by its thread
-     * only, read by a forking thread, which waits until it is 0. */
-    _Atomic uint32_t busy;
-    /* Its thread exited: the cache is in the pool (never unmapped, so a full
-     * slab that still names it as owner points at readable memory), and a
-     * slab that gets a free block goes to the unowned list instead of its
-     * own list (partial_push). Written under tc_mu, read under class locks. */
-    _Atomic bool dead;
-    struct sh_mag mags[SH_NUM_CLASSES];
-    struct sh_span *own[SH_NUM_CLASSES] __attribute__((aligned(64)));
-    struct sh_tcache *next, *prev;
-    size_t map_size;
-    struct sh_mag_item storage[];
-};
+#include "heap.h"
 
 /* NULL: not created yet. DEAD: the thread-exit destructor ran; frees go
  * straight to the slabs. initial-exec: one %fs-relative load, no
@@ -74,28 +44,16 @@ struct sh_tcache {
 #define TC_DEAD ((struct sh_tcache *)1)
 _Thread_local struct sh_tcache *sh_tls_cache __attribute__((tls_model("initial-exec")));
 
-/* Slabs with centrally free blocks are listed, each on one list: its owner
- * thread's own[cls] (sh_tcache), the class's partial list if nobody owns
- * it, or the class's secure list. */
-struct sh_class {
-    pthread_mutex_t mu;
-    struct sh_span *partial;  /* unowned ordinary slabs with free blocks, guarded by mu */
-    struct sh_span *spartial; /* the same for secure slabs (the secure reserve), guarded by mu */
-    uint64_t slabs;           /* both kinds, guarded by mu */
-    uint32_t nlisted[2];      /* listed slabs, ordinary (all owners) and secure, guarded by mu */
-} __attribute__((aligned(64)));
-
-static struct sh_class classes[SH_NUM_CLASSES];
-static pthread_mutex_t tc_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct sh_tcache *tc_list; /* guarded by tc_mu */
-static struct sh_tcache *tc_pool; /* caches of exited threads, for reuse; guarded by tc_mu */
+struct sh_class sh_classes[SH_NUM_CLASSES];
+pthread_mutex_t sh_tc_mu = PTHREAD_MUTEX_INITIALIZER;
+struct sh_tcache *sh_tc_list;     /* guarded by sh_tc_mu */
+static struct sh_tcache *tc_pool; /* caches of exited threads, for reuse; guarded by sh_tc_mu */
 /* Sections open by threads without a cache (before it exists, after their
  * exit destructor ran). */
 static _Atomic uint32_t untracked_busy;
 static pthread_key_t tc_key;
-static pthread_once_t init_once_ctl = PTHREAD_ONCE_INIT;
 static _Atomic bool reserve_enabled;
-void (*sh_test_hook_release)(void); /* set once by the OpenSSL skin (mode all) */
+void (*sh_test_hook_release)(void); /* set once by the OpenSSL hooks (mode all) */
 
 /*
  * Magazine capacity per class: 16 KiB of blocks, between 4 and 32 blocks.
@@ -112,14 +70,6 @@ static inline unsigned size_class(size_t n) {
     if (n <= SH_SMALL_LOOKUP_MAX)
         return sh_size_to_class16[(n + 15) >> 4];
     return sh_size_to_class128[(n + 127) >> 7];
-}
-
-static void at_exit(void) {
-    /* Never unmap from here on: later exit handlers and destructors may
-     * still use or free their blocks. */
-    sh_chunk_set_exiting();
-    if (sh_opt.stats[0])
-        sh_stats_print(-1);
 }
 
 static void tcache_destroy(void *arg);
@@ -162,29 +112,18 @@ static bool cpu_has_avx2(void) {
 }
 #endif
 
-static void init_once(void) {
-    sh_options_init();
+/* The heap's part of process initialisation (init.c sh_init calls it once). */
+void sh_heap_init(void) {
 #if defined(__x86_64__)
     sh_wipe_avx2_ok = cpu_has_avx2();
 #endif
-    if (sh_opt.nodump)
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (int i = 0; i < SH_NUM_CLASSES; i++) {
-        pthread_mutex_init(&classes[i].mu, NULL);
+        pthread_mutex_init(&sh_classes[i].mu, NULL);
         uint32_t c = (16u << 10) / sh_class_size[i];
         mag_cap[i] = c < 4 ? 4 : c > 32 ? 32 : c;
     }
     pthread_key_create(&tc_key, tcache_destroy);
-    sh_fork_init(); /* before the arena: the gate is in place before any chunk */
-    int e = sh_chunk_init();
-    if (e)
-        sh_log(0, "cannot reserve the %zu GiB arena (%s): every allocation will be exhausted",
-               (size_t)(SH_ARENA_SIZE >> 30), strerror(e));
-    atexit(at_exit);
-    sh_log(1, "initialised (version %s)", SECRETHEAP_VERSION);
 }
-
-void sh_init(void) { pthread_once(&init_once_ctl, init_once); }
 
 void sh_secure_reserve_enable(bool on) {
     sh_init();
@@ -192,9 +131,22 @@ void sh_secure_reserve_enable(bool on) {
     sh_secure_reserve_set(on);
 }
 
+/* Called with sh_tc_mu held, which it releases: lists tc as a live cache
+ * and makes it the calling thread's. */
+static struct sh_tcache *tcache_publish(struct sh_tcache *tc) {
+    tc->next = sh_tc_list;
+    if (sh_tc_list)
+        sh_tc_list->prev = tc;
+    sh_tc_list = tc;
+    pthread_mutex_unlock(&sh_tc_mu);
+    pthread_setspecific(tc_key, tc);
+    sh_tls_cache = tc;
+    return tc;
+}
+
 static struct sh_tcache *tcache_create(void) {
     sh_init();
-    pthread_mutex_lock(&tc_mu);
+    pthread_mutex_lock(&sh_tc_mu);
     struct sh_tcache *tc = tc_pool;
     if (tc) {
         /* An exited thread's cache: magazines and own lists are empty
@@ -203,16 +155,9 @@ static struct sh_tcache *tcache_create(void) {
         atomic_store_explicit(&tc->busy, 0, memory_order_relaxed);
         atomic_store_explicit(&tc->dead, false, memory_order_relaxed);
         tc->prev = NULL;
-        tc->next = tc_list;
-        if (tc_list)
-            tc_list->prev = tc;
-        tc_list = tc;
-        pthread_mutex_unlock(&tc_mu);
-        pthread_setspecific(tc_key, tc);
-        sh_tls_cache = tc;
-        return tc;
+        return tcache_publish(tc);
     }
-    pthread_mutex_unlock(&tc_mu);
+    pthread_mutex_unlock(&sh_tc_mu);
     size_t n = 0;
     for (int i = 0; i < SH_NUM_CLASSES; i++)
         n += mag_cap[i];
@@ -228,15 +173,8 @@ static struct sh_tcache *tcache_create(void) {
         tc->mags[i].items = it;
         it += mag_cap[i];
     }
-    pthread_mutex_lock(&tc_mu);
-    tc->next = tc_list;
-    if (tc_list)
-        tc_list->prev = tc;
-    tc_list = tc;
-    pthread_mutex_unlock(&tc_mu);
-    pthread_setspecific(tc_key, tc);
-    sh_tls_cache = tc;
-    return tc;
+    pthread_mutex_lock(&sh_tc_mu);
+    return tcache_publish(tc);
 }
 
 /* ---- sections (fork.c: the gate) ----
@@ -400,8 +338,7 @@ static uint32_t slab_pages(const struct sh_class *k, unsigned cls) {
     return pages / 4 > one ? pages / 4 : one;
 }
 
-static struct sh_span *refill_slab(struct sh_class *k, unsigned cls, struct sh_tcache *self, bool secure,
-                                   bool carve) {
+static struct sh_span *refill_slab(struct sh_class *k, unsigned cls, struct sh_tcache *self, bool secure, bool carve) {
     if (secure && k->spartial)
         return k->spartial;
     if (!secure && self && self->own[cls])
@@ -453,7 +390,7 @@ static void take_blocks(struct sh_class *k, unsigned cls, struct sh_tcache *self
 /* Returns free (wiped) blocks to their slabs; a slab that becomes wholly free
  * goes back to its chunk unless it is the class's only partial slab. */
 static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n) {
-    struct sh_class *k = &classes[cls];
+    struct sh_class *k = &sh_classes[cls];
     struct sh_span *release = NULL;
     pthread_mutex_lock(&k->mu);
     for (uint32_t i = 0; i < n; i++) {
@@ -493,7 +430,7 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
 
 /*
  * Secret memory refused a request of n bytes (the cause is sh_fail_cause,
- * set by chunk.c), or closed: an unseen fork child's allocator that cannot
+ * set by pmdcache.c), or closed: an unseen fork child's allocator that cannot
  * be trusted (fork.c). A refusal that is not a used-up budget never gets
  * other memory (a NULL and one warning per cause; an abort under
  * SECRETHEAP_BACKEND=secret). Otherwise the SECRETHEAP_ON_EXHAUSTED policy:
@@ -503,7 +440,7 @@ static void put_blocks(unsigned cls, const struct sh_mag_item *items, uint32_t n
  */
 static void *exhausted(size_t n, bool closed) {
     /* Only a used-up budget (memlock, SECRETHEAP_LIMIT) is exhaustion; any
-     * other cause (chunk.c sets sh_fail_cause) is never papered over with
+     * other cause (pmdcache.c sets sh_fail_cause) is never papered over with
      * ordinary memory: no kernel support under BACKEND=secret, a denied
      * call, no descriptors, no mappings, a closed descriptor. */
     int cause = closed ? SH_CAUSE_NONE : sh_fail_cause;
@@ -514,8 +451,9 @@ static void *exhausted(size_t n, bool closed) {
                                                         : "SECRETHEAP_ON_EXHAUSTED=abort");
         static _Atomic uint32_t warned;
         if (!(atomic_fetch_or(&warned, 1u << cause) & (1u << cause)))
-            sh_log(0, "WARNING: secret memory refused for a %zu-byte request: %s; returning NULL (this cause never "
-                      "falls back to ordinary memory; stats: failures_%s)",
+            sh_log(0,
+                   "WARNING: secret memory refused for a %zu-byte request: %s; returning NULL (this cause never "
+                   "falls back to ordinary memory; stats: failures_%s)",
                    n, sh_cause_text(cause), sh_cause_name(cause));
         errno = ENOMEM;
         return NULL;
@@ -523,9 +461,10 @@ static void *exhausted(size_t n, bool closed) {
     switch (sh_opt.on_exhausted) {
     case SH_EXH_NULL:
         if (atomic_fetch_add(&sh_stat_exhausted_returns, 1) == 0)
-            sh_log(0, "secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
-                      "request: returning NULL (SECRETHEAP_ON_EXHAUSTED=null); further ones are only counted "
-                      "(stats: exhausted_returns)",
+            sh_log(0,
+                   "secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
+                   "request: returning NULL (SECRETHEAP_ON_EXHAUSTED=null); further ones are only counted "
+                   "(stats: exhausted_returns)",
                    n);
         errno = ENOMEM;
         return NULL;
@@ -536,9 +475,10 @@ static void *exhausted(size_t n, bool closed) {
         break;
     }
     if (atomic_fetch_add(&sh_stat_fallbacks, 1) == 0)
-        sh_log(0, "WARNING: secret memory exhausted for a %zu-byte request: %s; serving it from the fallback pool, "
-                  "ordinary memory (not in a core dump, wiped on free, but readable like any other) "
-                  "(SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only counted (stats: fallbacks)",
+        sh_log(0,
+               "WARNING: secret memory exhausted for a %zu-byte request: %s; serving it from the fallback pool, "
+               "ordinary memory (not in a core dump, wiped on free, but readable like any other) "
+               "(SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only counted (stats: fallbacks)",
                n, closed ? "the allocator is closed in this fork child" : sh_cause_text(cause));
     void *p = sh_fallback_alloc(n);
     if (!p)
@@ -588,17 +528,17 @@ static bool flush_own_magazines(void) {
  * Returns true if any slab was adopted.
  */
 static bool adopt_slabs(unsigned cls, struct sh_tcache *self) {
-    struct sh_class *k = &classes[cls];
+    struct sh_class *k = &sh_classes[cls];
     bool any = false;
-    pthread_mutex_lock(&tc_mu);
+    pthread_mutex_lock(&sh_tc_mu);
     pthread_mutex_lock(&k->mu);
-    for (struct sh_tcache *tc = tc_list; tc; tc = tc->next)
+    for (struct sh_tcache *tc = sh_tc_list; tc; tc = tc->next)
         while (tc != self && tc->own[cls]) {
             set_owner(k, tc->own[cls], NULL);
             any = true;
         }
     pthread_mutex_unlock(&k->mu);
-    pthread_mutex_unlock(&tc_mu);
+    pthread_mutex_unlock(&sh_tc_mu);
     return any;
 }
 
@@ -608,7 +548,7 @@ static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls,
     struct sh_tcache *tc = sh_tls_cache;
     if (tc == NULL)
         tc = tcache_create();
-    struct sh_class *k = &classes[cls];
+    struct sh_class *k = &sh_classes[cls];
     struct sh_mag_item it;
     uint32_t got = 0;
     if (secure) {
@@ -671,8 +611,9 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
          * read as "secret memory exhausted ... RLIMIT_MEMLOCK". */
         static _Atomic bool warned;
         if (!atomic_exchange(&warned, true))
-            sh_log(0, "a %zu-byte request is larger than secret memory can ever hold in this process (half of "
-                      "the %zu MiB arena): returning NULL (ENOMEM)",
+            sh_log(0,
+                   "a %zu-byte request is larger than secret memory can ever hold in this process (half of "
+                   "the %zu MiB arena): returning NULL (ENOMEM)",
                    n, arena >> 20);
         errno = ENOMEM;
         return NULL;
@@ -747,9 +688,9 @@ static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char
         misuse("%s of %#lx: inside the secretheap arena but in no live chunk (double free of a released "
                "region, or a wild pointer)",
                op, (unsigned long)p);
-    struct sh_span *s = c->large ? &c->spans[0]
-                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                        memory_order_relaxed);
+    struct sh_span *s =
+        c->large ? &c->spans[0]
+                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
     if ((!s || s->kind == SH_SPAN_FREE) && (p & (SH_OS_PAGE - 1)) == 0)
         misuse("double %s of %#lx (no live block on that OS page of chunk %#lx: a page run freed twice, or a "
                "wild pointer)",
@@ -765,14 +706,13 @@ static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char
         if (idx >= s->nblocks)
             misuse("%s of %#lx: in the unused tail of a slab (class %u B)", op, (unsigned long)p, s->block_size);
         if (block != p)
-            misuse("%s of interior pointer %#lx (block %#lx, class %u B)", op, (unsigned long)p,
-                   (unsigned long)block, s->block_size);
+            misuse("%s of interior pointer %#lx (block %#lx, class %u B)", op, (unsigned long)p, (unsigned long)block,
+                   s->block_size);
         misuse("double %s of %#lx (class %u B)", op, (unsigned long)p, s->block_size);
     }
     if (p != s->start)
-        misuse("%s of interior pointer %#lx (block %#lx, %s of %zu KiB)", op, (unsigned long)p,
-               (unsigned long)s->start, s->kind == SH_SPAN_RUN ? "page run" : "large region",
-               (size_t)s->npages * 4);
+        misuse("%s of interior pointer %#lx (block %#lx, %s of %zu KiB)", op, (unsigned long)p, (unsigned long)s->start,
+               s->kind == SH_SPAN_RUN ? "page run" : "large region", (size_t)s->npages * 4);
     misuse("double %s of %#lx (%s of %zu KiB)", op, (unsigned long)p,
            s->kind == SH_SPAN_RUN ? "page run" : "large region", (size_t)s->npages * 4);
 }
@@ -841,7 +781,7 @@ void secretheap_free(void *ptr) {
     if (sh_unlikely(tc == NULL)) {
         if (gate_pass() != 0)
             return;
-        tc = tcache_create(); /* before the section: it takes tc_mu */
+        tc = tcache_create(); /* before the section: it takes sh_tc_mu */
     }
     /* The section covers the exchange, the wipe and the magazine push; the
      * lookups come after it is open, since an unseen fork child's first call
@@ -893,15 +833,26 @@ void secretheap_free(void *ptr) {
 
 /* ---- realloc, usable size, backend ---- */
 
-/* The live block at p (exactly its start), or NULL; *usable its size. */
-static struct sh_span *live_block(uintptr_t p, size_t *usable, uint32_t *idxp) {
+/* The span in use that holds p, or NULL (no chunk, a chunk lost in a fork
+ * child, a free OS page); *cp its chunk. */
+static struct sh_span *span_at(uintptr_t p, struct sh_chunk **cp) {
     struct sh_chunk *c = sh_chunk_of(p);
     if (!c || c->lost)
         return NULL;
-    struct sh_span *s = c->large ? &c->spans[0]
-                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                        memory_order_relaxed);
+    struct sh_span *s =
+        c->large ? &c->spans[0]
+                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
     if (!s || s->kind == SH_SPAN_FREE)
+        return NULL;
+    *cp = c;
+    return s;
+}
+
+/* The live block at p (exactly its start), or NULL; *usable its size. */
+static struct sh_span *live_block(uintptr_t p, size_t *usable, uint32_t *idxp) {
+    struct sh_chunk *c;
+    struct sh_span *s = span_at(p, &c);
+    if (!s)
         return NULL;
     if (s->kind == SH_SPAN_SLAB) {
         uintptr_t off = p - s->start;
@@ -1016,13 +967,9 @@ int secretheap_backend(const void *ptr) {
     uintptr_t p = (uintptr_t)ptr;
     if (ptr && !sh_in_arena(p))
         return sh_fallback_usable(ptr) ? SECRETHEAP_BACKEND_FALLBACK : SECRETHEAP_BACKEND_NONE;
-    struct sh_chunk *c = sh_chunk_of(p);
-    if (!c || c->lost)
-        return SECRETHEAP_BACKEND_NONE;
-    struct sh_span *s = c->large ? &c->spans[0]
-                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                        memory_order_relaxed);
-    if (!s || s->kind == SH_SPAN_FREE)
+    struct sh_chunk *c;
+    struct sh_span *s = span_at(p, &c);
+    if (!s)
         return SECRETHEAP_BACKEND_NONE;
     if (s->kind == SH_SPAN_SLAB) {
         uint32_t idx = sh_block_index(s, p - s->start);
@@ -1073,7 +1020,7 @@ static void trim_check(struct sh_span *s, void *arg) {
 }
 static void trim_collect(struct sh_span *s, void *arg) {
     struct trim *t = arg;
-    struct sh_class *k = &classes[s->cls];
+    struct sh_class *k = &sh_classes[s->cls];
     partial_remove(k, s);
     k->slabs--;
     s->owner = NULL;
@@ -1095,7 +1042,7 @@ static void trim_candidate(struct trim *t, const struct sh_span *s) {
 static void disown(struct sh_tcache *self) {
     struct trim t = {.n = 0, .release = NULL};
     for (unsigned i = 0; i < SH_NUM_CLASSES; i++) {
-        struct sh_class *k = &classes[i];
+        struct sh_class *k = &sh_classes[i];
         pthread_mutex_lock(&k->mu);
         while (self->own[i]) {
             struct sh_span *s = self->own[i];
@@ -1111,7 +1058,7 @@ static void disown(struct sh_tcache *self) {
     if (t.n == 0)
         return;
     for (int i = 0; i < SH_NUM_CLASSES; i++)
-        pthread_mutex_lock(&classes[i].mu);
+        pthread_mutex_lock(&sh_classes[i].mu);
     sh_chunk_lock();
     for (unsigned j = 0; j < t.n; j++) {
         bool only_kept = true;
@@ -1121,7 +1068,7 @@ static void disown(struct sh_tcache *self) {
     }
     sh_chunk_unlock();
     for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&classes[i].mu);
+        pthread_mutex_unlock(&sh_classes[i].mu);
     while (t.release) {
         struct sh_span *s = t.release;
         t.release = s->next;
@@ -1146,24 +1093,24 @@ static void tcache_destroy(void *arg) {
      * them (partial_push), and disown takes every class lock after this. */
     atomic_store_explicit(&tc->dead, true, memory_order_relaxed);
     disown(tc);
-    pthread_mutex_lock(&tc_mu);
+    pthread_mutex_lock(&sh_tc_mu);
     if (tc->prev)
         tc->prev->next = tc->next;
     else
-        tc_list = tc->next;
+        sh_tc_list = tc->next;
     if (tc->next)
         tc->next->prev = tc->prev;
     tc->prev = NULL;
     tc->next = tc_pool;
     tc_pool = tc;
-    pthread_mutex_unlock(&tc_mu);
+    pthread_mutex_unlock(&sh_tc_mu);
 }
 
 /* The gate is closed and every thread has seen it (fork.c prepare): wait
- * for the sections opened before that. A section takes no tc_mu (free
+ * for the sections opened before that. A section takes no sh_tc_mu (free
  * creates its cache before opening one), so holding it here is safe. */
 static void wait_sections(void) {
-    for (struct sh_tcache *tc = tc_list; tc; tc = tc->next)
+    for (struct sh_tcache *tc = sh_tc_list; tc; tc = tc->next)
         for (unsigned spin = 0; atomic_load(&tc->busy) != 0; spin++)
             if (spin > 64)
                 sched_yield();
@@ -1173,20 +1120,20 @@ static void wait_sections(void) {
 }
 
 void sh_heap_prefork(void) {
-    pthread_mutex_lock(&tc_mu);
+    pthread_mutex_lock(&sh_tc_mu);
     wait_sections();
     for (int i = 0; i < SH_NUM_CLASSES; i++)
-        pthread_mutex_lock(&classes[i].mu);
+        pthread_mutex_lock(&sh_classes[i].mu);
 }
 
 bool sh_heap_trylock_all(void) {
-    if (pthread_mutex_trylock(&tc_mu) != 0)
+    if (pthread_mutex_trylock(&sh_tc_mu) != 0)
         return false;
     for (int i = 0; i < SH_NUM_CLASSES; i++)
-        if (pthread_mutex_trylock(&classes[i].mu) != 0) {
+        if (pthread_mutex_trylock(&sh_classes[i].mu) != 0) {
             while (--i >= 0)
-                pthread_mutex_unlock(&classes[i].mu);
-            pthread_mutex_unlock(&tc_mu);
+                pthread_mutex_unlock(&sh_classes[i].mu);
+            pthread_mutex_unlock(&sh_tc_mu);
             return false;
         }
     if (sh_chunk_trylock() != 0) {
@@ -1198,8 +1145,8 @@ bool sh_heap_trylock_all(void) {
 
 void sh_heap_postfork_parent(void) {
     for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&classes[i].mu);
-    pthread_mutex_unlock(&tc_mu);
+        pthread_mutex_unlock(&sh_classes[i].mu);
+    pthread_mutex_unlock(&sh_tc_mu);
 }
 
 /*
@@ -1245,11 +1192,10 @@ static void reclaim_span(struct sh_span *s, void *arg) {
         return;
     }
     if (s->owner != rc->self)
-        set_owner(&classes[s->cls], s, NULL); /* owned by a thread that does not exist here */
-    struct sh_class *k = &classes[s->cls];
+        set_owner(&sh_classes[s->cls], s, NULL); /* owned by a thread that does not exist here */
+    struct sh_class *k = &sh_classes[s->cls];
     for (uint32_t i = 0; i < s->nblocks; i++) {
-        if (atomic_load_explicit(&s->req[i], memory_order_relaxed) != 0 ||
-            (s->freebits[i >> 6] & (1ULL << (i & 63))))
+        if (atomic_load_explicit(&s->req[i], memory_order_relaxed) != 0 || (s->freebits[i >> 6] & (1ULL << (i & 63))))
             continue;
         if (s->check_mag) {
             /* In our magazine? (check_mag counts them; look them up.) */
@@ -1302,7 +1248,7 @@ static void reclaim_in_transit(struct sh_tcache *self) {
 
 static void unown_others(struct sh_span *s, void *self) {
     if (s->kind == SH_SPAN_SLAB && s->owner != self)
-        set_owner(&classes[s->cls], s, NULL);
+        set_owner(&sh_classes[s->cls], s, NULL);
 }
 
 /*
@@ -1315,7 +1261,7 @@ static void unown_others(struct sh_span *s, void *self) {
 void sh_heap_postfork_child(bool lost_chunks) {
     struct sh_tcache *self = sh_tls_cache;
     struct sh_tcache *orphans = NULL;
-    for (struct sh_tcache *tc = tc_list, *next; tc; tc = next) {
+    for (struct sh_tcache *tc = sh_tc_list, *next; tc; tc = next) {
         next = tc->next;
         if (tc == self)
             continue;
@@ -1324,9 +1270,9 @@ void sh_heap_postfork_child(bool lost_chunks) {
     }
     if ((uintptr_t)self > (uintptr_t)TC_DEAD) {
         self->next = self->prev = NULL;
-        tc_list = self;
+        sh_tc_list = self;
     } else {
-        tc_list = NULL;
+        sh_tc_list = NULL;
     }
     /* The orphans' slabs, listed or not, become unowned before their
      * caches are unmapped (and before put_blocks lists any of them). */
@@ -1335,10 +1281,10 @@ void sh_heap_postfork_child(bool lost_chunks) {
     sh_chunk_unlock();
     if (lost_chunks) {
         for (int i = 0; i < SH_NUM_CLASSES; i++) {
-            classes[i].partial = NULL;
-            classes[i].spartial = NULL;
-            classes[i].slabs = 0;
-            classes[i].nlisted[0] = classes[i].nlisted[1] = 0;
+            sh_classes[i].partial = NULL;
+            sh_classes[i].spartial = NULL;
+            sh_classes[i].slabs = 0;
+            sh_classes[i].nlisted[0] = sh_classes[i].nlisted[1] = 0;
             if ((uintptr_t)self > (uintptr_t)TC_DEAD) {
                 self->mags[i].count = 0;
                 self->own[i] = NULL;
@@ -1346,8 +1292,8 @@ void sh_heap_postfork_child(bool lost_chunks) {
         }
     }
     for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&classes[i].mu);
-    pthread_mutex_unlock(&tc_mu);
+        pthread_mutex_unlock(&sh_classes[i].mu);
+    pthread_mutex_unlock(&sh_tc_mu);
     for (struct sh_tcache *tc = orphans, *next; tc; tc = next) {
         next = tc->next;
         if (!lost_chunks) {
@@ -1360,8 +1306,8 @@ void sh_heap_postfork_child(bool lost_chunks) {
                     struct sh_chunk *c = sh_chunk_of(p);
                     if (!c || c->large)
                         continue;
-                    struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                             memory_order_relaxed);
+                    struct sh_span *s =
+                        atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
                     if (!s || s->kind != SH_SPAN_SLAB || s->cls != cls)
                         continue;
                     idx = sh_block_index(s, p - s->start);
@@ -1370,9 +1316,9 @@ void sh_heap_postfork_child(bool lost_chunks) {
                         continue;
                     if (live_block(p, &usable, &idx)) /* became live again: not free */
                         continue;
-                    pthread_mutex_lock(&classes[cls].mu);
+                    pthread_mutex_lock(&sh_classes[cls].mu);
                     bool central = s->freebits[idx >> 6] & (1ULL << (idx & 63));
-                    pthread_mutex_unlock(&classes[cls].mu);
+                    pthread_mutex_unlock(&sh_classes[cls].mu);
                     if (!central) {
                         /* The owner may have popped it and written to it
                          * in the parent before the child's copy. */
@@ -1389,11 +1335,11 @@ void sh_heap_postfork_child(bool lost_chunks) {
         }
         atomic_store_explicit(&tc->busy, 0, memory_order_relaxed);
         atomic_store_explicit(&tc->dead, true, memory_order_relaxed);
-        pthread_mutex_lock(&tc_mu);
+        pthread_mutex_lock(&sh_tc_mu);
         tc->prev = NULL;
         tc->next = tc_pool;
         tc_pool = tc;
-        pthread_mutex_unlock(&tc_mu);
+        pthread_mutex_unlock(&sh_tc_mu);
     }
     atomic_store_explicit(&untracked_busy, 0, memory_order_relaxed);
     if ((uintptr_t)self > (uintptr_t)TC_DEAD)
@@ -1402,7 +1348,7 @@ void sh_heap_postfork_child(bool lost_chunks) {
         reclaim_in_transit(self);
 }
 
-/* ---- stats and check ---- */
+/* ---- stats (the checker is check.c) ---- */
 
 static void stats_span(struct sh_span *s, void *arg) {
     struct secretheap_stats *st = arg;
@@ -1445,179 +1391,4 @@ void sh_heap_stats(struct secretheap_stats *st) {
         st->requested_bytes += cs->requested_bytes;
         st->reserved_bytes += cs->reserved_bytes;
     }
-}
-
-static bool all_zero(const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i])
-            return false;
-    return true;
-}
-
-struct check_state {
-    int bad;
-    uint64_t slabs[SH_NUM_CLASSES];
-};
-
-static void check_span(struct sh_span *s, void *arg) {
-    struct check_state *cs = arg;
-    if (s->kind != SH_SPAN_SLAB) {
-        if (atomic_load_explicit(&s->run_req, memory_order_relaxed) == 0) {
-            fprintf(stderr, "secretheap: check: free run %p still registered\n", (void *)s->start);
-            cs->bad = 1;
-        }
-        return;
-    }
-    cs->slabs[s->cls]++;
-    uint32_t live = 0, central = 0;
-    for (uint32_t i = 0; i < s->nblocks; i++) {
-        bool isfree = s->freebits[i >> 6] & (1ULL << (i & 63));
-        uint16_t r = atomic_load_explicit(&s->req[i], memory_order_relaxed);
-        void *b = (void *)(s->start + (uintptr_t)i * s->block_size);
-        if (r) {
-            live++;
-            if (isfree) {
-                fprintf(stderr, "secretheap: check: block %p (class %u B) live and free\n", b, s->block_size);
-                cs->bad = 1;
-            }
-            if (r - 1u > s->block_size) {
-                fprintf(stderr, "secretheap: check: block %p records %u bytes in class %u B\n", b, r - 1u,
-                        s->block_size);
-                cs->bad = 1;
-            }
-        }
-        if (isfree) {
-            central++;
-            if (!all_zero(b, s->block_size)) {
-                fprintf(stderr, "secretheap: check: free block %p (class %u B) is not wiped\n", b, s->block_size);
-                cs->bad = 1;
-            }
-        }
-    }
-    for (uint32_t i = s->nblocks; i < 256; i++)
-        if (s->freebits[i >> 6] & (1ULL << (i & 63))) {
-            fprintf(stderr, "secretheap: check: slab %p: free bit %u beyond its %u blocks\n", (void *)s->start, i,
-                    s->nblocks);
-            cs->bad = 1;
-        }
-    if (central != s->nfree) {
-        fprintf(stderr, "secretheap: check: slab %p (class %u B): nfree %u, bitmap %u\n", (void *)s->start,
-                s->block_size, s->nfree, central);
-        cs->bad = 1;
-    }
-    if (live + central + s->check_mag != s->nblocks) {
-        fprintf(stderr, "secretheap: check: slab %p (class %u B): used %u + free %u + cached %u != %u blocks\n",
-                (void *)s->start, s->block_size, live, central, s->check_mag, s->nblocks);
-        cs->bad = 1;
-    }
-    if ((s->nfree > 0) != (s->listed != 0)) {
-        fprintf(stderr, "secretheap: check: slab %p: %u free blocks but listed=%u\n", (void *)s->start, s->nfree,
-                s->listed);
-        cs->bad = 1;
-    }
-    s->check_mag = 0;
-}
-
-static void clear_mag(struct sh_span *s, void *arg) {
-    (void)arg;
-    s->check_mag = 0;
-}
-
-int secretheap_check(void) {
-    sh_init();
-    if (gate_pass() != 0)
-        return EINVAL; /* an unseen fork child's closed allocator */
-    struct check_state st = {0};
-    pthread_mutex_lock(&tc_mu);
-    for (int i = 0; i < SH_NUM_CLASSES; i++)
-        pthread_mutex_lock(&classes[i].mu);
-    sh_chunk_lock();
-    st.bad = sh_chunk_check() != 0;
-    sh_chunk_foreach_span(clear_mag, NULL);
-    /* Every magazine block: inside a live slab of its class, on a block
-     * boundary, free (req 0, not also in the bitmap), wiped. */
-    for (struct sh_tcache *tc = tc_list; tc; tc = tc->next) {
-        for (unsigned cls = 0; cls < SH_NUM_CLASSES; cls++) {
-            struct sh_mag *m = &tc->mags[cls];
-            if (m->count > m->cap) {
-                fprintf(stderr, "secretheap: check: magazine of class %u holds %u > %u\n", sh_class_size[cls],
-                        m->count, m->cap);
-                st.bad = 1;
-                continue;
-            }
-            for (uint32_t j = 0; j < m->count; j++) {
-                uintptr_t p = (uintptr_t)m->items[j].p;
-                struct sh_chunk *c = sh_chunk_of(p);
-                struct sh_span *s = c && !c->large ? atomic_load_explicit(
-                                                         &c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                         memory_order_relaxed)
-                                                   : NULL;
-                if (!s || s->kind != SH_SPAN_SLAB || s->cls != cls) {
-                    fprintf(stderr, "secretheap: check: cached block %#lx is not in a slab of class %u B\n",
-                            (unsigned long)p, sh_class_size[cls]);
-                    st.bad = 1;
-                    continue;
-                }
-                uint32_t idx = sh_block_index(s, p - s->start);
-                if ((uintptr_t)idx * s->block_size != p - s->start || idx >= s->nblocks ||
-                    m->items[j].req != &s->req[idx]) {
-                    fprintf(stderr, "secretheap: check: cached block %#lx is not a block start\n", (unsigned long)p);
-                    st.bad = 1;
-                    continue;
-                }
-                if (atomic_load_explicit(&s->req[idx], memory_order_relaxed) != 0 ||
-                    (s->freebits[idx >> 6] & (1ULL << (idx & 63)))) {
-                    fprintf(stderr, "secretheap: check: cached block %#lx is also live or centrally free\n",
-                            (unsigned long)p);
-                    st.bad = 1;
-                }
-                if (!all_zero((void *)p, s->block_size)) {
-                    fprintf(stderr, "secretheap: check: cached block %#lx (class %u B) is not wiped\n",
-                            (unsigned long)p, s->block_size);
-                    st.bad = 1;
-                }
-                s->check_mag++;
-            }
-        }
-    }
-    sh_chunk_foreach_span(check_span, &st);
-    /* Every list: its slabs listed, of its class and kind, owned by the
-     * list's owner; the counts match. */
-    for (unsigned i = 0; i < SH_NUM_CLASSES; i++) {
-        uint32_t n[2] = {0, 0};
-        for (struct sh_tcache *tc = NULL, *next = tc_list;; tc = next, next = next ? next->next : NULL) {
-            for (int sec = 0; sec < 2; sec++) {
-                if (sec && tc)
-                    continue;
-                struct sh_span *head = tc ? tc->own[i] : sec ? classes[i].spartial : classes[i].partial;
-                for (struct sh_span *s = head; s; s = s->next) {
-                    n[sec]++;
-                    if (!s->listed || s->cls != i || (s->secure != 0) != sec || (!sec && s->owner != tc)) {
-                        fprintf(stderr, "secretheap: check: slab %p on the wrong list (class %u B)\n",
-                                (void *)s->start, sh_class_size[i]);
-                        st.bad = 1;
-                    }
-                }
-            }
-            if (!next)
-                break;
-        }
-        if (n[0] != classes[i].nlisted[0] || n[1] != classes[i].nlisted[1]) {
-            fprintf(stderr, "secretheap: check: class %u B lists %u+%u slabs, counts %u+%u\n", sh_class_size[i],
-                    n[0], n[1], classes[i].nlisted[0], classes[i].nlisted[1]);
-            st.bad = 1;
-        }
-    }
-    for (int i = 0; i < SH_NUM_CLASSES; i++)
-        if (st.slabs[i] != classes[i].slabs) {
-            fprintf(stderr, "secretheap: check: class %u B counts %llu slabs, found %llu\n", sh_class_size[i],
-                    (unsigned long long)classes[i].slabs, (unsigned long long)st.slabs[i]);
-            st.bad = 1;
-        }
-    sh_chunk_unlock();
-    for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&classes[i].mu);
-    pthread_mutex_unlock(&tc_mu);
-    return st.bad ? EINVAL : 0;
 }

@@ -180,7 +180,9 @@ void sh_stats_print(int fd) {
         st.memlock_limit == UINT64_MAX ? "unlimited (" : "",
         (unsigned long long)(st.memlock_limit == UINT64_MAX ? 0 : st.memlock_limit >> 10),
         st.memlock_limit == UINT64_MAX ? ")" : "",
-        st.memlock_bypass ? ", bypassed by CAP_IPC_LOCK" : st.budget_shared ? ", shared by the user's processes" : "",
+        st.memlock_bypass  ? ", bypassed by CAP_IPC_LOCK"
+        : st.budget_shared ? ", shared by the user's processes"
+                           : "",
         (unsigned long long)(st.committed_secret_bytes >> 10), (unsigned long long)(st.committed_locked_bytes >> 10),
         (unsigned long long)(st.lazy_bytes >> 10));
     bool any_failure = false;
@@ -208,9 +210,8 @@ void sh_stats_print(int fd) {
         if (c->slabs == 0)
             continue;
         OUT("  class %6llu B: %6llu live, %9llu B requested, %9llu B reserved, %4llu slabs\n",
-            (unsigned long long)c->size, (unsigned long long)c->live_blocks,
-            (unsigned long long)c->requested_bytes, (unsigned long long)c->reserved_bytes,
-            (unsigned long long)c->slabs);
+            (unsigned long long)c->size, (unsigned long long)c->live_blocks, (unsigned long long)c->requested_bytes,
+            (unsigned long long)c->reserved_bytes, (unsigned long long)c->slabs);
     }
     /* Machine-readable: "  key value", keys = struct secretheap_stats fields. */
 #define KV(f) OUT("  " #f " %llu\n", (unsigned long long)st.f)

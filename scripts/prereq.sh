@@ -2,10 +2,10 @@
 # prereq.sh — checks, in well under a second, that what a make target needs
 # is installed, and names the Debian package (or download) for whatever is
 # missing. Run by the Makefile before building (make: build; make test: test;
-# make bench: bench; make demo: run; make verify: verify). The list is the README's
+# make lint: lint; make bench: bench; make demo: run; make verify: verify). The list is the README's
 # Prerequisites section; keep the two together.
 #
-#   scripts/prereq.sh build|test|bench|run|verify...
+#   scripts/prereq.sh build|test|lint|bench|run|verify...
 #
 # Exit status 0 when everything is there, 1 (after listing all that is
 # missing) when not. Environment: CC, FUZZ_CC, GO as the Makefile passes them.
@@ -73,6 +73,14 @@ check_test() {
   fi
 }
 
+check_lint() {
+  have "${CLANG_FORMAT:-clang-format}" || need "clang-format (make lint: one C style)" "clang-format (apt-get install clang-format)"
+  if have "$GO"; then
+    have staticcheck || [ -x "$("$GO" env GOPATH)/bin/staticcheck" ] ||
+      need "staticcheck (make lint)" "go install honnef.co/go/tools/cmd/staticcheck@latest"
+  fi
+}
+
 check_verify() {
   check_run
   have gdb || need "gdb (the gcore attack of make verify)" "gdb (apt-get install gdb)"
@@ -91,9 +99,10 @@ for what in "$@"; do
     build) check_build ;;
     run) check_run ;;
     verify) check_build; check_verify ;;
-    test) check_build; check_test ;;
+    test) check_build; check_test; check_lint ;;
+    lint) check_build; check_lint ;;
     bench) check_build; check_bench ;;
-    *) echo "prereq.sh: unknown target $what (build, test, bench, run, verify)" >&2; exit 2 ;;
+    *) echo "prereq.sh: unknown target $what (build, test, lint, bench, run, verify)" >&2; exit 2 ;;
   esac
 done
 

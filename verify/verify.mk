@@ -33,9 +33,9 @@ $(BUILD)/verify: $(wildcard verify/*.go verify/cmd/verify/*.go internal/attack/*
 	@mkdir -p $(BUILD)
 	$(GO) build -o $@ ./verify/cmd/verify
 
-$(BUILD)/verify-c/%: verify/c/%.c cshim/secretheap.h $(BUILD)/libsecretheap.so
+$(BUILD)/verify-c/%: verify/c/%.c cshim/include/secretheap.h $(BUILD)/libsecretheap.so
 	@mkdir -p $(BUILD)/verify-c
-	$(CC) $(CFLAGS_COMMON) -Icshim -o $@ $< -L$(BUILD) -lsecretheap -Wl,-rpath,$(abspath $(BUILD)) -pthread
+	$(CC) $(CFLAGS_COMMON) -Icshim/include -o $@ $< -L$(BUILD) -lsecretheap -Wl,-rpath,$(abspath $(BUILD)) -pthread
 
 VERIFY_C := $(patsubst verify/c/%.c,$(BUILD)/verify-c/%,$(wildcard verify/c/*.c))
 

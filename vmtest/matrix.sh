@@ -26,7 +26,7 @@ mkdir -p "$out/bin"
 echo "vmtest: building the library, the CLI, tls_server, the test binaries" >&2
 make -s all >&2
 make -s $(for t in cshim/tests/test_*.c; do echo "build/cshim-test/$(basename "$t" .c)"; done) >&2
-for p in alloc preload secretmem pmdcache cmd/secretheap e2e; do
+for p in alloc internal/ccore secretmem pmdcache cmd/secretheap e2e; do
 	$GO test -c -o "$out/bin/$(basename "$p").test" "./$p" >&2
 done
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -o "$out/probe" "$here/probe.c"

@@ -216,12 +216,12 @@ gotest() {
 	FIG=$(go_figures "$log")
 	return $rc
 }
-# The shared conformance suite on the Go heap (alloc) and the C core (preload).
+# The shared conformance suite on the Go heap (alloc) and the C core (internal/ccore).
 s_conformance() {
 	local rc=0 f1
 	gotest alloc -test.run 'Conformance' || rc=$?
 	f1=$FIG
-	gotest preload -test.run 'Conformance' || rc=$?
+	gotest internal/ccore -test.run 'Conformance' || rc=$?
 	FIG="Go heap $f1; C core $FIG"
 	return $rc
 }

@@ -54,7 +54,7 @@ var cflags = []string{"-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror"
 // compileC builds one bench/c program into dir.
 func compileC(root, dir, name string, libs ...string) (string, error) {
 	out := filepath.Join(dir, name)
-	args := append(append([]string{}, cflags...), "-I", filepath.Join(root, "cshim"), "-o", out,
+	args := append(append([]string{}, cflags...), "-I", filepath.Join(root, "cshim", "include"), "-o", out,
 		filepath.Join(root, "bench", "c", name+".c"))
 	args = append(args, libs...)
 	if _, err := run(2*time.Minute, cleanEnv(), ccName(), args...); err != nil {

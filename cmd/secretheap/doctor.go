@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/internal/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
 

@@ -1,7 +1,7 @@
 package main
 
 // Finding libsecretheap.so and preloading it is package ldpreload's job
-// (preload/ldpreload, cgo-free, shared with the tests and the demo); this file
+// (internal/ldpreload, cgo-free, shared with the tests and the demo); this file
 // keeps the one environment helper the command adds on top.
 
 import "strings"

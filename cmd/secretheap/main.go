@@ -16,7 +16,7 @@
 // run finds the library without `make install`: $SECRETHEAP_LIBRARY if set,
 // else libsecretheap.so next to the secretheap binary (build/secretheap uses
 // build/libsecretheap.so) or in ../lib next to it, else build/ of the source
-// tree, else $PREFIX/lib and /usr/local/lib (see preload.LibraryPath).
+// tree, else $PREFIX/lib and /usr/local/lib (see ldpreload.LibraryPath).
 package main
 
 import (
@@ -26,7 +26,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/internal/ldpreload"
 )
 
 // exitUsage is the exit status for a command line that could not be parsed,

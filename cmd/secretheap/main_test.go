@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/secretheap/secretheap/internal/ldpreload"
 	"github.com/secretheap/secretheap/internal/testutil"
-	"github.com/secretheap/secretheap/preload/ldpreload"
 )
 
 // envCLIMain makes the test binary behave as the secretheap command: tests
@@ -305,7 +305,7 @@ func TestAccessHint(t *testing.T) {
 }
 
 // TestVersion: `secretheap version` and `--version` print the one version
-// (ldpreload.Version, checked against cshim/secretheap.h by its own test).
+// (ldpreload.Version, checked against cshim/include/secretheap.h by its own test).
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		var out, errb bytes.Buffer

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/secretheap/secretheap/preload/ldpreload"
+	"github.com/secretheap/secretheap/internal/ldpreload"
 )
 
 const repoRoot = "../.."

@@ -23,8 +23,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/secretheap/secretheap/internal/ldpreload"
 	"github.com/secretheap/secretheap/internal/testutil"
-	"github.com/secretheap/secretheap/preload/ldpreload"
 	"github.com/secretheap/secretheap/secretmem"
 )
 

@@ -65,20 +65,30 @@ static void collect(pid_t pid, int fd, struct h_child *out) {
     out->sig = out->signaled ? WTERMSIG(st) : 0;
 }
 
-void h_fork(int (*fn)(void *), void *arg, struct h_child *out) {
-    int p[2];
+/* Clears out and opens the pipe that carries a child's output. */
+static void child_pipe(int p[2], struct h_child *out) {
     memset(out, 0, sizeof *out);
     fflush(NULL);
     if (pipe(p) != 0) {
         perror("pipe");
         exit(2);
     }
+}
+
+/* In the child: stdout and stderr go to the pipe. */
+static void output_to(int p[2]) {
+    close(p[0]);
+    dup2(p[1], 2);
+    dup2(p[1], 1);
+    close(p[1]);
+}
+
+void h_fork(int (*fn)(void *), void *arg, struct h_child *out) {
+    int p[2];
+    child_pipe(p, out);
     pid_t pid = fork();
     if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 2);
-        dup2(p[1], 1);
-        close(p[1]);
+        output_to(p);
         signal(SIGABRT, SIG_DFL);
         _exit(fn(arg));
     }
@@ -88,12 +98,7 @@ void h_fork(int (*fn)(void *), void *arg, struct h_child *out) {
 
 void h_reexec(const char *mode, const char *const *env, long uid, size_t memlock, struct h_child *out) {
     int p[2];
-    memset(out, 0, sizeof *out);
-    fflush(NULL);
-    if (pipe(p) != 0) {
-        perror("pipe");
-        exit(2);
-    }
+    child_pipe(p, out);
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n < 0) {
@@ -103,10 +108,7 @@ void h_reexec(const char *mode, const char *const *env, long uid, size_t memlock
     exe[n] = 0;
     pid_t pid = fork();
     if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 2);
-        dup2(p[1], 1);
-        close(p[1]);
+        output_to(p);
         for (const char *const *e = env; e && *e; e++)
             putenv((char *)*e);
         if (uid >= 0) {

@@ -1,5 +1,5 @@
 /*
- * test_openssl.c — the OpenSSL skin (cshim/openssl.c) compiled into the test
+ * test_openssl.c — the OpenSSL hooks (preload/openssl.c) compiled into the test
  * program with the core, so that its hooks run under ASan/UBSan and TSan too.
  * The program does not link libcrypto: it dlopen()s it, as Python does, and
  * our dlopen wrapper (defined in openssl.c, which this file includes) must
@@ -10,7 +10,7 @@
  */
 /* The sanitizer runtimes keep their own free and realloc. */
 #define SH_NO_FREE_INTERPOSE 1
-#include "../openssl.c"
+#include "../../preload/openssl.c"
 
 #include <pthread.h>
 
@@ -41,32 +41,43 @@ static int load_libcrypto(void) {
 }
 
 static int theirs;
-static void *their_malloc(size_t n, const char *f, int l) { (void)n, (void)f, (void)l; theirs++; return NULL; }
-static void *their_realloc(void *p, size_t n, const char *f, int l) { (void)p, (void)n, (void)f, (void)l; theirs++; return NULL; }
-static void their_free(void *p, const char *f, int l) { (void)p, (void)f, (void)l; theirs++; }
+static void *their_malloc(size_t n, const char *f, int l) {
+    (void)n, (void)f, (void)l;
+    theirs++;
+    return NULL;
+}
+static void *their_realloc(void *p, size_t n, const char *f, int l) {
+    (void)p, (void)n, (void)f, (void)l;
+    theirs++;
+    return NULL;
+}
+static void their_free(void *p, const char *f, int l) {
+    (void)p, (void)f, (void)l;
+    theirs++;
+}
 
 /* Mode all (the default): hooks in a libcrypto loaded after start. */
 static void test_hooks_after_dlopen(void) {
     /* Nothing to hook at start, so nothing started: no mode read yet, no arena. */
-    CHECK(!atomic_load(&os_hooked));
+    CHECK(!atomic_load(&hook_installed));
     CHECK(atomic_load(&sh_arena_size) == 0);
     if (load_libcrypto() != 0) {
         CHECK_MSG(0, "libcrypto not loadable");
         return;
     }
-    CHECK(os_mode == SH_OPENSSL_ALL);
+    CHECK(hook_mode == SH_OPENSSL_ALL);
     CHECK(atomic_load(&sh_arena_size) != 0);
-    CHECK(atomic_load(&os_hooked));
+    CHECK(atomic_load(&hook_installed));
     CHECK(atomic_load(&sh_stat_openssl_hooked) == 1);
     /* The probe ran against a libcrypto that cannot see our (unexported)
      * CRYPTO_secure_*: it must not claim interposition. */
-    CHECK(atomic_load(&os_interpose_state) == -1);
-    CHECK(!atomic_load(&os_secure_active));
+    CHECK(atomic_load(&hook_interpose_state) == -1);
+    CHECK(!atomic_load(&hook_secure_active));
 
-    unsigned long m0 = os_sum(OSC_MALLOC);
+    unsigned long m0 = hook_sum(HOOK_CALL_MALLOC);
     unsigned char *p = c_malloc(100, __FILE__, __LINE__);
     CHECK(p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE);
-    CHECK(os_sum(OSC_MALLOC) == m0 + 1);
+    CHECK(hook_sum(HOOK_CALL_MALLOC) == m0 + 1);
     for (int i = 0; i < 100; i++)
         CHECK(p[i] == 0);
 
@@ -93,8 +104,8 @@ static void test_hooks_after_dlopen(void) {
     /* A later CRYPTO_set_mem_functions is refused (0, as OpenSSL answers
      * once it has allocated): our blocks are never handed to their free. */
     CHECK(CRYPTO_set_mem_functions(their_malloc, their_realloc, their_free) == 0);
-    CHECK(atomic_load(&os_set_refused) == 1);
-    CHECK(atomic_load(&os_set_honoured) == 0);
+    CHECK(atomic_load(&hook_set_refused) == 1);
+    CHECK(atomic_load(&hook_set_honoured) == 0);
     void *s = c_malloc(24, __FILE__, __LINE__);
     CHECK(s != NULL && secretheap_backend(s) != SECRETHEAP_BACKEND_NONE);
     c_free(s, __FILE__, __LINE__);
@@ -104,13 +115,13 @@ static void test_hooks_after_dlopen(void) {
      * twice: one slot, still ours. */
     CHECK(dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD) != NULL);
     int used = 0;
-    for (int i = 0; i < OS_MAX_LIBS; i++)
-        used += os_libs[i].set != NULL;
-    CHECK(used == 1 && os_still_ours(0));
+    for (int i = 0; i < HOOK_MAX_LIBS; i++)
+        used += hook_libs[i].set != NULL;
+    CHECK(used == 1 && hook_still_ours(0));
     /* dlsym on its handle hands out the slot's guard, not libcrypto's own. */
     void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
     void *g = dlsym(h, "CRYPTO_set_mem_functions");
-    CHECK(g == (void *)(uintptr_t)os_tramp[0].s);
+    CHECK(g == (void *)(uintptr_t)hook_tramp[0].s);
     /* ...and RTLD_NEXT through our dlsym still means "after the caller". */
     CHECK(dlsym(RTLD_NEXT, "malloc") != NULL);
     CHECK(secretheap_check() == 0);
@@ -147,7 +158,7 @@ static void test_hooks_threads(void) {
         CHECK_MSG(0, "libcrypto not loaded");
         return;
     }
-    unsigned long m0 = os_sum(OSC_MALLOC), f0 = os_sum(OSC_FREE);
+    unsigned long m0 = hook_sum(HOOK_CALL_MALLOC), f0 = hook_sum(HOOK_CALL_FREE);
     pthread_t t[2];
     for (uintptr_t i = 0; i < 2; i++)
         pthread_create(&t[i], NULL, churn, (void *)(i + 1));
@@ -156,7 +167,7 @@ static void test_hooks_threads(void) {
         pthread_join(t[i], &bad);
         CHECK_MSG(bad == NULL, "thread %d: %ld bad blocks", i, (long)(intptr_t)bad);
     }
-    unsigned long m = os_sum(OSC_MALLOC) - m0, f = os_sum(OSC_FREE) - f0;
+    unsigned long m = hook_sum(HOOK_CALL_MALLOC) - m0, f = hook_sum(HOOK_CALL_FREE) - f0;
     CHECK(m > 0);
     /* Each step mallocs or frees; then 64 frees per thread (NULL ones too:
      * CRYPTO_free passes NULL on to the hook). */
@@ -166,11 +177,11 @@ static void test_hooks_threads(void) {
 
 /* Modes off and secure run in fresh processes (options are read once). */
 static int mode_off(void) {
-    if (load_libcrypto() != 0 || os_mode != SH_OPENSSL_OFF)
+    if (load_libcrypto() != 0 || hook_mode != SH_OPENSSL_OFF)
         return 2;
     void *p = c_malloc(64, __FILE__, __LINE__);
-    int ok = p != NULL && secretheap_backend(p) == SECRETHEAP_BACKEND_NONE && !atomic_load(&os_hooked) &&
-             os_sum(OSC_MALLOC) == 0;
+    int ok = p != NULL && secretheap_backend(p) == SECRETHEAP_BACKEND_NONE && !atomic_load(&hook_installed) &&
+             hook_sum(HOOK_CALL_MALLOC) == 0;
     c_free(p, __FILE__, __LINE__);
     /* Interposed functions still forward to libcrypto. */
     void *s = CRYPTO_secure_malloc(32, __FILE__, __LINE__);
@@ -180,27 +191,27 @@ static int mode_off(void) {
 }
 
 static int mode_secure(void) {
-    if (load_libcrypto() != 0 || os_mode != SH_OPENSSL_SECURE)
+    if (load_libcrypto() != 0 || hook_mode != SH_OPENSSL_SECURE)
         return 2;
     /* The probe cannot reach our (unexported) CRYPTO_secure_* from this
      * program, so mode secure falls back to the general hooks: ordinary
      * allocations too come from secret memory. */
     void *p = c_malloc(64, __FILE__, __LINE__);
-    int ok = p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE && atomic_load(&os_hooked) &&
-             atomic_load(&os_secure_fallback);
+    int ok = p != NULL && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE && atomic_load(&hook_installed) &&
+             atomic_load(&hook_secure_fallback);
     c_free(p, __FILE__, __LINE__);
     /* The safety net proper (mode secure where the secure calls reach us,
      * as with Debian's libcrypto preloaded): switch the slot to it. Ordinary
      * allocations stay in libc memory... */
-    atomic_store(&os_libs[0].general, 0);
+    atomic_store(&hook_libs[0].general, 0);
     p = c_malloc(64, __FILE__, __LINE__);
     ok = ok && p != NULL && secretheap_backend(p) == SECRETHEAP_BACKEND_NONE;
     c_free(p, __FILE__, __LINE__);
     /* ...and a block of ours that reaches CRYPTO_free goes back to the core. */
     void *b = secretheap_malloc(48);
-    unsigned long sf = os_sum(OSC_SECURE_FREE);
+    unsigned long sf = hook_sum(HOOK_CALL_SECURE_FREE);
     c_free(b, __FILE__, __LINE__);
-    ok = ok && secretheap_backend(b) == SECRETHEAP_BACKEND_NONE && os_sum(OSC_SECURE_FREE) == sf + 1;
+    ok = ok && secretheap_backend(b) == SECRETHEAP_BACKEND_NONE && hook_sum(HOOK_CALL_SECURE_FREE) == sf + 1;
     /* ...and so does one that reaches CRYPTO_realloc. */
     unsigned char *c = secretheap_malloc(16);
     memset(c, 7, 16);
@@ -208,7 +219,7 @@ static int mode_secure(void) {
     ok = ok && d != NULL && secretheap_backend(d) != SECRETHEAP_BACKEND_NONE && d[15] == 7;
     c_free(d, __FILE__, __LINE__);
     /* The probe could not reach our CRYPTO_secure_* from this program. */
-    ok = ok && atomic_load(&os_interpose_state) == -1;
+    ok = ok && atomic_load(&hook_interpose_state) == -1;
     return ok ? 0 : 1;
 }
 
@@ -229,7 +240,7 @@ static void test_mode_secure(void) {
 }
 
 /* Runs before openssl.c's constructor when asked: the allocator is then
- * initialised (and registers its exit handler) before the skin's
+ * initialised (and registers its exit handler) before the OpenSSL hooks'
  * constructor runs, as when another library's constructor allocates first. */
 __attribute__((constructor(101))) static void early_alloc(void) {
     if (getenv("SH_TEST_EARLY_ALLOC"))
@@ -244,7 +255,7 @@ static int mode_stats(void) {
     return 0;
 }
 
-/* The stats report at exit: the core's block, then the skin's, each with
+/* The stats report at exit: the core's block, then the OpenSSL hooks', each with
  * its "  key value" lines, whichever constructor ran first. */
 static void test_stats_report(void) {
     for (int early = 0; early < 2; early++) {
@@ -257,9 +268,12 @@ static void test_stats_report(void) {
         CHECK_MSG(core && skin && core < skin && !strstr(skin + 1, "secretheap openssl (pid"),
                   "early %d: want the core's block, then the skin's, once: %s", early, ch.err);
         static const char *const keys[] = {
-            "\n  backend 1\n", "\n  live_blocks 0\n", "\n  committed_bytes ", "\n  bytes_mapped ",
-            "\n  chunks_mapped ", "\n  fallbacks 0\n", "\n  fork_reprivatised 0\n", "\n  misuse_caught 0\n",
-            "\n  openssl_hooked 1\n", "\n  class_64_slabs ", "\n  openssl_mode all\n", "\n  openssl_hooks yes\n",
+            "\n  backend 1\n",           "\n  live_blocks 0\n",
+            "\n  committed_bytes ",      "\n  bytes_mapped ",
+            "\n  chunks_mapped ",        "\n  fallbacks 0\n",
+            "\n  fork_reprivatised 0\n", "\n  misuse_caught 0\n",
+            "\n  openssl_hooked 1\n",    "\n  class_64_slabs ",
+            "\n  openssl_mode all\n",    "\n  openssl_hooks yes\n",
             "\n  openssl_malloc_calls ", "\n  openssl_secure_interposed bound-inside-libcrypto\n",
         };
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)

@@ -53,9 +53,7 @@ static size_t pick_size(uint64_t *s) {
 /* Every byte equals the tag: first byte, and each byte equals the next
  * (memcmp of the block against itself shifted by one; sanitizers check the
  * ranges of intercepted memcmp/memset in one step, not byte by byte). */
-static int verify(const struct item *it) {
-    return it->p[0] == it->tag && memcmp(it->p, it->p + 1, it->n - 1) == 0;
-}
+static int verify(const struct item *it) { return it->p[0] == it->tag && memcmp(it->p, it->p + 1, it->n - 1) == 0; }
 
 static int is_zero(const unsigned char *p, size_t n) { return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0; }
 
@@ -257,16 +255,21 @@ static void *second_thread(void *arg) {
     return NULL;
 }
 
+/* Runs fa(a) and fb(b) on two threads and waits for both. */
+static void run_pair(void *(*fa)(void *), void *a, void *(*fb)(void *), void *b) {
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, fa, a);
+    pthread_create(&tb, NULL, fb, b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+}
+
 static void test_no_false_sharing_of_req_slots(void) {
     for (int round = 0; round < 3; round++) {
         uintptr_t a[BATCH] = {0}, b[BATCH] = {0};
-        pthread_t ta, tb;
         pthread_barrier_init(&bar1, NULL, 2);
         pthread_barrier_init(&bar2, NULL, 2);
-        pthread_create(&ta, NULL, first_thread, a);
-        pthread_create(&tb, NULL, second_thread, b);
-        pthread_join(ta, NULL);
-        pthread_join(tb, NULL);
+        run_pair(first_thread, a, second_thread, b);
         pthread_barrier_destroy(&bar1);
         pthread_barrier_destroy(&bar2);
         int shared = 0;
@@ -335,12 +338,8 @@ static void *own_b(void *arg) {
     return NULL;
 }
 static void test_refill_prefers_own_slabs(void) {
-    pthread_t ta, tb;
     pthread_barrier_init(&own_bar, NULL, 2);
-    pthread_create(&ta, NULL, own_a, NULL);
-    pthread_create(&tb, NULL, own_b, NULL);
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
+    run_pair(own_a, NULL, own_b, NULL);
     pthread_barrier_destroy(&own_bar);
     CHECK_MSG(atomic_load(&own_carved) == 0, "thread A carved %d new slabs while its own held %d free blocks",
               atomic_load(&own_carved), OWN_N / 2);

@@ -1,7 +1,7 @@
 // Package conformance is the one behavioural test suite for secretheap's two
 // allocators: the Go heap (package alloc) and the C core (cshim, reached
-// through cgo by package preload). It is written once, here, and run by
-// alloc/conformance_test.go and preload/conformance_test.go, so that a
+// through cgo by package internal/ccore). It is written once, here, and run by
+// alloc/conformance_test.go and internal/ccore/conformance_test.go, so that a
 // property holds for both or the difference is written down below.
 //
 // Each case runs under t.Run, against a fresh Allocator from the factory, and
@@ -50,8 +50,8 @@
 //   - A pointer outside every chunk: C's secretheap_free hands it to libc
 //     free (blocks malloc'ed before the library loaded must stay freeable).
 //     The Go heap returns alloc.ErrForeign; the cgo binding checks first and
-//     returns preload.ErrForeign, because passing a Go-heap pointer to libc
-//     free would corrupt the process.
+//     returns alloc.ErrForeign too, because passing a Go-heap pointer to
+//     libc free would corrupt the process.
 //   - Exhaustion: C's default SECRETHEAP_ON_EXHAUSTED=fallback hands out libc
 //     memory; Go never hands out unprotected memory. The binding treats a
 //     fallback block (backend NONE) as exhaustion: it frees it and returns

@@ -1,1 +1,0 @@
-../cshim/fork.c

@@ -1,1 +1,0 @@
-../cshim/heap.c

@@ -1,1 +1,0 @@
-../cshim/options_table.h
