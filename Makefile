@@ -19,9 +19,10 @@
 #   make soak         threads and forks allocating and verifying for 20 s
 #   make openssl-suite  OpenSSL's own test suite with and without the library (opensslsuite/)
 #   make generate     regenerate the size-class tables (alloc/sizeclasses.go, cshim/sizeclasses.h),
-#                     the C options table (cshim/options_table.h, from internal/options) and
-#                     the digest of cshim/ that makes cmd/go rebuild internal/ccore
-#                     (internal/ccore/coresum.go)
+#                     the C options table and struct (cshim/options_table.h, cshim/options.h, from
+#                     internal/options), the C stats member lists (cshim/stats_table.h, from
+#                     internal/stats) and the digest of cshim/ that makes cmd/go rebuild
+#                     internal/ccore (internal/ccore/coresum.go)
 #   make clean
 #
 # Knobs
@@ -161,6 +162,7 @@ install: all $(INSTALL_TARGETS)
 generate:
 	cd alloc && $(GO) run mksizeclasses.go
 	cd internal/options && $(GO) run mkoptions.go
+	cd internal/stats && $(GO) run mkstats.go
 	$(GO) test -count=1 -run '^TestBindingSources$$' ./internal/ccore -update
 
 clean:

@@ -1,6 +1,14 @@
 package alloc
 
-import "github.com/secretheap/secretheap/secretmem"
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"strconv"
+
+	statstable "github.com/secretheap/secretheap/internal/stats"
+	"github.com/secretheap/secretheap/secretmem"
+)
 
 // ClassStats are the statistics of one size class.
 type ClassStats struct {
@@ -12,7 +20,8 @@ type ClassStats struct {
 }
 
 // Stats is a snapshot of a heap's statistics. The field names match the C
-// library's struct secretheap_stats.
+// library's struct secretheap_stats; both are rows of one table,
+// internal/stats, and so is the JSON form (MarshalJSON).
 type Stats struct {
 	// Classes holds one entry per size class, smallest first.
 	Classes []ClassStats
@@ -112,4 +121,52 @@ func (h *Heap) cacheStats(s *Stats) {
 	s.LazyBytes, s.ArenaBytes = cs.LazyBytes, cs.ArenaBytes
 	k := secretmem.Detect()
 	s.Model, s.MemlockLimit, s.MemlockBypass, s.BudgetShared = k.Model, k.MemlockLimit, k.Bypass(), k.Shared()
+}
+
+// MarshalJSON writes s with the keys of the C library's JSON stats report
+// (SECRETHEAP_STATS=json:…, internal/stats): every value an unsigned
+// integer (bools 0 or 1, Model its number), "classes" one object per size
+// class. Values the Go allocator has no field for are left out.
+func (s Stats) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	writeFields(&b, reflect.ValueOf(s), statstable.Fields)
+	b.WriteString(`,"classes":[`)
+	for i := range s.Classes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('{')
+		writeFields(&b, reflect.ValueOf(s.Classes[i]), statstable.ClassFields)
+		b.WriteByte('}')
+	}
+	b.WriteString("]}")
+	return b.Bytes(), nil
+}
+
+// writeFields writes v's fields named in the table as "key":number pairs.
+func writeFields(b *bytes.Buffer, v reflect.Value, table []statstable.Field) {
+	first := true
+	for _, f := range table {
+		if f.Go == "" {
+			continue
+		}
+		fv := v.FieldByName(f.Go)
+		var n uint64
+		switch fv.Kind() {
+		case reflect.Bool:
+			if fv.Bool() {
+				n = 1
+			}
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uint:
+			n = fv.Uint()
+		default: // TestStatsTable keeps the table and the struct in step
+			panic(fmt.Sprintf("alloc: stats field %s (%s) is not a table value", f.Go, fv.Kind()))
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.WriteString(strconv.Quote(f.Key) + ":" + strconv.FormatUint(n, 10))
+	}
 }

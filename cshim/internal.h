@@ -73,6 +73,7 @@
 
 #include "include/secretheap.h"
 #include "sizeclasses.h"
+#include "stats_table.h"
 
 _Static_assert(SH_NUM_CLASSES == SECRETHEAP_NUM_CLASSES, "regenerate sizeclasses.h or update secretheap.h");
 _Static_assert(SH_MAX_SLAB_BLOCKS <= 256, "slab bitmaps are four 64-bit words");
@@ -158,23 +159,9 @@ struct sh_chunk {
 };
 
 /* ---- options.c ---- */
-enum { SH_POLICY_AUTO, SH_POLICY_SECRET, SH_POLICY_LOCKED };
-enum { SH_EXH_FALLBACK, SH_EXH_NULL, SH_EXH_ABORT };
-enum { SH_OPENSSL_ALL, SH_OPENSSL_SECURE, SH_OPENSSL_OFF };
-enum { SH_FORK_COPY, SH_FORK_DONTFORK };
-struct sh_options {
-    int backend;    /* SH_POLICY_* */
-    uint64_t limit; /* bytes mapped at most, 0 = memlock only */
-    int idle_chunks;
-    int on_exhausted;        /* SH_EXH_* */
-    int openssl;             /* SH_OPENSSL_* */
-    uint64_t secure_reserve; /* bytes of the limit kept for secure-heap allocations */
-    int fork;                /* SH_FORK_* */
-    char stats[256];         /* "" off, "stderr", or a path */
-    int verbose;
-    int nodump;
-    int check_zero;
-};
+/* struct sh_options and the enum options' constants (SH_POLICY_*, SH_EXH_*,
+ * SH_OPENSSL_*, SH_FORK_*): generated from internal/options.Table. */
+#include "options.h"
 SH_HIDDEN extern struct sh_options sh_opt;
 /* From sh_init only: reads the environment once; an invalid value aborts
  * naming it (fail closed), an unknown SECRETHEAP_* name is reported. */
@@ -372,13 +359,15 @@ SH_HIDDEN extern _Atomic uint64_t sh_stat_exhausted_returns;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_reprivatised;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_misuse;
 SH_HIDDEN extern _Atomic uint64_t sh_stat_openssl_hooked;
-/* The whole report (core block, then the OpenSSL hooks') to fd; fd < 0: where
- * SECRETHEAP_STATS says. Format: see stats.c. */
+/* The whole report (core block, then the OpenSSL hooks') to fd, as text; fd < 0:
+ * where and in which form (text, or json: one JSON line) SECRETHEAP_STATS
+ * says. Format: see stats.c. */
 SH_HIDDEN void sh_stats_print(int fd);
 
 /* ---- preload/openssl.c (the OpenSSL hooks; absent from the C unit tests but one) ---- */
-/* Its block of the stats report, once per process; called by sh_stats_print. */
-SH_HIDDEN void sh_openssl_stats_print(int fd) __attribute__((weak));
+/* Its values for the stats report (struct sh_openssl_stats: stats_table.h,
+ * from internal/stats); called by sh_stats_print. */
+SH_HIDDEN void sh_openssl_stats(struct sh_openssl_stats *out) __attribute__((weak));
 
 /* ---- fork.c ---- */
 SH_HIDDEN void sh_fork_init(void); /* gate page, membarrier, pthread_atfork; once */

@@ -5,8 +5,8 @@
  * setenv changes nothing.
  *
  * The table is generated (options_table.h, from internal/options.Table in
- * Go: `go generate ./internal/options`), and so are the texts of its
- * messages; the syntax is the one internal/options documents, and one set of
+ * Go: `make generate`), and so are the texts of its messages and struct
+ * sh_options (options.h); the syntax is the one internal/options documents, and one set of
  * test vectors (internal/options/testdata/vectors.tsv) runs against this
  * parser (cshim/tests/test_options.c) and the Go one. Fail closed: an
  * invalid value prints the variable and the accepted values and aborts — a
@@ -142,13 +142,20 @@ static bool parse(const struct sh_opt_def *o, const char *s, size_t n, union val
             v->text[0] = 0;
             return true;
         }
+        size_t form = 0; /* "json:" (any case) first: the JSON form, stored as "json:" */
+        if (n >= 5 && strncasecmp(s, "json:", 5) == 0) {
+            memcpy(v->text, "json:", 5);
+            form = 5;
+            s += 5;
+            n -= 5;
+        }
         if (n == 6 && strncasecmp(s, "stderr", 6) == 0) {
-            strcpy(v->text, "stderr");
+            strcpy(v->text + form, "stderr");
             return true;
         }
-        if (memchr(s, '/', n) && n < sizeof v->text) {
-            memcpy(v->text, s, n);
-            v->text[n] = 0;
+        if (memchr(s, '/', n) && form + n < sizeof v->text) {
+            memcpy(v->text + form, s, n);
+            v->text[form + n] = 0;
             return true;
         }
         return false;

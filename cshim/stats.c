@@ -3,17 +3,27 @@
  * when SECRETHEAP_STATS is set. Live-block figures are counted from the
  * out-of-band req slots when asked for, so the fast paths keep no counters.
  *
- * The report is for people and for programs at once. Each block opens with
- * a header line ("secretheap stats (pid N, version V)", then the OpenSSL
- * skin's "secretheap openssl (pid N): …" if it is linked in), has summary
- * lines for people (kept as they were: cmd/secretheap, e2e/ and
- * cmd/benchreport read some of them), then one "  key value" line per
- * value: two spaces, a snake_case key, one space, a value without spaces.
- * Core keys are the field names of struct secretheap_stats (backend as its
- * number), "failures_<cause>" per element of failures[] (cause names as
- * sh_cause_name, '-' as '_'), per class "class_<bytes>_<field>" for classes with a slab; the
- * skin's keys start with "openssl_". Keys are stable; new ones are only
- * added. No human line has that two-token shape.
+ * The values, their keys and their order are one table, internal/stats (Go),
+ * which generates stats_table.h: the member lists used below and the checks
+ * that struct secretheap_stats is that table.
+ *
+ * The report comes in two forms. Text (SECRETHEAP_STATS=stderr or a path),
+ * for people: each block opens with a header line ("secretheap stats (pid N,
+ * version V)", then the OpenSSL hooks' "secretheap openssl (pid N): …" if it
+ * is linked in), has summary lines for people, then one "  key value" line
+ * per value: two spaces, a snake_case key, one space, a value without
+ * spaces. Core keys are the field names of struct secretheap_stats (backend
+ * as its number), "failures_<cause>" per element of failures[] (cause names
+ * as sh_cause_name, '-' as '_'), per class "class_<bytes>_<field>" for
+ * classes with a slab; the OpenSSL hooks' keys start with "openssl_". Keys are
+ * stable; new ones are only added. No human line has that two-token shape.
+ * JSON (SECRETHEAP_STATS=json:stderr or json:PATH), for programs (the
+ * secretheap command and cmd/benchreport read only this form): one object
+ * per report on one line, "pid", "version", "summary" (the human lines of
+ * both blocks, exactly as the text form prints them), every value under its
+ * key as above, "classes" (every class, an object of struct
+ * secretheap_class_stats's members) and "openssl" (the OpenSSL hooks' values, keys
+ * without "openssl_") when the OpenSSL hooks are linked in. internal/stats reads it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +31,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,17 +115,38 @@ static const char *model_name(uint64_t m) {
                                        : "unknown";
 }
 
-/* Appends to buf without ever overrunning it (output is cut at the end). */
-static void out(char *buf, size_t *n, size_t cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void out(char *buf, size_t *n, size_t cap, const char *fmt, ...) {
-    if (*n + 1 >= cap)
+/* A bounded piece of the report being written. */
+struct sbuf {
+    char *p;
+    size_t n, cap;
+};
+
+/* Appends to b without ever overrunning it (output is cut at the end). */
+static void out(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out(struct sbuf *b, const char *fmt, ...) {
+    if (b->n + 1 >= b->cap)
         return;
     va_list ap;
     va_start(ap, fmt);
-    int r = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    int r = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
     va_end(ap);
     if (r > 0)
-        *n += (size_t)r < cap - *n ? (size_t)r : cap - *n - 1;
+        b->n += (size_t)r < b->cap - b->n ? (size_t)r : b->cap - b->n - 1;
+}
+
+/* Appends s[0..n) as the inside of a JSON string. */
+static void out_json_text(struct sbuf *b, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            out(b, "\\%c", c);
+        else if (c == '\n')
+            out(b, "\\n");
+        else if (c < 0x20 || c >= 0x7f)
+            out(b, "\\u%04x", c);
+        else
+            out(b, "%c", c);
+    }
 }
 
 /* Writes buf to fd, waiting at most STATS_WRITE_MS in all for a full pipe
@@ -145,135 +177,212 @@ static void stats_write(int fd, const char *buf, size_t n) {
     }
 }
 
-/* fd < 0: where SECRETHEAP_STATS says (stderr, or appended to a file). */
+/* The core's human lines (the header, then summaries for people). */
+static void core_human(struct sbuf *b, const struct secretheap_stats *st) {
+    out(b, "secretheap stats (pid %d, version %s)\n", (int)getpid(), SECRETHEAP_VERSION);
+    out(b,
+        "  backend %s; chunks %llu secret + %llu locked (%llu idle) + %llu large regions; mapped %llu KiB; "
+        "committed %llu KiB\n",
+        backend_name(st->backend), (unsigned long long)st->chunks_secret, (unsigned long long)st->chunks_locked,
+        (unsigned long long)st->idle_chunks, (unsigned long long)st->large_regions_mapped,
+        (unsigned long long)(st->bytes_mapped >> 10), (unsigned long long)(st->committed_bytes >> 10));
+    out(b,
+        "  kernel model %s; memfd_secret %s; RLIMIT_MEMLOCK %s%llu KiB%s%s; committed %llu KiB secret + %llu KiB "
+        "locked (+ %llu KiB lazy regions)\n",
+        model_name(st->model), st->secret_unavailable ? sh_cause_name((int)st->secret_unavailable) : "available",
+        st->memlock_limit == UINT64_MAX ? "unlimited (" : "",
+        (unsigned long long)(st->memlock_limit == UINT64_MAX ? 0 : st->memlock_limit >> 10),
+        st->memlock_limit == UINT64_MAX ? ")" : "",
+        st->memlock_bypass  ? ", bypassed by CAP_IPC_LOCK"
+        : st->budget_shared ? ", shared by the user's processes"
+                            : "",
+        (unsigned long long)(st->committed_secret_bytes >> 10), (unsigned long long)(st->committed_locked_bytes >> 10),
+        (unsigned long long)(st->lazy_bytes >> 10));
+    bool any_failure = false;
+    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++)
+        any_failure |= st->failures[i] != 0;
+    if (any_failure) {
+        out(b, "  refused:");
+        for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++)
+            if (st->failures[i])
+                out(b, " %s %llu", sh_cause_name(i), (unsigned long long)st->failures[i]);
+        out(b, "\n");
+    }
+    out(b, "  live %llu blocks: %llu B requested, %llu B reserved\n", (unsigned long long)st->live_blocks,
+        (unsigned long long)st->requested_bytes, (unsigned long long)st->reserved_bytes);
+    out(b,
+        "  page runs %llu (%llu B requested, %llu B reserved); large regions %llu (%llu B requested, %llu B "
+        "reserved)\n",
+        (unsigned long long)st->run_blocks, (unsigned long long)st->run_requested_bytes,
+        (unsigned long long)st->run_reserved_bytes, (unsigned long long)st->large_regions,
+        (unsigned long long)st->large_requested_bytes, (unsigned long long)st->large_reserved_bytes);
+    out(b, "  fallbacks %llu; fork re-privatisations %llu; misuse caught %llu; openssl hooked %llu\n",
+        (unsigned long long)st->fallbacks, (unsigned long long)st->fork_reprivatised,
+        (unsigned long long)st->misuse_caught, (unsigned long long)st->openssl_hooked);
+    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
+        const struct secretheap_class_stats *c = &st->classes[i];
+        if (c->slabs == 0)
+            continue;
+        out(b, "  class %6llu B: %6llu live, %9llu B requested, %9llu B reserved, %4llu slabs\n",
+            (unsigned long long)c->size, (unsigned long long)c->live_blocks, (unsigned long long)c->requested_bytes,
+            (unsigned long long)c->reserved_bytes, (unsigned long long)c->slabs);
+    }
+}
+
+/* failures_<cause> ('-' as '_'). */
+static void failure_key(char *key, size_t cap, int cause) {
+    snprintf(key, cap, "failures_%s", sh_cause_name(cause));
+    for (char *k = key; *k; k++)
+        if (*k == '-')
+            *k = '_';
+}
+
+/* The core's machine-readable lines: "  key value", keys from the table. */
+static void core_kv(struct sbuf *b, const struct secretheap_stats *st) {
+#define KV(f) out(b, "  " #f " %llu\n", (unsigned long long)st->f);
+    SH_STATS_SCALARS(KV)
+#undef KV
+    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++) {
+        char key[32];
+        failure_key(key, sizeof key, i);
+        out(b, "  %s %llu\n", key, (unsigned long long)st->failures[i]);
+    }
+    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
+        const struct secretheap_class_stats *c = &st->classes[i];
+        if (c->slabs == 0)
+            continue;
+#define KV(f) out(b, "  class_%llu_" #f " %llu\n", (unsigned long long)c->size, (unsigned long long)c->f);
+        KV(requested_bytes) KV(reserved_bytes) KV(live_blocks) KV(slabs)
+#undef KV
+    }
+}
+
+/* The OpenSSL hooks' human lines and its "  openssl_<key> value" lines. */
+static void hooks_human(struct sbuf *b, const struct sh_openssl_stats *o) {
+    out(b,
+        "secretheap openssl (pid %d): mode %s; hooks %s; refused %llu; secure interposed %s; secure served by %s\n"
+        "  calls: malloc %llu, realloc %llu, free %llu, secure alloc %llu, secure free %llu; secure live %llu B; "
+        "set_mem_functions refused %llu, honoured %llu\n",
+        (int)getpid(), o->mode, o->hooks, (unsigned long long)o->refused, o->secure_interposed, o->secure_served_by,
+        (unsigned long long)o->malloc_calls, (unsigned long long)o->realloc_calls, (unsigned long long)o->free_calls,
+        (unsigned long long)o->secure_alloc_calls, (unsigned long long)o->secure_free_calls,
+        (unsigned long long)o->secure_live_bytes, (unsigned long long)o->set_mem_functions_refused,
+        (unsigned long long)o->set_mem_functions_honoured);
+}
+
+static void hooks_kv(struct sbuf *b, const struct sh_openssl_stats *o) {
+#define T(f) out(b, "  openssl_" #f " %s\n", o->f);
+#define N(f) out(b, "  openssl_" #f " %llu\n", (unsigned long long)o->f);
+    SH_OPENSSL_STATS(T, N)
+#undef T
+#undef N
+}
+
+/* The JSON document: one line, keys from the table (internal/stats). */
+static void json(struct sbuf *b, const struct secretheap_stats *st, const struct sh_openssl_stats *o,
+                 const struct sbuf *summary) {
+    out(b, "{\"pid\":%d,\"version\":\"%s\",\"summary\":\"", (int)getpid(), SECRETHEAP_VERSION);
+    out_json_text(b, summary->p, summary->n);
+    out(b, "\"");
+#define KV(f) out(b, ",\"" #f "\":%llu", (unsigned long long)st->f);
+    SH_STATS_SCALARS(KV)
+#undef KV
+    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++) {
+        char key[32];
+        failure_key(key, sizeof key, i);
+        out(b, ",\"%s\":%llu", key, (unsigned long long)st->failures[i]);
+    }
+    out(b, ",\"classes\":[");
+    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
+        const struct secretheap_class_stats *c = &st->classes[i];
+        const char *sep = "";
+        out(b, "%s{", i ? "," : "");
+#define KV(f) out(b, "%s\"" #f "\":%llu", sep, (unsigned long long)c->f), sep = ",";
+        SH_CLASS_STATS_MEMBERS(KV)
+#undef KV
+        out(b, "}");
+    }
+    out(b, "]");
+    if (o) {
+        const char *sep = "";
+        out(b, ",\"openssl\":{");
+#define T(f) out(b, "%s\"" #f "\":\"%s\"", sep, o->f), sep = ",";
+#define N(f) out(b, "%s\"" #f "\":%llu", sep, (unsigned long long)o->f), sep = ",";
+        SH_OPENSSL_STATS(T, N)
+#undef T
+#undef N
+        out(b, "}");
+    }
+    out(b, "}\n");
+}
+
+/* The OpenSSL hooks' block comes once per process, after the core's. */
+static atomic_int hooks_reported;
+
+/* Report buffers: human lines, key value lines, the OpenSSL hooks', the output. */
+#define STATS_PART 16384
+#define STATS_BUF (4 * STATS_PART + 65536)
+
+/* fd < 0: where SECRETHEAP_STATS says (stderr, or appended to a file),
+ * in its form ("json:" first: one JSON line). */
 void sh_stats_print(int fd) {
-    bool close_fd = false;
+    bool close_fd = false, as_json = false;
     if (fd < 0) {
-        if (strcmp(sh_opt.stats, "stderr") == 0) {
+        const char *dest = sh_opt.stats;
+        if (strncmp(dest, "json:", 5) == 0) {
+            as_json = true;
+            dest += 5;
+        }
+        if (strcmp(dest, "stderr") == 0) {
             fd = 2;
         } else {
             /* O_NONBLOCK: a FIFO with no reader fails at once (ENXIO)
              * instead of holding the program's exit until one comes. */
-            fd = open(sh_opt.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+            fd = open(dest, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
             if (fd < 0) {
-                sh_log(0, "cannot write stats to %s: %s%s", sh_opt.stats, strerror(errno),
+                sh_log(0, "cannot write stats to %s: %s%s", dest, strerror(errno),
                        errno == ENXIO ? " (a FIFO nobody reads)" : "");
                 return;
             }
             close_fd = true;
         }
     }
+    /* Not on the stack (this runs on whatever thread calls exit) and not
+     * from ourselves (the allocator is what is being reported). */
+    char *mem = mmap(NULL, STATS_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        sh_log(0, "cannot write stats: mmap: %s", strerror(errno));
+        if (close_fd)
+            close(fd);
+        return;
+    }
+    struct sbuf human = {mem, 0, STATS_PART}, kv = {mem + STATS_PART, 0, STATS_PART};
+    struct sbuf hooks = {mem + 2 * STATS_PART, 0, STATS_PART}, skv = {mem + 3 * STATS_PART, 0, STATS_PART};
+    struct sbuf doc = {mem + 4 * STATS_PART, 0, STATS_BUF - 4 * STATS_PART};
+
     struct secretheap_stats st;
     secretheap_stats(&st, sizeof st);
-    char buf[16384];
-    size_t n = 0;
-#define OUT(...) out(buf, &n, sizeof buf, __VA_ARGS__)
-    OUT("secretheap stats (pid %d, version %s)\n", (int)getpid(), SECRETHEAP_VERSION);
-    OUT("  backend %s; chunks %llu secret + %llu locked (%llu idle) + %llu large regions; mapped %llu KiB; "
-        "committed %llu KiB\n",
-        backend_name(st.backend), (unsigned long long)st.chunks_secret, (unsigned long long)st.chunks_locked,
-        (unsigned long long)st.idle_chunks, (unsigned long long)st.large_regions_mapped,
-        (unsigned long long)(st.bytes_mapped >> 10), (unsigned long long)(st.committed_bytes >> 10));
-    OUT("  kernel model %s; memfd_secret %s; RLIMIT_MEMLOCK %s%llu KiB%s%s; committed %llu KiB secret + %llu KiB "
-        "locked (+ %llu KiB lazy regions)\n",
-        model_name(st.model), st.secret_unavailable ? sh_cause_name((int)st.secret_unavailable) : "available",
-        st.memlock_limit == UINT64_MAX ? "unlimited (" : "",
-        (unsigned long long)(st.memlock_limit == UINT64_MAX ? 0 : st.memlock_limit >> 10),
-        st.memlock_limit == UINT64_MAX ? ")" : "",
-        st.memlock_bypass  ? ", bypassed by CAP_IPC_LOCK"
-        : st.budget_shared ? ", shared by the user's processes"
-                           : "",
-        (unsigned long long)(st.committed_secret_bytes >> 10), (unsigned long long)(st.committed_locked_bytes >> 10),
-        (unsigned long long)(st.lazy_bytes >> 10));
-    bool any_failure = false;
-    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++)
-        any_failure |= st.failures[i] != 0;
-    if (any_failure) {
-        OUT("  refused:");
-        for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++)
-            if (st.failures[i])
-                OUT(" %s %llu", sh_cause_name(i), (unsigned long long)st.failures[i]);
-        OUT("\n");
+    core_human(&human, &st);
+    core_kv(&kv, &st);
+    /* The OpenSSL hooks' block right after ours, to the same place: not from an
+     * exit handler of its own, whose order against ours depends on which
+     * constructor ran first. Weak: the core links without the OpenSSL hooks. */
+    struct sh_openssl_stats os_st, *os = NULL;
+    if (sh_openssl_stats && !atomic_exchange(&hooks_reported, 1)) {
+        memset(&os_st, 0, sizeof os_st);
+        sh_openssl_stats(&os_st);
+        os = &os_st;
+        hooks_human(&hooks, os);
+        hooks_kv(&skv, os);
     }
-    OUT("  live %llu blocks: %llu B requested, %llu B reserved\n", (unsigned long long)st.live_blocks,
-        (unsigned long long)st.requested_bytes, (unsigned long long)st.reserved_bytes);
-    OUT("  page runs %llu (%llu B requested, %llu B reserved); large regions %llu (%llu B requested, %llu B "
-        "reserved)\n",
-        (unsigned long long)st.run_blocks, (unsigned long long)st.run_requested_bytes,
-        (unsigned long long)st.run_reserved_bytes, (unsigned long long)st.large_regions,
-        (unsigned long long)st.large_requested_bytes, (unsigned long long)st.large_reserved_bytes);
-    OUT("  fallbacks %llu; fork re-privatisations %llu; misuse caught %llu; openssl hooked %llu\n",
-        (unsigned long long)st.fallbacks, (unsigned long long)st.fork_reprivatised,
-        (unsigned long long)st.misuse_caught, (unsigned long long)st.openssl_hooked);
-    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
-        const struct secretheap_class_stats *c = &st.classes[i];
-        if (c->slabs == 0)
-            continue;
-        OUT("  class %6llu B: %6llu live, %9llu B requested, %9llu B reserved, %4llu slabs\n",
-            (unsigned long long)c->size, (unsigned long long)c->live_blocks, (unsigned long long)c->requested_bytes,
-            (unsigned long long)c->reserved_bytes, (unsigned long long)c->slabs);
+    if (as_json) {
+        out(&human, "%.*s", (int)hooks.n, hooks.p);
+        json(&doc, &st, os, &human);
+    } else {
+        out(&doc, "%.*s%.*s%.*s%.*s", (int)human.n, human.p, (int)kv.n, kv.p, (int)hooks.n, hooks.p, (int)skv.n, skv.p);
     }
-    /* Machine-readable: "  key value", keys = struct secretheap_stats fields. */
-#define KV(f) OUT("  " #f " %llu\n", (unsigned long long)st.f)
-    KV(backend);
-    KV(requested_bytes);
-    KV(reserved_bytes);
-    KV(live_blocks);
-    KV(run_blocks);
-    KV(run_requested_bytes);
-    KV(run_reserved_bytes);
-    KV(large_regions);
-    KV(large_requested_bytes);
-    KV(large_reserved_bytes);
-    KV(chunks_mapped);
-    KV(chunks_secret);
-    KV(chunks_locked);
-    KV(large_regions_mapped);
-    KV(bytes_mapped);
-    KV(committed_bytes);
-    KV(idle_chunks);
-    KV(fallbacks);
-    KV(fork_reprivatised);
-    KV(misuse_caught);
-    KV(openssl_hooked);
-    KV(fallback_bytes);
-    KV(exhausted_returns);
-    KV(model);
-    KV(secret_unavailable);
-    KV(memlock_limit);
-    KV(memlock_bypass);
-    KV(budget_shared);
-    KV(committed_secret_bytes);
-    KV(committed_locked_bytes);
-    KV(lazy_bytes);
-    KV(secure_reserve_bytes);
-    KV(arena_bytes);
-#undef KV
-    for (int i = 1; i < SECRETHEAP_NUM_CAUSES; i++) {
-        char key[32];
-        snprintf(key, sizeof key, "failures_%s", sh_cause_name(i));
-        for (char *k = key; *k; k++)
-            if (*k == '-')
-                *k = '_';
-        OUT("  %s %llu\n", key, (unsigned long long)st.failures[i]);
-    }
-    for (int i = 0; i < SECRETHEAP_NUM_CLASSES; i++) {
-        const struct secretheap_class_stats *c = &st.classes[i];
-        if (c->slabs == 0)
-            continue;
-        OUT("  class_%llu_requested_bytes %llu\n  class_%llu_reserved_bytes %llu\n  class_%llu_live_blocks %llu\n"
-            "  class_%llu_slabs %llu\n",
-            (unsigned long long)c->size, (unsigned long long)c->requested_bytes, (unsigned long long)c->size,
-            (unsigned long long)c->reserved_bytes, (unsigned long long)c->size, (unsigned long long)c->live_blocks,
-            (unsigned long long)c->size, (unsigned long long)c->slabs);
-    }
-#undef OUT
-    stats_write(fd, buf, n);
-    /* The OpenSSL skin's block right after ours, to the same place: not
-     * from an exit handler of its own, whose order against ours depends on
-     * which constructor ran first. Weak: the core links without the skin. */
-    if (sh_openssl_stats_print)
-        sh_openssl_stats_print(fd);
+    stats_write(fd, doc.p, doc.n);
+    munmap(mem, STATS_BUF);
     if (close_fd)
         close(fd);
 }

@@ -8,7 +8,8 @@
 // through dlsym, dlclose of the library, a libcrypto loaded again, dlopen by
 // $ORIGIN, libc free of a block of ours, and a process that never loads
 // OpenSSL (no arena reserved). Each test reads
-// the library's statistics (SECRETHEAP_STATS=<file>) to check that OpenSSL's
+// the library's statistics (SECRETHEAP_STATS=json:<file>, read with
+// internal/stats) to check that OpenSSL's
 // allocations were served from secret memory, and each has a control run
 // (without the library, or with SECRETHEAP_OPENSSL=off) showing that the
 // check can fail.

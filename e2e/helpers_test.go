@@ -20,6 +20,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	shstats "github.com/secretheap/secretheap/internal/stats"
 	"github.com/secretheap/secretheap/internal/testutil"
 )
 
@@ -143,75 +144,33 @@ func requireOK(t *testing.T, r result, what string) {
 	require.NoError(t, r.err, "%s failed\nstdout: %s\nstderr: %s", what, r.stdout, r.stderr)
 }
 
-// stats is one process's SECRETHEAP_STATS report, reduced to named fields:
-// the core's block ("secretheap stats (pid N, …)") and the OpenSSL skin's
-// ("secretheap openssl (pid N): …"). Byte sizes printed in KiB are stored in
-// bytes. The per-class table is ignored.
+// stats is one process's SECRETHEAP_STATS report in its JSON form
+// (SECRETHEAP_STATS=json:PATH, read with internal/stats), as key → decimal
+// or word: every value under its table key, the OpenSSL hooks' values as
+// "openssl_<key>", and "pid". The per-class values are left out.
 type stats map[string]string
 
-var (
-	blockStart = regexp.MustCompile(`^secretheap (?:stats|openssl) \(pid (\d+)`)
-	statFields = []struct {
-		re   *regexp.Regexp
-		keys []string
-	}{
-		{regexp.MustCompile(`\bbackend (\w+);`), []string{"backend"}},
-		{regexp.MustCompile(`\bchunks (\d+) secret \+ (\d+) locked`), []string{"chunks_secret", "chunks_locked"}},
-		{regexp.MustCompile(`\bmapped (\d+) KiB`), []string{"kib:bytes_mapped"}},
-		{regexp.MustCompile(`\bcommitted (\d+) KiB`), []string{"kib:bytes_committed"}},
-		{regexp.MustCompile(`^\s*live (\d+) blocks: (\d+) B requested`), []string{"live_blocks", "requested_bytes"}},
-		{regexp.MustCompile(`\bfallbacks (\d+)`), []string{"fallbacks"}},
-		{regexp.MustCompile(`\bfork re-privatisations (\d+)`), []string{"fork_reprivatisations"}},
-		{regexp.MustCompile(`\bmisuse caught (\d+)`), []string{"misuse_caught"}},
-		{regexp.MustCompile(`\bopenssl hooked (\d+)`), []string{"openssl_hooked"}},
-		{regexp.MustCompile(`\): mode (\w+); hooks (\w+); refused (\d+); secure interposed ([\w-]+); secure served by ([\w-]+)`),
-			[]string{"openssl_mode", "openssl_hooks", "openssl_refused", "openssl_secure_interposed", "openssl_secure_served_by"}},
-		{regexp.MustCompile(`calls: malloc (\d+), realloc (\d+), free (\d+), secure alloc (\d+), secure free (\d+); secure live (\d+) B; set_mem_functions refused (\d+), honoured (\d+)`),
-			[]string{"openssl_malloc_calls", "openssl_realloc_calls", "openssl_free_calls",
-				"openssl_secure_alloc_calls", "openssl_secure_free_calls", "openssl_secure_live_bytes",
-				"openssl_set_mem_functions_refused", "openssl_set_mem_functions_honoured"}},
-	}
-	// outputLine is a "name value" line printed by a test program.
-	outputLine = regexp.MustCompile(`^([a-z_]+) (\S+)$`)
-)
+// statsEnv is the SECRETHEAP_STATS setting that writes JSON reports to path.
+func statsEnv(path string) string { return "SECRETHEAP_STATS=json:" + path }
 
-// parseStatsAll returns every process's report in text, in the order the
-// processes first wrote: a forking program's processes append to one file.
+// outputLine is a "name value" line printed by a test program.
+var outputLine = regexp.MustCompile(`^([a-z_]+) (\S+)$`)
+
+// parseStatsAll returns every process's report in text (one JSON line
+// each), in the order the processes wrote them: a forking program's
+// processes append to one file.
 func parseStatsAll(text string) []stats {
-	byPID := map[string]stats{}
-	var order []string
-	last := ""
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		line := sc.Text()
-		if m := blockStart.FindStringSubmatch(line); m != nil {
-			last = m[1]
-			if byPID[last] == nil {
-				byPID[last] = stats{"pid": last}
-				order = append(order, last)
-			}
+	rs, _ := shstats.ReadReports([]byte(text)) // a report cut short is left out
+	out := make([]stats, 0, len(rs))
+	for _, r := range rs {
+		s := stats{"pid": strconv.Itoa(r.PID)}
+		for k, v := range r.Values {
+			s[k] = strconv.FormatUint(v, 10)
 		}
-		if last == "" {
-			continue
+		for k, v := range r.OpenSSL {
+			s["openssl_"+k] = v
 		}
-		for _, f := range statFields {
-			m := f.re.FindStringSubmatch(line)
-			if m == nil {
-				continue
-			}
-			for i, k := range f.keys {
-				v := m[i+1]
-				if kib, ok := strings.CutPrefix(k, "kib:"); ok {
-					n, _ := strconv.ParseUint(v, 10, 64)
-					k, v = kib, strconv.FormatUint(n*1024, 10)
-				}
-				byPID[last][k] = v
-			}
-		}
-	}
-	out := make([]stats, 0, len(order))
-	for _, pid := range order {
-		out = append(out, byPID[pid])
+		out = append(out, s)
 	}
 	return out
 }
@@ -274,7 +233,7 @@ func requireServedFromSecret(t *testing.T, s stats) {
 	require.Equal(t, "all", s.str(t, "openssl_mode"))
 	require.NotZero(t, s.num(t, "openssl_malloc_calls"), "no OpenSSL allocation reached the library")
 	require.NotZero(t, s.num(t, "chunks_secret"), "no memfd_secret chunk mapped")
-	require.NotZero(t, s.num(t, "bytes_committed"))
+	require.NotZero(t, s.num(t, "committed_bytes"))
 	require.Zero(t, s.num(t, "fallbacks"), "allocations fell back to libc")
 }
 

@@ -211,7 +211,7 @@ func TestLazyStart(t *testing.T) {
 	assert.NotContains(t, maps.stdout, "secretmem", "no secret memory mapped")
 	// Asking for the stats report still starts the library (and reports).
 	st := filepath.Join(t.TempDir(), "true.stats")
-	requireOK(t, run(t, env(lib, "SECRETHEAP_STATS="+st), "", "true"), "true")
+	requireOK(t, run(t, env(lib, statsEnv(st)), "", "true"), "true")
 	b, err := os.ReadFile(st)
 	require.NoError(t, err)
 	assert.Contains(t, string(b), "secretheap stats (pid")
@@ -226,7 +226,7 @@ func TestForeignFree(t *testing.T) {
 	dir := t.TempDir()
 	prog := compileC(t, dir, "foreign_free.c", "-lcrypto")
 	st := filepath.Join(dir, "foreign.stats")
-	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", prog)
+	r := run(t, env(lib, statsEnv(st)), "", prog)
 	_, crashed := r.signaled()
 	require.False(t, crashed, "crashed\nstdout: %s\nstderr: %s", r.stdout, r.stderr)
 	requireOK(t, r, "foreign_free")

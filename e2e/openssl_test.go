@@ -35,7 +35,7 @@ func TestOpenSSLCommands(t *testing.T) {
 			key := filepath.Join(dir, fmt.Sprintf("key%d.pem", i))
 			st := filepath.Join(dir, fmt.Sprintf("genpkey%d.stats", i))
 			args := append([]string{"genpkey"}, tc.args...)
-			r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", "openssl", append(args, "-out", key)...)
+			r := run(t, env(lib, statsEnv(st)), "", "openssl", append(args, "-out", key)...)
 			requireOK(t, r, "openssl genpkey")
 			s := readStats(t, st)
 			requireServedFromSecret(t, s)
@@ -43,15 +43,15 @@ func TestOpenSSLCommands(t *testing.T) {
 			assert.NotZero(t, s.num(t, "openssl_secure_alloc_calls"))
 
 			st = filepath.Join(dir, fmt.Sprintf("check%d.stats", i))
-			r = run(t, env(lib, "SECRETHEAP_STATS="+st), "", "openssl", "pkey", "-in", key, "-check", "-noout")
+			r = run(t, env(lib, statsEnv(st)), "", "openssl", "pkey", "-in", key, "-check", "-noout")
 			requireOK(t, r, "openssl pkey -check")
 			assert.Contains(t, r.stdout+r.stderr, "Key is valid")
 			requireServedFromSecret(t, readStats(t, st))
 
-			// Control: with the OpenSSL skin off the same command
+			// Control: with the OpenSSL hooks off the same command
 			// allocates nothing from us, and the checks above would fail.
 			st = filepath.Join(dir, fmt.Sprintf("off%d.stats", i))
-			r = run(t, env(lib, "SECRETHEAP_STATS="+st, "SECRETHEAP_OPENSSL=off"), "", "openssl", "pkey", "-in", key, "-check", "-noout")
+			r = run(t, env(lib, statsEnv(st), "SECRETHEAP_OPENSSL=off"), "", "openssl", "pkey", "-in", key, "-check", "-noout")
 			requireOK(t, r, "openssl pkey -check (off)")
 			off := readStats(t, st)
 			assert.Equal(t, "no", off.str(t, "openssl_hooks"))
@@ -108,12 +108,12 @@ func TestTLSHandshake(t *testing.T) {
 			// -rev: an echo server that never reads its own stdin (s_server
 			// otherwise ends a connection at stdin EOF); -naccept makes it
 			// exit, and so print its stats, after our clients.
-			srv := startServer(t, env(lib, "SECRETHEAP_STATS="+sst, "SECRETHEAP_OPENSSL="+tc.mode),
+			srv := startServer(t, env(lib, statsEnv(sst), "SECRETHEAP_OPENSSL="+tc.mode),
 				acceptLine, "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key,
 				"-tls1_3", "-rev", "-naccept", strconv.Itoa(handshakes), "-no_cache", "-num_tickets", "0")
 			for i := 0; i < handshakes; i++ {
 				cst := filepath.Join(dir, fmt.Sprintf("%s-client%d.stats", tc.mode, i))
-				r := run(t, env(lib, "SECRETHEAP_STATS="+cst, "SECRETHEAP_OPENSSL="+tc.mode), "ping\n",
+				r := run(t, env(lib, statsEnv(cst), "SECRETHEAP_OPENSSL="+tc.mode), "ping\n",
 					"openssl", "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", srv.port), "-tls1_3",
 					"-brief", "-CAfile", cert, "-verify_return_error", "-verify_hostname", "localhost")
 				requireOK(t, r, "openssl s_client")
@@ -193,7 +193,7 @@ func TestHooksRefused(t *testing.T) {
 	prog := compileC(t, dir, "dlopen_crypto.c", "-ldl")
 	plugin := compileShared(t, dir, "plugin.c", "-DALLOC_IN_CTOR", "-lcrypto")
 	st := filepath.Join(dir, "refused.stats")
-	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", prog, plugin)
+	r := run(t, env(lib, statsEnv(st)), "", prog, plugin)
 	requireOK(t, r, "dlopen_crypto with an allocating constructor")
 	assert.Equal(t, 1, strings.Count(r.stderr, "OpenSSL refused CRYPTO_set_mem_functions"), r.stderr)
 	got := parseOutput(r.stdout)
@@ -256,7 +256,7 @@ func TestPythonSSL(t *testing.T) {
 		t.Skipf("python3 has no usable ssl module: %v %s", r.err, r.stderr)
 	}
 	st := filepath.Join(t.TempDir(), "python.stats")
-	r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", py, "-c", script)
+	r := run(t, env(lib, statsEnv(st)), "", py, "-c", script)
 	requireOK(t, r, "python3 ssl")
 	assert.Contains(t, r.stdout, "ssl ok")
 	b, err := os.ReadFile(st)
@@ -327,7 +327,7 @@ func TestInterpositionProbe(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := filepath.Join(dir, fmt.Sprintf("probe%d.stats", i))
-			r := run(t, env(lib, "SECRETHEAP_OPENSSL=secure", "SECRETHEAP_STATS="+st), "", prog, tc.lib)
+			r := run(t, env(lib, "SECRETHEAP_OPENSSL=secure", statsEnv(st)), "", prog, tc.lib)
 			requireOK(t, r, "dlopen_crypto")
 			s := readStats(t, st)
 			assert.Equal(t, tc.interposed, s.str(t, "openssl_secure_interposed"))
@@ -352,7 +352,7 @@ func TestForkServer(t *testing.T) {
 
 	t.Run("copy", func(t *testing.T) {
 		st := filepath.Join(dir, "fork.stats")
-		r := run(t, env(lib, "SECRETHEAP_STATS="+st), "", server, args...)
+		r := run(t, env(lib, statsEnv(st)), "", server, args...)
 		requireOK(t, r, "tls_server")
 		assert.Contains(t, r.stderr, "parent selftest 300/300 handshakes ok")
 		assert.Equal(t, 4, strings.Count(r.stderr, "verify ok"), r.stderr)
@@ -365,9 +365,9 @@ func TestForkServer(t *testing.T) {
 		for i, s := range all {
 			requireServedFromSecret(t, s)
 			if i < 4 { // a worker: its chunks were made private at fork
-				assert.NotZero(t, s.num(t, "fork_reprivatisations"), "worker pid %s", s["pid"])
+				assert.NotZero(t, s.num(t, "fork_reprivatised"), "worker pid %s", s["pid"])
 			} else {
-				assert.Zero(t, s.num(t, "fork_reprivatisations"), "the parent")
+				assert.Zero(t, s.num(t, "fork_reprivatised"), "the parent")
 			}
 		}
 	})
@@ -430,7 +430,7 @@ func TestMemlockUnprivileged(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := filepath.Join(dir, fmt.Sprintf("memlock%d.stats", i))
-			r := runAs(t, env(lib, "SECRETHEAP_STATS="+st, "SECRETHEAP_ON_EXHAUSTED="+tc.policy), "", nobody,
+			r := runAs(t, env(lib, statsEnv(st), "SECRETHEAP_ON_EXHAUSTED="+tc.policy), "", nobody,
 				prlimit, "--memlock="+tc.limit+":"+tc.limit, server, "-cert", cert, "-key", key,
 				"-workers", strconv.Itoa(tc.workers), "-selftest", strconv.Itoa(tc.handshake))
 			sig, crashed := r.signaled()

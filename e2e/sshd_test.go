@@ -81,7 +81,7 @@ StrictModes no
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv := exec.CommandContext(ctx, sshd, "-D", "-e", "-f", conf)
-	srv.Env = env(lib, "SECRETHEAP_STATS="+statsPath)
+	srv.Env = env(lib, statsEnv(statsPath))
 	var log testutil.SyncBuffer
 	srv.Stdout, srv.Stderr = &log, &log
 	require.NoError(t, srv.Start())

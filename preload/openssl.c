@@ -1136,55 +1136,27 @@ SH_EXPORT int CRYPTO_secure_malloc_done(void) {
 
 /* ---- stats ------------------------------------------------------------- */
 
-/* sh_openssl_stats_print writes the OpenSSL hooks' block of the stats report to fd,
- * once per process. The core's sh_stats_print calls it right after its own
- * block (see stats.c for the format): a summary for people, then one
- * "  openssl_<key> value" line per value. */
-static atomic_int hook_stats_printed;
-
-void sh_openssl_stats_print(int fd) {
+/* sh_openssl_stats fills the OpenSSL hooks' values of the stats report (the table
+ * of internal/stats; stats.c prints them after the core's block). */
+void sh_openssl_stats(struct sh_openssl_stats *out) {
     static const char *const modes[] = {"all", "secure", "off"};
     static const char *const interp[] = {"bound-inside-libcrypto", "unknown", "yes"};
-    if (atomic_exchange(&hook_stats_printed, 1))
-        return;
     long live = atomic_load(&hook_secure_live);
-    const char *mode = modes[hook_mode];
-    const char *hooks = atomic_load(&hook_installed) ? "yes" : "no";
-    const char *ip = interp[atomic_load(&hook_interpose_state) + 1];
+    out->mode = modes[hook_mode];
+    out->hooks = atomic_load(&hook_installed) ? "yes" : "no";
+    out->refused = (uint64_t)atomic_load(&hook_refused);
+    out->secure_interposed = interp[atomic_load(&hook_interpose_state) + 1];
     /* Who serves OpenSSL's secure-heap allocations from secret memory. */
-    const char *via = atomic_load(&hook_secure_active)                              ? "interposition"
-                      : atomic_load(&hook_secure_fallback)                          ? "general-hooks"
-                      : hook_mode == SH_OPENSSL_ALL && atomic_load(&hook_installed) ? "general-hooks"
-                                                                                    : "none";
-    unsigned long c[HOOK_CALL_N];
-    for (int i = 0; i < HOOK_CALL_N; i++)
-        c[i] = hook_sum(i);
-    unsigned long refused = atomic_load(&hook_set_refused), honoured = atomic_load(&hook_set_honoured);
-    char buf[2048];
-    int n = snprintf(buf, sizeof buf,
-                     "secretheap openssl (pid %d): mode %s; hooks %s; refused %d; secure interposed %s; "
-                     "secure served by %s\n"
-                     "  calls: malloc %lu, realloc %lu, free %lu, secure alloc %lu, secure free %lu; "
-                     "secure live %ld B; set_mem_functions refused %lu, honoured %lu\n"
-                     "  openssl_mode %s\n  openssl_hooks %s\n  openssl_refused %d\n"
-                     "  openssl_secure_interposed %s\n  openssl_secure_served_by %s\n"
-                     "  openssl_malloc_calls %lu\n"
-                     "  openssl_realloc_calls %lu\n  openssl_free_calls %lu\n"
-                     "  openssl_secure_alloc_calls %lu\n  openssl_secure_free_calls %lu\n"
-                     "  openssl_secure_live_bytes %ld\n  openssl_set_mem_functions_refused %lu\n"
-                     "  openssl_set_mem_functions_honoured %lu\n",
-                     (int)getpid(), mode, hooks, atomic_load(&hook_refused), ip, via, c[HOOK_CALL_MALLOC],
-                     c[HOOK_CALL_REALLOC], c[HOOK_CALL_FREE], c[HOOK_CALL_SECURE_ALLOC], c[HOOK_CALL_SECURE_FREE],
-                     live > 0 ? live : 0, refused, honoured, mode, hooks, atomic_load(&hook_refused), ip, via,
-                     c[HOOK_CALL_MALLOC], c[HOOK_CALL_REALLOC], c[HOOK_CALL_FREE], c[HOOK_CALL_SECURE_ALLOC],
-                     c[HOOK_CALL_SECURE_FREE], live > 0 ? live : 0, refused, honoured);
-    if (n <= 0)
-        return;
-    size_t len = (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1;
-    for (size_t off = 0; off < len;) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
+    out->secure_served_by = atomic_load(&hook_secure_active)                              ? "interposition"
+                            : atomic_load(&hook_secure_fallback)                          ? "general-hooks"
+                            : hook_mode == SH_OPENSSL_ALL && atomic_load(&hook_installed) ? "general-hooks"
+                                                                                          : "none";
+    out->malloc_calls = hook_sum(HOOK_CALL_MALLOC);
+    out->realloc_calls = hook_sum(HOOK_CALL_REALLOC);
+    out->free_calls = hook_sum(HOOK_CALL_FREE);
+    out->secure_alloc_calls = hook_sum(HOOK_CALL_SECURE_ALLOC);
+    out->secure_free_calls = hook_sum(HOOK_CALL_SECURE_FREE);
+    out->secure_live_bytes = live > 0 ? (uint64_t)live : 0;
+    out->set_mem_functions_refused = atomic_load(&hook_set_refused);
+    out->set_mem_functions_honoured = atomic_load(&hook_set_honoured);
 }

@@ -542,7 +542,7 @@ static void print_stats(const char *backend, const char *workload, int threads) 
     if (sh_stats == NULL || sh_stats(&st, sizeof st) != 0)
         return;
     printf("{\"kind\":\"stats\",\"backend\":\"%s\",\"workload\":\"%s\",\"threads\":%d,"
-           "\"bytes_mapped\":%" PRIu64 ",\"bytes_committed\":%" PRIu64 ",\"requested_bytes\":%" PRIu64
+           "\"bytes_mapped\":%" PRIu64 ",\"committed_bytes\":%" PRIu64 ",\"requested_bytes\":%" PRIu64
            ",\"reserved_bytes\":%" PRIu64 ",\"live_blocks\":%" PRIu64 ",\"chunks_secret\":%" PRIu64
            ",\"fallbacks\":%" PRIu64 "}\n",
            backend, workload, threads, st.bytes_mapped, st.committed_bytes, st.requested_bytes, st.reserved_bytes,
@@ -805,7 +805,7 @@ static void cmd_faultin(void) {
     for (int i = 0; i < NB; i++)
         sh_free(blk[i]);
     printf("{\"kind\":\"faultin\",\"what\":\"secretheap\",\"blocks\":%d,\"cold_ns\":%" PRIu64 ",\"warm_ns\":%" PRIu64
-           ",\"bytes_committed\":%" PRIu64 ",\"chunks_secret\":%" PRIu64 "}\n",
+           ",\"committed_bytes\":%" PRIu64 ",\"chunks_secret\":%" PRIu64 "}\n",
            NB, c1 - c0, w1 - w0, st.committed_bytes, st.chunks_secret);
 }
 

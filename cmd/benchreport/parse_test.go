@@ -92,14 +92,12 @@ func TestParseHyperfine(t *testing.T) {
 }
 
 func TestParseServerMemory(t *testing.T) {
-	assert.Equal(t, 123456.0, parsePeak("openssl_allocations 9\nopenssl_peak_live_bytes 123456\n"))
+	assert.Equal(t, 123456.0, parsePeak(`{"openssl_allocations":9,"openssl_peak_live_bytes":123456}`+"\n"))
 	assert.Equal(t, 0.0, parsePeak("nothing"))
-	stats := `secretheap stats (pid 1, version 0.1.0)
-  backend secret; chunks 1 secret; mapped 2048 KiB; committed 1064 KiB
-secretheap stats (pid 2, version 0.1.0)
-  backend secret; chunks 1 secret; mapped 2048 KiB; committed 932 KiB
+	stats := `{"pid":1,"version":"0.1.0","summary":"","committed_bytes":1089536,"classes":[]}
+{"pid":2,"version":"0.1.0","summary":"","committed_bytes":954368,"classes":[]}
 `
 	assert.Equal(t, 932.0*1024, parseCommitted(stats), "the last report is the process's final one")
-	assert.Equal(t, 151552.0, parseCommitted(stats+"  committed_bytes 151552\n"), "the exact field wins")
+	assert.Equal(t, 151552.0, parseCommitted(stats+`{"pid":3,"committed_bytes":151552}`+"\n"), "the exact field")
 	assert.Equal(t, 0.0, parseCommitted(""))
 }

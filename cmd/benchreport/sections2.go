@@ -1,15 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/secretheap/secretheap/internal/stats"
 )
 
 // variant is one side of a with/without-the-library comparison.
@@ -65,7 +67,7 @@ func (b *bench) memory() error {
 				continue
 			}
 			for _, rec := range recs {
-				c, _ := rec.Num("bytes_committed")
+				c, _ := rec.Num("committed_bytes")
 				q, _ := rec.Num("requested_bytes")
 				if rec.Str("kind") == "stats" && q > 0 {
 					b.add(Sample{Section: "memory", Workload: fmt.Sprintf("C churn, %s thread(s): committed ÷ live requested bytes", th),
@@ -393,10 +395,10 @@ func (b *bench) sserverMemory() error {
 	if _, err := run(time.Minute, cleanEnv(), tlsbench, "gencert", dir); err != nil {
 		return err
 	}
-	peakOut, statsOut := filepath.Join(dir, "peak.txt"), filepath.Join(dir, "stats.txt")
+	peakOut, statsOut := filepath.Join(dir, "peak.json"), filepath.Join(dir, "stats.json")
 	for _, v := range []struct{ preload, env string }{
 		{peakSO, "OSSL_PEAK_OUT=" + peakOut},
-		{b.lib, "SECRETHEAP_STATS=" + statsOut},
+		{b.lib, "SECRETHEAP_STATS=json:" + statsOut},
 	} {
 		if err := b.sserver100(dir, v.preload, v.env); err != nil {
 			return err
@@ -472,34 +474,25 @@ func (b *bench) sserver100(dir, preload, env string) error {
 	return nil
 }
 
-var (
-	peakRE           = regexp.MustCompile(`openssl_peak_live_bytes\s+(\d+)`)
-	committedRE      = regexp.MustCompile(`committed (\d+) KiB`)
-	committedBytesRE = regexp.MustCompile(`(?m)^\s*committed_bytes (\d+)$`)
-)
-
-// parsePeak reads ossl_peak.so's "openssl_peak_live_bytes N" (0 if absent).
+// parsePeak reads ossl_peak.so's JSON line, {"openssl_peak_live_bytes":N,
+// …} (0 if absent or unreadable).
 func parsePeak(s string) float64 {
-	m := peakRE.FindStringSubmatch(s)
-	if m == nil {
+	var v struct {
+		Peak float64 `json:"openssl_peak_live_bytes"`
+	}
+	if json.Unmarshal([]byte(strings.TrimSpace(s)), &v) != nil {
 		return 0
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
+	return v.Peak
 }
 
-// parseCommitted reads the committed bytes of the library's last stats
-// report (the process's final one): the exact "committed_bytes N" line where
-// the report has it, else "committed N KiB"; 0 if absent.
+// parseCommitted reads committed_bytes of the library's last JSON stats
+// report (the process's final one; internal/stats has the keys); 0 if there
+// is none.
 func parseCommitted(s string) float64 {
-	if all := committedBytesRE.FindAllStringSubmatch(s, -1); len(all) > 0 {
-		v, _ := strconv.ParseFloat(all[len(all)-1][1], 64)
-		return v
-	}
-	all := committedRE.FindAllStringSubmatch(s, -1)
-	if len(all) == 0 {
+	r, err := stats.ReadLast([]byte(s))
+	if err != nil {
 		return 0
 	}
-	v, _ := strconv.ParseFloat(all[len(all)-1][1], 64)
-	return v * 1024
+	return float64(r.Values["committed_bytes"])
 }

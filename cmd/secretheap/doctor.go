@@ -582,11 +582,11 @@ type hookResult struct {
 	Binary  string // the openssl command run
 	Skipped string // why the probe did not run
 	Hooked  string // the stats' openssl_hooked value: "1" yes, "0" no, "2" refused
-	// SecureInterposed is the skin's verdict on CRYPTO_secure_*: "yes" when
+	// SecureInterposed is the OpenSSL hooks' verdict on CRYPTO_secure_*: "yes" when
 	// libcrypto calls them through its PLT (SECRETHEAP_OPENSSL=secure works).
 	SecureInterposed string
 	Err              error  // the probe ran and failed
-	Stats            string // the stats text, for --json and for diagnosis
+	Stats            string // the stats' human lines, for --json and for diagnosis
 }
 
 // probeHook runs the system's openssl with the library preloaded. The
@@ -621,7 +621,7 @@ func probeHook(info opensslInfo) hookResult {
 	}
 	defer cleanup()
 	env := ldpreload.Env(os.Environ(), name)
-	env = setEnv(env, "SECRETHEAP_STATS", statsPath)
+	env = setEnv(env, "SECRETHEAP_STATS", statsEnv(statsPath))
 	// The question is what the library can do with this libcrypto, not what
 	// the caller's settings make it do: openssl_hooked is 1 only in mode all,
 	// and backend auto works whether or not memfd_secret does.
@@ -633,19 +633,19 @@ func probeHook(info opensslInfo) hookResult {
 		res.Err = fmt.Errorf("openssl version with %s preloaded: %v: %s", lib, err, strings.TrimSpace(string(out)))
 		return res
 	}
-	b, err := os.ReadFile(statsPath)
+	rs, err := readStats(statsPath)
 	if err != nil {
 		res.Err = fmt.Errorf("the library wrote no stats to SECRETHEAP_STATS: %w", err)
 		return res
 	}
-	res.Stats = string(b)
-	v, ok := statsHooked(b)
+	res.Stats = string(statsSummary(rs))
+	v, ok := statsHooked(rs)
 	if !ok {
-		res.Err = fmt.Errorf("the library's stats have no \"openssl hooked\" field: %q", shorten(string(b), 200))
+		res.Err = fmt.Errorf("the library's stats have no \"openssl_hooked\" field: %q", shorten(res.Stats, 200))
 		return res
 	}
 	res.Hooked = v
-	res.SecureInterposed, _ = statsSecureInterposed(b)
+	res.SecureInterposed, _ = statsSecureInterposed(rs)
 	return res
 }
 

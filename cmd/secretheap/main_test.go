@@ -235,7 +235,7 @@ func TestRunStatsAndStatus(t *testing.T) {
 		require.Equal(t, 0, r.code, r.stderr)
 		assert.Contains(t, r.stdout, "OpenSSL")
 		assert.Contains(t, r.stderr, "secretheap stats (pid")
-		v, ok := statsHooked([]byte(r.stderr))
+		v, ok := shownHooked(r.stderr)
 		require.True(t, ok, r.stderr)
 		assert.Equal(t, "1", v, "Debian's libcrypto routes its allocations through the hooks")
 	})

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"math"
 	"os"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secretheap/secretheap/internal/stats"
 )
 
 // smapsSample is a cut of a real /proc/PID/smaps (Linux 6.18) holding a
@@ -150,25 +154,32 @@ func TestFormatBytes(t *testing.T) {
 func TestStatsHooked(t *testing.T) {
 	// Two reports in one file (a parent and a child that exited later):
 	// the last one is the answer.
-	const two = `secretheap stats (pid 10, version 0.1.0)
-  fallbacks 0; fork re-privatisations 0; misuse caught 0; openssl hooked 0
-secretheap stats (pid 11, version 0.1.0)
-  fallbacks 0; fork re-privatisations 1; misuse caught 0; openssl hooked 1
+	const two = `{"pid":10,"version":"0.1.0","summary":"secretheap stats (pid 10, version 0.1.0)\n","openssl_hooked":0,"classes":[]}
+{"pid":11,"version":"0.1.0","summary":"secretheap stats (pid 11, version 0.1.0)\n","openssl_hooked":1,"fork_reprivatised":1,"classes":[]}
 `
-	v, ok := statsHooked([]byte(two))
+	rs, err := stats.ReadReports([]byte(two))
+	require.NoError(t, err)
+	v, ok := statsHooked(rs)
 	require.True(t, ok)
 	assert.Equal(t, "1", v)
-	_, ok = statsHooked([]byte("secretheap stats (pid 10)\n"))
+	_, ok = statsHooked(reports(t, `{"pid":10,"classes":[]}`))
 	assert.False(t, ok)
-	v, ok = statsSecureInterposed([]byte("secretheap openssl (pid 1): mode all; hooks yes; refused 0; secure interposed bound-inside-libcrypto\n"))
+	v, ok = statsSecureInterposed(reports(t, `{"pid":1,"openssl":{"mode":"all","hooks":"yes","refused":0,"secure_interposed":"bound-inside-libcrypto"}}`))
 	require.True(t, ok)
 	assert.Equal(t, "bound-inside-libcrypto", v)
-	// The line goes on with "; secure served by …" since the -Bsymbolic fallback.
-	v, ok = statsSecureInterposed([]byte("secretheap openssl (pid 1): mode secure; hooks yes; refused 0; secure interposed yes; secure served by interposition\n"))
+	// The block goes on with secure_served_by since the -Bsymbolic fallback.
+	v, ok = statsSecureInterposed(reports(t, `{"pid":1,"openssl":{"mode":"secure","hooks":"yes","refused":0,"secure_interposed":"yes","secure_served_by":"interposition"}}`))
 	require.True(t, ok)
 	assert.Equal(t, "yes", v)
-	_, ok = statsSecureInterposed([]byte("nothing"))
+	_, ok = statsSecureInterposed(nil)
 	assert.False(t, ok)
+}
+
+func reports(t *testing.T, s string) []stats.Report {
+	t.Helper()
+	rs, err := stats.ReadReports([]byte(s))
+	require.NoError(t, err)
+	return rs
 }
 
 // TestInWritableMapping: live counters are read only from the library's
@@ -197,28 +208,38 @@ func TestInWritableMapping(t *testing.T) {
 	}
 }
 
-// TestHumanStats: the exit report shown by run keeps the human lines and drops
-// the machine-readable "  key value" lines that follow them.
+// TestHumanStats: the exit report shown by run is the human lines of each
+// report (the JSON's summary), none of its machine-readable values.
 func TestHumanStats(t *testing.T) {
-	report := "secretheap stats (pid 7, version 0.1.0)\n" +
+	human := "secretheap stats (pid 7, version 0.1.0)\n" +
 		"  backend secret; chunks 1 secret + 0 locked (0 idle) + 0 large regions; mapped 2048 KiB; committed 1536 KiB\n" +
 		"  live 0 blocks: 0 B requested, 0 B reserved\n" +
 		"  fallbacks 0; fork re-privatisations 0; misuse caught 0; openssl hooked 1\n" +
-		"  backend secret\n" +
-		"  committed_bytes 1572864\n" +
-		"  class_3072_slabs 2\n" +
 		"secretheap openssl (pid 7): mode all; hooks yes; refused 0; secure interposed yes\n" +
-		"  calls: malloc 242626, realloc 5122, free 260371\n" +
-		"  openssl_hooks yes\n"
-	got := string(humanStats([]byte(report)))
+		"  calls: malloc 242626, realloc 5122, free 260371\n"
+	summary, err := json.Marshal(human)
+	require.NoError(t, err)
+	report := `{"pid":7,"version":"0.1.0","summary":` + string(summary) + `,"backend":1,"committed_bytes":1572864,"openssl_hooked":1,` +
+		`"classes":[{"size":3072,"slabs":2}],"openssl":{"hooks":"yes"}}` + "\n"
+	got := string(statsSummary(reports(t, report)))
 	assert.Equal(t, "secretheap stats (pid 7, version 0.1.0)\n"+
 		"  backend secret; chunks 1 secret + 0 locked (0 idle) + 0 large regions; mapped 2048 KiB; committed 1536 KiB\n"+
 		"  live 0 blocks: 0 B requested, 0 B reserved\n"+
 		"  fallbacks 0; fork re-privatisations 0; misuse caught 0; openssl hooked 1\n"+
 		"secretheap openssl (pid 7): mode all; hooks yes; refused 0; secure interposed yes\n"+
 		"  calls: malloc 242626, realloc 5122, free 260371\n", got)
-	// The verdicts the command parses are in the human lines.
-	hooked, ok := statsHooked([]byte(got))
+	// The verdict users read is in the human lines.
+	hooked, ok := shownHooked(got)
 	assert.True(t, ok)
 	assert.Equal(t, "1", hooked)
+}
+
+// shownHooked returns the last "openssl hooked N" of the human lines run
+// printed: what a user sees (the command itself reads the JSON).
+func shownHooked(s string) (string, bool) {
+	m := regexp.MustCompile(`openssl hooked (\d+)`).FindAllStringSubmatch(s, -1)
+	if len(m) == 0 {
+		return "", false
+	}
+	return m[len(m)-1][1], true
 }

@@ -9,87 +9,57 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/secretheap/secretheap/alloc"
 	"github.com/secretheap/secretheap/internal/ldpreload"
-	"github.com/secretheap/secretheap/secretmem"
+	"github.com/secretheap/secretheap/internal/options"
 )
 
-// runOption maps one flag of `secretheap run` to a SECRETHEAP_* variable.
-// Only flags given on the command line are exported, so variables already in
-// the environment pass through untouched.
+// runOption is one flag of `secretheap run`, made from a row of the options
+// table (internal/options): its name, SECRETHEAP_* variable, syntax, default
+// and meaning all come from there. Only flags given on the command line are
+// exported, so variables already in the environment pass through untouched.
 type runOption struct {
 	flag, env, usage string
-	// check validates a value and returns the form to export (sizes are
-	// exported in bytes so the C and Go parsers read the same number).
-	check func(string) (string, error)
+	opt              *options.Option
 }
 
-func enumCheck(values ...string) func(string) (string, error) {
-	return func(v string) (string, error) {
-		lv := strings.ToLower(strings.TrimSpace(v))
-		for _, ok := range values {
-			if lv == ok {
-				return lv, nil
-			}
+// check validates a flag's value with the library's own rules and returns
+// the form to export: the canonical one (sizes in bytes, enum words in lower
+// case), which the C and Go parsers read the same way. A blank value is an
+// error here (in the environment it would mean the default).
+func (o runOption) check(v string) (string, error) {
+	val, err := o.opt.Parse(v)
+	if err != nil || strings.TrimSpace(v) == "" {
+		return "", fmt.Errorf("accepted: %s", o.opt.Accepted())
+	}
+	return o.opt.Canonical(val), nil
+}
+
+// runOptions are the valued options, runBoolOptions the on/off ones
+// (--nodump is --nodump=true), both in the table's order. SECRETHEAP_STATS
+// is --stats, which run handles itself.
+var runOptions, runBoolOptions = runFlagsFromTable()
+
+func runFlagsFromTable() (valued, bools []runOption) {
+	for i := range options.Table {
+		o := &options.Table[i]
+		if o.Kind == options.Output {
+			continue
 		}
-		return "", fmt.Errorf("accepted: %s", strings.Join(values, ", "))
+		ro := runOption{flag: o.Flag(), env: o.Name, opt: o, usage: o.Meaning}
+		if o.IsBool() {
+			ro.usage = strings.TrimPrefix(ro.usage, "1: ")
+			bools = append(bools, ro)
+			continue
+		}
+		ro.usage += " (default " + o.Default + ")"
+		valued = append(valued, ro)
 	}
-}
-
-func sizeCheck(v string) (string, error) {
-	n, err := alloc.ParseSize(v)
-	if err != nil {
-		return "", fmt.Errorf("accepted: a byte count with an optional K, M or G suffix")
-	}
-	return strconv.FormatUint(n, 10), nil
-}
-
-func uintCheck(v string) (string, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-	if err != nil {
-		return "", fmt.Errorf("accepted: an integer ≥ 0")
-	}
-	return strconv.FormatUint(n, 10), nil
-}
-
-func backendCheck(v string) (string, error) {
-	p, err := secretmem.ParsePolicy(v)
-	if err != nil {
-		return "", fmt.Errorf("accepted: auto, secret, locked")
-	}
-	return p.String(), nil
-}
-
-func exhaustedCheck(v string) (string, error) {
-	o, err := alloc.ParseOnExhausted(v)
-	if err != nil {
-		return "", fmt.Errorf("accepted: fallback, null, abort")
-	}
-	return o.String(), nil
-}
-
-// runOptions is the options table of DESIGN.md, in its order.
-var runOptions = []runOption{
-	{"backend", "SECRETHEAP_BACKEND", "auto (memfd_secret, else locked memory with a warning), secret (fail without memfd_secret), locked", backendCheck},
-	{"limit", "SECRETHEAP_LIMIT", "most secret memory to map, e.g. 16M (0 = only RLIMIT_MEMLOCK limits)", sizeCheck},
-	{"idle-chunks", "SECRETHEAP_IDLE_CHUNKS", "wholly free chunks kept mapped for reuse (default 2)", uintCheck},
-	{"on-exhausted", "SECRETHEAP_ON_EXHAUSTED", "when secret memory runs out: fallback (libc memory, counted, one warning), null, abort", exhaustedCheck},
-	{"openssl", "SECRETHEAP_OPENSSL", "which OpenSSL allocations move: all, secure (only CRYPTO_secure_*), off", enumCheck("all", "secure", "off")},
-	{"secure-reserve", "SECRETHEAP_SECURE_RESERVE", "share of the limit kept for secure-heap allocations in all mode (default 256K)", sizeCheck},
-	{"fork", "SECRETHEAP_FORK", "fork children: copy (private copies of the secrets) or dontfork (children lose them)", enumCheck("copy", "dontfork")},
-	{"verbose", "SECRETHEAP_VERBOSE", "0 warnings only, 1 info, 2 debug", enumCheck("0", "1", "2")},
-}
-
-// runBoolOptions are the on/off options; --nodump is --nodump=true.
-var runBoolOptions = []runOption{
-	{"nodump", "SECRETHEAP_NODUMP", "prctl(PR_SET_DUMPABLE, 0) at start: blocks same-user ptrace and core dumps", nil},
-	{"check-zero", "SECRETHEAP_CHECK_ZERO", "verify a block is still zero when handed out again (aborts on write-after-free)", nil},
+	return valued, bools
 }
 
 func runRun(args []string, stdout, stderr io.Writer) int {
@@ -99,7 +69,8 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			"the SECRETHEAP_* variable named in brackets; variables already in the\n"+
 			"environment pass through when the option is not given. The library's stats are\n"+
 			"printed to stderr when PROGRAM exits (the human lines; --stats FILE keeps the whole\n"+
-			"report, with its machine-readable key value lines), unless --quiet or --stats is given.\n"+
+			"report, with its machine-readable key value lines, --stats json:FILE as JSON),\n"+
+			"unless --quiet or --stats is given.\n"+
 			"Signals sent to secretheap are passed on to PROGRAM (SIGINT and SIGQUIT only\n"+
 			"when secretheap is not in the terminal's foreground: there the terminal sends\n"+
 			"them to PROGRAM itself). The exit status is PROGRAM's (128+N when it was killed\n"+
@@ -122,7 +93,8 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	for _, o := range runBoolOptions {
 		bools[o.flag] = fs.Bool(o.flag, false, fmt.Sprintf("%s [%s=1]", o.usage, o.env))
 	}
-	statsDest := fs.String("stats", "", "where the library writes its stats at exit: stderr or a file path, instead of printing them here [SECRETHEAP_STATS]")
+	statsOpt := options.Lookup("SECRETHEAP_STATS")
+	statsDest := fs.String(statsOpt.Flag(), "", statsOpt.Meaning+" (instead of printing the report's human lines here) ["+statsOpt.Name+"]")
 	quiet := fs.Bool("quiet", false, "do not print the stats at exit")
 	library := fs.String("library", "", "path of libsecretheap.so (default: found as described above) [SECRETHEAP_LIBRARY]")
 	say := fs.Bool("v", false, "say what run does: the library, how it is put in LD_PRELOAD, the variables set")
@@ -197,7 +169,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	// the program's own output.
 	var statsFile string
 	switch {
-	case given["stats"]:
+	case given[statsOpt.Flag()]:
 		// The library takes a path only with a '/' in it (so that a
 		// misspelt "stderr" is an error, not a file): make a bare file
 		// name one relative to here.
@@ -214,10 +186,10 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		statsFile = filepath.Join(dir, "stats")
-		env = setEnv(env, "SECRETHEAP_STATS", statsFile)
+		statsFile = filepath.Join(dir, "stats.json")
+		env = setEnv(env, "SECRETHEAP_STATS", statsEnv(statsFile))
 		if *say {
-			fmt.Fprintf(stderr, "secretheap run: SECRETHEAP_STATS=%s (printed here at exit)\n", escape(statsFile))
+			fmt.Fprintf(stderr, "secretheap run: SECRETHEAP_STATS=%s (printed here at exit)\n", escape(statsEnv(statsFile)))
 		}
 	}
 
@@ -232,16 +204,19 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 // signal, or one that left through _exit, writes none: say so instead of
 // printing nothing.
 func printRunStats(w io.Writer, path, prog string) {
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
+	rs, err := readStats(path)
+	if len(rs) == 0 {
 		fmt.Fprintf(w, "secretheap: no stats from %s (it was killed, called _exit, or did not load the library)\n", filepath.Base(prog))
 		return
 	}
 	fmt.Fprintf(w, "secretheap: stats of %s at exit:\n", filepath.Base(prog))
-	b = humanStats(b)
+	b := statsSummary(rs)
 	w.Write(b)
-	if b[len(b)-1] != '\n' {
+	if len(b) > 0 && b[len(b)-1] != '\n' {
 		fmt.Fprintln(w)
+	}
+	if err != nil { // a report cut short: a reader that stopped, a full disk
+		fmt.Fprintf(w, "secretheap: the stats file is damaged after %d reports: %v\n", len(rs), err)
 	}
 }
 

@@ -1,56 +1,60 @@
 package main
 
 import (
-	"bytes"
-	"regexp"
+	"fmt"
+	"os"
+
+	"github.com/secretheap/secretheap/internal/options"
+	"github.com/secretheap/secretheap/internal/stats"
 )
 
-// The library's exit report (cshim/stats.c, SECRETHEAP_STATS) is written for
-// people: "secretheap stats (pid N, version V)" followed by lines of
-// "name value; name value". A file collects one report per process that
-// exited with it (the library appends), so readers take the last match.
+// The library's exit report is read in its JSON form only
+// (SECRETHEAP_STATS=json:PATH; internal/stats has the keys and the reader):
+// never the text written for people, whose "summary" the JSON carries for
+// printing. A file collects one report per process that exited with it (the
+// library appends, one line each); the verdicts come from the last one.
 
-// hookedRE finds the openssl_hooked counter: "openssl hooked 1".
-var hookedRE = regexp.MustCompile(`openssl hooked (\d+)`)
+// statsEnv is the SECRETHEAP_STATS value that makes the library write its
+// JSON report to path.
+func statsEnv(path string) string { return options.JSONPrefix + path }
 
-// statsHooked returns the last "openssl hooked N" value in a stats report:
-// 1 the library's hooks are OpenSSL's allocator, 0 not, 2 OpenSSL refused.
-func statsHooked(b []byte) (string, bool) {
-	m := hookedRE.FindAllSubmatch(b, -1)
-	if len(m) == 0 {
-		return "", false
+// readStats reads the JSON reports the library wrote to path.
+func readStats(path string) ([]stats.Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	return string(m[len(m)-1][1]), true
+	return stats.ReadReports(b)
 }
 
-// interposedRE finds the OpenSSL skin's verdict on CRYPTO_secure_*: "secure
-// interposed yes" when libcrypto calls them through its PLT, else why not
-// ("bound-inside-libcrypto", a -Bsymbolic build).
-var interposedRE = regexp.MustCompile(`secure interposed ([\w-]+)`)
-
-// statsSecureInterposed returns the last "secure interposed" value.
-func statsSecureInterposed(b []byte) (string, bool) {
-	m := interposedRE.FindAllSubmatch(b, -1)
-	if len(m) == 0 {
+// statsHooked returns the last report's openssl_hooked value: 1 the
+// library's hooks are OpenSSL's allocator, 0 not, 2 OpenSSL refused.
+func statsHooked(rs []stats.Report) (string, bool) {
+	if len(rs) == 0 {
 		return "", false
 	}
-	return string(m[len(m)-1][1]), true
+	v, ok := rs[len(rs)-1].Value("openssl_hooked")
+	return fmt.Sprint(v), ok
 }
 
-// keyValueRE matches the report's machine-readable lines, "  key value" with
-// a snake_case key (the fields of struct secretheap_stats, class_<bytes>_*,
-// openssl_*), which follow the human lines for scripts.
-var keyValueRE = regexp.MustCompile(`^ +[a-z][a-z0-9_]* [^ ;,]+$`)
-
-// humanStats returns the report without its machine-readable lines: what a
-// person reads when the program exits (the whole report stays available with
-// run --stats FILE).
-func humanStats(b []byte) []byte {
-	var out []byte
-	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
-		if !keyValueRE.Match(bytes.TrimRight(line, "\n")) {
-			out = append(out, line...)
+// statsSecureInterposed returns the OpenSSL hooks' last verdict on
+// CRYPTO_secure_*: "yes" when libcrypto calls them through its PLT, else
+// why not ("bound-inside-libcrypto", a -Bsymbolic build).
+func statsSecureInterposed(rs []stats.Report) (string, bool) {
+	for i := len(rs) - 1; i >= 0; i-- {
+		if v, ok := rs[i].OpenSSL["secure_interposed"]; ok {
+			return v, true
 		}
+	}
+	return "", false
+}
+
+// statsSummary is what a person reads when the program exits: each report's
+// human lines, in the order the processes wrote them.
+func statsSummary(rs []stats.Report) []byte {
+	var out []byte
+	for _, r := range rs {
+		out = append(out, r.Summary...)
 	}
 	return out
 }

@@ -423,6 +423,28 @@ static void test_stats_at_exit(void) {
     CHECK_MSG(h_contains(buf, "secretheap stats (pid"), "file: %s", buf);
 }
 
+/* SECRETHEAP_STATS=json:stderr: the same report as one JSON line for
+ * programs (internal/stats reads it; cmd/secretheap's
+ * TestStatsJSONFromLibrary checks its keys against the table). */
+static void test_stats_json(void) {
+    struct h_child ch;
+    const char *env[] = {"SECRETHEAP_STATS=json:stderr", NULL};
+    h_reexec("alloc_some", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    const char *doc = strstr(ch.err, "{\"pid\":");
+    CHECK_MSG(doc != NULL && strchr(doc, '\n') == doc + strlen(doc) - 1 && doc[strlen(doc) - 2] == '}',
+              "not one JSON line: %s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "\"summary\":\"secretheap stats (pid ") &&
+                  h_contains(ch.err, "\\n  backend secret;") && h_contains(ch.err, ",\"live_blocks\":0,") &&
+                  h_contains(ch.err, ",\"backend\":1,") &&
+                  h_contains(ch.err, "\"classes\":[{\"size\":16,\"requested_bytes\":") &&
+                  h_contains(ch.err, ",\"failures_no_support\":") && !h_contains(ch.err, "\n  live_blocks "),
+              "stderr: %s", ch.err);
+#define KEY(f) CHECK_MSG(h_contains(ch.err, ",\"" #f "\":"), "no \"%s\": %s", #f, ch.err);
+    SH_STATS_SCALARS(KEY)
+#undef KEY
+}
+
 static void test_check_zero(void) {
     struct h_child ch;
     const char *env[] = {"SECRETHEAP_CHECK_ZERO=1", NULL};
@@ -621,6 +643,7 @@ int main(int argc, char **argv) {
     RUN(test_stats);
     RUN(test_block_index_exact);
     RUN(test_stats_at_exit);
+    RUN(test_stats_json);
     RUN(test_check_zero);
     RUN(test_locked_backend);
     RUN(test_without_memfd_secret);

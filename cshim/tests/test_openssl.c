@@ -264,9 +264,9 @@ static void test_stats_report(void) {
         h_reexec("stats", env, -1, 0, &ch);
         CHECK_MSG(ch.exited && ch.code == 0, "early %d: exit %d signal %d: %s", early, ch.code, ch.sig, ch.err);
         const char *core = strstr(ch.err, "secretheap stats (pid");
-        const char *skin = strstr(ch.err, "secretheap openssl (pid");
-        CHECK_MSG(core && skin && core < skin && !strstr(skin + 1, "secretheap openssl (pid"),
-                  "early %d: want the core's block, then the skin's, once: %s", early, ch.err);
+        const char *hooks = strstr(ch.err, "secretheap openssl (pid");
+        CHECK_MSG(core && hooks && core < hooks && !strstr(hooks + 1, "secretheap openssl (pid"),
+                  "early %d: want the core's block, then the OpenSSL hooks', once: %s", early, ch.err);
         static const char *const keys[] = {
             "\n  backend 1\n",           "\n  live_blocks 0\n",
             "\n  committed_bytes ",      "\n  bytes_mapped ",

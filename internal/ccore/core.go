@@ -18,10 +18,12 @@ import "C"
 
 import (
 	"fmt"
+	"reflect"
 	"syscall"
 	"unsafe"
 
 	"github.com/secretheap/secretheap/alloc"
+	"github.com/secretheap/secretheap/internal/stats"
 	"github.com/secretheap/secretheap/secretmem"
 )
 
@@ -214,8 +216,8 @@ const (
 )
 
 // Stats is a snapshot of struct secretheap_stats: alloc.Stats, whose fields
-// have the same meanings (those the C core has no counterpart for stay zero),
-// and what only the C core reports.
+// have the same meanings (those the C core has no counterpart for, ShardCount
+// and HeapClosed, stay zero), and what only the C core reports.
 type Stats struct {
 	alloc.Stats
 
@@ -225,48 +227,54 @@ type Stats struct {
 	FallbackBytes uint64      // bytes of live fallback-pool blocks
 }
 
-// Stats returns a snapshot of the C heap's statistics.
+// Stats returns a snapshot of the C heap's statistics. struct
+// secretheap_stats is the stats table's C rows in order, every member a
+// uint64 and classes[] after stats.ClassesAfter (cshim/stats_table.h
+// asserts it at compile time), so the values are copied by the table into
+// the alloc.Stats fields of the same rows: no field list of its own here.
 func (*CHeap) Stats() (Stats, error) {
 	var cs C.struct_secretheap_stats
 	if rc := C.secretheap_stats(&cs, C.size_t(unsafe.Sizeof(cs))); rc != 0 {
 		return Stats{}, fmt.Errorf("secretheap_stats: %w", syscall.Errno(rc))
 	}
-	s := Stats{
-		Stats: alloc.Stats{
-			RequestedBytes:      uint64(cs.requested_bytes),
-			ReservedBytes:       uint64(cs.reserved_bytes),
-			LiveBlocks:          uint64(cs.live_blocks),
-			RunBlocks:           uint64(cs.run_blocks),
-			RunRequestedBytes:   uint64(cs.run_requested_bytes),
-			RunReservedBytes:    uint64(cs.run_reserved_bytes),
-			LargeRegions:        uint64(cs.large_regions),
-			LargeRequestedBytes: uint64(cs.large_requested_bytes),
-			LargeReservedBytes:  uint64(cs.large_reserved_bytes),
-			ChunksMapped:        uint64(cs.chunks_mapped),
-			ChunksSecret:        uint64(cs.chunks_secret),
-			ChunksLocked:        uint64(cs.chunks_locked),
-			LargeRegionsMapped:  uint64(cs.large_regions_mapped),
-			BytesMapped:         uint64(cs.bytes_mapped),
-			CommittedBytes:      uint64(cs.committed_bytes),
-			IdleChunks:          uint64(cs.idle_chunks),
-			Fallbacks:           uint64(cs.fallbacks),
-			ForkReprivatised:    uint64(cs.fork_reprivatised),
-			MisuseCaught:        uint64(cs.misuse_caught),
-			ExhaustedReturns:    uint64(cs.exhausted_returns),
-			Classes:             make([]alloc.ClassStats, len(cs.classes)),
-		},
-		Backend:       secretmem.Backend(cs.backend),
-		OpenSSL:       OpenSSLHook(cs.openssl_hooked),
-		FallbackBytes: uint64(cs.fallback_bytes),
-	}
-	for i, c := range cs.classes {
-		s.Classes[i] = alloc.ClassStats{
-			Size:           uint32(c.size),
-			RequestedBytes: uint64(c.requested_bytes),
-			ReservedBytes:  uint64(c.reserved_bytes),
-			LiveBlocks:     uint64(c.live_blocks),
-			Slabs:          uint64(c.slabs),
+	raw := unsafe.Slice((*uint64)(unsafe.Pointer(&cs)), unsafe.Sizeof(cs)/8)
+	s := Stats{Stats: alloc.Stats{Classes: make([]alloc.ClassStats, stats.NumClasses)}}
+	dst := reflect.ValueOf(&s.Stats).Elem()
+	byKey := make(map[string]uint64)
+	i := 0
+	for _, f := range stats.Fields {
+		if !f.C {
+			continue
+		}
+		byKey[f.Key] = raw[i]
+		setStat(dst, f.Go, raw[i])
+		i++
+		if f.Key == stats.ClassesAfter {
+			for c := range s.Classes {
+				cls := reflect.ValueOf(&s.Classes[c]).Elem()
+				for _, cf := range stats.ClassFields {
+					setStat(cls, cf.Go, raw[i])
+					i++
+				}
+			}
 		}
 	}
+	s.Backend = secretmem.Backend(byKey["backend"])
+	s.OpenSSL = OpenSSLHook(byKey["openssl_hooked"])
+	s.FallbackBytes = byKey["fallback_bytes"]
 	return s, nil
+}
+
+// setStat sets the field named name ("" for none) of the struct v to n
+// (a bool field to n != 0).
+func setStat(v reflect.Value, name string, n uint64) {
+	if name == "" {
+		return
+	}
+	f := v.FieldByName(name)
+	if f.Kind() == reflect.Bool {
+		f.SetBool(n != 0)
+		return
+	}
+	f.SetUint(n)
 }

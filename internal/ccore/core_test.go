@@ -516,3 +516,24 @@ func TestNoOpenSSLInBinding(t *testing.T) {
 		assert.NotContains(t, l, "libcrypto", "the cgo binding must not load OpenSSL")
 	}
 }
+
+// TestStatsFromTable: the binding copies every value the C core and
+// alloc.Stats share (by the stats table), not a hand-picked list: the
+// kernel's accounting model and the arena are the C core's, and match
+// what the Go side detects.
+func TestStatsFromTable(t *testing.T) {
+	testutil.RequireSecretMem(t)
+	p, err := Core().Alloc(100)
+	require.NoError(t, err)
+	defer Core().Free(p)
+	s := cStats(t)
+	k := secretmem.Detect()
+	assert.Equal(t, k.Model, s.Model, "model")
+	assert.Equal(t, k.MemlockLimit, s.MemlockLimit, "memlock_limit")
+	assert.Equal(t, k.Bypass(), s.MemlockBypass, "memlock_bypass")
+	assert.NotZero(t, s.ArenaBytes, "arena_bytes")
+	assert.NotZero(t, s.CommittedSecretBytes+s.CommittedLockedBytes, "committed by backend")
+	assert.Equal(t, s.CommittedBytes, s.CommittedSecretBytes+s.CommittedLockedBytes)
+	assert.NotZero(t, s.LiveBlocks)
+	assert.Equal(t, uint32(16), s.Classes[0].Size)
+}

@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "3cff681de7e8d42d56bbe86ca217275f1571c1843512c41cdf9156aaf9a1b221"
+const coreSum = "a9fa1c3c6b35cf888bd960821fd4c3fc4bddeaac262af1ed0ba95a72d0a91579"

@@ -16,7 +16,8 @@
 //     "1.5G" are errors), and no overflow of 64 bits;
 //   - int: decimal digits only, within the option's range;
 //   - output: off or 0, stderr, or a file path containing a '/' (so that a
-//     misspelt "stderr" is an error, not a file of that name).
+//     misspelt "stderr" is an error, not a file of that name); stderr or the
+//     path may follow "json:" (case-insensitive) for the JSON form.
 //
 // Anything else is an error naming the variable and the accepted values:
 // alloc.ConfigFromEnv returns it; the C library prints it and aborts at
@@ -43,7 +44,7 @@ const (
 	Size
 	// Int is a decimal integer in [Option.Min, Option.Max].
 	Int
-	// Output is off, stderr or a file path.
+	// Output is off, stderr or a file path, optionally after "json:".
 	Output
 )
 
@@ -68,35 +69,42 @@ type Option struct {
 	Max     int64    // Int: largest value
 	Scope   Scope    // who acts on it
 	Field   string   // the member of the C core's struct sh_options
+	CEnum   string   // Enum: the prefix of its C constants (SH_POLICY: SH_POLICY_AUTO, …)
+	Config  string   // Scope Both: the field of alloc.Config it sets (TestConfigFromTable)
 	Meaning string   // one line
 }
 
-// Table lists every option. Adding one means adding a row here, running
-// `go generate ./internal/options`, adding its member to struct sh_options
-// (cshim/internal.h) and its use, vectors in testdata/vectors.tsv, and a row
-// in README.md and docs/tuning.md (TestDocs checks both).
+// Table lists every option. Adding one means adding a row here and running
+// `make generate`: the C core's parser table and its struct sh_options
+// member (cshim/options_table.h, cshim/options.h) follow, and so does
+// `secretheap run`'s flag. The tests then ask for what a person writes:
+// vectors in testdata/vectors.tsv (TestVectors wants a valid and an invalid
+// one, run by both parsers), a row in README.md and a section in
+// docs/tuning.md (TestDocs), and for a Scope Both option the alloc.Config
+// field named in Config and its reading in alloc's configFromEnv
+// (TestConfigFromTable). Then the option's use.
 var Table = []Option{
-	{Name: "SECRETHEAP_BACKEND", Kind: Enum, Default: "auto", Values: []string{"auto", "secret", "locked"}, Scope: Both, Field: "backend",
+	{Name: "SECRETHEAP_BACKEND", Kind: Enum, Default: "auto", Values: []string{"auto", "secret", "locked"}, Scope: Both, Field: "backend", Config: "Policy", CEnum: "SH_POLICY",
 		Meaning: "auto: memfd_secret, else the locked backend with one loud warning; secret: fail without it; locked"},
-	{Name: "SECRETHEAP_LIMIT", Kind: Size, Default: "0", Scope: Both, Field: "limit",
+	{Name: "SECRETHEAP_LIMIT", Kind: Size, Default: "0", Scope: Both, Field: "limit", Config: "Limit",
 		Meaning: "most secret memory mapped (bytes, K/M/G); 0: only RLIMIT_MEMLOCK limits"},
-	{Name: "SECRETHEAP_IDLE_CHUNKS", Kind: Int, Default: "2", Min: 0, Max: 4096, Scope: Both, Field: "idle_chunks",
+	{Name: "SECRETHEAP_IDLE_CHUNKS", Kind: Int, Default: "2", Min: 0, Max: 4096, Scope: Both, Field: "idle_chunks", Config: "MaxIdleChunks",
 		Meaning: "wholly free chunks kept mapped for reuse"},
-	{Name: "SECRETHEAP_ON_EXHAUSTED", Kind: Enum, Default: "fallback", Values: []string{"fallback", "null", "abort"}, Scope: Both, Field: "on_exhausted",
+	{Name: "SECRETHEAP_ON_EXHAUSTED", Kind: Enum, Default: "fallback", Values: []string{"fallback", "null", "abort"}, Scope: Both, Field: "on_exhausted", Config: "OnExhausted", CEnum: "SH_EXH",
 		Meaning: "fallback: the fallback pool (C; Go: as null), counted, one warning; null: NULL/ErrExhausted, counted, reported once; abort"},
-	{Name: "SECRETHEAP_OPENSSL", Kind: Enum, Default: "all", Values: []string{"all", "secure", "off"}, Scope: COnly, Field: "openssl",
+	{Name: "SECRETHEAP_OPENSSL", Kind: Enum, Default: "all", Values: []string{"all", "secure", "off"}, Scope: COnly, Field: "openssl", CEnum: "SH_OPENSSL",
 		Meaning: "all OpenSSL allocations, secure (only CRYPTO_secure_*), or off"},
 	{Name: "SECRETHEAP_SECURE_RESERVE", Kind: Size, Default: "256K", Scope: COnly, Field: "secure_reserve",
 		Meaning: "share of the limit kept for secure-heap allocations in mode all"},
-	{Name: "SECRETHEAP_FORK", Kind: Enum, Default: "copy", Values: []string{"copy", "dontfork"}, Scope: COnly, Field: "fork",
+	{Name: "SECRETHEAP_FORK", Kind: Enum, Default: "copy", Values: []string{"copy", "dontfork"}, Scope: COnly, Field: "fork", CEnum: "SH_FORK",
 		Meaning: "copy: children get private copies; dontfork: children lose the secrets"},
 	{Name: "SECRETHEAP_STATS", Kind: Output, Default: "off", Scope: COnly, Field: "stats",
-		Meaning: "off, stderr, or a file path: print statistics at exit"},
+		Meaning: "off, stderr, or a file path: print statistics at exit; json:stderr or json:PATH: as one JSON line"},
 	{Name: "SECRETHEAP_VERBOSE", Kind: Int, Default: "0", Min: 0, Max: 2, Scope: COnly, Field: "verbose",
 		Meaning: "0 warnings only, 1 info, 2 debug"},
-	{Name: "SECRETHEAP_NODUMP", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "nodump",
+	{Name: "SECRETHEAP_NODUMP", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "nodump", Config: "NoDump",
 		Meaning: "1: prctl(PR_SET_DUMPABLE, 0) at start (blocks same-user ptrace and core dumps)"},
-	{Name: "SECRETHEAP_CHECK_ZERO", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "check_zero",
+	{Name: "SECRETHEAP_CHECK_ZERO", Kind: Int, Default: "0", Min: 0, Max: 1, Scope: Both, Field: "check_zero", Config: "CheckZero",
 		Meaning: "1: verify a block is still zero when handed out again"},
 }
 
@@ -122,6 +130,16 @@ func Lookup(name string) *Option {
 	return nil
 }
 
+// Flag is the option's name as a command-line flag of `secretheap run`:
+// SECRETHEAP_ON_EXHAUSTED is --on-exhausted.
+func (o *Option) Flag() string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(o.Name, Prefix), "_", "-"))
+}
+
+// IsBool reports whether the option is an on/off switch (an Int of 0 or 1):
+// a boolean flag of `secretheap run`.
+func (o *Option) IsBool() bool { return o.Kind == Int && o.Min == 0 && o.Max == 1 }
+
 // IsTool reports whether name is one of ToolNames.
 func IsTool(name string) bool {
 	for _, t := range ToolNames {
@@ -143,16 +161,32 @@ func (o *Option) Accepted() string {
 		if o.Min == 0 && o.Max == 1 {
 			return "0 or 1"
 		}
+		if o.Max-o.Min <= 2 { // a few levels: name them, as for an enum
+			var vs []string
+			for v := o.Min; v <= o.Max; v++ {
+				vs = append(vs, strconv.FormatInt(v, 10))
+			}
+			return strings.Join(vs, ", ")
+		}
 		return fmt.Sprintf("an integer from %d to %d", o.Min, o.Max)
 	}
+	// The JSON form (JSONPrefix) is in the option's Meaning, not here:
+	// this text is the one the existing messages and their tests know.
 	return "off, stderr, or a file path containing a /"
 }
+
+// OutputMax bounds an Output value (json: and the path, in bytes): the C
+// core's buffer, with its NUL.
+const OutputMax = 256
+
+// JSONPrefix before an Output value asks for the JSON form.
+const JSONPrefix = "json:"
 
 // Value is a parsed value.
 type Value struct {
 	Index int    // Enum: position in Option.Values
 	N     uint64 // Size, Int
-	Text  string // Output: "" (off), "stderr" or the path
+	Text  string // Output: "" (off), "stderr" or the path, after "json:" for JSON
 }
 
 // blanks are trimmed around a value, by both parsers.
@@ -197,13 +231,18 @@ func (o *Option) parse(s string) (Value, bool) {
 		}
 		return Value{N: uint64(n)}, true
 	case Output:
-		switch {
-		case strings.EqualFold(s, "off") || s == "0":
+		if strings.EqualFold(s, "off") || s == "0" {
 			return Value{}, true
+		}
+		form := ""
+		if len(s) >= len(JSONPrefix) && strings.EqualFold(s[:len(JSONPrefix)], JSONPrefix) {
+			form, s = JSONPrefix, s[len(JSONPrefix):]
+		}
+		switch {
 		case strings.EqualFold(s, "stderr"):
-			return Value{Text: "stderr"}, true
-		case strings.Contains(s, "/") && len(s) < 256:
-			return Value{Text: s}, true
+			return Value{Text: form + "stderr"}, true
+		case strings.Contains(s, "/") && len(form)+len(s) < OutputMax:
+			return Value{Text: form + s}, true
 		}
 	}
 	return Value{}, false
@@ -275,7 +314,7 @@ func (o *Option) Canonical(v Value) string {
 	if v.Text == "" {
 		return "off"
 	}
-	return v.Text
+	return v.Text // "json:" lower-case
 }
 
 // Env is what Read found in an environment.

@@ -78,6 +78,12 @@ func TestCHeaderUpToDate(t *testing.T) {
 	got, err := os.ReadFile("../../cshim/options_table.h")
 	require.NoError(t, err)
 	assert.Equal(t, string(options.CHeader()), string(got), "run go generate ./internal/options")
+	got, err = os.ReadFile("../../cshim/options.h")
+	require.NoError(t, err)
+	assert.Equal(t, string(options.CStruct()), string(got), "run go generate ./internal/options")
+	for _, o := range options.Table {
+		assert.Equal(t, o.Kind == options.Enum, o.CEnum != "", "%s: CEnum for enums only", o.Name)
+	}
 }
 
 // TestDocs: README's options table and docs/tuning.md have a row and a

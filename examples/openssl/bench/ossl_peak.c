@@ -1,8 +1,9 @@
 /* ossl_peak.so — a measuring preload, not part of secretheap: installs
  * CRYPTO_set_mem_functions hooks over glibc malloc that track the live and
- * peak bytes OpenSSL asked for, and writes "openssl_peak_live_bytes N" and
- * "openssl_allocations N" at exit to $OSSL_PEAK_OUT (default stderr). Used by
- * make bench (cmd/benchreport) to compare secretheap's committed memory with what OpenSSL needs. */
+ * peak bytes OpenSSL asked for, and writes them at exit to $OSSL_PEAK_OUT
+ * (default stderr) as one JSON line, {"openssl_peak_live_bytes":N,
+ * "openssl_allocations":N}. Used by cmd/benchreport to compare secretheap's
+ * committed memory with what OpenSSL needs. */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -78,7 +79,8 @@ __attribute__((destructor)) static void fini(void) {
     int fd = out != NULL ? open(out, O_WRONLY | O_CREAT | O_APPEND, 0644) : 2;
     if (fd < 0)
         return;
-    dprintf(fd, "openssl_peak_live_bytes %ld\nopenssl_allocations %ld\n", atomic_load(&peak), atomic_load(&count));
+    dprintf(fd, "{\"openssl_peak_live_bytes\":%ld,\"openssl_allocations\":%ld}\n", atomic_load(&peak),
+            atomic_load(&count));
     if (fd != 2)
         close(fd);
 }
