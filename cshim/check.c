@@ -105,18 +105,18 @@ int secretheap_check(void) {
         for (unsigned cls = 0; cls < SH_NUM_CLASSES; cls++) {
             struct sh_mag *m = &tc->mags[cls];
             if (m->count > m->cap) {
-                fprintf(stderr, "secretheap: check: magazine of class %u holds %u > %u\n", sh_class_size[cls],
-                        m->count, m->cap);
+                fprintf(stderr, "secretheap: check: magazine of class %u holds %u > %u\n", sh_class_size[cls], m->count,
+                        m->cap);
                 st.bad = 1;
                 continue;
             }
             for (uint32_t j = 0; j < m->count; j++) {
                 uintptr_t p = (uintptr_t)m->items[j].p;
                 struct sh_chunk *c = sh_chunk_of(p);
-                struct sh_span *s = c && !c->large ? atomic_load_explicit(
-                                                         &c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                         memory_order_relaxed)
-                                                   : NULL;
+                struct sh_span *s =
+                    c && !c->large
+                        ? atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed)
+                        : NULL;
                 if (!s || s->kind != SH_SPAN_SLAB || s->cls != cls) {
                     fprintf(stderr, "secretheap: check: cached block %#lx is not in a slab of class %u B\n",
                             (unsigned long)p, sh_class_size[cls]);
@@ -158,8 +158,8 @@ int secretheap_check(void) {
                 for (struct sh_span *s = head; s; s = s->next) {
                     n[sec]++;
                     if (!s->listed || s->cls != i || (s->secure != 0) != sec || (!sec && s->owner != tc)) {
-                        fprintf(stderr, "secretheap: check: slab %p on the wrong list (class %u B)\n",
-                                (void *)s->start, sh_class_size[i]);
+                        fprintf(stderr, "secretheap: check: slab %p on the wrong list (class %u B)\n", (void *)s->start,
+                                sh_class_size[i]);
                         st.bad = 1;
                     }
                 }
@@ -168,8 +168,8 @@ int secretheap_check(void) {
                 break;
         }
         if (n[0] != sh_classes[i].nlisted[0] || n[1] != sh_classes[i].nlisted[1]) {
-            fprintf(stderr, "secretheap: check: class %u B lists %u+%u slabs, counts %u+%u\n", sh_class_size[i],
-                    n[0], n[1], sh_classes[i].nlisted[0], sh_classes[i].nlisted[1]);
+            fprintf(stderr, "secretheap: check: class %u B lists %u+%u slabs, counts %u+%u\n", sh_class_size[i], n[0],
+                    n[1], sh_classes[i].nlisted[0], sh_classes[i].nlisted[1]);
             st.bad = 1;
         }
     }

@@ -34,9 +34,9 @@
 
 #define FB_RANGES 16
 #define FB_HDR 16
-#define FB_MIN_SHIFT 5             /* 32-byte blocks: 16 B header + 16 B */
-#define FB_MAX_SHIFT 30            /* the largest block: a whole range */
-#define FB_STEP ((size_t)1 << 20)  /* made read-write (and mlock'ed) 1 MiB at a time */
+#define FB_MIN_SHIFT 5                 /* 32-byte blocks: 16 B header + 16 B */
+#define FB_MAX_SHIFT 30                /* the largest block: a whole range */
+#define FB_STEP ((size_t)1 << 20)      /* made read-write (and mlock'ed) 1 MiB at a time */
 #define FB_RANGE_MAX ((size_t)1 << 30) /* a range, and the largest block (header included) */
 #define FB_MLOCK_MAX ((size_t)16 << 20)
 #define FB_LIVE 0x5e47f411b10c4b1dULL
@@ -53,8 +53,8 @@ _Static_assert(sizeof(struct fb_hdr) == FB_HDR, "fallback header is 16 bytes");
 struct fb_range {
     _Atomic uintptr_t base; /* written once, before nranges counts the range */
     _Atomic size_t size;
-    size_t used;      /* bump pointer: bytes carved, guarded by fb_mu */
-    size_t writable;  /* bytes made read-write, guarded by fb_mu */
+    size_t used;     /* bump pointer: bytes carved, guarded by fb_mu */
+    size_t writable; /* bytes made read-write, guarded by fb_mu */
 };
 
 static struct fb_range ranges[FB_RANGES];

@@ -200,8 +200,9 @@ void sh_fork_init(void) {
     } else {
         if (p != MAP_FAILED)
             munmap(p, SH_OS_PAGE);
-        sh_log(1, "MADV_WIPEONFORK unavailable (%s): a child made without the atfork handlers (_Fork, clone) "
-                  "would not be detected",
+        sh_log(1,
+               "MADV_WIPEONFORK unavailable (%s): a child made without the atfork handlers (_Fork, clone) "
+               "would not be detected",
                strerror(errno));
     }
     pthread_atfork(prepare, parent, child);

@@ -46,7 +46,7 @@ _Thread_local struct sh_tcache *sh_tls_cache __attribute__((tls_model("initial-e
 
 struct sh_class sh_classes[SH_NUM_CLASSES];
 pthread_mutex_t sh_tc_mu = PTHREAD_MUTEX_INITIALIZER;
-struct sh_tcache *sh_tc_list; /* guarded by sh_tc_mu */
+struct sh_tcache *sh_tc_list;     /* guarded by sh_tc_mu */
 static struct sh_tcache *tc_pool; /* caches of exited threads, for reuse; guarded by sh_tc_mu */
 /* Sections open by threads without a cache (before it exists, after their
  * exit destructor ran). */
@@ -338,8 +338,7 @@ static uint32_t slab_pages(const struct sh_class *k, unsigned cls) {
     return pages / 4 > one ? pages / 4 : one;
 }
 
-static struct sh_span *refill_slab(struct sh_class *k, unsigned cls, struct sh_tcache *self, bool secure,
-                                   bool carve) {
+static struct sh_span *refill_slab(struct sh_class *k, unsigned cls, struct sh_tcache *self, bool secure, bool carve) {
     if (secure && k->spartial)
         return k->spartial;
     if (!secure && self && self->own[cls])
@@ -452,8 +451,9 @@ static void *exhausted(size_t n, bool closed) {
                                                         : "SECRETHEAP_ON_EXHAUSTED=abort");
         static _Atomic uint32_t warned;
         if (!(atomic_fetch_or(&warned, 1u << cause) & (1u << cause)))
-            sh_log(0, "WARNING: secret memory refused for a %zu-byte request: %s; returning NULL (this cause never "
-                      "falls back to ordinary memory; stats: failures_%s)",
+            sh_log(0,
+                   "WARNING: secret memory refused for a %zu-byte request: %s; returning NULL (this cause never "
+                   "falls back to ordinary memory; stats: failures_%s)",
                    n, sh_cause_text(cause), sh_cause_name(cause));
         errno = ENOMEM;
         return NULL;
@@ -461,9 +461,10 @@ static void *exhausted(size_t n, bool closed) {
     switch (sh_opt.on_exhausted) {
     case SH_EXH_NULL:
         if (atomic_fetch_add(&sh_stat_exhausted_returns, 1) == 0)
-            sh_log(0, "secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
-                      "request: returning NULL (SECRETHEAP_ON_EXHAUSTED=null); further ones are only counted "
-                      "(stats: exhausted_returns)",
+            sh_log(0,
+                   "secret memory exhausted (RLIMIT_MEMLOCK headroom or SECRETHEAP_LIMIT) for a %zu-byte "
+                   "request: returning NULL (SECRETHEAP_ON_EXHAUSTED=null); further ones are only counted "
+                   "(stats: exhausted_returns)",
                    n);
         errno = ENOMEM;
         return NULL;
@@ -474,9 +475,10 @@ static void *exhausted(size_t n, bool closed) {
         break;
     }
     if (atomic_fetch_add(&sh_stat_fallbacks, 1) == 0)
-        sh_log(0, "WARNING: secret memory exhausted for a %zu-byte request: %s; serving it from the fallback pool, "
-                  "ordinary memory (not in a core dump, wiped on free, but readable like any other) "
-                  "(SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only counted (stats: fallbacks)",
+        sh_log(0,
+               "WARNING: secret memory exhausted for a %zu-byte request: %s; serving it from the fallback pool, "
+               "ordinary memory (not in a core dump, wiped on free, but readable like any other) "
+               "(SECRETHEAP_ON_EXHAUSTED=fallback); further fallbacks are only counted (stats: fallbacks)",
                n, closed ? "the allocator is closed in this fork child" : sh_cause_text(cause));
     void *p = sh_fallback_alloc(n);
     if (!p)
@@ -609,8 +611,9 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
          * read as "secret memory exhausted ... RLIMIT_MEMLOCK". */
         static _Atomic bool warned;
         if (!atomic_exchange(&warned, true))
-            sh_log(0, "a %zu-byte request is larger than secret memory can ever hold in this process (half of "
-                      "the %zu MiB arena): returning NULL (ENOMEM)",
+            sh_log(0,
+                   "a %zu-byte request is larger than secret memory can ever hold in this process (half of "
+                   "the %zu MiB arena): returning NULL (ENOMEM)",
                    n, arena >> 20);
         errno = ENOMEM;
         return NULL;
@@ -685,9 +688,9 @@ static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char
         misuse("%s of %#lx: inside the secretheap arena but in no live chunk (double free of a released "
                "region, or a wild pointer)",
                op, (unsigned long)p);
-    struct sh_span *s = c->large ? &c->spans[0]
-                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                        memory_order_relaxed);
+    struct sh_span *s =
+        c->large ? &c->spans[0]
+                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
     if ((!s || s->kind == SH_SPAN_FREE) && (p & (SH_OS_PAGE - 1)) == 0)
         misuse("double %s of %#lx (no live block on that OS page of chunk %#lx: a page run freed twice, or a "
                "wild pointer)",
@@ -703,14 +706,13 @@ static __attribute__((noinline, noreturn)) void bad_free(uintptr_t p, const char
         if (idx >= s->nblocks)
             misuse("%s of %#lx: in the unused tail of a slab (class %u B)", op, (unsigned long)p, s->block_size);
         if (block != p)
-            misuse("%s of interior pointer %#lx (block %#lx, class %u B)", op, (unsigned long)p,
-                   (unsigned long)block, s->block_size);
+            misuse("%s of interior pointer %#lx (block %#lx, class %u B)", op, (unsigned long)p, (unsigned long)block,
+                   s->block_size);
         misuse("double %s of %#lx (class %u B)", op, (unsigned long)p, s->block_size);
     }
     if (p != s->start)
-        misuse("%s of interior pointer %#lx (block %#lx, %s of %zu KiB)", op, (unsigned long)p,
-               (unsigned long)s->start, s->kind == SH_SPAN_RUN ? "page run" : "large region",
-               (size_t)s->npages * 4);
+        misuse("%s of interior pointer %#lx (block %#lx, %s of %zu KiB)", op, (unsigned long)p, (unsigned long)s->start,
+               s->kind == SH_SPAN_RUN ? "page run" : "large region", (size_t)s->npages * 4);
     misuse("double %s of %#lx (%s of %zu KiB)", op, (unsigned long)p,
            s->kind == SH_SPAN_RUN ? "page run" : "large region", (size_t)s->npages * 4);
 }
@@ -837,9 +839,9 @@ static struct sh_span *span_at(uintptr_t p, struct sh_chunk **cp) {
     struct sh_chunk *c = sh_chunk_of(p);
     if (!c || c->lost)
         return NULL;
-    struct sh_span *s = c->large ? &c->spans[0]
-                                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                        memory_order_relaxed);
+    struct sh_span *s =
+        c->large ? &c->spans[0]
+                 : atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
     if (!s || s->kind == SH_SPAN_FREE)
         return NULL;
     *cp = c;
@@ -1193,8 +1195,7 @@ static void reclaim_span(struct sh_span *s, void *arg) {
         set_owner(&sh_classes[s->cls], s, NULL); /* owned by a thread that does not exist here */
     struct sh_class *k = &sh_classes[s->cls];
     for (uint32_t i = 0; i < s->nblocks; i++) {
-        if (atomic_load_explicit(&s->req[i], memory_order_relaxed) != 0 ||
-            (s->freebits[i >> 6] & (1ULL << (i & 63))))
+        if (atomic_load_explicit(&s->req[i], memory_order_relaxed) != 0 || (s->freebits[i >> 6] & (1ULL << (i & 63))))
             continue;
         if (s->check_mag) {
             /* In our magazine? (check_mag counts them; look them up.) */
@@ -1305,8 +1306,8 @@ void sh_heap_postfork_child(bool lost_chunks) {
                     struct sh_chunk *c = sh_chunk_of(p);
                     if (!c || c->large)
                         continue;
-                    struct sh_span *s = atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT],
-                                                             memory_order_relaxed);
+                    struct sh_span *s =
+                        atomic_load_explicit(&c->pagemap[(p - c->base) >> SH_OS_PAGE_SHIFT], memory_order_relaxed);
                     if (!s || s->kind != SH_SPAN_SLAB || s->cls != cls)
                         continue;
                     idx = sh_block_index(s, p - s->start);

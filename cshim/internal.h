@@ -86,10 +86,10 @@ _Static_assert(SH_MAX_SLAB_BLOCKS <= 256, "slab bitmaps are four 64-bit words");
 #define SH_OS_PAGE_SHIFT 12
 #define SH_SLOT_SHIFT 22 /* 4 MiB slots */
 #define SH_SLOT_SIZE ((size_t)1 << SH_SLOT_SHIFT)
-#define SH_CHUNK_MAX ((size_t)2 << 20)             /* normal chunk size */
-#define SH_CHUNK_MIN ((size_t)64 << 10)            /* smallest chunk under memlock pressure */
+#define SH_CHUNK_MAX ((size_t)2 << 20)                 /* normal chunk size */
+#define SH_CHUNK_MIN ((size_t)64 << 10)                /* smallest chunk under memlock pressure */
 #define SH_CHUNK_MAX_PAGES (SH_CHUNK_MAX / SH_OS_PAGE) /* 512 */
-#define SH_LARGE_MIN (SH_CHUNK_MAX / 2)            /* > this: a large region of its own */
+#define SH_LARGE_MIN (SH_CHUNK_MAX / 2)                /* > this: a large region of its own */
 #ifndef SH_ARENA_SIZE
 #define SH_ARENA_SIZE ((size_t)64 << 30) /* 64 GiB of address space, 16384 slots */
 #endif
@@ -106,24 +106,24 @@ struct sh_tcache; /* heap.c: a thread's magazines and own slabs */
  * fixed while the span is live; (C) by the lock of the span's class.
  */
 struct sh_span {
-    uintptr_t start;           /* (L) first byte */
-    struct sh_chunk *chunk;    /* (L) */
-    uint32_t npages;           /* (L) OS pages */
-    uint32_t block_size;       /* (L) class size, or npages*4096 for runs/large */
-    uint64_t div_mul;          /* (L) sh_class_div_mul[cls]: block index without a divide */
-    uint8_t kind;              /* (L) SH_SPAN_* */
-    uint8_t cls;               /* (L) size class of a slab */
-    uint8_t secure;            /* (L) 1: taken for the secure reserve (sh_malloc_secure) */
-    uint16_t nblocks;          /* (L) blocks in a slab */
-    uint16_t nfree;            /* (C) blocks free in freebits (not counting magazines) */
-    uint16_t listed;           /* (C) 1 while on its class's partial list (secure slabs: the secure list) */
-    uint16_t check_mag;        /* secretheap_check scratch: blocks seen in magazines */
+    uintptr_t start;        /* (L) first byte */
+    struct sh_chunk *chunk; /* (L) */
+    uint32_t npages;        /* (L) OS pages */
+    uint32_t block_size;    /* (L) class size, or npages*4096 for runs/large */
+    uint64_t div_mul;       /* (L) sh_class_div_mul[cls]: block index without a divide */
+    uint8_t kind;           /* (L) SH_SPAN_* */
+    uint8_t cls;            /* (L) size class of a slab */
+    uint8_t secure;         /* (L) 1: taken for the secure reserve (sh_malloc_secure) */
+    uint16_t nblocks;       /* (L) blocks in a slab */
+    uint16_t nfree;         /* (C) blocks free in freebits (not counting magazines) */
+    uint16_t listed;        /* (C) 1 while on its class's partial list (secure slabs: the secure list) */
+    uint16_t check_mag;     /* secretheap_check scratch: blocks seen in magazines */
     /* (C) the thread cache refilling from this slab, NULL if none. A
      * listed slab is on its owner's list (heap.c list_of): refills take
      * from their own slabs first, so two threads do not write the req slots
      * of one cache line (false sharing) in their fast paths. */
     struct sh_tcache *owner;
-    uint64_t freebits[4];      /* (C) bit i set: block i is free and held centrally */
+    uint64_t freebits[4];        /* (C) bit i set: block i is free and held centrally */
     struct sh_span *next, *prev; /* (C) partial list of the class */
     /* Run/large: requested bytes + 1 while live, 0 when free. */
     _Atomic size_t run_req;
@@ -139,23 +139,23 @@ struct sh_span {
 };
 
 struct sh_chunk {
-    uintptr_t base;            /* first byte, slot-aligned */
-    uintptr_t end;             /* base + size */
-    size_t size;               /* mapped bytes */
-    size_t committed;          /* (L) OS pages [0, committed) are faulted in */
-    uint32_t npages;           /* size / 4096 */
-    uint32_t slot, nslots;     /* (L) slots of the arena it occupies */
-    uint32_t free_pages;       /* (L) */
-    uint8_t backend;           /* SH_BACKEND_* */
-    uint8_t large;             /* 1: a large region, span is &spans[0] */
-    uint8_t lost;              /* fork child under dontfork: mapping gone */
-    uint8_t lazy;              /* large region whose OS pages fault in on touch (committed stays 0) */
+    uintptr_t base;                             /* first byte, slot-aligned */
+    uintptr_t end;                              /* base + size */
+    size_t size;                                /* mapped bytes */
+    size_t committed;                           /* (L) OS pages [0, committed) are faulted in */
+    uint32_t npages;                            /* size / 4096 */
+    uint32_t slot, nslots;                      /* (L) slots of the arena it occupies */
+    uint32_t free_pages;                        /* (L) */
+    uint8_t backend;                            /* SH_BACKEND_* */
+    uint8_t large;                              /* 1: a large region, span is &spans[0] */
+    uint8_t lost;                               /* fork child under dontfork: mapping gone */
+    uint8_t lazy;                               /* large region whose OS pages fault in on touch (committed stays 0) */
     uint64_t pagefree[SH_CHUNK_MAX_PAGES / 64]; /* (L) bit set: OS page free */
     struct sh_chunk *next, *prev;               /* (L) list of live chunks */
-    size_t meta_size;          /* bytes of this descriptor (mmap'd) */
+    size_t meta_size;                           /* bytes of this descriptor (mmap'd) */
     /* OS page → span covering it, NULL if free. Relaxed atomic: read by free without a lock. */
     _Atomic(struct sh_span *) *pagemap;
-    struct sh_span *spans;     /* indexed by first OS page (normal) or [0] (large) */
+    struct sh_span *spans; /* indexed by first OS page (normal) or [0] (large) */
 };
 
 /* ---- options.c ---- */
@@ -178,11 +178,11 @@ SH_HIDDEN int sh_option_check(const char *name, const char *raw, char *out, size
 SH_HIDDEN void sh_init(void); /* process initialisation, once; idempotent, thread-safe (pthread_once) */
 
 /* ---- heap.c (its own state: heap.h; its checker: check.c) ---- */
-SH_HIDDEN void sh_heap_init(void);             /* from sh_init only: locks, magazine sizes, thread key */
-SH_HIDDEN void *sh_malloc_secure(size_t n);     /* may use the secure reserve (OpenSSL secure heap) */
+SH_HIDDEN void sh_heap_init(void);                /* from sh_init only: locks, magazine sizes, thread key */
+SH_HIDDEN void *sh_malloc_secure(size_t n);       /* may use the secure reserve (OpenSSL secure heap) */
 SH_HIDDEN void sh_secure_reserve_enable(bool on); /* OpenSSL hooks, mode all */
-SH_HIDDEN void sh_heap_prefork(void);           /* also waits until no section is open */
-SH_HIDDEN bool sh_heap_trylock_all(void);        /* unseen fork child: the prefork locks, if free */
+SH_HIDDEN void sh_heap_prefork(void);             /* also waits until no section is open */
+SH_HIDDEN bool sh_heap_trylock_all(void);         /* unseen fork child: the prefork locks, if free */
 SH_HIDDEN void sh_heap_postfork_parent(void);
 SH_HIDDEN void sh_heap_postfork_child(bool lost_chunks);
 SH_HIDDEN void sh_heap_stats(struct secretheap_stats *st); /* per-class fields + live totals */
@@ -193,9 +193,9 @@ extern _Thread_local struct sh_tcache *sh_tls_cache;
 SH_HIDDEN extern void (*sh_test_hook_release)(void);
 
 /* ---- pmdcache.c ---- */
-SH_HIDDEN int sh_chunk_init(void);              /* reserve the arena; 0 or errno */
+SH_HIDDEN int sh_chunk_init(void); /* reserve the arena; 0 or errno */
 SH_HIDDEN extern _Atomic uintptr_t sh_arena_base;
-SH_HIDDEN extern _Atomic size_t sh_arena_size;  /* 0 until the arena exists: everything is foreign */
+SH_HIDDEN extern _Atomic size_t sh_arena_size; /* 0 until the arena exists: everything is foreign */
 SH_HIDDEN extern _Atomic(struct sh_chunk *) sh_slots[SH_ARENA_SLOTS];
 /* A span of npages OS pages, committed and zero, registered in the pagemap.
  * kind/cls set up a slab's bitmap. NULL + errno ENOMEM when exhausted.
@@ -204,20 +204,20 @@ SH_HIDDEN extern _Atomic(struct sh_chunk *) sh_slots[SH_ARENA_SLOTS];
  * SECRETHEAP_SECURE_RESERVE bytes (less what secure spans already hold) of
  * the most that memlock and SECRETHEAP_LIMIT allow mapped. */
 SH_HIDDEN struct sh_span *sh_span_alloc(uint32_t npages, int kind, int cls, bool secure);
-SH_HIDDEN void sh_span_free(struct sh_span *s);  /* span contents already wiped */
+SH_HIDDEN void sh_span_free(struct sh_span *s);                     /* span contents already wiped */
 SH_HIDDEN struct sh_span *sh_large_alloc(size_t size, bool secure); /* own region, committed */
-SH_HIDDEN void sh_large_free(struct sh_span *s); /* wipes and unmaps (not at exit) */
+SH_HIDDEN void sh_large_free(struct sh_span *s);                    /* wipes and unmaps (not at exit) */
 SH_HIDDEN void sh_chunk_prefork(void);
 SH_HIDDEN void sh_chunk_postfork_parent(void);
-SH_HIDDEN void sh_chunk_postfork_child(void);   /* re-privatise or drop every chunk */
+SH_HIDDEN void sh_chunk_postfork_child(void); /* re-privatise or drop every chunk */
 /* Unseen fork child with untrusted state: copy every mapped chunk into
  * private memory, reading only the slot table (no lock, no list). */
 SH_HIDDEN void sh_chunk_privatise_all(void);
 /* Tests only (NULL otherwise): called by the fork child before it copies. */
 SH_HIDDEN extern void (*sh_test_hook_child_copy)(void);
 SH_HIDDEN void sh_chunk_stats(struct secretheap_stats *st);
-SH_HIDDEN int sh_chunk_check(void);              /* with chunk lock; 0 or EINVAL */
-SH_HIDDEN void sh_chunk_set_exiting(void);       /* from now on never unmap */
+SH_HIDDEN int sh_chunk_check(void);        /* with chunk lock; 0 or EINVAL */
+SH_HIDDEN void sh_chunk_set_exiting(void); /* from now on never unmap */
 SH_HIDDEN void sh_chunk_lock(void);
 SH_HIDDEN void sh_chunk_unlock(void);
 SH_HIDDEN void sh_secure_reserve_set(bool on);
@@ -225,7 +225,7 @@ SH_HIDDEN void sh_secure_reserve_set(bool on);
 SH_HIDDEN void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg);
 /* The same for the spans of one normal chunk (none for a large region). */
 SH_HIDDEN void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg);
-SH_HIDDEN int sh_chunk_trylock(void);            /* 0 or EBUSY */
+SH_HIDDEN int sh_chunk_trylock(void); /* 0 or EBUSY */
 
 /* Lock-free lookup of the chunk holding p, NULL if none (the guard part of a
  * slot, a free slot, or outside the arena). */
@@ -255,11 +255,11 @@ static inline bool sh_in_arena(uintptr_t p) {
  * mappings with EINVAL, so one madvise tells them apart (see secretmem.c).
  */
 struct sh_kernel {
-    int model;               /* SECRETHEAP_MODEL_* (UNKNOWN when memfd_secret is unavailable) */
-    int secret_cause;        /* SH_CAUSE_* why memfd_secret cannot be used, NONE if it can */
-    int secret_errno;        /* the errno behind secret_cause */
-    uint64_t memlock_limit;  /* soft RLIMIT_MEMLOCK, UINT64_MAX for RLIM_INFINITY */
-    bool cap_ipc_lock;       /* CAP_IPC_LOCK in the effective set */
+    int model;              /* SECRETHEAP_MODEL_* (UNKNOWN when memfd_secret is unavailable) */
+    int secret_cause;       /* SH_CAUSE_* why memfd_secret cannot be used, NONE if it can */
+    int secret_errno;       /* the errno behind secret_cause */
+    uint64_t memlock_limit; /* soft RLIMIT_MEMLOCK, UINT64_MAX for RLIM_INFINITY */
+    bool cap_ipc_lock;      /* CAP_IPC_LOCK in the effective set */
 };
 SH_HIDDEN extern struct sh_kernel sh_kernel;
 SH_HIDDEN void sh_source_detect(void);
@@ -340,7 +340,7 @@ SH_HIDDEN int sh_source_reprivatise(uintptr_t addr, size_t size, size_t keep, in
 SH_HIDDEN int sh_source_privatise_ordinary(uintptr_t addr, size_t size, size_t keep, bool *locked);
 /* Mark a mapping MADV_DONTFORK (dontfork policy). */
 SH_HIDDEN int sh_source_dontfork(uintptr_t addr, size_t size);
-SH_HIDDEN int sh_source_backend_in_use(void);   /* SH_BACKEND_* of the last mapping */
+SH_HIDDEN int sh_source_backend_in_use(void); /* SH_BACKEND_* of the last mapping */
 
 /* ---- fallback.c ---- */
 /* Ordinary memory (own anonymous mappings, MADV_DONTDUMP, mlock'ed where
@@ -370,7 +370,7 @@ SH_HIDDEN void sh_stats_print(int fd);
 SH_HIDDEN void sh_openssl_stats(struct sh_openssl_stats *out) __attribute__((weak));
 
 /* ---- fork.c ---- */
-SH_HIDDEN void sh_fork_init(void);               /* gate page, membarrier, pthread_atfork; once */
+SH_HIDDEN void sh_fork_init(void); /* gate page, membarrier, pthread_atfork; once */
 /*
  * The fork gate (fork.c): a word in a MADV_WIPEONFORK page. OPEN normally;
  * FORKING from prepare until the child has its copy; 0 in a child until the
@@ -386,7 +386,7 @@ static inline _Atomic uint32_t *sh_gate(void) { return atomic_load_explicit(&sh_
 /* The gate read g != OPEN, outside any section: waits for the fork to end,
  * or makes an unseen child private. Returns what to do next. */
 enum { SH_GATE_RETRY = 0, SH_GATE_PASS = 1 /* the forking thread itself */ };
-SH_HIDDEN int sh_fork_gate_wait(uint32_t g);      /* SH_GATE_RETRY, _PASS or _CLOSED */
+SH_HIDDEN int sh_fork_gate_wait(uint32_t g); /* SH_GATE_RETRY, _PASS or _CLOSED */
 /* heap.c: for entries outside heap.c that take allocator locks (stats.c,
  * check.c): passes the gate; 0, or SH_GATE_CLOSED. */
 SH_HIDDEN int sh_fork_gate_check(void);

@@ -39,9 +39,9 @@ struct sh_opt_def {
     const char *const *values; /* OPT_ENUM: accepted words, index = value */
     long min, max;             /* OPT_INT */
     void *dst;
-    int scope;                 /* SH_SCOPE_*: documentation only, the C library acts on all */
-    const char *accepted;      /* for messages, the same text as Go's */
-    const char *meaning;       /* one line */
+    int scope;            /* SH_SCOPE_*: documentation only, the C library acts on all */
+    const char *accepted; /* for messages, the same text as Go's */
+    const char *meaning;  /* one line */
 };
 
 #include "options_table.h"
@@ -89,10 +89,23 @@ static bool parse_size(const char *s, size_t n, uint64_t *out) {
     unsigned shift = 0;
     if (i < n) {
         switch (s[i]) {
-        case 'k': case 'K': shift = 10; i++; break;
-        case 'm': case 'M': shift = 20; i++; break;
-        case 'g': case 'G': shift = 30; i++; break;
-        default: break;
+        case 'k':
+        case 'K':
+            shift = 10;
+            i++;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            i++;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            i++;
+            break;
+        default:
+            break;
         }
         if (shift && n - i == 2 && (s[i] == 'i' || s[i] == 'I') && (s[i + 1] == 'b' || s[i + 1] == 'B'))
             i += 2;

@@ -30,16 +30,16 @@ _Atomic(struct sh_chunk *) sh_slots[SH_ARENA_SLOTS];
 
 static pthread_mutex_t chunk_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t slot_used[(SH_ARENA_SLOTS + 63) / 64]; /* guarded by chunk_mu */
-static size_t nslots_total;                           /* slots in the arena we got */
-static struct sh_chunk *chunks;      /* live normal chunks, guarded by chunk_mu */
-static struct sh_chunk *larges;      /* live large regions, guarded by chunk_mu */
-static struct sh_chunk *spare_meta;  /* descriptors of unmapped normal chunks */
-static struct sh_chunk *spare_large; /* descriptors of unmapped large regions */
-static unsigned n_idle;              /* normal chunks without a live span */
+static size_t nslots_total;                            /* slots in the arena we got */
+static struct sh_chunk *chunks;                        /* live normal chunks, guarded by chunk_mu */
+static struct sh_chunk *larges;                        /* live large regions, guarded by chunk_mu */
+static struct sh_chunk *spare_meta;                    /* descriptors of unmapped normal chunks */
+static struct sh_chunk *spare_large;                   /* descriptors of unmapped large regions */
+static unsigned n_idle;                                /* normal chunks without a live span */
 static uint64_t bytes_mapped, bytes_committed, n_secret, n_locked, n_large;
-static uint64_t committed_secret;    /* of bytes_committed, in memfd_secret chunks: the new model's charge */
-static uint64_t lazy_bytes;          /* large regions mapped without commit (sh_source_commit_lazy) */
-static uint64_t reserve_bytes;       /* the secure reserve in force (sh_chunk_init) */
+static uint64_t committed_secret; /* of bytes_committed, in memfd_secret chunks: the new model's charge */
+static uint64_t lazy_bytes;       /* large regions mapped without commit (sh_source_commit_lazy) */
+static uint64_t reserve_bytes;    /* the secure reserve in force (sh_chunk_init) */
 static bool exiting;
 static bool reserve_on; /* OpenSSL mode all: keep secure_reserve for secure allocations */
 /* OS pages (bytes) in live spans taken for ordinary and for secure requests. */
@@ -85,9 +85,10 @@ static void size_reserve(void) {
     if (budget != UINT64_MAX && reserve_bytes > budget / 4)
         reserve_bytes = (budget / 4) & ~(uint64_t)(SH_OS_PAGE - 1);
     if (budget < SH_CHUNK_MIN)
-        sh_log(0, "WARNING: secret memory budget is %llu KiB (%s), below the smallest chunk (%zu KiB): nothing "
-                  "can be kept in secret memory; raise it (LimitMEMLOCK= in the systemd unit, memlock in "
-                  "/etc/security/limits.conf, docker run --ulimit memlock=, ulimit -l)",
+        sh_log(0,
+               "WARNING: secret memory budget is %llu KiB (%s), below the smallest chunk (%zu KiB): nothing "
+               "can be kept in secret memory; raise it (LimitMEMLOCK= in the systemd unit, memlock in "
+               "/etc/security/limits.conf, docker run --ulimit memlock=, ulimit -l)",
                (unsigned long long)(budget >> 10), sh_opt.limit == budget ? "SECRETHEAP_LIMIT" : "RLIMIT_MEMLOCK",
                SH_CHUNK_MIN >> 10);
 }
@@ -733,11 +734,11 @@ static int privatise(uintptr_t base, size_t size, size_t keep, uint8_t *backend)
     atomic_fetch_add(&sh_stat_fallbacks, 1);
     if (!child_warned) {
         child_warned = true;
-        sh_log(0, "WARNING: fork child cannot get secret memory for its copy of chunk %p (%zu KiB in use): %s; "
-                  "the copy is in ordinary memory (%s), never shared with the parent (SECRETHEAP_ON_EXHAUSTED); "
-                  "further such chunks are only counted (stats: fallbacks)",
-               (void *)base, keep >> 10, strerror(e),
-               locked ? "locked" : "not locked: RLIMIT_MEMLOCK");
+        sh_log(0,
+               "WARNING: fork child cannot get secret memory for its copy of chunk %p (%zu KiB in use): %s; "
+               "the copy is in ordinary memory (%s), never shared with the parent (SECRETHEAP_ON_EXHAUSTED); "
+               "further such chunks are only counted (stats: fallbacks)",
+               (void *)base, keep >> 10, strerror(e), locked ? "locked" : "not locked: RLIMIT_MEMLOCK");
     }
     *backend = SH_BACKEND_LOCKED;
     return 0;
@@ -941,9 +942,8 @@ int sh_chunk_check(void) {
         bad = 1;
     }
     if (mapped != bytes_mapped || committed != bytes_committed) {
-        fprintf(stderr, "secretheap: check: totals mapped %llu/%llu committed %llu/%llu\n",
-                (unsigned long long)mapped, (unsigned long long)bytes_mapped, (unsigned long long)committed,
-                (unsigned long long)bytes_committed);
+        fprintf(stderr, "secretheap: check: totals mapped %llu/%llu committed %llu/%llu\n", (unsigned long long)mapped,
+                (unsigned long long)bytes_mapped, (unsigned long long)committed, (unsigned long long)bytes_committed);
         bad = 1;
     }
     return bad ? EINVAL : 0;

@@ -42,8 +42,8 @@
 #define MADV_WIPEONFORK 18
 #endif
 
-static _Atomic int backend_in_use;  /* SH_BACKEND_* of the last successful mapping */
-static _Atomic int secret_broken;   /* errno of a failed memfd_secret (ENOSYS/EPERM), sticky */
+static _Atomic int backend_in_use; /* SH_BACKEND_* of the last successful mapping */
+static _Atomic int secret_broken;  /* errno of a failed memfd_secret (ENOSYS/EPERM), sticky */
 
 struct sh_kernel sh_kernel;
 _Thread_local int sh_fail_cause;
@@ -243,8 +243,8 @@ static int map_secret(uintptr_t addr, size_t size, int *cause) {
 }
 
 static int map_locked(uintptr_t addr, size_t size, int *cause) {
-    void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                   -1, 0);
     if (p == MAP_FAILED) {
         int e = errno;
         sh_source_guard(addr, size); /* as in map_secret */
@@ -272,11 +272,18 @@ static void warn_unavailable(int e) {
     int cause = e == ENOSYS ? SH_CAUSE_NO_SUPPORT : SH_CAUSE_DENIED;
     if (sh_opt.backend == SH_POLICY_SECRET)
         sh_log(0, "memfd_secret unavailable (%s): %s; SECRETHEAP_BACKEND=secret refuses ordinary and locked memory",
-               e == ENOSYS ? "ENOSYS" : e == EPERM ? "EPERM" : "EACCES", sh_cause_text(cause));
+               e == ENOSYS  ? "ENOSYS"
+               : e == EPERM ? "EPERM"
+                            : "EACCES",
+               sh_cause_text(cause));
     else
-        sh_log(0, "WARNING: memfd_secret unavailable (%s): %s; using the weaker locked backend "
-                  "(mlock + MADV_DONTDUMP, still in the kernel direct map)",
-               e == ENOSYS ? "ENOSYS" : e == EPERM ? "EPERM" : "EACCES", sh_cause_text(cause));
+        sh_log(0,
+               "WARNING: memfd_secret unavailable (%s): %s; using the weaker locked backend "
+               "(mlock + MADV_DONTDUMP, still in the kernel direct map)",
+               e == ENOSYS  ? "ENOSYS"
+               : e == EPERM ? "EPERM"
+                            : "EACCES",
+               sh_cause_text(cause));
 }
 
 int sh_source_next_backend(void) {

@@ -9,21 +9,21 @@
  *
  * The report comes in two forms. Text (SECRETHEAP_STATS=stderr or a path),
  * for people: each block opens with a header line ("secretheap stats (pid N,
- * version V)", then the OpenSSL skin's "secretheap openssl (pid N): …" if it
+ * version V)", then the OpenSSL hooks' "secretheap openssl (pid N): …" if it
  * is linked in), has summary lines for people, then one "  key value" line
  * per value: two spaces, a snake_case key, one space, a value without
  * spaces. Core keys are the field names of struct secretheap_stats (backend
  * as its number), "failures_<cause>" per element of failures[] (cause names
  * as sh_cause_name, '-' as '_'), per class "class_<bytes>_<field>" for
- * classes with a slab; the skin's keys start with "openssl_". Keys are
+ * classes with a slab; the OpenSSL hooks' keys start with "openssl_". Keys are
  * stable; new ones are only added. No human line has that two-token shape.
  * JSON (SECRETHEAP_STATS=json:stderr or json:PATH), for programs (the
  * secretheap command and cmd/benchreport read only this form): one object
  * per report on one line, "pid", "version", "summary" (the human lines of
  * both blocks, exactly as the text form prints them), every value under its
  * key as above, "classes" (every class, an object of struct
- * secretheap_class_stats's members) and "openssl" (the skin's values, keys
- * without "openssl_") when the skin is linked in. internal/stats reads it.
+ * secretheap_class_stats's members) and "openssl" (the OpenSSL hooks' values, keys
+ * without "openssl_") when the OpenSSL hooks are linked in. internal/stats reads it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -257,8 +257,8 @@ static void core_kv(struct sbuf *b, const struct secretheap_stats *st) {
     }
 }
 
-/* The skin's human lines and its "  openssl_<key> value" lines. */
-static void skin_human(struct sbuf *b, const struct sh_openssl_stats *o) {
+/* The OpenSSL hooks' human lines and its "  openssl_<key> value" lines. */
+static void hooks_human(struct sbuf *b, const struct sh_openssl_stats *o) {
     out(b,
         "secretheap openssl (pid %d): mode %s; hooks %s; refused %llu; secure interposed %s; secure served by %s\n"
         "  calls: malloc %llu, realloc %llu, free %llu, secure alloc %llu, secure free %llu; secure live %llu B; "
@@ -270,7 +270,7 @@ static void skin_human(struct sbuf *b, const struct sh_openssl_stats *o) {
         (unsigned long long)o->set_mem_functions_honoured);
 }
 
-static void skin_kv(struct sbuf *b, const struct sh_openssl_stats *o) {
+static void hooks_kv(struct sbuf *b, const struct sh_openssl_stats *o) {
 #define T(f) out(b, "  openssl_" #f " %s\n", o->f);
 #define N(f) out(b, "  openssl_" #f " %llu\n", (unsigned long long)o->f);
     SH_OPENSSL_STATS(T, N)
@@ -316,10 +316,10 @@ static void json(struct sbuf *b, const struct secretheap_stats *st, const struct
     out(b, "}\n");
 }
 
-/* The skin's block comes once per process, after the core's. */
-static atomic_int skin_reported;
+/* The OpenSSL hooks' block comes once per process, after the core's. */
+static atomic_int hooks_reported;
 
-/* Report buffers: human lines, key value lines, the skin's, the output. */
+/* Report buffers: human lines, key value lines, the OpenSSL hooks', the output. */
 #define STATS_PART 16384
 #define STATS_BUF (4 * STATS_PART + 65536)
 
@@ -357,30 +357,29 @@ void sh_stats_print(int fd) {
         return;
     }
     struct sbuf human = {mem, 0, STATS_PART}, kv = {mem + STATS_PART, 0, STATS_PART};
-    struct sbuf skin = {mem + 2 * STATS_PART, 0, STATS_PART}, skv = {mem + 3 * STATS_PART, 0, STATS_PART};
+    struct sbuf hooks = {mem + 2 * STATS_PART, 0, STATS_PART}, skv = {mem + 3 * STATS_PART, 0, STATS_PART};
     struct sbuf doc = {mem + 4 * STATS_PART, 0, STATS_BUF - 4 * STATS_PART};
 
     struct secretheap_stats st;
     secretheap_stats(&st, sizeof st);
     core_human(&human, &st);
     core_kv(&kv, &st);
-    /* The skin's block right after ours, to the same place: not from an
+    /* The OpenSSL hooks' block right after ours, to the same place: not from an
      * exit handler of its own, whose order against ours depends on which
-     * constructor ran first. Weak: the core links without the skin. */
+     * constructor ran first. Weak: the core links without the OpenSSL hooks. */
     struct sh_openssl_stats os_st, *os = NULL;
-    if (sh_openssl_stats && !atomic_exchange(&skin_reported, 1)) {
+    if (sh_openssl_stats && !atomic_exchange(&hooks_reported, 1)) {
         memset(&os_st, 0, sizeof os_st);
         sh_openssl_stats(&os_st);
         os = &os_st;
-        skin_human(&skin, os);
-        skin_kv(&skv, os);
+        hooks_human(&hooks, os);
+        hooks_kv(&skv, os);
     }
     if (as_json) {
-        out(&human, "%.*s", (int)skin.n, skin.p);
+        out(&human, "%.*s", (int)hooks.n, hooks.p);
         json(&doc, &st, os, &human);
     } else {
-        out(&doc, "%.*s%.*s%.*s%.*s", (int)human.n, human.p, (int)kv.n, kv.p, (int)skin.n, skin.p, (int)skv.n,
-            skv.p);
+        out(&doc, "%.*s%.*s%.*s%.*s", (int)human.n, human.p, (int)kv.n, kv.p, (int)hooks.n, hooks.p, (int)skv.n, skv.p);
     }
     stats_write(fd, doc.p, doc.n);
     munmap(mem, STATS_BUF);

@@ -50,7 +50,7 @@ func TestOpenSSLCommands(t *testing.T) {
 			assert.Contains(t, r.stdout+r.stderr, "Key is valid")
 			requireServedFromSecret(t, readStats(t, st))
 
-			// Control: with the OpenSSL skin off the same command
+			// Control: with the OpenSSL hooks off the same command
 			// allocates nothing from us, and the checks above would fail.
 			st = filepath.Join(dir, fmt.Sprintf("off%d.stats", i))
 			r = run(t, env(lib, statsEnv(st), "SECRETHEAP_OPENSSL=off"), "", "openssl", "pkey", "-in", key, "-check", "-noout")

@@ -88,6 +88,7 @@ check_verify() {
 check_bench() {
   check_run
   have hyperfine || need "hyperfine" "hyperfine (apt-get install hyperfine)"
+  have valgrind || need "valgrind (start-up instruction counts)" "valgrind (apt-get install valgrind)"
   printf '#include <sodium.h>\nint main(void){return 0;}\n' | "$CC" -x c -fsyntax-only - >/dev/null 2>&1 ||
     need "libsodium headers (the C baseline)" "libsodium-dev (apt-get install libsodium-dev)"
 }

@@ -39,7 +39,8 @@ int main(void) {
     struct rlimit rl = {64 << 10, 64 << 10};
     if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
         return perror("probe: setrlimit"), 1;
-    if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0))
+    if (geteuid() == 0 &&
+        (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0))
         return perror("probe: drop to uid 65534"), 1;
     int fd = (int)syscall(SYS_memfd_secret, 0);
     if (fd < 0) {

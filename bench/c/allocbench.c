@@ -117,7 +117,8 @@ __attribute__((format(printf, 1, 2))) static int check_fail(const char *fmt, ...
 /* vmlck_kb returns VmLck from /proc/self/status in KiB (-1 if unreadable). */
 static long vmlck_kb(void) {
     FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL) return -1;
+    if (f == NULL)
+        return -1;
     char line[256];
     long kb = -1;
     while (fgets(line, sizeof line, f) != NULL) {
@@ -134,19 +135,24 @@ static long vmlck_kb(void) {
  * p into out ("" for anonymous); returns -1 if no mapping holds p. */
 static int mapping_name(const void *p, char *out, size_t outlen) {
     FILE *f = fopen("/proc/self/maps", "r");
-    if (f == NULL) return -1;
+    if (f == NULL)
+        return -1;
     char line[1024];
     int found = -1;
     uintptr_t a = (uintptr_t)p;
     while (fgets(line, sizeof line, f) != NULL) {
         unsigned long lo, hi;
         int off = 0;
-        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s%n", &lo, &hi, &off) < 2) continue;
-        if (a < lo || a >= hi) continue;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s%n", &lo, &hi, &off) < 2)
+            continue;
+        if (a < lo || a >= hi)
+            continue;
         const char *name = line + off;
-        while (*name == ' ') name++;
+        while (*name == ' ')
+            name++;
         size_t n = strcspn(name, "\n");
-        if (n >= outlen) n = outlen - 1;
+        if (n >= outlen)
+            n = outlen - 1;
         memcpy(out, name, n);
         out[n] = 0;
         found = 0;
@@ -158,7 +164,8 @@ static int mapping_name(const void *p, char *out, size_t outlen) {
 
 static int in_secretmem(const void *p) {
     char name[512];
-    if (mapping_name(p, name, sizeof name) != 0) return 0;
+    if (mapping_name(p, name, sizeof name) != 0)
+        return 0;
     return strstr(name, "secretmem") != NULL;
 }
 
@@ -207,9 +214,12 @@ static int glibc_check(void) {
     if (strstr(info.dli_fname, "libc.so") == NULL)
         return check_fail("glibc: malloc comes from %s, not libc", info.dli_fname);
     void *p = malloc(32);
-    if (p == NULL) return check_fail("glibc: malloc(32) failed");
-    if (malloc_usable_size(p) < 32) return check_fail("glibc: usable size < 32");
-    if (in_secretmem(p)) return check_fail("glibc: block is in secretmem?");
+    if (p == NULL)
+        return check_fail("glibc: malloc(32) failed");
+    if (malloc_usable_size(p) < 32)
+        return check_fail("glibc: usable size < 32");
+    if (in_secretmem(p))
+        return check_fail("glibc: block is in secretmem?");
     free(p);
     return 0;
 }
@@ -236,7 +246,8 @@ static void sabotage_free(void *p, const char *f, int l) {
 
 static int ossl_setup(int sabotage) {
     /* Sabotage: somebody else's hook, as a preloaded library would install. */
-    if (sabotage) CRYPTO_set_mem_functions(sabotage_malloc, sabotage_realloc, sabotage_free);
+    if (sabotage)
+        CRYPTO_set_mem_functions(sabotage_malloc, sabotage_realloc, sabotage_free);
     return 0;
 }
 static int ossl_check(void) {
@@ -249,8 +260,10 @@ static int ossl_check(void) {
     if (dlsym(RTLD_DEFAULT, "secretheap_backend") != NULL)
         return check_fail("openssl: libsecretheap is loaded in this process");
     void *p = OPENSSL_malloc(32);
-    if (p == NULL) return check_fail("openssl: OPENSSL_malloc(32) failed");
-    if (malloc_usable_size(p) < 32) return check_fail("openssl: block is not from libc malloc");
+    if (p == NULL)
+        return check_fail("openssl: OPENSSL_malloc(32) failed");
+    if (malloc_usable_size(p) < 32)
+        return check_fail("openssl: block is not from libc malloc");
     OPENSSL_free(p);
     return 0;
 }
@@ -262,7 +275,8 @@ static void secure_free(void *p, size_t n) {
     OPENSSL_secure_free(p);
 }
 static int secure_setup(int sabotage) {
-    if (sabotage) return 0; /* not initialised: CRYPTO_secure_malloc falls back to malloc */
+    if (sabotage)
+        return 0; /* not initialised: CRYPTO_secure_malloc falls back to malloc */
     if (CRYPTO_secure_malloc_init(32u << 20, 16) != 1)
         return check_fail("secure: CRYPTO_secure_malloc_init(32 MiB, 16) failed");
     return 0;
@@ -271,10 +285,12 @@ static int secure_check(void) {
     if (!CRYPTO_secure_malloc_initialized())
         return check_fail("secure: OpenSSL secure heap not initialised");
     void *p = OPENSSL_secure_malloc(32);
-    if (p == NULL) return check_fail("secure: CRYPTO_secure_malloc(32) failed");
+    if (p == NULL)
+        return check_fail("secure: CRYPTO_secure_malloc(32) failed");
     int ok = CRYPTO_secure_allocated(p);
     OPENSSL_secure_free(p);
-    if (!ok) return check_fail("secure: block is not inside the secure heap");
+    if (!ok)
+        return check_fail("secure: block is not inside the secure heap");
     return 0;
 }
 
@@ -290,17 +306,22 @@ static void sodium_release(void *p, size_t n) {
 static void drop_memlock(void) {
     struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct d[2];
-    if (syscall(SYS_capget, &h, d) != 0) die("capget: %s", strerror(errno));
+    if (syscall(SYS_capget, &h, d) != 0)
+        die("capget: %s", strerror(errno));
     d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
     d[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32));
-    if (syscall(SYS_capset, &h, d) != 0) die("capset: %s", strerror(errno));
+    if (syscall(SYS_capset, &h, d) != 0)
+        die("capset: %s", strerror(errno));
     struct rlimit rl = {0, 0};
-    if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0) die("setrlimit: %s", strerror(errno));
+    if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+        die("setrlimit: %s", strerror(errno));
 }
 
 static int sodium_setup(int sabotage) {
-    if (sodium_init() < 0) return check_fail("sodium: sodium_init failed");
-    if (sabotage) drop_memlock();
+    if (sodium_init() < 0)
+        return check_fail("sodium: sodium_init failed");
+    if (sabotage)
+        drop_memlock();
     return 0;
 }
 static int sodium_check(void) {
@@ -308,11 +329,11 @@ static int sodium_check(void) {
     long before = vmlck_kb();
     void *p = sodium_malloc(32);
     long after = vmlck_kb();
-    if (p == NULL) return check_fail("sodium: sodium_malloc(32) failed");
+    if (p == NULL)
+        return check_fail("sodium: sodium_malloc(32) failed");
     sodium_free(p);
     if (before < 0 || after - before < (long)(OS_PAGE / 1024))
-        return check_fail("sodium: sodium_malloc(32) did not lock a page (VmLck %ld -> %ld kB)",
-                          before, after);
+        return check_fail("sodium: sodium_malloc(32) did not lock a page (VmLck %ld -> %ld kB)", before, after);
     return 0;
 }
 
@@ -323,15 +344,18 @@ static void *memfd_alloc(size_t n) {
     size_t len = (n + OS_PAGE - 1) & ~(size_t)(OS_PAGE - 1);
     int fd = memfd_sabotage ? (int)syscall(SYS_memfd_create, "notsecret", MFD_CLOEXEC)
                             : (int)syscall(SYS_memfd_secret, O_CLOEXEC);
-    if (fd < 0) return NULL;
+    if (fd < 0)
+        return NULL;
     if (ftruncate(fd, (off_t)len) != 0) {
         close(fd);
         return NULL;
     }
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
-    if (p == MAP_FAILED) return NULL;
-    for (size_t off = 0; off < len; off += OS_PAGE) ((volatile char *)p)[off] = 0; /* commit */
+    if (p == MAP_FAILED)
+        return NULL;
+    for (size_t off = 0; off < len; off += OS_PAGE)
+        ((volatile char *)p)[off] = 0; /* commit */
     return p;
 }
 static void memfd_release(void *p, size_t n) {
@@ -344,10 +368,12 @@ static int memfd_setup(int sabotage) {
 }
 static int memfd_check(void) {
     void *p = memfd_alloc(32);
-    if (p == NULL) return check_fail("memfd: memfd_secret mapping failed: %s", strerror(errno));
+    if (p == NULL)
+        return check_fail("memfd: memfd_secret mapping failed: %s", strerror(errno));
     int ok = in_secretmem(p);
     memfd_release(p, 32);
-    if (!ok) return check_fail("memfd: block is not in a secretmem mapping");
+    if (!ok)
+        return check_fail("memfd: block is not in a secretmem mapping");
     return 0;
 }
 
@@ -365,28 +391,32 @@ static int sh_setup(int sabotage) {
 }
 static int sh_check(void) {
     void *p = sh_malloc(32);
-    if (p == NULL) return check_fail("secretheap: secretheap_malloc(32) failed");
+    if (p == NULL)
+        return check_fail("secretheap: secretheap_malloc(32) failed");
     int b = sh_backend(p);
     int sm = in_secretmem(p);
     sh_free(p);
     if (b != SECRETHEAP_BACKEND_SECRET)
-        return check_fail("secretheap: secretheap_backend = %d, want %d (secret)", b,
-                          SECRETHEAP_BACKEND_SECRET);
-    if (!sm) return check_fail("secretheap: block is not in a secretmem mapping");
+        return check_fail("secretheap: secretheap_backend = %d, want %d (secret)", b, SECRETHEAP_BACKEND_SECRET);
+    if (!sm)
+        return check_fail("secretheap: block is not in a secretmem mapping");
     return 0;
 }
 
 /* OPENSSL_malloc under LD_PRELOAD=libsecretheap.so */
 static int preload_check(void) {
     void *p = OPENSSL_malloc(32);
-    if (p == NULL) return check_fail("preload: OPENSSL_malloc(32) failed");
+    if (p == NULL)
+        return check_fail("preload: OPENSSL_malloc(32) failed");
     int b = sh_backend(p);
     int sm = in_secretmem(p);
     OPENSSL_free(p);
     if (b != SECRETHEAP_BACKEND_SECRET)
         return check_fail("preload: OPENSSL_malloc block not served by secretheap "
-                          "(secretheap_backend = %d): OpenSSL hook inactive", b);
-    if (!sm) return check_fail("preload: block is not in a secretmem mapping");
+                          "(secretheap_backend = %d): OpenSSL hook inactive",
+                          b);
+    if (!sm)
+        return check_fail("preload: block is not in a secretmem mapping");
     return 0;
 }
 
@@ -402,7 +432,8 @@ static const struct backend backends[] = {
 
 static const struct backend *find_backend(const char *name) {
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
-        if (strcmp(backends[i].name, name) == 0) return &backends[i];
+        if (strcmp(backends[i].name, name) == 0)
+            return &backends[i];
     die("unknown backend %s", name);
     return NULL;
 }
@@ -448,14 +479,16 @@ static size_t churn_size(uint64_t *rng) { return 16 + (size_t)(xorshift(rng) % (
 
 static void *xalloc(size_t n) {
     void *p = alloc_fn(n);
-    if (p == NULL) die("allocation of %zu bytes failed", n);
+    if (p == NULL)
+        die("allocation of %zu bytes failed", n);
     ((volatile char *)p)[0] = 1;
     return p;
 }
 
 static void run_ops(struct worker *w, uint64_t n) {
     if (w->size != 0) {
-        for (uint64_t i = 0; i < n; i++) free_fn(xalloc(w->size), w->size);
+        for (uint64_t i = 0; i < n; i++)
+            free_fn(xalloc(w->size), w->size);
         return;
     }
     for (uint64_t i = 0; i < n; i++) {
@@ -475,7 +508,8 @@ static uint64_t timed_loop(struct worker *w, uint64_t budget) {
         run_ops(w, batch);
         ops += batch;
         t = now_ns();
-        if (t - b0 < 50000 && batch < (1u << 20)) batch *= 2;
+        if (t - b0 < 50000 && batch < (1u << 20))
+            batch *= 2;
     }
     return ops;
 }
@@ -498,54 +532,59 @@ static void *worker_main(void *arg) {
     pthread_barrier_wait(w->bar); /* timing done: main reads the stats */
     pthread_barrier_wait(w->bar); /* stats read: blocks may go */
     if (w->size == 0)
-        for (int k = 0; k < CHURN_LIVE; k++) free_fn(w->slot[k], w->slot_size[k]);
+        for (int k = 0; k < CHURN_LIVE; k++)
+            free_fn(w->slot[k], w->slot_size[k]);
     return NULL;
 }
 
 static void print_stats(const char *backend, const char *workload, int threads) {
     struct secretheap_stats st;
-    if (sh_stats == NULL || sh_stats(&st, sizeof st) != 0) return;
+    if (sh_stats == NULL || sh_stats(&st, sizeof st) != 0)
+        return;
     printf("{\"kind\":\"stats\",\"backend\":\"%s\",\"workload\":\"%s\",\"threads\":%d,"
            "\"bytes_mapped\":%" PRIu64 ",\"committed_bytes\":%" PRIu64 ",\"requested_bytes\":%" PRIu64
            ",\"reserved_bytes\":%" PRIu64 ",\"live_blocks\":%" PRIu64 ",\"chunks_secret\":%" PRIu64
            ",\"fallbacks\":%" PRIu64 "}\n",
-           backend, workload, threads, st.bytes_mapped, st.committed_bytes, st.requested_bytes,
-           st.reserved_bytes, st.live_blocks, st.chunks_secret, st.fallbacks);
+           backend, workload, threads, st.bytes_mapped, st.committed_bytes, st.requested_bytes, st.reserved_bytes,
+           st.live_blocks, st.chunks_secret, st.fallbacks);
 }
 
 /* measure runs one workload with the given threads; for churn under the
  * library it also reports committed ÷ live requested bytes at the end. */
-static void measure(const struct backend *b, const char *wname, size_t size, int threads,
-                    uint64_t budget) {
+static void measure(const struct backend *b, const char *wname, size_t size, int threads, uint64_t budget) {
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, (unsigned)threads + 1);
     struct worker *w = calloc((size_t)threads, sizeof *w);
-    if (w == NULL) die("out of memory");
+    if (w == NULL)
+        die("out of memory");
     for (int i = 0; i < threads; i++) {
         w[i].size = size;
         w[i].budget_ns = budget;
         w[i].bar = &bar;
         w[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
-        if (pthread_create(&w[i].tid, NULL, worker_main, &w[i]) != 0) die("pthread_create");
+        if (pthread_create(&w[i].tid, NULL, worker_main, &w[i]) != 0)
+            die("pthread_create");
     }
     pthread_barrier_wait(&bar); /* all warmed up and set up */
     pthread_barrier_wait(&bar); /* all done timing; churn blocks still live */
-    if (size == 0 && sh_stats != NULL) print_stats(b->name, wname, threads);
+    if (size == 0 && sh_stats != NULL)
+        print_stats(b->name, wname, threads);
     pthread_barrier_wait(&bar);
     uint64_t ops = 0, start = UINT64_MAX, end = 0, cpu = 0;
     for (int i = 0; i < threads; i++) {
         pthread_join(w[i].tid, NULL);
         ops += w[i].ops;
         cpu += w[i].cpu;
-        if (w[i].start < start) start = w[i].start;
-        if (w[i].end > end) end = w[i].end;
+        if (w[i].start < start)
+            start = w[i].start;
+        if (w[i].end > end)
+            end = w[i].end;
     }
     /* ns/op = wall time ÷ all threads' operations (Go's RunParallel
      * convention); cpu_ns_per_op = all threads' CPU time ÷ their operations. */
     printf("{\"kind\":\"time\",\"backend\":\"%s\",\"workload\":\"%s\",\"threads\":%d,"
            "\"ns_per_op\":%.3f,\"cpu_ns_per_op\":%.3f,\"ops\":%" PRIu64 ",\"wall_ns\":%" PRIu64 "}\n",
-           b->name, wname, threads, (double)(end - start) / (double)ops, (double)cpu / (double)ops, ops,
-           end - start);
+           b->name, wname, threads, (double)(end - start) / (double)ops, (double)cpu / (double)ops, ops, end - start);
     fflush(stdout);
     free(w);
     pthread_barrier_destroy(&bar);
@@ -556,10 +595,14 @@ static void cmd_time(const struct backend *b, int argc, char **argv) {
     const char *threads = "1,2";
     const char *only = NULL;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) budget_ms = strtoull(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = argv[++i];
-        else if (strcmp(argv[i], "-w") == 0 && i + 1 < argc) only = argv[++i];
-        else die("time: unknown argument %s", argv[i]);
+        if (strcmp(argv[i], "-m") == 0 && i + 1 < argc)
+            budget_ms = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
+            threads = argv[++i];
+        else if (strcmp(argv[i], "-w") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else
+            die("time: unknown argument %s", argv[i]);
     }
     static const struct {
         const char *name;
@@ -570,11 +613,13 @@ static void cmd_time(const struct backend *b, int argc, char **argv) {
     free_fn = b->release;
     for (const char *t = threads; *t;) {
         int n = (int)strtol(t, (char **)&t, 10);
-        if (n < 1 || n > 64) die("bad thread count");
+        if (n < 1 || n > 64)
+            die("bad thread count");
         for (size_t i = 0; i < sizeof wl / sizeof wl[0]; i++)
             if (only == NULL || strstr(only, wl[i].name) != NULL)
                 measure(b, wl[i].name, wl[i].size, n, budget_ms * 1000000u);
-        if (*t == ',') t++;
+        if (*t == ',')
+            t++;
     }
 }
 
@@ -585,14 +630,17 @@ static void cmd_locked(const struct backend *b, long n) {
     setup_and_check(b, 0);
     long after_setup = vmlck_kb();
     void **p = calloc((size_t)n, sizeof *p);
-    if (p == NULL) die("out of memory");
+    if (p == NULL)
+        die("out of memory");
     for (long i = 0; i < n; i++) {
         p[i] = b->alloc(32);
-        if (p[i] == NULL) die("allocation %ld failed", i);
+        if (p[i] == NULL)
+            die("allocation %ld failed", i);
         memset(p[i], 0x5a, 32);
     }
     long after = vmlck_kb();
-    for (long i = 0; i < n; i++) b->release(p[i], 32);
+    for (long i = 0; i < n; i++)
+        b->release(p[i], 32);
     free(p);
     printf("{\"kind\":\"locked\",\"backend\":\"%s\",\"n\":%ld,\"vmlck_base_kb\":%ld,"
            "\"vmlck_setup_kb\":%ld,\"vmlck_after_kb\":%ld,\"bytes_per_secret\":%.1f,"
@@ -610,17 +658,20 @@ static void secret_frames(long *pages, long *frames) {
     *frames = 0;
     FILE *f = fopen("/proc/self/maps", "r");
     int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (f == NULL || pm < 0) die("cannot read /proc/self/maps or pagemap");
+    if (f == NULL || pm < 0)
+        die("cannot read /proc/self/maps or pagemap");
     size_t cap = 1024, n = 0;
     uint64_t *seen = malloc(cap * sizeof *seen);
     char line[512];
     int hidden = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long lo, hi;
-        if (strstr(line, "/secretmem") == NULL || sscanf(line, "%lx-%lx", &lo, &hi) != 2) continue;
+        if (strstr(line, "/secretmem") == NULL || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+            continue;
         for (unsigned long a = lo; a < hi; a += 4096) {
             uint64_t e;
-            if (pread(pm, &e, 8, (off_t)(a / 4096 * 8)) != 8 || !(e >> 63)) continue;
+            if (pread(pm, &e, 8, (off_t)(a / 4096 * 8)) != 8 || !(e >> 63))
+                continue;
             (*pages)++;
             uint64_t pfn = e & ((1ULL << 55) - 1);
             if (pfn == 0) {
@@ -630,8 +681,10 @@ static void secret_frames(long *pages, long *frames) {
             size_t k;
             for (k = 0; k < n && seen[k] != pfn >> 9; k++)
                 ;
-            if (k < n) continue;
-            if (n == cap) seen = realloc(seen, (cap *= 2) * sizeof *seen);
+            if (k < n)
+                continue;
+            if (n == cap)
+                seen = realloc(seen, (cap *= 2) * sizeof *seen);
             seen[n++] = pfn >> 9;
         }
     }
@@ -644,14 +697,17 @@ static void secret_frames(long *pages, long *frames) {
 static void cmd_frames(const struct backend *b, long n, size_t size) {
     setup_and_check(b, 0);
     void **p = calloc((size_t)n, sizeof *p);
-    if (p == NULL) die("out of memory");
+    if (p == NULL)
+        die("out of memory");
     for (long i = 0; i < n; i++) {
-        if ((p[i] = b->alloc(size)) == NULL) die("allocation %ld failed", i);
+        if ((p[i] = b->alloc(size)) == NULL)
+            die("allocation %ld failed", i);
         memset(p[i], 0x5a, size);
     }
     long pages, frames;
     secret_frames(&pages, &frames);
-    for (long i = 0; i < n; i++) b->release(p[i], size);
+    for (long i = 0; i < n; i++)
+        b->release(p[i], size);
     free(p);
     printf("{\"kind\":\"frames\",\"backend\":\"%s\",\"n\":%ld,\"size\":%zu,\"pages\":%ld,\"frames\":%ld,"
            "\"ideal\":%ld}\n",
@@ -669,7 +725,8 @@ static void cmd_first(const struct backend *b) {
     uint64_t t1 = now_ns();
     void *p = b->alloc(32);
     uint64_t t2 = now_ns();
-    if (p == NULL) die("first allocation failed");
+    if (p == NULL)
+        die("first allocation failed");
     ((volatile char *)p)[0] = 1;
     b->release(p, 32);
     /* Checked after timing: the check itself allocates. */
@@ -677,8 +734,8 @@ static void cmd_first(const struct backend *b) {
         fprintf(stderr, "allocbench: self-check failed: %s\n", check_reason);
         exit(3);
     }
-    printf("{\"kind\":\"first\",\"backend\":\"%s\",\"setup_ns\":%" PRIu64 ",\"first_ns\":%" PRIu64 "}\n",
-           b->name, t1 - t0, t2 - t1);
+    printf("{\"kind\":\"first\",\"backend\":\"%s\",\"setup_ns\":%" PRIu64 ",\"first_ns\":%" PRIu64 "}\n", b->name,
+           t1 - t0, t2 - t1);
 }
 
 /* ---- a chunk's first fault-in ---------------------------------------- */
@@ -690,17 +747,22 @@ static void cmd_faultin(void) {
      * /dev/zero (what the library does on its slow path), vs anonymous memory. */
     uint64_t t0 = now_ns();
     int fd = (int)syscall(SYS_memfd_secret, O_CLOEXEC);
-    if (fd < 0) die("memfd_secret: %s", strerror(errno));
-    if (ftruncate(fd, CHUNK) != 0) die("ftruncate: %s", strerror(errno));
+    if (fd < 0)
+        die("memfd_secret: %s", strerror(errno));
+    if (ftruncate(fd, CHUNK) != 0)
+        die("ftruncate: %s", strerror(errno));
     char *p = mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
-    if (p == MAP_FAILED) die("mmap: %s", strerror(errno));
+    if (p == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
     uint64_t t1 = now_ns();
     int z = open("/dev/zero", O_RDONLY | O_CLOEXEC);
-    if (z < 0) die("/dev/zero: %s", strerror(errno));
+    if (z < 0)
+        die("/dev/zero: %s", strerror(errno));
     for (size_t off = 0; off < CHUNK;) {
         ssize_t r = pread(z, p + off, CHUNK - off, 0);
-        if (r <= 0) die("pread: %s", r < 0 ? strerror(errno) : "short");
+        if (r <= 0)
+            die("pread: %s", r < 0 ? strerror(errno) : "short");
         off += (size_t)r;
     }
     uint64_t t2 = now_ns();
@@ -709,8 +771,10 @@ static void cmd_faultin(void) {
 
     uint64_t t3 = now_ns();
     char *a = mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (a == MAP_FAILED) die("mmap: %s", strerror(errno));
-    for (size_t off = 0; off < CHUNK; off += OS_PAGE) ((volatile char *)a)[off] = 1;
+    if (a == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+    for (size_t off = 0; off < CHUNK; off += OS_PAGE)
+        ((volatile char *)a)[off] = 1;
     uint64_t t4 = now_ns();
     munmap(a, CHUNK);
 
@@ -720,23 +784,28 @@ static void cmd_faultin(void) {
 
     /* The library: fill a fresh chunk with 4 KiB blocks (cold: every slab is
      * committed on the way), free them, fill again (warm: pages reused). */
-    if (find_library() != 0) return;
+    if (find_library() != 0)
+        return;
     enum { NB = 448 }; /* 1.75 MiB: stays within the first chunk */
     static void *blk[NB];
     uint64_t c0 = now_ns();
     for (int i = 0; i < NB; i++)
-        if ((blk[i] = sh_malloc(4096)) == NULL) die("secretheap_malloc failed");
+        if ((blk[i] = sh_malloc(4096)) == NULL)
+            die("secretheap_malloc failed");
     uint64_t c1 = now_ns();
     struct secretheap_stats st;
     sh_stats(&st, sizeof st);
-    for (int i = 0; i < NB; i++) sh_free(blk[i]);
+    for (int i = 0; i < NB; i++)
+        sh_free(blk[i]);
     uint64_t w0 = now_ns();
     for (int i = 0; i < NB; i++)
-        if ((blk[i] = sh_malloc(4096)) == NULL) die("secretheap_malloc failed");
+        if ((blk[i] = sh_malloc(4096)) == NULL)
+            die("secretheap_malloc failed");
     uint64_t w1 = now_ns();
-    for (int i = 0; i < NB; i++) sh_free(blk[i]);
-    printf("{\"kind\":\"faultin\",\"what\":\"secretheap\",\"blocks\":%d,\"cold_ns\":%" PRIu64
-           ",\"warm_ns\":%" PRIu64 ",\"committed_bytes\":%" PRIu64 ",\"chunks_secret\":%" PRIu64 "}\n",
+    for (int i = 0; i < NB; i++)
+        sh_free(blk[i]);
+    printf("{\"kind\":\"faultin\",\"what\":\"secretheap\",\"blocks\":%d,\"cold_ns\":%" PRIu64 ",\"warm_ns\":%" PRIu64
+           ",\"committed_bytes\":%" PRIu64 ",\"chunks_secret\":%" PRIu64 "}\n",
            NB, c1 - c0, w1 - w0, st.committed_bytes, st.chunks_secret);
 }
 
@@ -749,11 +818,13 @@ static void cmd_faultin(void) {
 static uint64_t commit_fresh_ns(long mib) {
     size_t len = (size_t)mib << 20;
     int z = open("/dev/zero", O_RDONLY | O_CLOEXEC);
-    if (z < 0) return 0;
+    if (z < 0)
+        return 0;
     uint64_t t0 = now_ns();
     int fd = (int)syscall(SYS_memfd_secret, O_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)len) != 0) {
-        if (fd >= 0) close(fd);
+        if (fd >= 0)
+            close(fd);
         close(z);
         return 0;
     }
@@ -764,7 +835,8 @@ static uint64_t commit_fresh_ns(long mib) {
         return 0;
     }
     uint64_t ns = 0;
-    if (pread(z, p, len, 0) == (ssize_t)len) ns = now_ns() - t0;
+    if (pread(z, p, len, 0) == (ssize_t)len)
+        ns = now_ns() - t0;
     munmap(p, len);
     close(z);
     return ns;
@@ -775,32 +847,40 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
     size_t nblk = (size_t)mib * 256; /* 4 KiB blocks */
     char **blk = calloc(nblk, sizeof *blk);
     uint64_t *child = calloc((size_t)reps, sizeof *child), *parent = calloc((size_t)reps, sizeof *parent);
-    if (blk == NULL || child == NULL || parent == NULL) die("out of memory");
+    if (blk == NULL || child == NULL || parent == NULL)
+        die("out of memory");
     for (size_t i = 0; i < nblk; i++) {
-        if ((blk[i] = b->alloc(4096)) == NULL) die("allocation failed");
+        if ((blk[i] = b->alloc(4096)) == NULL)
+            die("allocation failed");
         memset(blk[i], (int)(i & 0xff), 4096);
     }
     uint64_t repriv = 0;
     uint64_t *commit = calloc((size_t)reps, sizeof *commit);
-    if (commit == NULL) die("out of memory");
+    if (commit == NULL)
+        die("out of memory");
     for (int r = 0; r < reps; r++) {
         /* The commit baseline right before each fork, so that both see the
          * same machine load. */
         commit[r] = commit_fresh_ns(mib);
         int pfd[2];
-        if (pipe(pfd) != 0) die("pipe");
+        if (pipe(pfd) != 0)
+            die("pipe");
         uint64_t t0 = now_ns();
         pid_t pid = fork();
-        if (pid < 0) die("fork: %s", strerror(errno));
+        if (pid < 0)
+            die("fork: %s", strerror(errno));
         if (pid == 0) {
             /* Ready: atfork handlers (re-privatisation) have run. Report the
              * time, and how many chunks were re-privatised, then check one
              * block still holds its data. */
             uint64_t msg[2] = {now_ns(), 0};
             struct secretheap_stats st;
-            if (sh_stats != NULL && sh_stats(&st, sizeof st) == 0) msg[1] = st.fork_reprivatised;
-            if (blk[nblk - 1][4095] != (char)((nblk - 1) & 0xff)) msg[0] = 0;
-            if (write(pfd[1], msg, sizeof msg) != (ssize_t)sizeof msg) _exit(1);
+            if (sh_stats != NULL && sh_stats(&st, sizeof st) == 0)
+                msg[1] = st.fork_reprivatised;
+            if (blk[nblk - 1][4095] != (char)((nblk - 1) & 0xff))
+                msg[0] = 0;
+            if (write(pfd[1], msg, sizeof msg) != (ssize_t)sizeof msg)
+                _exit(1);
             _exit(0);
         }
         /* fork() has returned here: the parent's atfork handlers (which wait
@@ -808,22 +888,28 @@ static void cmd_fork(const struct backend *b, long mib, int reps) {
         parent[r] = now_ns() - t0;
         close(pfd[1]);
         uint64_t msg[2];
-        if (read(pfd[0], msg, sizeof msg) != (ssize_t)sizeof msg) die("child did not report");
+        if (read(pfd[0], msg, sizeof msg) != (ssize_t)sizeof msg)
+            die("child did not report");
         close(pfd[0]);
         int status;
         waitpid(pid, &status, 0);
-        if (msg[0] == 0) die("child saw wrong data after fork");
+        if (msg[0] == 0)
+            die("child saw wrong data after fork");
         repriv = msg[1];
         child[r] = msg[0] - t0;
     }
     printf("{\"kind\":\"fork\",\"backend\":\"%s\",\"mib\":%ld,\"ns\":[", b->name, mib);
-    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", child[r]);
+    for (int r = 0; r < reps; r++)
+        printf("%s%" PRIu64, r ? "," : "", child[r]);
     printf("],\"parent_ns\":[");
-    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", parent[r]);
+    for (int r = 0; r < reps; r++)
+        printf("%s%" PRIu64, r ? "," : "", parent[r]);
     printf("],\"commit_ns\":[");
-    for (int r = 0; r < reps; r++) printf("%s%" PRIu64, r ? "," : "", commit[r]);
+    for (int r = 0; r < reps; r++)
+        printf("%s%" PRIu64, r ? "," : "", commit[r]);
     printf("],\"reprivatised_chunks\":%" PRIu64 "}\n", repriv);
-    for (size_t i = 0; i < nblk; i++) b->release(blk[i], 4096);
+    for (size_t i = 0; i < nblk; i++)
+        b->release(blk[i], 4096);
     free(blk);
     free(child);
     free(parent);
@@ -848,7 +934,8 @@ static void *tear_writer(void *arg) {
     struct tear_secret *s = arg;
     for (uint64_t v = 1; !atomic_load_explicit(&tear_stop, memory_order_relaxed); v++) {
         s->seq = 2 * v - 1;
-        for (int i = 0; i < 512; i++) s->data[i] = v;
+        for (int i = 0; i < 512; i++)
+            s->data[i] = v;
         s->seq = 2 * v;
     }
     return NULL;
@@ -859,38 +946,48 @@ static int tear_consistent(const struct tear_secret *s) {
     int i = 0;
     if (seq % 2 == 0) {
         for (; i < 512; i++)
-            if (s->data[i] != v) return 0;
+            if (s->data[i] != v)
+                return 0;
         return 1;
     }
-    while (i < 512 && s->data[i] == v) i++;
+    while (i < 512 && s->data[i] == v)
+        i++;
     for (; i < 512; i++)
-        if (s->data[i] != v - 1) return 0;
+        if (s->data[i] != v - 1)
+            return 0;
     return 1;
 }
 
 static void cmd_forktear(const struct backend *b, int n) {
     setup_and_check(b, 0);
     struct tear_secret *s = b->alloc(sizeof *s);
-    if (s == NULL) die("allocation failed");
+    if (s == NULL)
+        die("allocation failed");
     memset((void *)s, 0, sizeof *s);
     pthread_t t;
     atomic_store(&tear_stop, 0);
-    if (pthread_create(&t, NULL, tear_writer, s) != 0) die("pthread_create");
-    while (s->seq < 1000) sched_yield();
+    if (pthread_create(&t, NULL, tear_writer, s) != 0)
+        die("pthread_create");
+    while (s->seq < 1000)
+        sched_yield();
     int torn = 0;
     for (int r = 0; r < n; r++) {
         int pfd[2];
-        if (pipe(pfd) != 0) die("pipe");
+        if (pipe(pfd) != 0)
+            die("pipe");
         pid_t pid = fork();
-        if (pid < 0) die("fork: %s", strerror(errno));
+        if (pid < 0)
+            die("fork: %s", strerror(errno));
         if (pid == 0) {
             char ok = (char)tear_consistent(s);
-            if (write(pfd[1], &ok, 1) != 1) _exit(1);
+            if (write(pfd[1], &ok, 1) != 1)
+                _exit(1);
             _exit(0);
         }
         close(pfd[1]);
         char ok = 0;
-        if (read(pfd[0], &ok, 1) != 1) die("child did not report");
+        if (read(pfd[0], &ok, 1) != 1)
+            die("child did not report");
         close(pfd[0]);
         waitpid(pid, NULL, 0);
         torn += !ok;
@@ -902,14 +999,16 @@ static void cmd_forktear(const struct backend *b, int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) die("usage: allocbench check|time|locked|frames|first|faultin|fork|forktear ...");
+    if (argc < 2)
+        die("usage: allocbench check|time|locked|frames|first|faultin|fork|forktear ...");
     const char *cmd = argv[1];
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(cmd, "faultin") == 0) {
         cmd_faultin();
         return 0;
     }
-    if (argc < 3) die("%s: backend missing", cmd);
+    if (argc < 3)
+        die("%s: backend missing", cmd);
     const struct backend *b = find_backend(argv[2]);
     if (strcmp(cmd, "check") == 0) {
         int sabotage = argc > 3 && strcmp(argv[3], "--sabotage") == 0;
@@ -920,12 +1019,14 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "locked") == 0) {
         cmd_locked(b, argc > 3 ? strtol(argv[3], NULL, 10) : 10000);
     } else if (strcmp(cmd, "frames") == 0) {
-        if (argc < 5) die("frames: BACKEND N SIZE");
+        if (argc < 5)
+            die("frames: BACKEND N SIZE");
         cmd_frames(b, strtol(argv[3], NULL, 10), (size_t)strtoul(argv[4], NULL, 10));
     } else if (strcmp(cmd, "first") == 0) {
         cmd_first(b);
     } else if (strcmp(cmd, "fork") == 0) {
-        if (argc < 5) die("fork: BACKEND MIB REPS");
+        if (argc < 5)
+            die("fork: BACKEND MIB REPS");
         cmd_fork(b, strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10));
     } else if (strcmp(cmd, "forktear") == 0) {
         cmd_forktear(b, argc > 3 ? (int)strtol(argv[3], NULL, 10) : 100);

@@ -85,7 +85,8 @@ static void count_add(size_t n) {
 static void *count_malloc(size_t n, const char *f, int l) {
     (void)f, (void)l;
     unsigned char *p = malloc(n + 16);
-    if (p == NULL) return NULL;
+    if (p == NULL)
+        return NULL;
     memcpy(p, &n, sizeof n);
     count_add(n);
     return p + 16;
@@ -93,7 +94,8 @@ static void *count_malloc(size_t n, const char *f, int l) {
 
 static void count_free(void *q, const char *f, int l) {
     (void)f, (void)l;
-    if (q == NULL) return;
+    if (q == NULL)
+        return;
     unsigned char *p = (unsigned char *)q - 16;
     size_t n;
     memcpy(&n, p, sizeof n);
@@ -102,7 +104,8 @@ static void count_free(void *q, const char *f, int l) {
 }
 
 static void *count_realloc(void *q, size_t n, const char *f, int l) {
-    if (q == NULL) return count_malloc(n, f, l);
+    if (q == NULL)
+        return count_malloc(n, f, l);
     if (n == 0) {
         count_free(q, f, l);
         return NULL;
@@ -111,7 +114,8 @@ static void *count_realloc(void *q, size_t n, const char *f, int l) {
     size_t old;
     memcpy(&old, p, sizeof old);
     unsigned char *np = realloc(p, n + 16);
-    if (np == NULL) return NULL;
+    if (np == NULL)
+        return NULL;
     memcpy(np, &n, sizeof n);
     atomic_fetch_sub(&live_bytes, old);
     count_add(n);
@@ -128,7 +132,8 @@ static int (*sh_stats)(struct secretheap_stats *, size_t);
 static int check_hook(void) {
     sh_backend = (int (*)(const void *))dlsym(RTLD_DEFAULT, "secretheap_backend");
     sh_stats = (int (*)(struct secretheap_stats *, size_t))dlsym(RTLD_DEFAULT, "secretheap_stats");
-    if (sh_backend == NULL) return 0;
+    if (sh_backend == NULL)
+        return 0;
     void *p = OPENSSL_malloc(32);
     int b = sh_backend(p);
     OPENSSL_free(p);
@@ -142,7 +147,8 @@ static int check_hook(void) {
 static void make_cert(EVP_PKEY **key, X509 **cert) {
     *key = EVP_EC_gen("P-256");
     *cert = X509_new();
-    if (*key == NULL || *cert == NULL) die("key generation");
+    if (*key == NULL || *cert == NULL)
+        die("key generation");
     X509_set_version(*cert, 2);
     ASN1_INTEGER_set(X509_get_serialNumber(*cert), 1);
     X509_gmtime_adj(X509_getm_notBefore(*cert), -60);
@@ -151,34 +157,40 @@ static void make_cert(EVP_PKEY **key, X509 **cert) {
     X509_NAME *n = X509_get_subject_name(*cert);
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
     X509_set_issuer_name(*cert, n);
-    if (X509_sign(*cert, *key, EVP_sha256()) == 0) die("X509_sign");
+    if (X509_sign(*cert, *key, EVP_sha256()) == 0)
+        die("X509_sign");
 }
 
 static SSL_CTX *client_ctx(X509 *ca) {
     SSL_CTX *c = SSL_CTX_new(TLS_client_method());
-    if (c == NULL) die("SSL_CTX_new");
+    if (c == NULL)
+        die("SSL_CTX_new");
     SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
     /* The client really verifies the server (one ECDSA verification). */
-    if (X509_STORE_add_cert(SSL_CTX_get_cert_store(c), ca) != 1) die("trust store");
+    if (X509_STORE_add_cert(SSL_CTX_get_cert_store(c), ca) != 1)
+        die("trust store");
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
     return c;
 }
 
 /* check_session: the claims of the benchmark, on a finished client SSL. */
 static void check_session(SSL *c) {
-    if (SSL_version(c) != TLS1_3_VERSION) check_failed("not TLS 1.3");
-    if (SSL_session_reused(c)) check_failed("session was resumed");
-    if (SSL_get_verify_result(c) != X509_V_OK) check_failed("server certificate not verified");
+    if (SSL_version(c) != TLS1_3_VERSION)
+        check_failed("not TLS 1.3");
+    if (SSL_session_reused(c))
+        check_failed("session was resumed");
+    if (SSL_get_verify_result(c) != X509_V_OK)
+        check_failed("server certificate not verified");
     X509 *peer = SSL_get1_peer_certificate(c);
-    if (peer == NULL) check_failed("no server certificate");
+    if (peer == NULL)
+        check_failed("no server certificate");
     EVP_PKEY *pk = X509_get0_pubkey(peer);
     char group[64] = "";
     size_t gl = 0;
     if (pk == NULL || EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC ||
-        !EVP_PKEY_get_utf8_string_param(pk, "group", group, sizeof group, &gl) ||
-        strcmp(group, "prime256v1") != 0)
+        !EVP_PKEY_get_utf8_string_param(pk, "group", group, sizeof group, &gl) || strcmp(group, "prime256v1") != 0)
         check_failed("server key is not ECDSA P-256");
     X509_free(peer);
 }
@@ -188,7 +200,8 @@ static void check_session(SSL *c) {
 static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int check) {
     SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
     BIO *sb = NULL, *cb = NULL;
-    if (s == NULL || c == NULL || !BIO_new_bio_pair(&sb, 0, &cb, 0)) die("SSL_new");
+    if (s == NULL || c == NULL || !BIO_new_bio_pair(&sb, 0, &cb, 0))
+        die("SSL_new");
     SSL_set_bio(s, sb, sb);
     SSL_set_bio(c, cb, cb);
     SSL_set_accept_state(s);
@@ -197,17 +210,22 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, int check) {
     for (int round = 0; round < 100 && !(sdone && cdone); round++) {
         if (!cdone) {
             int r = SSL_do_handshake(c);
-            if (r == 1) cdone = 1;
-            else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ) break;
+            if (r == 1)
+                cdone = 1;
+            else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ)
+                break;
         }
         if (!sdone) {
             int r = SSL_do_handshake(s);
-            if (r == 1) sdone = 1;
-            else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ) break;
+            if (r == 1)
+                sdone = 1;
+            else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ)
+                break;
         }
     }
     int ok = sdone && cdone;
-    if (ok && check) check_session(c);
+    if (ok && check)
+        check_session(c);
     SSL_free(s);
     SSL_free(c);
     return ok;
@@ -218,36 +236,45 @@ static void cmd_inproc(int argc, char **argv) {
     long n = 0;
     int count = 0;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "-s") && i + 1 < argc) secs = atof(argv[++i]);
-        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-        else if (!strcmp(argv[i], "--count")) count = 1;
-        else die("inproc: unknown argument");
+        if (!strcmp(argv[i], "-s") && i + 1 < argc)
+            secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc)
+            n = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--count"))
+            count = 1;
+        else
+            die("inproc: unknown argument");
     }
     /* Before OpenSSL's first allocation, or it refuses. */
     if (count && !CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free))
         check_failed("--count: CRYPTO_set_mem_functions refused");
     int preload = check_hook();
-    if (count && preload) check_failed("--count cannot run under the library");
+    if (count && preload)
+        check_failed("--count cannot run under the library");
 
     EVP_PKEY *key;
     X509 *cert;
     make_cert(&key, &cert);
     SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX *cctx = client_ctx(cert);
-    if (sctx == NULL) die("SSL_CTX_new");
+    if (sctx == NULL)
+        die("SSL_CTX_new");
     SSL_CTX_set_min_proto_version(sctx, TLS1_3_VERSION);
     SSL_CTX_set_session_cache_mode(sctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(sctx, 0);
     if (SSL_CTX_use_certificate(sctx, cert) != 1 || SSL_CTX_use_PrivateKey(sctx, key) != 1)
         die("use cert/key");
 
-    if (!handshake(sctx, cctx, 1)) die("handshake failed");
+    if (!handshake(sctx, cctx, 1))
+        die("handshake failed");
     for (int i = 0; i < 20 && n == 0; i++) /* warm up */
-        if (!handshake(sctx, cctx, 0)) die("handshake failed");
+        if (!handshake(sctx, cctx, 0))
+            die("handshake failed");
     long done = 0;
     double t0 = now(), c0 = cpu(), t;
     do {
-        if (!handshake(sctx, cctx, 0)) die("handshake failed");
+        if (!handshake(sctx, cctx, 0))
+            die("handshake failed");
         done++;
         t = now() - t0;
     } while (n > 0 ? done < n : t < secs);
@@ -258,11 +285,12 @@ static void cmd_inproc(int argc, char **argv) {
     printf("{\"kind\":\"tls\",\"mode\":\"inproc\",\"preload\":%s,\"handshakes\":%ld,\"secs\":%.4f,"
            "\"rate\":%.2f,\"cpu_rate\":%.2f",
            preload ? "true" : "false", done, t, (double)done / t, (double)done / c);
-    if (count) printf(",\"peak_live_bytes\":%zu", atomic_load(&peak_bytes));
+    if (count)
+        printf(",\"peak_live_bytes\":%zu", atomic_load(&peak_bytes));
     struct secretheap_stats st;
     if (preload && sh_stats != NULL && sh_stats(&st, sizeof st) == 0)
-        printf(",\"bytes_committed\":%" PRIu64 ",\"bytes_mapped\":%" PRIu64
-               ",\"requested_bytes\":%" PRIu64 ",\"fallbacks\":%" PRIu64,
+        printf(",\"bytes_committed\":%" PRIu64 ",\"bytes_mapped\":%" PRIu64 ",\"requested_bytes\":%" PRIu64
+               ",\"fallbacks\":%" PRIu64,
                st.committed_bytes, st.bytes_mapped, st.requested_bytes, st.fallbacks);
     printf("}\n");
     SSL_CTX_free(sctx);
@@ -280,11 +308,13 @@ static void cmd_gencert(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/key.pem", dir);
     FILE *f = fopen(path, "w");
-    if (f == NULL || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) die("write key");
+    if (f == NULL || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL))
+        die("write key");
     fclose(f);
     snprintf(path, sizeof path, "%s/cert.pem", dir);
     f = fopen(path, "w");
-    if (f == NULL || !PEM_write_X509(f, cert)) die("write cert");
+    if (f == NULL || !PEM_write_X509(f, cert))
+        die("write cert");
     fclose(f);
     X509_free(cert);
     EVP_PKEY_free(key);
@@ -305,7 +335,8 @@ struct client {
 
 static int one_connection(struct client *cl) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
+    if (fd < 0)
+        return 0;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl->port)};
@@ -318,9 +349,11 @@ static int one_connection(struct client *cl) {
         SSL *s = SSL_new(cl->ctx);
         SSL_set_fd(s, fd);
         if (SSL_connect(s) == 1) {
-            if (cl->check) check_session(s);
+            if (cl->check)
+                check_session(s);
             char buf[256];
-            if (SSL_write(s, "bench\n", 6) == 6 && SSL_read(s, buf, sizeof buf) > 0) ok = 1;
+            if (SSL_write(s, "bench\n", 6) == 6 && SSL_read(s, buf, sizeof buf) > 0)
+                ok = 1;
         }
         SSL_free(s);
     }
@@ -333,9 +366,12 @@ static void *client_main(void *arg) {
     while (now() < cl->deadline && cl->done < cl->max) {
         double t = now();
         int ok = one_connection(cl);
-        if (now() - t > 0.2) cl->slow++;
-        if (ok) cl->done++;
-        else if (++cl->failed > 20) break;
+        if (now() - t > 0.2)
+            cl->slow++;
+        if (ok)
+            cl->done++;
+        else if (++cl->failed > 20)
+            break;
     }
     return NULL;
 }
@@ -346,22 +382,33 @@ static void cmd_client(int argc, char **argv) {
     double secs = 2.0, warm = 0.5;
     const char *ca = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "-p")) port = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-ca")) ca = argv[i + 1];
-        else if (!strcmp(argv[i], "-s")) secs = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "-j")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-n")) max = atol(argv[i + 1]);
-        else if (!strcmp(argv[i], "-w")) warm = atof(argv[i + 1]);
-        else die("client: unknown argument");
+        if (!strcmp(argv[i], "-p"))
+            port = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-ca"))
+            ca = argv[i + 1];
+        else if (!strcmp(argv[i], "-s"))
+            secs = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "-j"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-n"))
+            max = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "-w"))
+            warm = atof(argv[i + 1]);
+        else
+            die("client: unknown argument");
     }
-    if (port <= 0 || ca == NULL || threads < 1 || threads > 64) die("client: -p PORT -ca CERT needed");
+    if (port <= 0 || ca == NULL || threads < 1 || threads > 64)
+        die("client: -p PORT -ca CERT needed");
     FILE *f = fopen(ca, "r");
     X509 *cert = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
-    if (f) fclose(f);
-    if (cert == NULL) die("read -ca certificate");
+    if (f)
+        fclose(f);
+    if (cert == NULL)
+        die("read -ca certificate");
     SSL_CTX *ctx = client_ctx(cert);
     struct client first = {.ctx = ctx, .port = port, .check = 1};
-    if (!one_connection(&first)) die("first connection failed");
+    if (!one_connection(&first))
+        die("first connection failed");
     struct client cl[64];
     /* Warm-up, not counted: every worker has served connections (the
      * library's per-worker slabs are committed) before timing starts. */
@@ -371,12 +418,12 @@ static void cmd_client(int argc, char **argv) {
     }
     for (int i = 0; i < threads && warm > 0; i++) {
         pthread_join(cl[i].tid, NULL);
-        if (cl[i].failed > 20) die("warm-up failed");
+        if (cl[i].failed > 20)
+            die("warm-up failed");
     }
     double t0 = now();
     for (int i = 0; i < threads; i++) {
-        cl[i] = (struct client){.ctx = ctx, .port = port, .deadline = t0 + secs,
-                                .max = (max + threads - 1) / threads};
+        cl[i] = (struct client){.ctx = ctx, .port = port, .deadline = t0 + secs, .max = (max + threads - 1) / threads};
         pthread_create(&cl[i].tid, NULL, client_main, &cl[i]);
     }
     long done = 0, failed = 0, slow = 0;
@@ -392,14 +439,20 @@ static void cmd_client(int argc, char **argv) {
            done, failed, slow, t, (double)done / t, threads);
     SSL_CTX_free(ctx);
     X509_free(cert);
-    if (failed > 20) exit(4);
+    if (failed > 20)
+        exit(4);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) die("usage: tlsbench inproc|gencert|client ...");
-    if (!strcmp(argv[1], "inproc")) cmd_inproc(argc - 2, argv + 2);
-    else if (!strcmp(argv[1], "gencert") && argc == 3) cmd_gencert(argv[2]);
-    else if (!strcmp(argv[1], "client")) cmd_client(argc - 2, argv + 2);
-    else die("usage: tlsbench inproc|gencert|client ...");
+    if (argc < 2)
+        die("usage: tlsbench inproc|gencert|client ...");
+    if (!strcmp(argv[1], "inproc"))
+        cmd_inproc(argc - 2, argv + 2);
+    else if (!strcmp(argv[1], "gencert") && argc == 3)
+        cmd_gencert(argv[2]);
+    else if (!strcmp(argv[1], "client"))
+        cmd_client(argc - 2, argv + 2);
+    else
+        die("usage: tlsbench inproc|gencert|client ...");
     return 0;
 }

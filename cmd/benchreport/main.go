@@ -1,6 +1,6 @@
 // Command benchreport runs every secretheap benchmark — C allocators side by
-// side, TLS handshakes, process start-up, memory, first use, fork, and the Go
-// allocators — and writes docs/benchmarks/results.txt, results.json and SVG
+// side, TLS handshakes, process start-up, OpenSSL's own test suite, memory,
+// first use, fork, and the Go allocators — and writes docs/benchmarks/results.txt, results.json and SVG
 // charts. `make bench` runs it after building everything.
 //
 // The machines this runs on are noisy (2 vCPUs, other work): each comparison
@@ -37,7 +37,7 @@ type config struct {
 }
 
 // sections in run order; -only picks a subset.
-var sectionNames = []string{"c-alloc", "tls", "startup", "memory", "first-use", "fork", "go"}
+var sectionNames = []string{"c-alloc", "tls", "startup", "openssl-suite", "memory", "first-use", "fork", "go"}
 
 func main() {
 	var cfg config
@@ -138,6 +138,7 @@ func (b *bench) runAll() error {
 		{"c-alloc", b.cAlloc},
 		{"tls", b.tls},
 		{"startup", b.startup},
+		{"openssl-suite", b.opensslSuite},
 		{"memory", b.memory},
 		{"first-use", b.firstUse},
 		{"fork", b.fork},
@@ -169,7 +170,9 @@ func (b *bench) estimateSteps() int {
 		case "tls":
 			n += r*2 + 2 + min(r, 3)*2
 		case "startup":
-			n += r + 1
+			n += r + 2
+		case "openssl-suite":
+			n += b.suiteRounds() * len(suiteModes)
 		case "memory":
 			n += len(cBackends) + len(goProbeBackends) + 5
 		case "first-use":

@@ -21,6 +21,8 @@ var reportSections = []struct {
 	{"tls-inproc", "TLS 1.3 full handshakes, ECDSA P-256, client and server in one process (memory BIOs, no resumption)", "matrix"},
 	{"tls-tcp", "TLS 1.3 full handshakes against the forking example server (server preloaded or not; client never)", "matrix"},
 	{"startup", "Process start-up and exit: `openssl version` and /bin/true (no OpenSSL), with and without the library (hyperfine, side by side in each round); VmSize of a process without OpenSSL", "matrix"},
+	{"startup-instructions", "Start-up instructions: /bin/true from exec to exit under callgrind, without the library, with an empty preloaded .so (what the dynamic loader charges any preload) and with the library (exact and repeatable: the start-up cost the timed rows above are too noisy to resolve)", "matrix"},
+	{"openssl-suite", "OpenSSL's own test suite (the CI subset, opensslsuite/ci-tests.txt), CPU time of every process, without the library and with it in each mode, side by side in each round (goal: within 5 %)", "matrix"},
 	{"memory", "Memory: committed secret bytes against live requested bytes", "list"},
 	{"locked", "Locked memory per 32-byte secret (VmLck after N live secrets ÷ N, fixed costs included)", "list"},
 	{"splits", "Direct-map splits (/proc/vmstat, system-wide, permanent: a later run or backend sees fewer)", "list"},
@@ -161,6 +163,17 @@ func renderMatrix(sb *strings.Builder, rows []Row) {
 				break
 			}
 		}
+		// A table whose rows differ in unit (start-up: MiB and ms) names
+		// the unit on each row instead of once above the table.
+		mixed := false
+		for _, r := range rows {
+			if fmt.Sprint(r.Threads) == th && r.Unit != unit {
+				mixed = true
+			}
+		}
+		if mixed {
+			unit = "unit on each row"
+		}
 		if th != "0" {
 			what := "thread(s)"
 			if rows[0].Section == "go-alloc" {
@@ -193,7 +206,16 @@ func renderMatrix(sb *strings.Builder, rows []Row) {
 				}
 			}
 			if any {
-				fmt.Fprintf(sb, "| %s | %s |\n", wl, strings.Join(cells, " | "))
+				label := wl
+				if mixed {
+					for _, x := range rows {
+						if x.Workload == wl && fmt.Sprint(x.Threads) == th {
+							label = wl + " (" + x.Unit + ")"
+							break
+						}
+					}
+				}
+				fmt.Fprintf(sb, "| %s | %s |\n", label, strings.Join(cells, " | "))
 			}
 		}
 		sb.WriteString("\n")

@@ -583,7 +583,7 @@ type hookResult struct {
 	Binary  string // the openssl command run
 	Skipped string // why the probe did not run
 	Hooked  string // the stats' openssl_hooked value: "1" yes, "0" no, "2" refused
-	// SecureInterposed is the skin's verdict on CRYPTO_secure_*: "yes" when
+	// SecureInterposed is the OpenSSL hooks' verdict on CRYPTO_secure_*: "yes" when
 	// libcrypto calls them through its PLT (SECRETHEAP_OPENSSL=secure works).
 	SecureInterposed string
 	Err              error  // the probe ran and failed

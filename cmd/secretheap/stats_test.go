@@ -14,7 +14,7 @@ import (
 // (run --stats json:FILE, a real OpenSSL program) read back with the
 // command's own reader has exactly the keys of the stats table: every C
 // value, a failures_<cause> per cause, every class with the class members,
-// and the OpenSSL skin's block. A value added to the C side or to the table
+// and the OpenSSL hooks' block. A value added to the C side or to the table
 // alone fails here (or, for the struct, at compile time).
 func TestStatsJSONFromLibrary(t *testing.T) {
 	requireLibrary(t)

@@ -52,8 +52,8 @@ extern "C" {
 /* Accounting models of memfd_secret memory, as in secretheap_stats.model
  * (detected at start-up from the kernel's behaviour, never its version). */
 #define SECRETHEAP_MODEL_UNKNOWN 0 /* memfd_secret unavailable, or not yet detected */
-#define SECRETHEAP_MODEL_OLD 1     /* charged per process for the whole mapping at mmap (VmLck); CAP_IPC_LOCK bypasses */
-#define SECRETHEAP_MODEL_NEW 2     /* charged per user at each OS page's first fault; no bypass; not in VmLck */
+#define SECRETHEAP_MODEL_OLD 1 /* charged per process for the whole mapping at mmap (VmLck); CAP_IPC_LOCK bypasses */
+#define SECRETHEAP_MODEL_NEW 2 /* charged per user at each OS page's first fault; no bypass; not in VmLck */
 
 /* Why secret memory was refused: secretheap_stats.failures[] index. */
 #define SECRETHEAP_CAUSE_NONE 0
@@ -127,9 +127,10 @@ struct secretheap_stats {
     uint64_t budget_shared;          /* 1: the limit is a per-user budget shared with every process of the uid */
     uint64_t committed_secret_bytes; /* OS pages committed in memfd_secret chunks and regions */
     uint64_t committed_locked_bytes; /* OS pages committed (mlock'ed) in locked-backend chunks and regions */
-    uint64_t lazy_bytes;             /* large regions mapped whose OS pages fault in on first touch (old model, locked) */
-    uint64_t secure_reserve_bytes;   /* secure reserve in force: SECRETHEAP_SECURE_RESERVE capped to a quarter of the budget */
-    uint64_t arena_bytes;            /* address space reserved for chunks (shrunk under RLIMIT_AS) */
+    uint64_t lazy_bytes; /* large regions mapped whose OS pages fault in on first touch (old model, locked) */
+    uint64_t
+        secure_reserve_bytes; /* secure reserve in force: SECRETHEAP_SECURE_RESERVE capped to a quarter of the budget */
+    uint64_t arena_bytes;     /* address space reserved for chunks (shrunk under RLIMIT_AS) */
     uint64_t failures[SECRETHEAP_NUM_CAUSES]; /* refused chunk mappings and commits, by SECRETHEAP_CAUSE_* */
 };
 

@@ -36,9 +36,9 @@ int h_done(void);
 
 /* Result of a child process. */
 struct h_child {
-    int exited, code;   /* normal exit and its code */
-    int signaled, sig;  /* killed by a signal */
-    char err[8192];     /* its stderr (and stdout), NUL-terminated, cut if longer */
+    int exited, code;  /* normal exit and its code */
+    int signaled, sig; /* killed by a signal */
+    char err[8192];    /* its stderr (and stdout), NUL-terminated, cut if longer */
 };
 
 /* Runs fn(arg) in a forked child (stderr captured; exit code = fn's return). */

@@ -44,7 +44,6 @@ static void maps_line(const void *p, char *line, size_t n) {
     fclose(f);
 }
 
-
 /* The PROT_NONE arena and every guard laid down again when a region is
  * unmapped are MADV_DONTDUMP ("dd"), or gcore writes all 64 GiB as zeros.
  * Control: a plain PROT_NONE mapping is not. */
@@ -121,9 +120,10 @@ static void test_overflow_enomem(void) {
     secretheap_free(q);
 }
 
-static const size_t sizes[] = {1, 8, 15, 16, 17, 31, 32, 33, 48, 100, 127, 128, 129, 255, 256, 257, 500, 1000,
-                               1024, 1025, 2000, 3000, 4095, 4096, 4097, 8000, 17000, 32767, 32768, 32769, 40000,
-                               65536, 100000, 500000, 1 << 20, (1 << 20) + 1, 3 << 20, 9 << 20};
+static const size_t sizes[] = {
+    1,     8,     15,    16,    17,    31,    32,     33,     48,      100,           127,     128,    129,
+    255,   256,   257,   500,   1000,  1024,  1025,   2000,   3000,    4095,          4096,    4097,   8000,
+    17000, 32767, 32768, 32769, 40000, 65536, 100000, 500000, 1 << 20, (1 << 20) + 1, 3 << 20, 9 << 20};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
 
 static void test_sizes_alignment_zero(void) {
@@ -349,7 +349,7 @@ static int mode_alloc_some(void) {
 static int mode_write_after_free(void) {
     char *p = secretheap_malloc(48);
     secretheap_free(p);
-    p[3] = 1; /* write after free */
+    p[3] = 1;                        /* write after free */
     char *q = secretheap_malloc(48); /* the same block comes back from the magazine */
     return q == p ? 0 : 5;
 }
@@ -375,10 +375,27 @@ static void test_stats_at_exit(void) {
               "stderr: %s", ch.err);
     /* Machine-readable too: one "  key value" line per struct field. */
     static const char *const fields[] = {
-        "backend", "requested_bytes", "reserved_bytes", "live_blocks", "run_blocks", "run_requested_bytes",
-        "run_reserved_bytes", "large_regions", "large_requested_bytes", "large_reserved_bytes", "chunks_mapped",
-        "chunks_secret", "chunks_locked", "large_regions_mapped", "bytes_mapped", "committed_bytes", "idle_chunks",
-        "fallbacks", "fork_reprivatised", "misuse_caught", "openssl_hooked",
+        "backend",
+        "requested_bytes",
+        "reserved_bytes",
+        "live_blocks",
+        "run_blocks",
+        "run_requested_bytes",
+        "run_reserved_bytes",
+        "large_regions",
+        "large_requested_bytes",
+        "large_reserved_bytes",
+        "chunks_mapped",
+        "chunks_secret",
+        "chunks_locked",
+        "large_regions_mapped",
+        "bytes_mapped",
+        "committed_bytes",
+        "idle_chunks",
+        "fallbacks",
+        "fork_reprivatised",
+        "misuse_caught",
+        "openssl_hooked",
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char want[64];
@@ -417,8 +434,9 @@ static void test_stats_json(void) {
     const char *doc = strstr(ch.err, "{\"pid\":");
     CHECK_MSG(doc != NULL && strchr(doc, '\n') == doc + strlen(doc) - 1 && doc[strlen(doc) - 2] == '}',
               "not one JSON line: %s", ch.err);
-    CHECK_MSG(h_contains(ch.err, "\"summary\":\"secretheap stats (pid ") && h_contains(ch.err, "\\n  backend secret;") &&
-                  h_contains(ch.err, ",\"live_blocks\":0,") && h_contains(ch.err, ",\"backend\":1,") &&
+    CHECK_MSG(h_contains(ch.err, "\"summary\":\"secretheap stats (pid ") &&
+                  h_contains(ch.err, "\\n  backend secret;") && h_contains(ch.err, ",\"live_blocks\":0,") &&
+                  h_contains(ch.err, ",\"backend\":1,") &&
                   h_contains(ch.err, "\"classes\":[{\"size\":16,\"requested_bytes\":") &&
                   h_contains(ch.err, ",\"failures_no_support\":") && !h_contains(ch.err, "\n  live_blocks "),
               "stderr: %s", ch.err);

@@ -68,7 +68,7 @@ static int mode_marks(void) {
             return 82;
         for (size_t j = 0; j < n; j++)
             if (p[j])
-                return 83; /* zero when handed out, even reused */
+                return 83;             /* zero when handed out, even reused */
         unsigned seed = i % 2 ? 2 : 1; /* 1: kept live, 2: freed */
         for (unsigned j = 0; j < MARK_LEN; j++)
             p[MARK_OFF + j] = mark_byte(seed, j);
@@ -116,8 +116,7 @@ static int scan(pid_t pid, unsigned seed) {
             ssize_t r = pread(mem, buf, len, (off_t)a);
             if (r < MARK_LEN)
                 break; /* secret memory: EIO */
-            for (unsigned char *q = buf; (q = memmem(q, (size_t)r - (size_t)(q - buf), mark, MARK_LEN)) != NULL;
-                 q++)
+            for (unsigned char *q = buf; (q = memmem(q, (size_t)r - (size_t)(q - buf), mark, MARK_LEN)) != NULL; q++)
                 hits++;
             if ((size_t)r < len)
                 break;
@@ -235,8 +234,7 @@ static void test_fallback_large_requests(void) {
         void *p = sh_fallback_alloc((size_t)1 << 31);
         CHECK(p == NULL && errno == ENOMEM);
     }
-    CHECK_MSG(status_kib("VmSize") < vm + (1UL << 20), "VmSize grew from %lu to %lu KiB", vm,
-              status_kib("VmSize"));
+    CHECK_MSG(status_kib("VmSize") < vm + (1UL << 20), "VmSize grew from %lu to %lu KiB", vm, status_kib("VmSize"));
     unsigned long rss = status_kib("VmRSS");
     unsigned char *big = sh_fallback_alloc((size_t)256 << 20);
     CHECK(big != NULL && secretheap_backend(big) == SECRETHEAP_BACKEND_FALLBACK);

@@ -289,7 +289,6 @@ static void test_fork_inside_slab_release(void) {
     CHECK(secretheap_check() == 0);
 }
 
-
 /* ---- children made without the atfork handlers ---- */
 
 static pid_t raw_fork(void) { return (pid_t)syscall(SYS_fork); }
@@ -581,7 +580,6 @@ static int mode_dontfork(void) {
     return 0;
 }
 
-
 /* As uid 65534, the parent holds secret memory, then lowers RLIMIT_MEMLOCK
  * and forks: the child cannot get secret memory for its copy (the old
  * model's per-process charge at mmap, or the new model's per-user charge at
@@ -615,7 +613,7 @@ static int mode_fork_no_budget(void) {
         struct secretheap_stats cst;
         secretheap_stats(&cst, sizeof cst);
         if (secretheap_backend(p) == SECRETHEAP_BACKEND_SECRET)
-            _exit(93); /* no budget: it cannot be secret memory */
+            _exit(93);       /* no budget: it cannot be secret memory */
         fill(p, 4096, 0x44); /* must not reach the parent */
         unsigned char *q = secretheap_malloc(300);
         if (!q || q[0] != 0)

@@ -77,9 +77,8 @@ static int mode_fill(void) {
     printf("limit=%llu first_secret=%d secret=%zu got=%zu nulls=%zu exhausted=%llu mapped=%llu chunks=%llu "
            "fallbacks=%llu fork_child=%s%d\n",
            (unsigned long long)rl.rlim_cur, first_secret, secret, got, nulls, (unsigned long long)end.exhausted_returns,
-           (unsigned long long)st.bytes_mapped, (unsigned long long)st.chunks_secret,
-           (unsigned long long)st.fallbacks, WIFEXITED(ws) ? "exit" : "signal",
-           WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
+           (unsigned long long)st.bytes_mapped, (unsigned long long)st.chunks_secret, (unsigned long long)st.fallbacks,
+           WIFEXITED(ws) ? "exit" : "signal", WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
     return 0;
 }
 
@@ -219,8 +218,7 @@ static void test_control_unlimited(void) {
     h_reexec("fill", NULL, -1, 0, &ch);
     setrlimit(RLIMIT_MEMLOCK, &keep);
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
-    CHECK_MSG(field(ch.err, "fallbacks=") == 0 && field(ch.err, " secret=") == field(ch.err, " got="), "%s",
-              ch.err);
+    CHECK_MSG(field(ch.err, "fallbacks=") == 0 && field(ch.err, " secret=") == field(ch.err, " got="), "%s", ch.err);
 }
 
 /* Once secret memory is exhausted, a fallback must not re-read the memlock
@@ -320,7 +318,8 @@ static int mode_secure_reserve(void) {
         /* blocks stay live: the heap fills up */
     }
     printf("cap=%llu reserve=%llu ord_secret=%zu ord_fallback=%zu sec_n=%zu sec_secret=%zu sec_early_fallback=%zu\n",
-           (unsigned long long)cap, (unsigned long long)reserve, ord_secret, ord_fallback, sec_n, sec_secret, sec_early_fallback);
+           (unsigned long long)cap, (unsigned long long)reserve, ord_secret, ord_fallback, sec_n, sec_secret,
+           sec_early_fallback);
     return secretheap_check() == 0 ? 0 : 101;
 }
 
@@ -337,10 +336,10 @@ static void test_secure_reserve(void) {
     h_reexec("secure_reserve", NULL, 65534, 64 << 10, &ch);
     CHECK_MSG(ch.exited && ch.code == 0, "default: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
     CHECK_MSG(field(ch.err, "reserve=") == 16 << 10, "default: %s", ch.err);
-    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0 && field(ch.err, "sec_secret=") >= 16 << 10,
-              "default: %s", ch.err);
-    CHECK_MSG(field(ch.err, "ord_secret=") >= 24 << 10 && field(ch.err, "ord_secret=") <= 48 << 10,
-              "default: %s", ch.err);
+    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0 && field(ch.err, "sec_secret=") >= 16 << 10, "default: %s",
+              ch.err);
+    CHECK_MSG(field(ch.err, "ord_secret=") >= 24 << 10 && field(ch.err, "ord_secret=") <= 48 << 10, "default: %s",
+              ch.err);
     CHECK_MSG(field(ch.err, "ord_fallback=") > 0, "default: %s", ch.err);
     /* 32 KiB asked for: capped to the same quarter. */
     const char *env[] = {"SECRETHEAP_SECURE_RESERVE=32K", NULL};
@@ -367,8 +366,8 @@ static void test_secure_reserve(void) {
     h_reexec("secure_reserve", env2, -1, 0, &ch);
     CHECK_MSG(ch.exited && ch.code == 0, "limit: exit %d sig %d: %s", ch.code, ch.sig, ch.err);
     CHECK_MSG(field(ch.err, "reserve=") == 32 << 10, "limit: %s", ch.err);
-    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0 && field(ch.err, "sec_secret=") >= 28 << 10,
-              "limit: %s", ch.err);
+    CHECK_MSG(field(ch.err, "sec_early_fallback=") == 0 && field(ch.err, "sec_secret=") >= 28 << 10, "limit: %s",
+              ch.err);
     CHECK_MSG(field(ch.err, "ord_secret=") <= 96 << 10 && field(ch.err, "ord_fallback=") > 0, "limit: %s", ch.err);
 }
 
@@ -389,8 +388,8 @@ static void test_tiny_budget_warns(void) {
     CHECK_MSG(w && !strstr(w + 1, "below the smallest chunk") && h_contains(ch.err, "LimitMEMLOCK="), "16K: %s",
               ch.err);
     h_reexec("tiny_budget", NULL, 65534, 64 << 10, &ch);
-    CHECK_MSG(ch.exited && ch.code == 1 && !h_contains(ch.err, "below the smallest chunk"), "64K: exit %d: %s",
-              ch.code, ch.err);
+    CHECK_MSG(ch.exited && ch.code == 1 && !h_contains(ch.err, "below the smallest chunk"), "64K: exit %d: %s", ch.code,
+              ch.err);
 }
 
 /*
@@ -435,8 +434,7 @@ static void test_exhausted_adopts_other_threads_slabs(void) {
     h_reexec("adopt", env, -1, 0, &ch);
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
     unsigned long long freed = field(ch.err, "freed="), adopted = field(ch.err, "adopted=");
-    CHECK_MSG(field(ch.err, "filled=") > 100 && freed > 50 && adopted + 8 >= freed && adopted <= freed, "%s",
-              ch.err);
+    CHECK_MSG(field(ch.err, "filled=") > 100 && freed > 50 && adopted + 8 >= freed && adopted <= freed, "%s", ch.err);
 }
 
 static const struct h_mode modes[] = {

@@ -198,8 +198,7 @@ static void test_deaths(void) {
         struct h_child ch;
         reset_shared_file();
         h_fork(deaths[i].fn, NULL, &ch);
-        CHECK_MSG(ch.signaled && ch.sig == SIGABRT, "%s: exit %d sig %d: %s", deaths[i].name, ch.code, ch.sig,
-                  ch.err);
+        CHECK_MSG(ch.signaled && ch.sig == SIGABRT, "%s: exit %d sig %d: %s", deaths[i].name, ch.code, ch.sig, ch.err);
         CHECK_MSG(h_contains(ch.err, "secretheap: ") && h_contains(ch.err, deaths[i].want), "%s: stderr: %s",
                   deaths[i].name, ch.err);
         CHECK_MSG(shared_file_intact(), "%s: the shared file mapping was written to", deaths[i].name);

@@ -41,9 +41,20 @@ static int load_libcrypto(void) {
 }
 
 static int theirs;
-static void *their_malloc(size_t n, const char *f, int l) { (void)n, (void)f, (void)l; theirs++; return NULL; }
-static void *their_realloc(void *p, size_t n, const char *f, int l) { (void)p, (void)n, (void)f, (void)l; theirs++; return NULL; }
-static void their_free(void *p, const char *f, int l) { (void)p, (void)f, (void)l; theirs++; }
+static void *their_malloc(size_t n, const char *f, int l) {
+    (void)n, (void)f, (void)l;
+    theirs++;
+    return NULL;
+}
+static void *their_realloc(void *p, size_t n, const char *f, int l) {
+    (void)p, (void)n, (void)f, (void)l;
+    theirs++;
+    return NULL;
+}
+static void their_free(void *p, const char *f, int l) {
+    (void)p, (void)f, (void)l;
+    theirs++;
+}
 
 /* Mode all (the default): hooks in a libcrypto loaded after start. */
 static void test_hooks_after_dlopen(void) {
@@ -253,13 +264,16 @@ static void test_stats_report(void) {
         h_reexec("stats", env, -1, 0, &ch);
         CHECK_MSG(ch.exited && ch.code == 0, "early %d: exit %d signal %d: %s", early, ch.code, ch.sig, ch.err);
         const char *core = strstr(ch.err, "secretheap stats (pid");
-        const char *skin = strstr(ch.err, "secretheap openssl (pid");
-        CHECK_MSG(core && skin && core < skin && !strstr(skin + 1, "secretheap openssl (pid"),
-                  "early %d: want the core's block, then the skin's, once: %s", early, ch.err);
+        const char *hooks = strstr(ch.err, "secretheap openssl (pid");
+        CHECK_MSG(core && hooks && core < hooks && !strstr(hooks + 1, "secretheap openssl (pid"),
+                  "early %d: want the core's block, then the OpenSSL hooks', once: %s", early, ch.err);
         static const char *const keys[] = {
-            "\n  backend 1\n", "\n  live_blocks 0\n", "\n  committed_bytes ", "\n  bytes_mapped ",
-            "\n  chunks_mapped ", "\n  fallbacks 0\n", "\n  fork_reprivatised 0\n", "\n  misuse_caught 0\n",
-            "\n  openssl_hooked 1\n", "\n  class_64_slabs ", "\n  openssl_mode all\n", "\n  openssl_hooks yes\n",
+            "\n  backend 1\n",           "\n  live_blocks 0\n",
+            "\n  committed_bytes ",      "\n  bytes_mapped ",
+            "\n  chunks_mapped ",        "\n  fallbacks 0\n",
+            "\n  fork_reprivatised 0\n", "\n  misuse_caught 0\n",
+            "\n  openssl_hooked 1\n",    "\n  class_64_slabs ",
+            "\n  openssl_mode all\n",    "\n  openssl_hooks yes\n",
             "\n  openssl_malloc_calls ", "\n  openssl_secure_interposed bound-inside-libcrypto\n",
         };
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)

@@ -76,8 +76,8 @@ static void test_vectors(void) {
                           h_contains(got, "(accepted: "),
                       "vectors.tsv:%d: %s=\"%s\": want an error, got %d \"%s\"", lineno, name, value, e, got);
         } else {
-            CHECK_MSG(e == 0 && strcmp(got, want + 1) == 0, "vectors.tsv:%d: %s=\"%s\": want %s, got %d \"%s\"",
-                      lineno, name, value, want + 1, e, got);
+            CHECK_MSG(e == 0 && strcmp(got, want + 1) == 0, "vectors.tsv:%d: %s=\"%s\": want %s, got %d \"%s\"", lineno,
+                      name, value, want + 1, e, got);
         }
         n++;
     }
@@ -146,8 +146,9 @@ static void test_unknown_name_reported(void) {
 
 static void test_enum_order(void) {
     struct h_child ch;
-    const char *env[] = {"SECRETHEAP_BACKEND=locked", "SECRETHEAP_ON_EXHAUSTED=abort", "SECRETHEAP_OPENSSL=off",
-                         "SECRETHEAP_FORK=dontfork",  "SECRETHEAP_LIMIT=64MiB",       "SECRETHEAP_IDLE_CHUNKS=3",
+    const char *env[] = {"SECRETHEAP_BACKEND=locked", "SECRETHEAP_ON_EXHAUSTED=abort",
+                         "SECRETHEAP_OPENSSL=off",    "SECRETHEAP_FORK=dontfork",
+                         "SECRETHEAP_LIMIT=64MiB",    "SECRETHEAP_IDLE_CHUNKS=3",
                          "SECRETHEAP_STATS=0",        NULL};
     h_reexec("enum_order", env, -1, 0, &ch);
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);

@@ -4,9 +4,8 @@
  * heap holding every lock: 2.6–5 ms with 512 MiB live in 64-byte blocks,
  * against 0.04 ms with 1 MiB. Measured as a ratio in one run (the fastest
  * exit of short-lived threads with 1 MiB live, then with 512 MiB live: the
- * fastest of 21, which a busy machine disturbs least), with a generous bound; sanitizer builds use 64 MiB (ASan's and TSan's shadow
- * memory), where the walk still cost ten times the 1 MiB exit (ASan:
- * 651 us against 62 us).
+ * fastest of 21, which a busy machine disturbs least), with a generous bound; sanitizer builds use 64 MiB (ASan's and
+ * TSan's shadow memory), where the walk still cost ten times the 1 MiB exit (ASan: 651 us against 62 us).
  */
 #include <pthread.h>
 #include <stdint.h>

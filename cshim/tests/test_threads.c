@@ -53,9 +53,7 @@ static size_t pick_size(uint64_t *s) {
 /* Every byte equals the tag: first byte, and each byte equals the next
  * (memcmp of the block against itself shifted by one; sanitizers check the
  * ranges of intercepted memcmp/memset in one step, not byte by byte). */
-static int verify(const struct item *it) {
-    return it->p[0] == it->tag && memcmp(it->p, it->p + 1, it->n - 1) == 0;
-}
+static int verify(const struct item *it) { return it->p[0] == it->tag && memcmp(it->p, it->p + 1, it->n - 1) == 0; }
 
 static int is_zero(const unsigned char *p, size_t n) { return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0; }
 

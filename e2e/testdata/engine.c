@@ -8,10 +8,9 @@
 #include <openssl/crypto.h>
 #include <openssl/engine.h>
 
-static int bind(ENGINE *e, const char *id)
-{
-	(void)id;
-	return ENGINE_set_id(e, "shtest") && ENGINE_set_name(e, "secretheap test engine");
+static int bind(ENGINE *e, const char *id) {
+    (void)id;
+    return ENGINE_set_id(e, "shtest") && ENGINE_set_name(e, "secretheap test engine");
 }
 
 IMPLEMENT_DYNAMIC_BIND_FN(bind)

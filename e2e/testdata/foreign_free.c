@@ -8,18 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-int main(void)
-{
-	char *p = OPENSSL_malloc(64);
-	char *q = OPENSSL_malloc(32);
-	if (p == NULL || q == NULL)
-		return 2;
-	memset(p, 0x5a, 64);
-	strcpy(q, "kept");
-	free(p);
-	q = realloc(q, 4096);
-	printf("realloc_kept %d\n", q != NULL && strcmp(q, "kept") == 0);
-	free(q);
-	printf("done 1\n");
-	return 0;
+int main(void) {
+    char *p = OPENSSL_malloc(64);
+    char *q = OPENSSL_malloc(32);
+    if (p == NULL || q == NULL)
+        return 2;
+    memset(p, 0x5a, 64);
+    strcpy(q, "kept");
+    free(p);
+    q = realloc(q, 4096);
+    printf("realloc_kept %d\n", q != NULL && strcmp(q, "kept") == 0);
+    free(q);
+    printf("done 1\n");
+    return 0;
 }

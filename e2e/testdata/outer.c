@@ -5,14 +5,13 @@
 #include <stdio.h>
 
 __attribute__((visibility("default"))) int outer_load(const char *name);
-int outer_load(const char *name)
-{
-	void *h = dlopen(name, RTLD_NOW);
-	if (h == NULL) {
-		printf("dlopen %s failed: %s\n", name, dlerror());
-		return -1;
-	}
-	int (*f)(void);
-	*(void **)&f = dlsym(h, "dep_value");
-	return f ? f() : -1;
+int outer_load(const char *name) {
+    void *h = dlopen(name, RTLD_NOW);
+    if (h == NULL) {
+        printf("dlopen %s failed: %s\n", name, dlerror());
+        return -1;
+    }
+    int (*f)(void);
+    *(void **)&f = dlsym(h, "dep_value");
+    return f ? f() : -1;
 }

@@ -12,23 +12,22 @@
 #include <openssl/params.h>
 #include <stdio.h>
 
-int main(void)
-{
-	int (*backend)(const void *) = NULL;
-	*(void **)&backend = dlsym(RTLD_DEFAULT, "secretheap_backend");
-	const char *algs[] = {"ED25519", "X25519"}, *names[] = {"ed", "x"};
-	for (int i = 0; i < 2; i++) {
-		EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, algs[i]);
-		OSSL_PARAM *params = NULL;
-		if (k == NULL || !EVP_PKEY_todata(k, EVP_PKEY_KEYPAIR, &params))
-			return 1;
-		const OSSL_PARAM *priv = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY);
-		if (priv == NULL || priv->data == NULL || priv->data_size != 32)
-			return 1;
-		printf("%s_copy_backend %d\n", names[i], backend ? backend(priv->data) : -1);
-		printf("%s_copy_secure %d\n", names[i], CRYPTO_secure_allocated(priv->data));
-		OSSL_PARAM_free(params);
-		EVP_PKEY_free(k);
-	}
-	return 0;
+int main(void) {
+    int (*backend)(const void *) = NULL;
+    *(void **)&backend = dlsym(RTLD_DEFAULT, "secretheap_backend");
+    const char *algs[] = {"ED25519", "X25519"}, *names[] = {"ed", "x"};
+    for (int i = 0; i < 2; i++) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, algs[i]);
+        OSSL_PARAM *params = NULL;
+        if (k == NULL || !EVP_PKEY_todata(k, EVP_PKEY_KEYPAIR, &params))
+            return 1;
+        const OSSL_PARAM *priv = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY);
+        if (priv == NULL || priv->data == NULL || priv->data_size != 32)
+            return 1;
+        printf("%s_copy_backend %d\n", names[i], backend ? backend(priv->data) : -1);
+        printf("%s_copy_secure %d\n", names[i], CRYPTO_secure_allocated(priv->data));
+        OSSL_PARAM_free(params);
+        EVP_PKEY_free(k);
+    }
+    return 0;
 }

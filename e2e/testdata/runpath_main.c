@@ -4,15 +4,14 @@
 #include <dlfcn.h>
 #include <stdio.h>
 
-int main(void)
-{
-	void *h = dlopen("libdep.so", RTLD_NOW);
-	if (h == NULL) {
-		printf("dlopen failed: %s\n", dlerror());
-		return 1;
-	}
-	int (*f)(void);
-	*(void **)&f = dlsym(h, "dep_value");
-	printf("dep_value %d\n", f ? f() : -1);
-	return f && f() == 42 ? 0 : 1;
+int main(void) {
+    void *h = dlopen("libdep.so", RTLD_NOW);
+    if (h == NULL) {
+        printf("dlopen failed: %s\n", dlerror());
+        return 1;
+    }
+    int (*f)(void);
+    *(void **)&f = dlsym(h, "dep_value");
+    printf("dep_value %d\n", f ? f() : -1);
+    return f && f() == 42 ? 0 : 1;
 }

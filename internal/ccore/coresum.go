@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "a4a0e7b30008f542af0c6e85a0ea0b5a72ad4aa3d751bb07bdf4ae90147699e7"
+const coreSum = "a9fa1c3c6b35cf888bd960821fd4c3fc4bddeaac262af1ed0ba95a72d0a91579"

@@ -1,6 +1,6 @@
 // Package conformance is the one behavioural test suite for secretheap's two
 // allocators: the Go heap (package alloc) and the C core (cshim, reached
-// through cgo by package preload). It is written once, here, and run by
+// through cgo by package internal/ccore). It is written once, here, and run by
 // alloc/conformance_test.go and internal/ccore/conformance_test.go, so that a
 // property holds for both or the difference is written down below.
 //

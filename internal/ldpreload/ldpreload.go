@@ -1,7 +1,7 @@
-// Package ldpreload finds libsecretheap.so and runs programs with it
-// preloaded. It is free of cgo, unlike its parent package preload (the cgo
-// binding of the C core), so that commands such as cmd/secretheap can use it
-// without compiling the allocator in.
+// Package ldpreload finds libsecretheap.so (built from cshim/ and preload/)
+// and runs programs with it preloaded. It is free of cgo, unlike
+// internal/ccore (the cgo binding of the C core), so that commands such as
+// cmd/secretheap can use it without compiling the allocator in.
 package ldpreload
 
 import (

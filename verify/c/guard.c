@@ -15,43 +15,42 @@
 
 #define CHUNK ((uintptr_t)2 << 20)
 
-int main(int argc, char **argv)
-{
-	if (argc != 2) {
-		fprintf(stderr, "usage: guard MODE\n");
-		return 2;
-	}
-	const char *m = argv[1];
-	if (!strncmp(m, "chunk-", 6)) {
-		unsigned char *p = secretheap_malloc(64);
-		if (p == NULL || secretheap_backend(p) == SECRETHEAP_BACKEND_NONE) {
-			fprintf(stderr, "guard: no secret block\n");
-			return 1;
-		}
-		uintptr_t end = ((uintptr_t)p & ~(CHUNK - 1)) + CHUNK;
-		volatile unsigned char *t = (volatile unsigned char *)(end - (strcmp(m, "chunk-last") == 0));
-		fprintf(stderr, "guard: block %p, writing %p\n", (void *)p, (void *)t);
-		*t = 0x41;
-		return 0;
-	}
-	size_t n = (size_t)1536 << 10;
-	unsigned char *p = secretheap_malloc(n);
-	if (p == NULL) {
-		fprintf(stderr, "guard: no large block\n");
-		return 1;
-	}
-	size_t u = secretheap_usable_size(p);
-	fprintf(stderr, "guard: region %p, usable %zu\n", (void *)p, u);
-	if (!strcmp(m, "large-end"))
-		memset(p, 0x41, u + 1);
-	else if (!strcmp(m, "large-last"))
-		memset(p, 0x41, u);
-	else if (!strcmp(m, "large-before"))
-		*(volatile unsigned char *)(p - 1) = 0x41;
-	else {
-		fprintf(stderr, "guard: unknown mode %s\n", m);
-		return 2;
-	}
-	secretheap_free(p);
-	return 0;
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: guard MODE\n");
+        return 2;
+    }
+    const char *m = argv[1];
+    if (!strncmp(m, "chunk-", 6)) {
+        unsigned char *p = secretheap_malloc(64);
+        if (p == NULL || secretheap_backend(p) == SECRETHEAP_BACKEND_NONE) {
+            fprintf(stderr, "guard: no secret block\n");
+            return 1;
+        }
+        uintptr_t end = ((uintptr_t)p & ~(CHUNK - 1)) + CHUNK;
+        volatile unsigned char *t = (volatile unsigned char *)(end - (strcmp(m, "chunk-last") == 0));
+        fprintf(stderr, "guard: block %p, writing %p\n", (void *)p, (void *)t);
+        *t = 0x41;
+        return 0;
+    }
+    size_t n = (size_t)1536 << 10;
+    unsigned char *p = secretheap_malloc(n);
+    if (p == NULL) {
+        fprintf(stderr, "guard: no large block\n");
+        return 1;
+    }
+    size_t u = secretheap_usable_size(p);
+    fprintf(stderr, "guard: region %p, usable %zu\n", (void *)p, u);
+    if (!strcmp(m, "large-end"))
+        memset(p, 0x41, u + 1);
+    else if (!strcmp(m, "large-last"))
+        memset(p, 0x41, u);
+    else if (!strcmp(m, "large-before"))
+        *(volatile unsigned char *)(p - 1) = 0x41;
+    else {
+        fprintf(stderr, "guard: unknown mode %s\n", m);
+        return 2;
+    }
+    secretheap_free(p);
+    return 0;
 }

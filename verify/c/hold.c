@@ -11,20 +11,19 @@
 
 static unsigned char plain[64];
 
-int main(void)
-{
-	unsigned char *s = secretheap_malloc(64);
-	if (s == NULL) {
-		perror("hold: secretheap_malloc");
-		return 1;
-	}
-	memset(s, 0xA5, 64);
-	memset(plain, 0x5A, sizeof plain);
-	printf("secret %p plain %p dumpable %d\n", (void *)s, (void *)plain, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
-	fflush(stdout);
-	char buf[64];
-	while (read(0, buf, sizeof buf) > 0)
-		;
-	secretheap_free(s);
-	return 0;
+int main(void) {
+    unsigned char *s = secretheap_malloc(64);
+    if (s == NULL) {
+        perror("hold: secretheap_malloc");
+        return 1;
+    }
+    memset(s, 0xA5, 64);
+    memset(plain, 0x5A, sizeof plain);
+    printf("secret %p plain %p dumpable %d\n", (void *)s, (void *)plain, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
+    fflush(stdout);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+    secretheap_free(s);
+    return 0;
 }

@@ -2,8 +2,7 @@
  * preloaded library's constructor hooks and probes it before main runs. */
 #include <stdio.h>
 
-int main(void)
-{
-	puts("ok");
-	return 0;
+int main(void) {
+    puts("ok");
+    return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * test_source.c — the source layer against the kernel it runs on: the
+ * test_secretmem.c — the source layer (secretmem.c) against the kernel it runs on: the
  * accounting model detected (checked against what smaps and VmLck show),
  * model-specific budget rules (each test asserts the rules of the model in
  * force, so it fails on either model when that model's code is removed),
@@ -169,8 +169,8 @@ static void test_no_descriptors_named(void) {
     struct h_child ch;
     h_reexec("no_fds", NULL, -1, 0, &ch);
     CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
-    CHECK_MSG(h_contains(ch.err, "no file descriptor left") && !h_contains(ch.err, "RLIMIT_MEMLOCK is used up"),
-              "%s", ch.err);
+    CHECK_MSG(h_contains(ch.err, "no file descriptor left") && !h_contains(ch.err, "RLIMIT_MEMLOCK is used up"), "%s",
+              ch.err);
 }
 
 /* Every errno maps to its cause, per call. */
@@ -215,17 +215,17 @@ static int mode_big_region(void) {
     secretheap_free(p);
     struct secretheap_stats st = stats();
     printf("model=%llu backend=%d committed_delta=%llu lazy=%llu fallbacks=%llu failures_memlock=%llu\n",
-           (unsigned long long)st.model, backend,
-           (unsigned long long)(mid.committed_bytes - before.committed_bytes), (unsigned long long)mid.lazy_bytes,
-           (unsigned long long)st.fallbacks, (unsigned long long)st.failures[SECRETHEAP_CAUSE_MEMLOCK]);
+           (unsigned long long)st.model, backend, (unsigned long long)(mid.committed_bytes - before.committed_bytes),
+           (unsigned long long)mid.lazy_bytes, (unsigned long long)st.fallbacks,
+           (unsigned long long)st.failures[SECRETHEAP_CAUSE_MEMLOCK]);
     if (st.model == SECRETHEAP_MODEL_OLD)
         return backend == SECRETHEAP_BACKEND_SECRET && mid.lazy_bytes == n &&
                        mid.committed_bytes - before.committed_bytes < ((size_t)1 << 20)
                    ? 0
                    : 1;
     if (st.model == SECRETHEAP_MODEL_NEW)
-        return backend == SECRETHEAP_BACKEND_FALLBACK && st.fallbacks >= 1 && st.failures[SECRETHEAP_CAUSE_MEMLOCK] >= 1 &&
-                       mid.lazy_bytes == 0
+        return backend == SECRETHEAP_BACKEND_FALLBACK && st.fallbacks >= 1 &&
+                       st.failures[SECRETHEAP_CAUSE_MEMLOCK] >= 1 && mid.lazy_bytes == 0
                    ? 0
                    : 2;
     return 3;
@@ -266,8 +266,8 @@ static int mode_rlimit_as(void) {
     void *own = mmap(NULL, (size_t)600 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     printf("arena=%llu MiB own=%s backend=%d\n", (unsigned long long)(st.arena_bytes >> 20),
            own == MAP_FAILED ? "failed" : "ok", secretheap_backend(p));
-    return st.arena_bytes <= ((size_t)128 << 20) && st.arena_bytes >= ((size_t)64 << 20) && own != MAP_FAILED &&
-                   p && secretheap_backend(p) != SECRETHEAP_BACKEND_NONE
+    return st.arena_bytes <= ((size_t)128 << 20) && st.arena_bytes >= ((size_t)64 << 20) && own != MAP_FAILED && p &&
+                   secretheap_backend(p) != SECRETHEAP_BACKEND_NONE
                ? 0
                : 1;
 }
@@ -279,8 +279,11 @@ static void test_arena_fits_rlimit_as(void) {
 }
 
 static const struct h_mode modes[] = {
-    {"close_all", mode_close_all}, {"no_fds", mode_no_fds},   {"big_region", mode_big_region},
-    {"rlimit_as", mode_rlimit_as}, {NULL, NULL},
+    {"close_all", mode_close_all},
+    {"no_fds", mode_no_fds},
+    {"big_region", mode_big_region},
+    {"rlimit_as", mode_rlimit_as},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv) {
