@@ -311,6 +311,9 @@ SH_HIDDEN int sh_source_commit_some(uintptr_t addr, size_t n, int backend, size_
 SH_HIDDEN int sh_source_commit_lazy(uintptr_t addr, size_t n, int backend);
 /* Anything → reserved: PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP over [addr, addr+size). */
 SH_HIDDEN void sh_source_guard(uintptr_t addr, size_t size);
+/* Guard a range that may no longer be ours (a fork child's MADV_DONTFORK
+ * hole): only where nothing is mapped; false if something else is there. */
+SH_HIDDEN bool sh_source_guard_hole(uintptr_t addr, size_t size);
 /* Committed/mapped → reserved: wipe the committed part (lazy: every OS page
  * that is resident), unmap, PROT_NONE again. */
 SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend, bool lazy);

@@ -753,12 +753,17 @@ void sh_chunk_postfork_child(void) {
         close(fork_pipe[0]);
     if (sh_opt.fork == SH_FORK_DONTFORK) {
         /* The mappings are gone (MADV_DONTFORK). Keep the descriptors in their
-         * slots marked lost so frees of inherited pointers are ignored, and
-         * re-reserve the holes so the kernel puts nothing else there. */
+         * slots marked lost so frees of inherited pointers are ignored and the
+         * slots are never handed out again, and re-reserve the holes so the
+         * kernel puts nothing else there — but only where nothing is yet:
+         * what was mapped into a hole before this handler ran (a sanitizer's
+         * runtime, an earlier atfork child handler) is not ours to replace.
+         * Such a hole stays unguarded; its slot stays lost, so the arena
+         * never maps over it either. */
         for (int l = 0; l < 2; l++) {
             for (struct sh_chunk *c = lists[l]; c; c = c->next) {
                 c->lost = 1;
-                sh_source_guard(c->base, c->size);
+                sh_source_guard_hole(c->base, c->size);
                 uncount(c);
             }
         }

@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "a9fa1c3c6b35cf888bd960821fd4c3fc4bddeaac262af1ed0ba95a72d0a91579"
+const coreSum = "8ecfac10e6033a8d9529030956e672988dad3b2815e0e5c080f427bc9d0f4c3a"
