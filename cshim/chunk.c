@@ -953,7 +953,7 @@ int sh_chunk_check(void) {
     return bad ? EINVAL : 0;
 }
 
-void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg) {
+void sh_chunk_foreach_span_in(struct sh_chunk *c, bool (*fn)(struct sh_span *, void *), void *arg) {
     if (c->large)
         return;
     for (uint32_t i = 0; i < c->npages;) {
@@ -962,7 +962,8 @@ void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, v
             i++;
             continue;
         }
-        fn(s, arg);
+        if (!fn(s, arg))
+            return;
         i += s->npages ? s->npages : 1;
     }
 }
