@@ -6,10 +6,12 @@
  * as a ratio in one run: the fastest exit of short-lived threads with 1 MiB
  * live and with 512 MiB live, the states interleaved (1 MiB, 512, 1, 512, 1),
  * each keeping its fastest of all rounds, which a busy machine disturbs
- * least. Sanitizer builds use 64 MiB (ASan's and TSan's shadow memory).
- * Measured here: 1.00x-1.21x (the kernel's part, a bare thread's exit,
- * moves by as much); 1.06x-1.42x before the trim walk stopped at a chunk's
- * first span in use.
+ * least, and divided by the same ratio for a bare thread (one that never
+ * calls the allocator), measured in the same moments: what the kernel and
+ * the C library add with the heap is not the library's. Sanitizer builds
+ * use 64 MiB (ASan's and TSan's shadow memory). Measured here: 1.00x-1.30x
+ * raw; 1.06x-1.42x raw before the trim walk stopped at a chunk's first span
+ * in use.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -22,10 +24,10 @@
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define BIG_MIB 64
-#define BOUND 5.0 /* the runtimes' own thread teardown grows a little with the heap (TSan: 2.6x here) */
+#define BOUND 5.0 /* timing under the runtimes is not the claim: plain builds measure it (TSan 1.01x, ASan 1.09x here) */
 #else
 #define BIG_MIB 512
-#define BOUND 1.5 /* measured 1.0x-1.2x; 458779e: 1011x */
+#define BOUND 1.5 /* the library's share measured 0.67x-1.01x; 458779e: 410x */
 #endif
 #define ROUNDS 2
 
@@ -108,13 +110,18 @@ static void test_thread_exit_independent_of_heap_size(void) {
             secretheap_free(blk[i]);
     }
     exit_costs(&small, &small_bare);
+    /* The library's share: the exit's ratio over the bare thread's ratio
+     * between the two states, so that the kernel's own shift (a bare exit
+     * moved 9.5 -> 11.8 us with 512 MiB of secret memory committed on a
+     * busy run) does not count against it. */
+    double ratio = (double)big / (double)small;
+    double lib = ratio / ((double)big_bare / (double)small_bare);
     fprintf(stderr,
             "    thread exit: %.1f us with 1 MiB live, %.1f us with %d MiB live (%.2fx); "
-            "a bare thread's exit %.1f us and %.1f us\n",
-            small / 1e3, big / 1e3, BIG_MIB, (double)big / (double)small, small_bare / 1e3, big_bare / 1e3);
-    CHECK_MSG((double)big < BOUND * (double)small,
-              "a thread exit with %d MiB live cost %.2fx the exit with 1 MiB live", BIG_MIB,
-              (double)big / (double)small);
+            "a bare thread's exit %.1f us and %.1f us; the library's share %.2fx\n",
+            small / 1e3, big / 1e3, BIG_MIB, ratio, small_bare / 1e3, big_bare / 1e3, lib);
+    CHECK_MSG(lib < BOUND, "a thread exit with %d MiB live cost %.2fx the exit with 1 MiB live (%.2fx beyond a bare thread's)",
+              BIG_MIB, ratio, lib);
     for (size_t i = 0; i < per_mib; i++)
         secretheap_free(blk[i]);
     free(blk);
