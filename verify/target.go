@@ -154,6 +154,25 @@ func (w *lineWatcher) text() string {
 	return strings.Join(w.lines, "\n")
 }
 
+// lockedText collects a process's stderr: exec's copying goroutine writes
+// it while the suite reads it (libNotes, error messages).
+type lockedText struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedText) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedText) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // libEnv is the environment of a protected C process.
 func libEnv(env Env, mode Mode) []string {
 	out := os.Environ()
@@ -339,7 +358,7 @@ func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 		return nil, err
 	}
 	r.stop = append(r.stop, func() { sin.Close() })
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "server")
 	if err != nil {
@@ -408,7 +427,7 @@ func (t ForkServer) Start(ctx context.Context, env Env, mode Mode) (*Running, er
 	if err != nil {
 		return nil, err
 	}
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "parent")
 	if err != nil {
@@ -504,7 +523,7 @@ func (GoProgram) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 	if err != nil {
 		return nil, err
 	}
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "main")
 	if err != nil {
