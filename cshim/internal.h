@@ -223,8 +223,9 @@ SH_HIDDEN void sh_chunk_unlock(void);
 SH_HIDDEN void sh_secure_reserve_set(bool on);
 /* Calls fn on every live span; chunk lock held by the caller. */
 SH_HIDDEN void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg);
-/* The same for the spans of one normal chunk (none for a large region). */
-SH_HIDDEN void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg);
+/* The same for the spans of one normal chunk (none for a large region), in
+ * address order, until fn returns false. */
+SH_HIDDEN void sh_chunk_foreach_span_in(struct sh_chunk *c, bool (*fn)(struct sh_span *, void *), void *arg);
 SH_HIDDEN int sh_chunk_trylock(void); /* 0 or EBUSY */
 
 /* Lock-free lookup of the chunk holding p, NULL if none (the guard part of a

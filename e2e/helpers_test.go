@@ -59,11 +59,16 @@ func built(t *testing.T, name string) string {
 	return p
 }
 
-// setup checks what every test here needs and returns the library's path.
+// setup checks what every test here needs and returns the library's path:
+// build/libsecretheap.so, or the file SECRETHEAP_E2E_LIBRARY names (to show
+// that a test fails on another build, e.g. an older commit's library).
 func setup(t *testing.T) string {
 	t.Helper()
 	testutil.RequireSecretMem(t)
-	lib := built(t, "libsecretheap.so")
+	lib := os.Getenv("SECRETHEAP_E2E_LIBRARY")
+	if lib == "" {
+		lib = built(t, "libsecretheap.so")
+	}
 	if _, err := exec.LookPath("openssl"); err != nil {
 		if os.Getenv("SECRETHEAP_REQUIRE") == "1" {
 			t.Fatal("openssl command missing (apt-get install openssl)")

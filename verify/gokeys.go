@@ -110,7 +110,7 @@ func StartKeys(workDir, keys string, erasing bool, command func(args ...string) 
 	if err != nil {
 		return nil, err
 	}
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "main")
 	if err != nil {

@@ -154,6 +154,25 @@ func (w *lineWatcher) text() string {
 	return strings.Join(w.lines, "\n")
 }
 
+// lockedText collects a process's stderr: exec's copying goroutine writes
+// it while the suite reads it (libNotes, error messages).
+type lockedText struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedText) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedText) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // libEnv is the environment of a protected C process.
 func libEnv(env Env, mode Mode) []string {
 	out := os.Environ()
@@ -180,7 +199,10 @@ func KillAll() {
 
 // startProc starts cmd in its own process group and registers its end.
 func (r *Running) startProc(cmd *exec.Cmd, role string) (*Proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -268,7 +290,16 @@ func hasNeedle(ns []Needle, name string) bool {
 
 // SServer is `openssl s_server` with a fresh key, one open TLS 1.3
 // connection from s_client.
-type SServer struct{ Alg string }
+type SServer struct {
+	Alg string
+	// Unprivileged runs the server as nobody (uid and gid 65534: no
+	// CAP_IPC_LOCK, so RLIMIT_MEMLOCK binds) with its directory and key
+	// readable by everyone; env.WorkDir must be searchable by nobody.
+	Unprivileged bool
+	// Memlock, when not 0, is the server's RLIMIT_MEMLOCK in bytes (soft
+	// and hard, through prlimit(1), which then execs the server).
+	Memlock uint64
+}
 
 // Name implements Target.
 func (t SServer) Name() string { return "s_server " + t.Alg }
@@ -298,10 +329,24 @@ func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 		return nil, err
 	}
 	r.Needles = append(r.Needles, km.Needles...)
-	cmd := exec.CommandContext(ctx, "openssl", "s_server", "-accept", "127.0.0.1:0",
-		"-key", km.KeyPath, "-cert", km.CertPath, "-tls1_3", "-naccept", "1")
+	argv := []string{"openssl", "s_server", "-accept", "127.0.0.1:0",
+		"-key", km.KeyPath, "-cert", km.CertPath, "-tls1_3", "-naccept", "1"}
+	if t.Memlock != 0 {
+		lim := strconv.FormatUint(t.Memlock, 10)
+		argv = append([]string{"prlimit", "--memlock=" + lim + ":" + lim}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = r.Dir
 	cmd.Env = libEnv(env, mode)
+	if t.Unprivileged {
+		if err := os.Chmod(r.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(km.KeyPath, 0o644); err != nil {
+			return nil, err
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -313,7 +358,7 @@ func (t SServer) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 		return nil, err
 	}
 	r.stop = append(r.stop, func() { sin.Close() })
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "server")
 	if err != nil {
@@ -382,7 +427,7 @@ func (t ForkServer) Start(ctx context.Context, env Env, mode Mode) (*Running, er
 	if err != nil {
 		return nil, err
 	}
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "parent")
 	if err != nil {
@@ -478,7 +523,7 @@ func (GoProgram) Start(ctx context.Context, env Env, mode Mode) (*Running, error
 	if err != nil {
 		return nil, err
 	}
-	stderr := &strings.Builder{}
+	stderr := &lockedText{}
 	cmd.Stderr = stderr
 	p, err := r.startProc(cmd, "main")
 	if err != nil {

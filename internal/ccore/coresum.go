@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "8ecfac10e6033a8d9529030956e672988dad3b2815e0e5c080f427bc9d0f4c3a"
+const coreSum = "03f067427b50583b342e811b9996c84497422c4463bbaac8a78b94cd5eed5618"
