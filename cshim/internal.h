@@ -223,8 +223,9 @@ SH_HIDDEN void sh_chunk_unlock(void);
 SH_HIDDEN void sh_secure_reserve_set(bool on);
 /* Calls fn on every live span; chunk lock held by the caller. */
 SH_HIDDEN void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg);
-/* The same for the spans of one normal chunk (none for a large region). */
-SH_HIDDEN void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg);
+/* The same for the spans of one normal chunk (none for a large region), in
+ * address order, until fn returns false. */
+SH_HIDDEN void sh_chunk_foreach_span_in(struct sh_chunk *c, bool (*fn)(struct sh_span *, void *), void *arg);
 SH_HIDDEN int sh_chunk_trylock(void); /* 0 or EBUSY */
 
 /* Lock-free lookup of the chunk holding p, NULL if none (the guard part of a
@@ -311,6 +312,9 @@ SH_HIDDEN int sh_source_commit_some(uintptr_t addr, size_t n, int backend, size_
 SH_HIDDEN int sh_source_commit_lazy(uintptr_t addr, size_t n, int backend);
 /* Anything → reserved: PROT_NONE, MAP_NORESERVE, MADV_DONTDUMP over [addr, addr+size). */
 SH_HIDDEN void sh_source_guard(uintptr_t addr, size_t size);
+/* Guard a range that may no longer be ours (a fork child's MADV_DONTFORK
+ * hole): only where nothing is mapped; false if something else is there. */
+SH_HIDDEN bool sh_source_guard_hole(uintptr_t addr, size_t size);
 /* Committed/mapped → reserved: wipe the committed part (lazy: every OS page
  * that is resident), unmap, PROT_NONE again. */
 SH_HIDDEN void sh_source_unmap(uintptr_t addr, size_t size, size_t committed, int backend, bool lazy);

@@ -753,12 +753,17 @@ void sh_chunk_postfork_child(void) {
         close(fork_pipe[0]);
     if (sh_opt.fork == SH_FORK_DONTFORK) {
         /* The mappings are gone (MADV_DONTFORK). Keep the descriptors in their
-         * slots marked lost so frees of inherited pointers are ignored, and
-         * re-reserve the holes so the kernel puts nothing else there. */
+         * slots marked lost so frees of inherited pointers are ignored and the
+         * slots are never handed out again, and re-reserve the holes so the
+         * kernel puts nothing else there — but only where nothing is yet:
+         * what was mapped into a hole before this handler ran (a sanitizer's
+         * runtime, an earlier atfork child handler) is not ours to replace.
+         * Such a hole stays unguarded; its slot stays lost, so the arena
+         * never maps over it either. */
         for (int l = 0; l < 2; l++) {
             for (struct sh_chunk *c = lists[l]; c; c = c->next) {
                 c->lost = 1;
-                sh_source_guard(c->base, c->size);
+                sh_source_guard_hole(c->base, c->size);
                 uncount(c);
             }
         }
@@ -949,7 +954,7 @@ int sh_chunk_check(void) {
     return bad ? EINVAL : 0;
 }
 
-void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, void *), void *arg) {
+void sh_chunk_foreach_span_in(struct sh_chunk *c, bool (*fn)(struct sh_span *, void *), void *arg) {
     if (c->large)
         return;
     for (uint32_t i = 0; i < c->npages;) {
@@ -958,14 +963,28 @@ void sh_chunk_foreach_span_in(struct sh_chunk *c, void (*fn)(struct sh_span *, v
             i++;
             continue;
         }
-        fn(s, arg);
+        if (!fn(s, arg))
+            return;
         i += s->npages ? s->npages : 1;
     }
 }
 
+/* sh_chunk_foreach_span's callback, run by the walk of one chunk to the end. */
+struct span_visit {
+    void (*fn)(struct sh_span *, void *);
+    void *arg;
+};
+
+static bool visit_every(struct sh_span *s, void *a) {
+    struct span_visit *v = a;
+    v->fn(s, v->arg);
+    return true;
+}
+
 void sh_chunk_foreach_span(void (*fn)(struct sh_span *, void *), void *arg) {
+    struct span_visit v = {fn, arg};
     for (struct sh_chunk *c = chunks; c; c = c->next) /* never large: those are on larges */
-        sh_chunk_foreach_span_in(c, fn, arg);
+        sh_chunk_foreach_span_in(c, visit_every, &v);
     for (struct sh_chunk *c = larges; c; c = c->next)
         if (c->spans[0].kind == SH_SPAN_LARGE)
             fn(&c->spans[0], arg);

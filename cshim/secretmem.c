@@ -120,6 +120,29 @@ void sh_source_guard(uintptr_t addr, size_t size) {
     madvise((void *)addr, size, MADV_DONTDUMP);
 }
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+bool sh_source_guard_hole(uintptr_t addr, size_t size) {
+    /* A hole left by MADV_DONTFORK is free address space from the moment
+     * fork() returns: the sanitizer runtimes and atfork child handlers that
+     * run before ours may already have mapped something there, and MAP_FIXED
+     * would silently replace it. NOREPLACE fails with EEXIST instead; kernels
+     * before 4.17 ignore the flag and treat the address as a hint, which the
+     * address check catches. */
+    void *p =
+        mmap((void *)addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED)
+        return false;
+    if ((uintptr_t)p != addr) {
+        munmap(p, size);
+        return false;
+    }
+    madvise(p, size, MADV_DONTDUMP);
+    return true;
+}
+
 int sh_source_reserve(size_t size, size_t align, uintptr_t *out) {
     size_t len = size + align;
     void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

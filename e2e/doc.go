@@ -7,7 +7,10 @@
 // (two libcryptos), OSSL_PARAM_BLD copies of private keys, CRYPTO_set_mem_functions
 // through dlsym, dlclose of the library, a libcrypto loaded again, dlopen by
 // $ORIGIN, libc free of a block of ours, and a process that never loads
-// OpenSSL (no arena reserved). Each test reads
+// OpenSSL (no arena reserved). TestMemlockKeyCopies reads an unprivileged
+// s_server's memory from outside under a 64 KiB memlock limit and counts
+// the copies of its key and TLS secrets, with the library and without. Each
+// other test reads
 // the library's statistics (SECRETHEAP_STATS=json:<file>, read with
 // internal/stats) to check that OpenSSL's
 // allocations were served from secret memory, and each has a control run
@@ -16,5 +19,6 @@
 //
 // The package has no non-test code. It needs `make` first (build/
 // libsecretheap.so and build/tls_server); without them the tests skip, or
-// fail under SECRETHEAP_REQUIRE=1.
+// fail under SECRETHEAP_REQUIRE=1. SECRETHEAP_E2E_LIBRARY=<path> runs them
+// against another build of the library (e.g. an older commit's).
 package e2e

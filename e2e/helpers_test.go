@@ -27,11 +27,16 @@ import (
 // test, not the whole `go test` run.
 const cmdTimeout = 30 * time.Second
 
-// setup checks what every test here needs and returns the library's path.
+// setup checks what every test here needs and returns the library's path:
+// build/libsecretheap.so, or the file SECRETHEAP_E2E_LIBRARY names (to show
+// that a test fails on another build, e.g. an older commit's library).
 func setup(t *testing.T) string {
 	t.Helper()
 	testutil.RequireSecretMem(t)
-	lib := testutil.Built(t, "libsecretheap.so")
+	lib := os.Getenv("SECRETHEAP_E2E_LIBRARY")
+	if lib == "" {
+		lib = testutil.Built(t, "libsecretheap.so")
+	}
 	testutil.LookTool(t, "openssl", "openssl")
 	return lib
 }

@@ -32,14 +32,16 @@ var cBackends = []cBackend{
 
 // Baselines of each section: ratios are taken against these.
 var baselines = map[string]string{
-	"c-alloc":     "glibc",
-	"c-alloc-cpu": "glibc",
-	"go-alloc":    "make",
-	"tls-inproc":  "OpenSSL",
-	"tls-tcp":     "OpenSSL",
-	"startup":     "without the library",
-	"fork":        "glibc",
-	"fork-cost":   "commit fresh",
+	"c-alloc":              "glibc",
+	"c-alloc-cpu":          "glibc",
+	"go-alloc":             "make",
+	"tls-inproc":           "OpenSSL",
+	"tls-tcp":              "OpenSSL",
+	"startup":              "without the library",
+	"openssl-suite":        "without the library",
+	"startup-instructions": "without the library",
+	"fork":                 "glibc",
+	"fork-cost":            "commit fresh",
 }
 
 // cflags follow the root Makefile's CFLAGS_COMMON with -O2.

@@ -56,6 +56,10 @@ func (b *bench) startup() error {
 		cmds = append(cmds, cmdName{"env " + prog.argv, prog.name},
 			cmdName{"env LD_PRELOAD=" + b.lib + " " + prog.argv, prog.name})
 	}
+	b.prog.step("start-up: instructions under callgrind")
+	if err := b.startupInstructions(); err != nil {
+		return err
+	}
 	for r := 1; r <= b.cfg.rounds; r++ {
 		b.prog.step("start-up round %d/%d (hyperfine)", r, b.cfg.rounds)
 		args := []string{"-N", "--style", "none", "--warmup", "5", "--runs", runs, "--export-json", tmp.Name()}

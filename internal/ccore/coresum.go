@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "a9fa1c3c6b35cf888bd960821fd4c3fc4bddeaac262af1ed0ba95a72d0a91579"
+const coreSum = "03f067427b50583b342e811b9996c84497422c4463bbaac8a78b94cd5eed5618"
