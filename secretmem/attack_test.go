@@ -53,7 +53,13 @@ func TestOtherProcessCannotRead(t *testing.T) {
 	require.Equal(t, secretmem.BackendSecret, sec.Backend())
 	lck, lckB := fill(secretmem.PolicyLocked)
 	defer lck.Close()
+	// The control must live on the heap: a slice that does not escape is
+	// on the goroutine's stack, which is copied elsewhere when it grows
+	// (RunChild below grows it), so the child read stale bytes at the old
+	// address (seen on the 6.1.176 boot of make vmtest).
 	heap := make([]byte, n)
+	heapControl = heap
+	defer func() { heapControl = nil }()
 	_, err := unix.Getrandom(heap, 0)
 	require.NoError(t, err)
 
@@ -91,6 +97,10 @@ func TestOtherProcessCannotRead(t *testing.T) {
 		})
 	}
 }
+
+// heapControl keeps TestOtherProcessCannotRead's control buffer referenced
+// from a global, so that escape analysis puts it on the heap.
+var heapControl []byte
 
 func attackChild(t *testing.T) {
 	pid, err := strconv.Atoi(os.Getenv("TARGET_PID"))

@@ -100,10 +100,21 @@ resolve() {
 	echo "$p $v"
 }
 
+# cached SPEC: "PACKAGE VERSION" of the newest kernel of the cache that
+# matches SPEC, for when apt no longer serves it (a security update
+# replaced 6.1.192): the matrix keeps booting what it booted before.
+cached() {
+	local d
+	d=$(ls -d "$CACHE"/kernels/linux-image-*_"$1"[.-]* 2>/dev/null | sort -V | tail -n1)
+	[ -n "$d" ] && [ -f "$d/ready" ] || return 1
+	d=$(basename "$d")
+	echo "${d%%_*} ${d#*_}"
+}
+
 if ! pv=$(resolve "$spec"); then
 	log "kernel $spec not in apt's lists; running apt-get update"
 	apt-get update -qq >&2 || true
-	pv=$(resolve "$spec") || die "no Debian cloud kernel package matches '$spec'"
+	pv=$(resolve "$spec") || pv=$(cached "$spec") || die "no Debian cloud kernel package matches '$spec'"
 fi
 read -r pkg ver <<<"$pv"
 kdir=$CACHE/kernels/${pkg}_$ver

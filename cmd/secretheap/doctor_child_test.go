@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secretheap/secretheap/internal/testutil"
+	"github.com/secretheap/secretheap/secretmem"
+	"golang.org/x/sys/unix"
 )
 
 // doctorInChild runs `secretheap doctor --json` in the current process (the
@@ -90,6 +92,27 @@ func TestDoctorChild(t *testing.T) {
 			want:   map[string]string{"memfd_secret": verdictFail, "seccomp": verdictFail},
 			detail: map[string]string{"memfd_secret": "ENOSYS"},
 		},
+	}
+	// On the new accounting model (the library's own detection) a finite
+	// limit is a per-user budget without bypass: doctor can only warn that
+	// other processes of the user may hold part of it, for root's default
+	// limit as for nobody's 8 MiB. On the old model both pass (root: the
+	// CAP_IPC_LOCK bypass; nobody: four whole chunks).
+	if secretmem.Detect().Shared() {
+		var limit unix.Rlimit
+		require.NoError(t, unix.Getrlimit(unix.RLIMIT_MEMLOCK, &limit))
+		for i := range cases {
+			switch cases[i].name {
+			case "control root":
+				if limit.Cur != unix.RLIM_INFINITY {
+					cases[i].want["memlock"] = verdictWarn
+					cases[i].detail = map[string]string{"memlock": "budget shared by every process of this user (no CAP_IPC_LOCK bypass"}
+				}
+			case "nobody 8MiB":
+				cases[i].want["memlock"] = verdictWarn
+				cases[i].detail = map[string]string{"memlock": "the library could use at most 8 MiB, less what the user's other processes hold"}
+			}
+		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -437,12 +437,67 @@ static void test_exhausted_adopts_other_threads_slabs(void) {
     CHECK_MSG(field(ch.err, "filled=") > 100 && freed > 50 && adopted + 8 >= freed && adopted <= freed, "%s", ch.err);
 }
 
+/*
+ * A large region that does not fit takes the budget of idle chunks: fill two
+ * chunks with page runs, free them all (both stay idle: SECRETHEAP_IDLE_CHUNKS
+ * is 2), then ask for 3 MiB under SECRETHEAP_LIMIT=5M. With "keep" the runs
+ * stay live (the control: 3 MiB cannot fit). Prints what the region got.
+ */
+static int large_after_idle(bool keep) {
+    static void *runs[256];
+    size_t n = 0;
+    struct secretheap_stats st;
+    do {
+        if (n == 256 || !(runs[n++] = secretheap_malloc(60000)))
+            return 90;
+        secretheap_stats(&st, sizeof st);
+    } while (st.chunks_secret + st.chunks_locked < 2);
+    if (!keep)
+        for (size_t i = 0; i < n; i++)
+            secretheap_free(runs[i]);
+    secretheap_stats(&st, sizeof st);
+    unsigned long long idle = st.idle_chunks;
+    void *p = secretheap_malloc(3u << 20);
+    if (!p)
+        return 91;
+    int b = secretheap_backend(p);
+    secretheap_stats(&st, sizeof st);
+    fprintf(stderr, "idle_before=%llu region_in_chunks=%d idle_after=%llu fallbacks=%llu\n", idle,
+            b == SECRETHEAP_BACKEND_SECRET || b == SECRETHEAP_BACKEND_LOCKED, (unsigned long long)st.idle_chunks,
+            (unsigned long long)st.fallbacks);
+    secretheap_free(p);
+    return secretheap_check() == 0 ? 0 : 92;
+}
+static int mode_large_idle(void) { return large_after_idle(false); }
+static int mode_large_live(void) { return large_after_idle(true); }
+
+static void test_large_drops_idle(void) {
+    const char *env[] = {"SECRETHEAP_LIMIT=5M", NULL};
+    struct h_child ch;
+    h_reexec("large_idle", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "idle_before=") == 2 && field(ch.err, "region_in_chunks=") == 1 &&
+                  field(ch.err, "fallbacks=") == 0,
+              "%s", ch.err);
+    h_reexec("large_live", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    CHECK_MSG(field(ch.err, "region_in_chunks=") == 0 && field(ch.err, "fallbacks=") == 1, "control: %s", ch.err);
+}
+
+/* Run instead of every case when memfd_secret is unavailable. */
+static void test_without_memfd_secret(void) {
+    printf("skip: memfd_secret unavailable: every case measures secret memory under RLIMIT_MEMLOCK\n");
+    CHECK_MSG(!getenv("SECRETHEAP_REQUIRE"), "memfd_secret unavailable and SECRETHEAP_REQUIRE is set");
+}
+
 static const struct h_mode modes[] = {
     {"secure_reserve", mode_secure_reserve},
     {"tiny_budget", mode_tiny_budget},
     {"fallback_reads", mode_fallback_reads},
     {"fill", mode_fill},
     {"adopt", mode_adopt},
+    {"large_idle", mode_large_idle},
+    {"large_live", mode_large_live},
     {"realloc_worlds", mode_realloc_worlds},
     {NULL, NULL},
 };
@@ -451,6 +506,16 @@ int main(int argc, char **argv) {
     int r = h_dispatch(argc, argv, modes);
     if (r >= 0)
         return r;
+    /* Every case measures secret memory (backend SECRET) against the limit:
+     * without memfd_secret (ENOSYS, e.g. Debian's 6.1 booted without
+     * secretmem.enable=1) they skip, and fail under SECRETHEAP_REQUIRE=1. */
+    secretheap_free(secretheap_malloc(1)); /* init */
+    struct secretheap_stats st;
+    secretheap_stats(&st, sizeof st);
+    if (st.secret_unavailable != 0) {
+        RUN(test_without_memfd_secret);
+        return h_done();
+    }
     RUN(test_64k_fallback);
     RUN(test_64k_null);
     RUN(test_8m);
@@ -462,5 +527,6 @@ int main(int argc, char **argv) {
     RUN(test_secure_reserve);
     RUN(test_tiny_budget_warns);
     RUN(test_exhausted_adopts_other_threads_slabs);
+    RUN(test_large_drops_idle);
     return h_done();
 }

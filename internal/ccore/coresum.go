@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "03f067427b50583b342e811b9996c84497422c4463bbaac8a78b94cd5eed5618"
+const coreSum = "8382b511a50539ff58b4d35c0dc80ff1383024d60aead4033115482ef821eb67"
