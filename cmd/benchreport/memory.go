@@ -32,21 +32,9 @@ func (b *bench) memory() error {
 		if be.id == "preload" || (be.preload && b.lib == "") {
 			continue // same allocator as "secretheap"
 		}
-		before := splits(vmstat())
-		recs, ok, err := b.records("locked memory "+be.label, 1, 5*time.Minute, b.env(be.preload), filepath.Join(b.bin, "allocbench"),
-			"locked", be.id, strconv.Itoa(lockedN))
-		after := splits(vmstat())
-		if err != nil {
+		if err := b.lockedRows("C", be.label, b.env(be.preload), filepath.Join(b.bin, "allocbench"), be.id); err != nil {
 			return err
 		}
-		if !ok {
-			continue
-		}
-		v, _ := recs[0].Num("bytes_per_secret")
-		b.add(Sample{Section: "locked", Workload: fmt.Sprintf("C: VmLck ÷ %d live 32-B secrets", lockedN),
-			Backend: be.label, Round: 1, Value: v, Unit: "B/secret"})
-		b.add(Sample{Section: "splits", Workload: fmt.Sprintf("C: direct-map splits while allocating %d 32-B secrets", lockedN),
-			Backend: be.label, Round: 1, Value: float64(after - before), Unit: "splits"})
 	}
 	// Committed ÷ live requested bytes at the end of churn, each in a fresh
 	// process (the committed frontier never shrinks, so it is also the peak).
@@ -89,21 +77,28 @@ func (b *bench) memory() error {
 		if _, err := os.Stat(probe); err != nil {
 			continue
 		}
-		before := splits(vmstat())
-		recs, ok, err := b.records("Go locked memory "+be, 1, 5*time.Minute, cleanEnv(), probe, "locked", be, strconv.Itoa(lockedN))
-		after := splits(vmstat())
-		if err != nil {
+		if err := b.lockedRows("Go", be, cleanEnv(), probe, be); err != nil {
 			return err
 		}
-		if !ok {
-			continue
-		}
-		v, _ := recs[0].Num("bytes_per_secret")
-		b.add(Sample{Section: "locked", Workload: fmt.Sprintf("Go: VmLck ÷ %d live 32-B secrets", lockedN),
-			Backend: be, Round: 1, Value: v, Unit: "B/secret"})
-		b.add(Sample{Section: "splits", Workload: fmt.Sprintf("Go: direct-map splits while allocating %d 32-B secrets", lockedN),
-			Backend: be, Round: 1, Value: float64(after - before), Unit: "splits"})
 	}
+	return nil
+}
+
+// lockedRows runs `prog locked backend N` in a fresh process (allocbench for
+// C, the Go probe for Go) and adds its locked bytes per secret and the
+// direct-map splits it caused. A backend that cannot run here is skipped.
+func (b *bench) lockedRows(lang, label string, env []string, prog, backend string) error {
+	before := splits(vmstat())
+	recs, ok, err := b.records(lang+" locked memory "+label, 1, 5*time.Minute, env, prog, "locked", backend, strconv.Itoa(lockedN))
+	after := splits(vmstat())
+	if err != nil || !ok {
+		return err
+	}
+	v, _ := recs[0].Num("bytes_per_secret")
+	b.add(Sample{Section: "locked", Workload: fmt.Sprintf("%s: VmLck ÷ %d live 32-B secrets", lang, lockedN),
+		Backend: label, Round: 1, Value: v, Unit: "B/secret"})
+	b.add(Sample{Section: "splits", Workload: fmt.Sprintf("%s: direct-map splits while allocating %d 32-B secrets", lang, lockedN),
+		Backend: label, Round: 1, Value: float64(after - before), Unit: "splits"})
 	return nil
 }
 
