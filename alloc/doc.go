@@ -196,7 +196,8 @@
 //     and class): a refill takes its own, then unowned ones, and carves only
 //     when neither has a free block. A magazine pins its slabs until
 //     the thread exits, and chunks holding only empty slabs are trimmed at
-//     thread exit rather than on the Free that crosses the idle bound.
+//     thread exit, and when a request finds the budget exhausted, rather
+//     than on the Free that crosses the idle bound.
 //   - Carving: a class's first slab is a quarter of its normal size (at least
 //     one block), and spans go first fit to the lowest-address chunk in use:
 //     a short-lived process (openssl version) then commits 148 KiB instead of

@@ -542,6 +542,8 @@ static bool adopt_slabs(unsigned cls, struct sh_tcache *self) {
     return any;
 }
 
+static bool trim_empty_slabs(void);
+
 static __attribute__((noinline)) void *malloc_small_slow(size_t n, unsigned cls, bool secure) {
     if (sh_unlikely(gate_pass() != 0))
         return exhausted(n, true);
@@ -629,7 +631,7 @@ static __attribute__((noinline)) void *malloc_large(size_t n, bool secure) {
     } else {
         s = sh_large_alloc(n, secure);
     }
-    if (!s && errno == ENOMEM && flush_own_magazines())
+    if (!s && errno == ENOMEM && (flush_own_magazines() || trim_empty_slabs()))
         return malloc_large(n, secure);
     if (!s)
         return exhausted(n, false);
@@ -1012,6 +1014,7 @@ struct trim {
     unsigned n;
     struct sh_span *release; /* linked through next (off their list) */
 };
+static bool trim_run(struct trim *t);
 /* Chunk lock and every class lock held. The walk stops at the first span
  * in use: a candidate chunk that holds anything (in a heap of small blocks,
  * its first span, mostly) costs one look, not its 512 pages (a chunk full
@@ -1061,23 +1064,32 @@ static void disown(struct sh_tcache *self) {
             trim_candidate(&t, s);
         pthread_mutex_unlock(&k->mu);
     }
-    if (t.n == 0)
-        return;
+    trim_run(&t);
+}
+
+/* Gives back every candidate chunk that holds nothing but empty listed
+ * slabs (checked again under every class lock and the chunk lock): its
+ * slabs return to the chunk, which becomes wholly free. Returns whether any
+ * slab was given back. */
+static bool trim_run(struct trim *t) {
+    if (t->n == 0)
+        return false;
     for (int i = 0; i < SH_NUM_CLASSES; i++)
         pthread_mutex_lock(&sh_classes[i].mu);
     sh_chunk_lock();
-    for (unsigned j = 0; j < t.n; j++) {
+    for (unsigned j = 0; j < t->n; j++) {
         bool only_kept = true;
-        sh_chunk_foreach_span_in(t.cand[j], trim_check, &only_kept);
+        sh_chunk_foreach_span_in(t->cand[j], trim_check, &only_kept);
         if (only_kept)
-            sh_chunk_foreach_span_in(t.cand[j], trim_collect, &t);
+            sh_chunk_foreach_span_in(t->cand[j], trim_collect, t);
     }
     sh_chunk_unlock();
     for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
         pthread_mutex_unlock(&sh_classes[i].mu);
-    while (t.release) {
-        struct sh_span *s = t.release;
-        t.release = s->next;
+    bool any = t->release != NULL;
+    while (t->release) {
+        struct sh_span *s = t->release;
+        t->release = s->next;
         s->next = NULL;
         size_t used = (size_t)s->nblocks * s->block_size;
         size_t tail = (size_t)s->npages * SH_OS_PAGE - used;
@@ -1085,6 +1097,33 @@ static void disown(struct sh_tcache *self) {
             sh_wipe((void *)(s->start + used), tail);
         sh_span_free(s);
     }
+    return any;
+}
+
+static void trim_gather(struct sh_span *s, void *arg) {
+    if (s->kind == SH_SPAN_SLAB && s->listed && !s->secure)
+        trim_candidate(arg, s);
+}
+
+/*
+ * Out of secret memory: the kept empty slabs of every class, wherever they
+ * are, may pin chunks that hold nothing else (each class keeps one, other
+ * threads' flushed magazines leave more), so a budget of a few chunks can
+ * be all pinned with nothing live and a large region falls back. Here,
+ * on the exhaustion path only (the walk is O(heap), under every lock),
+ * every such chunk is given back; the caller retries, and the large path
+ * drops the now idle chunks. Returns whether anything was given back.
+ */
+static bool trim_empty_slabs(void) {
+    struct trim t = {.n = 0, .release = NULL};
+    for (int i = 0; i < SH_NUM_CLASSES; i++)
+        pthread_mutex_lock(&sh_classes[i].mu);
+    sh_chunk_lock();
+    sh_chunk_foreach_span(trim_gather, &t);
+    sh_chunk_unlock();
+    for (int i = SH_NUM_CLASSES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&sh_classes[i].mu);
+    return trim_run(&t);
 }
 
 static void tcache_destroy(void *arg) {

@@ -471,6 +471,50 @@ static int large_after_idle(bool keep) {
 static int mode_large_idle(void) { return large_after_idle(false); }
 static int mode_large_live(void) { return large_after_idle(true); }
 
+/*
+ * A large region that does not fit takes the budget of chunks pinned only by
+ * kept empty slabs: blocks of every size class, allocated round by round
+ * until two chunks exist, then all freed. Each class keeps an empty slab
+ * (so a class whose live count swings around zero does not re-carve), and
+ * those are scattered over both chunks: nothing is live, but neither chunk
+ * is wholly free. Then 3 MiB under SECRETHEAP_LIMIT=5M.
+ */
+static int mode_large_pinned(void) {
+    static void *blocks[8192];
+    size_t n = 0;
+    struct secretheap_stats st;
+    do {
+        for (size_t c = 0; c < SH_NUM_CLASSES; c++) {
+            if (n == 8192 || !(blocks[n++] = secretheap_malloc(sh_class_size[c])))
+                return 90;
+        }
+        secretheap_stats(&st, sizeof st);
+    } while (st.chunks_secret + st.chunks_locked < 2);
+    for (size_t i = 0; i < n; i++)
+        secretheap_free(blocks[i]);
+    secretheap_stats(&st, sizeof st);
+    unsigned long long idle = st.idle_chunks, chunks = st.chunks_secret + st.chunks_locked;
+    void *p = secretheap_malloc(3u << 20);
+    if (!p)
+        return 91;
+    int b = secretheap_backend(p);
+    secretheap_stats(&st, sizeof st);
+    fprintf(stderr, "chunks_before=%llu idle_before=%llu region_in_chunks=%d fallbacks=%llu\n", chunks, idle,
+            b == SECRETHEAP_BACKEND_SECRET || b == SECRETHEAP_BACKEND_LOCKED, (unsigned long long)st.fallbacks);
+    secretheap_free(p);
+    return secretheap_check() == 0 ? 0 : 92;
+}
+
+static void test_large_trims_kept_slabs(void) {
+    const char *env[] = {"SECRETHEAP_LIMIT=5M", NULL};
+    struct h_child ch;
+    h_reexec("large_pinned", env, -1, 0, &ch);
+    CHECK_MSG(ch.exited && ch.code == 0, "exit %d sig %d: %s", ch.code, ch.sig, ch.err);
+    /* The case is only a case if the kept slabs pinned both chunks. */
+    CHECK_MSG(field(ch.err, "chunks_before=") == 2 && field(ch.err, "idle_before=") == 0, "setup: %s", ch.err);
+    CHECK_MSG(field(ch.err, "region_in_chunks=") == 1 && field(ch.err, "fallbacks=") == 0, "%s", ch.err);
+}
+
 static void test_large_drops_idle(void) {
     const char *env[] = {"SECRETHEAP_LIMIT=5M", NULL};
     struct h_child ch;
@@ -498,6 +542,7 @@ static const struct h_mode modes[] = {
     {"adopt", mode_adopt},
     {"large_idle", mode_large_idle},
     {"large_live", mode_large_live},
+    {"large_pinned", mode_large_pinned},
     {"realloc_worlds", mode_realloc_worlds},
     {NULL, NULL},
 };
@@ -528,5 +573,6 @@ int main(int argc, char **argv) {
     RUN(test_tiny_budget_warns);
     RUN(test_exhausted_adopts_other_threads_slabs);
     RUN(test_large_drops_idle);
+    RUN(test_large_trims_kept_slabs);
     return h_done();
 }

@@ -4,4 +4,4 @@ package ccore
 
 // coreSum is the digest of cshim's sources this package was last generated
 // for (see core.go): a new value makes cmd/go rebuild the binding.
-const coreSum = "8382b511a50539ff58b4d35c0dc80ff1383024d60aead4033115482ef821eb67"
+const coreSum = "97374fb6dd81908c6d6ddc591f5efaa4a8c210c6ea17b1b1d03af89d1bc0f81c"
